@@ -1,0 +1,2 @@
+//! haseed: site inventory -> Wasm policy chain -> checked plan -> rendered artifacts.
+pub mod contract;
