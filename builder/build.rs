@@ -1,1 +1,98 @@
-fn main(){}
+//! Builds the policy plugins (`../plugins`, a cargo workspace for
+//! wasm32-wasip2) from source, so the default policy embedded in `haseed` and
+//! the plugins the tests load never come from a committed binary (the way
+//! wasmtime's test-programs build their guests).
+//!
+//! The plugins get their own target directory next to ours: a nested cargo
+//! sharing our build directory would wait forever on our own lock.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest_dir.parent().expect("builder/ has a parent");
+    let plugins = root.join("plugins");
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-plugins");
+
+    for watched in ["plugins", "wit"] {
+        rerun_if_changed_tree(&root.join(watched));
+    }
+    println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_PROFILE");
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // What our own build was told must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in env::vars() {
+        if key.starts_with("CARGO_PROFILE_") || key.starts_with("CARGO_CFG_") {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("could not run cargo to build the policy plugins: {e}");
+    });
+    if !status.success() {
+        panic!(
+            "building the policy plugins failed (cd plugins && cargo build --release --target wasm32-wasip2). \
+             Is the target installed? rustup target add wasm32-wasip2"
+        );
+    }
+
+    let out = target_dir.join("wasm32-wasip2").join("release");
+    let default_policy = out.join("default_policy.wasm");
+    assert!(
+        default_policy.exists(),
+        "{} was not produced",
+        default_policy.display()
+    );
+    println!(
+        "cargo:rustc-env=HASEED_DEFAULT_POLICY_WASM={}",
+        default_policy.display()
+    );
+    println!("cargo:rustc-env=HASEED_PLUGIN_DIR={}", out.display());
+}
+
+fn rerun_if_changed_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", dir.display());
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            rerun_if_changed_tree(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
