@@ -1,0 +1,173 @@
+//! The inventory stage: the site file (TOML) is parsed, checked and resolved into the
+//! contract's [`Site`](crate::contract::Site), plus what the host needs besides (plugins,
+//! default-policy settings, SSH keys, source spans of nodes).
+//!
+//! Every problem in the file is reported at once ([`Diagnostics`], sorted by position), each
+//! pointing at the offending text. Nothing here panics on any input, and the work is linear in
+//! the size of the file (hash maps for names and addresses).
+//!
+//! Stages: [`read`] walks the TOML document (`toml_edit`, which keeps spans) into raw typed
+//! structs, reporting syntax, unknown keys, wrong types, missing keys and unknown words;
+//! [`resolve`] checks values and cross references and fills indices, holders, backends and
+//! VRIDs.
+
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::contract;
+use crate::diag::{Diagnostic, Diagnostics};
+
+mod net;
+mod read;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+pub use net::Cidr;
+
+/// Site files larger than this are refused before parsing.
+pub const MAX_SITE_FILE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A parsed, checked and resolved site file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    /// The site file's path as given.
+    pub path: PathBuf,
+    /// The file's text (for diagnostics later).
+    pub source: String,
+    /// Resolved: indices, holders, backends and VRIDs all filled.
+    pub site: contract::Site,
+    /// In file order.
+    pub plugins: Vec<PluginRef>,
+    /// JSON text of `[default_policy]`, "{}" when absent.
+    pub default_policy_settings: String,
+    /// Parallel to `site.nodes`.
+    pub node_extras: Vec<NodeExtra>,
+    /// Byte span of each `[[node]]`'s name value, parallel to `site.nodes`.
+    pub node_spans: Vec<Range<usize>>,
+}
+
+/// One `[[plugin]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    /// Resolved against the site file's directory (absolute paths stay as they are).
+    pub path: PathBuf,
+    /// The path as written in the file.
+    pub path_text: String,
+    /// Lowercase hex, 64 digits. Not checked against the file here.
+    pub sha256: String,
+    /// JSON object text, "{}" when the entry has no settings.
+    pub settings_json: String,
+    /// Span of the path value.
+    pub span: Range<usize>,
+}
+
+/// Per-node data that is not part of the plugin contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeExtra {
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+impl Inventory {
+    /// A diagnostic pointing at node `node`'s name in the site file (for later stages, e.g.
+    /// a plugin that failed on that node).
+    pub fn node_diagnostic(&self, node: usize, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&self.path, self.node_spans.get(node).cloned(), message)
+    }
+
+    /// `Diagnostics` over this site file holding `items`.
+    pub fn diagnostics(&self, items: Vec<Diagnostic>) -> Diagnostics {
+        Diagnostics {
+            file: self.path.clone(),
+            source: self.source.clone(),
+            items,
+        }
+    }
+}
+
+/// Reads and parses the site file. I/O problems, files over [`MAX_SITE_FILE_BYTES`] and
+/// non-UTF-8 text are reported as a diagnostic without span.
+pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
+    let fail = |msg: String| Diagnostics::whole_file(path, "", msg);
+    let file =
+        std::fs::File::open(path).map_err(|e| fail(format!("cannot read the site file: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read the site file: {e}")))?;
+    if meta.is_dir() {
+        return Err(fail("the site file is a directory".into()));
+    }
+    if meta.len() > MAX_SITE_FILE_BYTES as u64 {
+        return Err(fail(too_big(meta.len())));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SITE_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read the site file: {e}")))?;
+    if bytes.len() > MAX_SITE_FILE_BYTES {
+        return Err(fail(too_big(bytes.len() as u64)));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "the site file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    parse(path, &text)
+}
+
+fn too_big(len: u64) -> String {
+    format!(
+        "the site file is too large ({len} bytes; the limit is {} MiB)",
+        MAX_SITE_FILE_BYTES / (1024 * 1024)
+    )
+}
+
+/// Parses, checks and resolves `source` (the text of the file at `path`; `path` is used for
+/// messages and to resolve plugin paths). Pure: reads nothing.
+pub fn parse(path: &Path, source: &str) -> Result<Inventory, Diagnostics> {
+    if source.len() > MAX_SITE_FILE_BYTES {
+        return Err(Diagnostics::whole_file(
+            path,
+            "",
+            too_big(source.len() as u64),
+        ));
+    }
+    let doc = match toml_edit::ImDocument::parse(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let message = e
+                .message()
+                .trim()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let span = e.span().unwrap_or(0..0);
+            let mut d = Diagnostics::new(path, source);
+            d.push(Diagnostic::error(
+                path,
+                Some(span),
+                format!("TOML syntax error: {message}"),
+            ));
+            return Err(d);
+        }
+    };
+    let mut cx = read::Cx::new(path, source);
+    let raw = read::read_file(&mut cx, doc.as_table());
+    let resolved = resolve::resolve(&mut cx, &raw, path);
+    let mut diags = Diagnostics::new(path, source);
+    diags.items = std::mem::take(&mut cx.diags);
+    diags.finish()?;
+    Ok(Inventory {
+        path: path.to_path_buf(),
+        source: source.to_string(),
+        site: resolved.site,
+        plugins: resolved.plugins,
+        default_policy_settings: resolved.default_policy_settings,
+        node_extras: resolved.node_extras,
+        node_spans: resolved.node_spans,
+    })
+}

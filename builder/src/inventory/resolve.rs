@@ -1,0 +1,1272 @@
+//! Stage 2: check the raw structs and resolve names into indices (networks of nodes, holders
+//! and VRIDs of VIPs, backends of services). Every independent problem is reported; a value
+//! that is already wrong does not cause follow-on errors where that can be avoided.
+//!
+//! Cost: one pass over each list plus hash lookups; the only sort is per-VIP over its
+//! services' port ranges. Network lookup by address is a hash lookup per distinct prefix
+//! length (at most 33 + 129).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::net::{self, Cidr, CidrError};
+use super::read::{show, Cx, List, RawCheck, RawFile, RawHostKeys, Sp, Span};
+use super::{NodeExtra, PluginRef};
+use crate::contract::{
+    CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
+};
+
+pub(super) struct Resolved {
+    pub site: Site,
+    pub plugins: Vec<PluginRef>,
+    pub default_policy_settings: String,
+    pub node_extras: Vec<NodeExtra>,
+    pub node_spans: Vec<Span>,
+}
+
+const DEFAULT_PLATFORM: Platform = Platform::Raspios;
+const DEFAULT_INTERFACE: &str = "eth0";
+const DEFAULT_USER: &str = "pi";
+
+pub(super) const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+const NAME_HELP: &str =
+    "use 1 to 63 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+// ---------------------------------------------------------------------------------------
+// Local value checks
+// ---------------------------------------------------------------------------------------
+
+/// `[a-z0-9][a-z0-9._-]{0,62}`: site, network, VIP and service names.
+pub(super) fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
+}
+
+/// An RFC 1123 host name label, lowercase: node names.
+pub(super) fn valid_hostname(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// A DNS host name (for NTP servers): dot-separated labels, case-insensitive.
+fn valid_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+                && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+        })
+}
+
+/// `[A-Za-z0-9._-]{1,15}`, not "." or "..".
+pub(super) fn valid_interface(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+/// `[a-z_][a-z0-9_-]{0,31}`.
+pub(super) fn valid_user(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+/// One authorized_keys line: `TYPE BASE64 [COMMENT]`.
+pub(super) fn check_ssh_key(s: &str) -> Result<(), String> {
+    if s.chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
+        return Err("contains a line break or control character; give one key per entry".into());
+    }
+    if s.len() > 16 * 1024 {
+        return Err("is longer than 16 KiB".into());
+    }
+    let mut parts = s.split(' ').filter(|p| !p.is_empty());
+    let Some(ty) = parts.next() else {
+        return Err("is empty".into());
+    };
+    if !SSH_KEY_TYPES.contains(&ty) {
+        return Err(format!(
+            "does not start with a known key type ({})",
+            SSH_KEY_TYPES.join(", ")
+        ));
+    }
+    match parts.next() {
+        None => Err(format!("has no key data after `{ty}`")),
+        Some(blob)
+            if !blob
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c)) =>
+        {
+            Err("has key data that is not base64".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// `METHOD /path` (optionally followed by ` HTTP/1.0` or ` HTTP/1.1`), printable ASCII, no
+/// quotes, `#` or backslash.
+pub(super) fn check_http(s: &str) -> Result<(), String> {
+    if s.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII (no control characters or line breaks)".into());
+    }
+    if s.contains(['"', '\'', '#', '\\']) {
+        return Err("must not contain quotes, '#' or '\\'".into());
+    }
+    let parts: Vec<&str> = s.split(' ').collect();
+    let shape_ok = matches!(parts.len(), 2 | 3)
+        && (1..=16).contains(&parts[0].len())
+        && parts[0].bytes().all(|b| b.is_ascii_uppercase())
+        && parts[1].starts_with('/')
+        && (parts.len() == 2 || parts[2] == "HTTP/1.0" || parts[2] == "HTTP/1.1");
+    if !shape_ok {
+        return Err("must look like \"METHOD /path\", e.g. \"GET /healthz\"".into());
+    }
+    Ok(())
+}
+
+/// `FIRST-LAST`.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let shape = || {
+        format!(
+            "port_range {} must look like \"FIRST-LAST\", e.g. \"30000-32767\"",
+            show(s)
+        )
+    };
+    let (a, b) = s.split_once('-').ok_or_else(shape)?;
+    let num = |x: &str| -> Option<u32> {
+        if x.is_empty() || x.len() > 5 || !x.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            x.parse().ok()
+        }
+    };
+    let (Some(a), Some(b)) = (num(a), num(b)) else {
+        return Err(shape());
+    };
+    if !(1..=65535).contains(&a) || !(1..=65535).contains(&b) {
+        return Err(format!("port_range {}: ports must be 1..=65535", show(s)));
+    }
+    if a > b {
+        return Err(format!(
+            "port_range {}: the first port is greater than the last",
+            show(s)
+        ));
+    }
+    Ok((a as u16, b as u16))
+}
+
+fn ports_text(first: u16, last: u16) -> String {
+    if first == last {
+        format!("port {first}")
+    } else {
+        format!("ports {first}-{last}")
+    }
+}
+
+/// A name for a message: as is when harmless, else quoted and escaped.
+fn nm(s: &str) -> Cow<'_, str> {
+    if !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+    {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(show(s))
+    }
+}
+
+/// "a, b, c" (at most 10, then "...").
+fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<Cow<str>> = names.take(11).map(nm).collect();
+    if v.len() == 11 {
+        v[10] = Cow::Borrowed("...");
+    }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn role_index(r: Role) -> usize {
+    match r {
+        Role::Lb => 0,
+        Role::Master => 1,
+        Role::Worker => 2,
+        Role::Controller => 3,
+        Role::Db => 4,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+impl Cx<'_> {
+    /// `noun` of `owner`, e.g. "address" of "node lb1".
+    fn ip(&mut self, s: &Sp<String>, noun: &str, kind: &str, name: &str) -> Option<IpAddr> {
+        match s.v.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(
+                    s.span.clone(),
+                    format!(
+                        "{noun} {} of {kind} {name} is not an IP address",
+                        show(&s.v)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn int_in(&mut self, v: &Sp<i64>, what: &str, lo: i64, hi: i64) -> Option<i64> {
+        if (lo..=hi).contains(&v.v) {
+            return Some(v.v);
+        }
+        let want = if hi == u32::MAX as i64 && v.v < lo {
+            format!("at least {lo}")
+        } else {
+            format!("{lo}..={hi}")
+        };
+        self.err(
+            v.span.clone(),
+            format!("{what} must be {want}, found {}", v.v),
+        );
+        None
+    }
+
+    fn check_host_keys(&mut self, h: &RawHostKeys) {
+        if let Some(i) = &h.interface {
+            if !valid_interface(&i.v) {
+                let d = self
+                    .diag(
+                        i.span.clone(),
+                        format!("invalid interface name {}", show(&i.v)),
+                    )
+                    .with_help("use 1 to 15 characters: letters, digits, '.', '_' or '-'");
+                self.push(d);
+            }
+        }
+        if let Some(u) = &h.user {
+            if !valid_user(&u.v) {
+                let d = self
+                    .diag(u.span.clone(), format!("invalid user name {}", show(&u.v)))
+                    .with_help("use up to 32 characters: lowercase letters, digits, '_' or '-', starting with a letter or '_'");
+                self.push(d);
+            }
+        }
+        if let Some(keys) = &h.ssh_authorized_keys {
+            for k in &keys.v {
+                if let Err(e) = check_ssh_key(&k.v) {
+                    self.err(k.span.clone(), format!("ssh_authorized_keys entry {e}"));
+                }
+            }
+        }
+    }
+
+    /// Reports `name` if invalid or already in `seen`; inserts it otherwise.
+    fn unique_name<'n>(
+        &mut self,
+        seen: &mut HashMap<&'n str, usize>,
+        spans: &[Option<Span>],
+        name: &'n Sp<String>,
+        index: usize,
+        kind: &NameKind,
+    ) {
+        let NameKind { kind, valid, help } = *kind;
+        if !valid(&name.v) {
+            let d = self
+                .diag(
+                    name.span.clone(),
+                    format!("invalid {kind} name {}", show(&name.v)),
+                )
+                .with_help(help);
+            self.push(d);
+        }
+        match seen.get(name.v.as_str()) {
+            Some(&first) => {
+                let mut d = self.diag(
+                    name.span.clone(),
+                    format!("duplicate {kind} name {}", nm(&name.v)),
+                );
+                if let Some(Some(s)) = spans.get(first) {
+                    d = d.with_label(s.clone(), "first defined here");
+                }
+                self.push(d);
+            }
+            None => {
+                seen.insert(name.v.as_str(), index);
+            }
+        }
+    }
+}
+
+/// What a kind of name is called and which names are valid.
+struct NameKind {
+    kind: &'static str,
+    valid: fn(&str) -> bool,
+    help: &'static str,
+}
+
+const NETWORK_NAME: NameKind = NameKind {
+    kind: "network",
+    valid: valid_name,
+    help: NAME_HELP,
+};
+const NODE_NAME: NameKind = NameKind {
+    kind: "node",
+    valid: valid_hostname,
+    help: "node names are host names: 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'",
+};
+const VIP_NAME: NameKind = NameKind {
+    kind: "VIP",
+    valid: valid_name,
+    help: NAME_HELP,
+};
+const SERVICE_NAME: NameKind = NameKind {
+    kind: "service",
+    valid: valid_name,
+    help: NAME_HELP,
+};
+
+fn name_spans<T>(items: &[T], f: impl Fn(&T) -> Option<&Sp<String>>) -> Vec<Option<Span>> {
+    items.iter().map(|x| f(x).map(|n| n.span.clone())).collect()
+}
+
+pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resolved {
+    // ---- [site] --------------------------------------------------------------------
+    let mut site_name = String::new();
+    if let Some(n) = &raw.site.name {
+        if !valid_name(&n.v) {
+            let d = cx
+                .diag(n.span.clone(), format!("invalid site name {}", show(&n.v)))
+                .with_help(NAME_HELP);
+            cx.push(d);
+        }
+        site_name = n.v.clone();
+    }
+    let mut stage = String::new();
+    if let Some(s) = &raw.site.stage {
+        if !s.v.is_empty() && !valid_name(&s.v) {
+            let d = cx
+                .diag(s.span.clone(), format!("invalid stage name {}", show(&s.v)))
+                .with_help(NAME_HELP);
+            cx.push(d);
+        }
+        stage = s.v.clone();
+    }
+
+    // ---- [defaults] ----------------------------------------------------------------
+    cx.check_host_keys(&raw.defaults);
+
+    // ---- [[network]] ---------------------------------------------------------------
+    let net_name_spans = name_spans(&raw.networks, |n| n.name.as_ref());
+    let mut net_by_name: HashMap<&str, usize> = HashMap::new();
+    let mut cidrs: Vec<Option<Cidr>> = Vec::with_capacity(raw.networks.len());
+    let mut gateways: Vec<Option<(IpAddr, Span)>> = Vec::with_capacity(raw.networks.len());
+    let mut networks: Vec<Network> = Vec::with_capacity(raw.networks.len());
+    // (is_v6, prefix, network bits) -> networks with exactly that cidr
+    let mut by_cidr: HashMap<(bool, u8, u128), Vec<usize>> = HashMap::new();
+    for (i, n) in raw.networks.iter().enumerate() {
+        if let Some(name) = &n.name {
+            cx.unique_name(&mut net_by_name, &net_name_spans, name, i, &NETWORK_NAME);
+        }
+        let label = n.name.as_ref().map_or(Cow::Borrowed("?"), |s| nm(&s.v));
+        let cidr = n.cidr.as_ref().and_then(|c| match Cidr::parse(&c.v) {
+            Ok(cidr) => Some(cidr),
+            Err(e) => {
+                let d = match e {
+                    CidrError::Syntax => cx
+                        .diag(c.span.clone(), format!("invalid cidr {}", show(&c.v)))
+                        .with_help("write ADDRESS/PREFIX, e.g. \"192.168.3.0/24\""),
+                    CidrError::Prefix(p) => cx.diag(
+                        c.span.clone(),
+                        format!(
+                            "invalid cidr {}: prefix length /{p} is too long",
+                            show(&c.v)
+                        ),
+                    ),
+                    CidrError::HostBits(net) => cx
+                        .diag(
+                            c.span.clone(),
+                            format!("invalid cidr {}: the host bits are not zero", show(&c.v)),
+                        )
+                        .with_help(format!("did you mean \"{net}\"?")),
+                };
+                cx.push(d);
+                None
+            }
+        });
+        if let Some(c) = cidr {
+            by_cidr
+                .entry((c.is_v6(), c.prefix(), c.bits()))
+                .or_default()
+                .push(i);
+        }
+        let mut gateway = None;
+        if let Some(g) = &n.gateway {
+            if let Some(ip) = cx.ip(g, "gateway", "network", &label) {
+                if let Some(c) = cidr {
+                    if !c.contains(ip) {
+                        cx.err(
+                            g.span.clone(),
+                            format!("gateway {ip} is outside network {label} ({c})"),
+                        );
+                    } else if let Some(what) = c.reserved(ip) {
+                        cx.err(
+                            g.span.clone(),
+                            format!("gateway {ip} is {what} of network {label} ({c})"),
+                        );
+                    }
+                }
+                gateway = Some((ip, g.span.clone()));
+            }
+        }
+        let mut dns = Vec::new();
+        for d in n.dns.iter().flat_map(|l| l.v.iter()) {
+            if let Some(ip) = cx.ip(d, "dns entry", "network", &label) {
+                dns.push(ip.to_string());
+            }
+        }
+        let mut ntp = Vec::new();
+        for t in n.ntp.iter().flat_map(|l| l.v.iter()) {
+            match t.v.parse::<IpAddr>() {
+                Ok(ip) => ntp.push(ip.to_string()),
+                Err(_) if valid_dns_name(&t.v) => ntp.push(t.v.clone()),
+                Err(_) => cx.err(
+                    t.span.clone(),
+                    format!(
+                        "ntp entry {} of network {label} is neither an IP address nor a host name",
+                        show(&t.v)
+                    ),
+                ),
+            }
+        }
+        networks.push(Network {
+            name: n.name.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
+            cidr: cidr
+                .map(|c| c.to_string())
+                .or_else(|| n.cidr.as_ref().map(|c| c.v.clone()))
+                .unwrap_or_default(),
+            gateway: gateway.as_ref().map(|(ip, _)| ip.to_string()),
+            dns,
+            ntp,
+        });
+        cidrs.push(cidr);
+        gateways.push(gateway);
+    }
+    // distinct (family, prefix), longest first
+    let mut prefixes: Vec<(bool, u8)> = by_cidr.keys().map(|&(v6, p, _)| (v6, p)).collect();
+    prefixes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    prefixes.dedup();
+
+    let net_names = || {
+        name_list(
+            raw.networks
+                .iter()
+                .filter_map(|n| n.name.as_ref())
+                .map(|n| n.v.as_str()),
+        )
+    };
+
+    // ---- [[node]] ------------------------------------------------------------------
+    let node_name_spans = name_spans(&raw.nodes, |n| n.name.as_ref());
+    let mut node_by_name: HashMap<&str, usize> = HashMap::with_capacity(raw.nodes.len());
+    let mut node_by_addr: HashMap<IpAddr, usize> = HashMap::with_capacity(raw.nodes.len());
+    let mut node_ips: Vec<Option<IpAddr>> = Vec::with_capacity(raw.nodes.len());
+    let mut node_nets: Vec<Option<usize>> = Vec::with_capacity(raw.nodes.len());
+    let mut by_role: [Vec<u32>; 5] = Default::default();
+    let mut lb_by_net: HashMap<usize, Vec<u32>> = HashMap::new();
+    // Some node's roles or network could not be read: "nobody has role X" may be wrong.
+    let mut nodes_incomplete = false;
+    let mut nodes = Vec::with_capacity(raw.nodes.len());
+    let mut node_extras = Vec::with_capacity(raw.nodes.len());
+    let mut node_spans = Vec::with_capacity(raw.nodes.len());
+    let d = &raw.defaults;
+
+    for (i, n) in raw.nodes.iter().enumerate() {
+        let idx = i as u32;
+        if let Some(name) = &n.name {
+            cx.unique_name(&mut node_by_name, &node_name_spans, name, i, &NODE_NAME);
+        }
+        let label = n.name.as_ref().map_or(Cow::Borrowed("?"), |s| nm(&s.v));
+        node_spans.push(n.name.as_ref().map_or(n.span.clone(), |s| s.span.clone()));
+
+        let mut roles = Vec::new();
+        match &n.roles {
+            Some(list) => {
+                if list.v.is_empty() {
+                    let d = cx
+                        .diag(list.span.clone(), format!("node {label} has no roles"))
+                        .with_help("give at least one of: lb, master, worker, controller, db");
+                    cx.push(d);
+                }
+                let mut seen = [false; 5];
+                for r in &list.v {
+                    let ri = role_index(r.v);
+                    if seen[ri] {
+                        cx.err(
+                            r.span.clone(),
+                            format!("role {} is listed twice for node {label}", r.v.as_str()),
+                        );
+                        continue;
+                    }
+                    seen[ri] = true;
+                    roles.push(r.v);
+                    by_role[ri].push(idx);
+                }
+            }
+            None => nodes_incomplete = true,
+        }
+
+        let ip = n.address.as_ref().and_then(|a| {
+            let ip = cx.ip(a, "address", "node", &label)?;
+            if let Some(what) = net::unusable(ip) {
+                cx.err(
+                    a.span.clone(),
+                    format!("address {ip} of node {label} is {what}"),
+                );
+            }
+            match node_by_addr.get(&ip) {
+                Some(&first) => {
+                    let mut d = cx.diag(
+                        a.span.clone(),
+                        format!(
+                            "duplicate node address {ip}: node {label} and node {}",
+                            raw.nodes[first]
+                                .name
+                                .as_ref()
+                                .map_or(Cow::Borrowed("?"), |s| nm(&s.v))
+                        ),
+                    );
+                    if let Some(s) = &raw.nodes[first].address {
+                        d = d.with_label(s.span.clone(), "first used here");
+                    }
+                    cx.push(d);
+                }
+                None => {
+                    node_by_addr.insert(ip, i);
+                }
+            }
+            Some(ip)
+        });
+
+        let mut network = None;
+        match &n.network {
+            Some(nn) => match net_by_name.get(nn.v.as_str()) {
+                Some(&ni) => {
+                    network = Some(ni);
+                    if let (Some(ip), Some(c)) = (ip, cidrs[ni]) {
+                        if !c.contains(ip) {
+                            let d = cx.diag(
+                                n.address
+                                    .as_ref()
+                                    .map_or(nn.span.clone(), |a| a.span.clone()),
+                                format!(
+                                    "address {ip} of node {label} is outside its network {} ({c})",
+                                    nm(&nn.v)
+                                ),
+                            );
+                            cx.push(d);
+                        }
+                    }
+                }
+                None => {
+                    let d = cx
+                        .diag(nn.span.clone(), format!("unknown network {}", show(&nn.v)))
+                        .with_help(format!("defined networks: {}", net_names()));
+                    cx.push(d);
+                }
+            },
+            None => {
+                if let Some(ip) = ip {
+                    let (v6, bits) = net::ip_bits(ip);
+                    let found = prefixes
+                        .iter()
+                        .filter(|&&(pv6, _)| pv6 == v6)
+                        .find_map(|&(_, p)| by_cidr.get(&(v6, p, net::mask(v6, bits, p))));
+                    // `n.address` is Some whenever `ip` is.
+                    let aspan = n
+                        .address
+                        .as_ref()
+                        .map_or(n.span.clone(), |a| a.span.clone());
+                    match found.map(|v| v.as_slice()) {
+                        Some([ni]) => network = Some(*ni),
+                        Some(several) => {
+                            let d = cx
+                                .diag(
+                                    aspan,
+                                    format!(
+                                        "address {ip} of node {label} is in several networks with the same cidr ({})",
+                                        name_list(several.iter().map(|&k| {
+                                            raw.networks[k].name.as_ref().map_or("?", |s| s.v.as_str())
+                                        }))
+                                    ),
+                                )
+                                .with_help("set network = \"...\" on the node");
+                            cx.push(d);
+                        }
+                        None => {
+                            let d = cx
+                                .diag(aspan, format!("address {ip} of node {label} is in no [[network]]"))
+                                .with_help(
+                                    "add a [[network]] whose cidr contains it, or set network = \"...\" on the node",
+                                );
+                            cx.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        if network.is_none() {
+            nodes_incomplete = true;
+        }
+        if let (Some(ip), Some(ni), Some(a)) = (ip, network, &n.address) {
+            if let Some(c) = cidrs[ni] {
+                let net_label = nm(&networks[ni].name);
+                if let Some(what) = c.reserved(ip) {
+                    cx.err(
+                        a.span.clone(),
+                        format!(
+                            "address {ip} of node {label} is {what} of network {net_label} ({c})"
+                        ),
+                    );
+                }
+                if let Some((g, gspan)) = &gateways[ni] {
+                    if *g == ip {
+                        let d = cx
+                            .diag(
+                                a.span.clone(),
+                                format!("address {ip} of node {label} is the gateway of network {net_label}"),
+                            )
+                            .with_label(gspan.clone(), "gateway set here");
+                        cx.push(d);
+                    }
+                }
+            }
+        }
+        if let Some(ni) = network {
+            if roles.contains(&Role::Lb) {
+                lb_by_net.entry(ni).or_default().push(idx);
+            }
+        }
+
+        cx.check_host_keys(&n.host);
+        let h = &n.host;
+        let keys = h
+            .ssh_authorized_keys
+            .as_ref()
+            .or(d.ssh_authorized_keys.as_ref())
+            .map(|l: &List<String>| l.v.iter().map(|k| k.v.clone()).collect())
+            .unwrap_or_default();
+        nodes.push(Node {
+            name: n.name.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
+            roles,
+            address: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            network: network.unwrap_or(0) as u32,
+            platform: h
+                .platform
+                .as_ref()
+                .or(d.platform.as_ref())
+                .map_or(DEFAULT_PLATFORM, |p| p.v),
+            interface: h
+                .interface
+                .as_ref()
+                .or(d.interface.as_ref())
+                .map_or(DEFAULT_INTERFACE.to_string(), |s| s.v.clone()),
+            user: h
+                .user
+                .as_ref()
+                .or(d.user.as_ref())
+                .map_or(DEFAULT_USER.to_string(), |s| s.v.clone()),
+        });
+        node_extras.push(NodeExtra {
+            ssh_authorized_keys: keys,
+        });
+        node_ips.push(ip);
+        node_nets.push(network);
+    }
+    let node_label = |i: usize| nm(&nodes[i].name);
+
+    // ---- [[vip]] -------------------------------------------------------------------
+    let vip_name_spans = name_spans(&raw.vips, |v| v.name.as_ref());
+    let mut vip_by_name: HashMap<&str, usize> = HashMap::new();
+    let mut vip_by_addr: HashMap<IpAddr, usize> = HashMap::new();
+    let mut vips: Vec<Vip> = Vec::with_capacity(raw.vips.len());
+    let mut vip_nets: Vec<Option<usize>> = Vec::with_capacity(raw.vips.len());
+    for (i, v) in raw.vips.iter().enumerate() {
+        if let Some(name) = &v.name {
+            cx.unique_name(&mut vip_by_name, &vip_name_spans, name, i, &VIP_NAME);
+        }
+        let label = v.name.as_ref().map_or(Cow::Borrowed("?"), |s| nm(&s.v));
+        let name_span = v.name.as_ref().map_or(v.span.clone(), |s| s.span.clone());
+
+        let network = v
+            .network
+            .as_ref()
+            .and_then(|nn| match net_by_name.get(nn.v.as_str()) {
+                Some(&ni) => Some(ni),
+                None => {
+                    let d = cx
+                        .diag(nn.span.clone(), format!("unknown network {}", show(&nn.v)))
+                        .with_help(format!("defined networks: {}", net_names()));
+                    cx.push(d);
+                    None
+                }
+            });
+
+        let ip = v.address.as_ref().and_then(|a| {
+            let ip = cx.ip(a, "address", "VIP", &label)?;
+            if let Some(what) = net::unusable(ip) {
+                cx.err(a.span.clone(), format!("address {ip} of VIP {label} is {what}"));
+            }
+            if let Some(ni) = network {
+                if let Some(c) = cidrs[ni] {
+                    let net_label = nm(&networks[ni].name);
+                    if !c.contains(ip) {
+                        cx.err(
+                            a.span.clone(),
+                            format!("address {ip} of VIP {label} is outside its network {net_label} ({c})"),
+                        );
+                    } else if let Some(what) = c.reserved(ip) {
+                        cx.err(
+                            a.span.clone(),
+                            format!("address {ip} of VIP {label} is {what} of network {net_label} ({c})"),
+                        );
+                    }
+                    if let Some((g, gspan)) = &gateways[ni] {
+                        if *g == ip {
+                            let d = cx
+                                .diag(
+                                    a.span.clone(),
+                                    format!("address {ip} of VIP {label} is the gateway of network {net_label}"),
+                                )
+                                .with_label(gspan.clone(), "gateway set here");
+                            cx.push(d);
+                        }
+                    }
+                }
+            }
+            if let Some(&ni) = node_by_addr.get(&ip) {
+                let mut d = cx.diag(
+                    a.span.clone(),
+                    format!(
+                        "address {ip} of VIP {label} is the address of node {}",
+                        node_label(ni)
+                    ),
+                );
+                if let Some(s) = &raw.nodes[ni].address {
+                    d = d.with_label(s.span.clone(), "node address set here");
+                }
+                cx.push(d);
+            }
+            match vip_by_addr.get(&ip) {
+                Some(&first) => {
+                    let mut d = cx.diag(
+                        a.span.clone(),
+                        format!("duplicate VIP address {ip}: VIP {label} and VIP {}", nm(&vips[first].name)),
+                    );
+                    if let Some(s) = &raw.vips[first].address {
+                        d = d.with_label(s.span.clone(), "first used here");
+                    }
+                    cx.push(d);
+                }
+                None => {
+                    vip_by_addr.insert(ip, i);
+                }
+            }
+            Some(ip)
+        });
+
+        // holders
+        let mut holders: Vec<u32> = Vec::new();
+        let mut holders_ok = false;
+        match &v.holders {
+            Some(list) => {
+                holders_ok = true;
+                if list.v.is_empty() {
+                    cx.err(
+                        list.span.clone(),
+                        format!("VIP {label} has no holders: holders is empty"),
+                    );
+                }
+                let mut seen: HashMap<usize, &Span> = HashMap::new();
+                for h in &list.v {
+                    let Some(&ni) = node_by_name.get(h.v.as_str()) else {
+                        cx.err(
+                            h.span.clone(),
+                            format!("unknown node {} in holders of VIP {label}", show(&h.v)),
+                        );
+                        holders_ok = false;
+                        continue;
+                    };
+                    if let Some(first) = seen.get(&ni) {
+                        let d = cx
+                            .diag(
+                                h.span.clone(),
+                                format!(
+                                    "node {} is listed twice in holders of VIP {label}",
+                                    nm(&h.v)
+                                ),
+                            )
+                            .with_label((*first).clone(), "first listed here");
+                        cx.push(d);
+                        continue;
+                    }
+                    seen.insert(ni, &h.span);
+                    if let (Some(vn), Some(nn)) = (network, node_nets[ni]) {
+                        if vn != nn {
+                            cx.err(
+                                h.span.clone(),
+                                format!(
+                                    "node {} in holders of VIP {label} is not on network {} (it is on {})",
+                                    nm(&h.v),
+                                    nm(&networks[vn].name),
+                                    nm(&networks[nn].name)
+                                ),
+                            );
+                        }
+                    }
+                    holders.push(ni as u32);
+                }
+            }
+            None if v.holders_bad => {}
+            None => {
+                if let Some(ni) = network {
+                    holders = lb_by_net.get(&ni).cloned().unwrap_or_default();
+                    holders_ok = true;
+                    if holders.is_empty() && !nodes_incomplete {
+                        let d = cx
+                            .diag(
+                                name_span.clone(),
+                                format!(
+                                    "VIP {label} has no holders: no node with role lb on network {}; add holders = [...]",
+                                    nm(&networks[ni].name)
+                                ),
+                            );
+                        cx.push(d);
+                    }
+                }
+            }
+        }
+
+        // master / nopreempt
+        let mut master = None;
+        if let Some(m) = &v.master {
+            match node_by_name.get(m.v.as_str()) {
+                None => cx.err(
+                    m.span.clone(),
+                    format!("unknown node {} as master of VIP {label}", show(&m.v)),
+                ),
+                Some(&ni) => {
+                    if holders.contains(&(ni as u32)) {
+                        master = Some(ni as u32);
+                    } else if holders_ok {
+                        let d = cx
+                            .diag(
+                                m.span.clone(),
+                                format!(
+                                    "master {} of VIP {label} is not one of its holders",
+                                    nm(&m.v)
+                                ),
+                            )
+                            .with_help(format!(
+                                "holders: {}",
+                                name_list(holders.iter().map(|&h| nodes[h as usize].name.as_str()))
+                            ));
+                        cx.push(d);
+                    }
+                }
+            }
+        }
+        if let (Some(np), Some(m)) = (&v.nopreempt, &v.master) {
+            if np.v {
+                let d = cx
+                    .diag(
+                        np.span.clone(),
+                        format!(
+                            "nopreempt with a MASTER state: VIP {label} sets master = {} (keepalived ignores nopreempt on a MASTER)",
+                            nm(&m.v)
+                        ),
+                    )
+                    .with_label(m.span.clone(), "master set here")
+                    .with_help("remove nopreempt (a VIP with a master preempts), or remove master");
+                cx.push(d);
+            }
+        }
+        let nopreempt = v.master.is_none() && v.nopreempt.as_ref().is_none_or(|n| n.v);
+
+        let vrid = v
+            .vrid
+            .as_ref()
+            .and_then(|r| cx.int_in(r, &format!("vrid of VIP {label}"), 1, 255))
+            .map_or(0, |r| r as u8);
+
+        vips.push(Vip {
+            name: v.name.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
+            address: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            network: network.unwrap_or(0) as u32,
+            holders,
+            vrid,
+            master,
+            nopreempt,
+        });
+        vip_nets.push(network);
+    }
+
+    // VRIDs: explicit ones must be unique per network; the rest are assigned 1, 2, 3, ... per
+    // network in file order, skipping the explicit ones.
+    {
+        // network -> vrid -> VIP that uses it
+        let mut used: HashMap<usize, Box<[Option<usize>; 256]>> = HashMap::new();
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for (i, v) in raw.vips.iter().enumerate() {
+            let Some(ni) = vip_nets[i] else { continue };
+            let c = count.entry(ni).or_default();
+            *c += 1;
+            if *c == 256 {
+                let d = cx
+                    .diag(
+                        v.name.as_ref().map_or(v.span.clone(), |s| s.span.clone()),
+                        format!(
+                            "network {} has more than 255 VIPs (VRRP virtual router ids are 1..=255)",
+                            nm(&networks[ni].name)
+                        ),
+                    )
+                    .with_help("split the VIPs over several networks");
+                cx.push(d);
+            }
+            let vrid = vips[i].vrid;
+            if vrid == 0 {
+                continue;
+            }
+            let slots = used.entry(ni).or_insert_with(|| Box::new([None; 256]));
+            match slots[vrid as usize] {
+                Some(first) => {
+                    let mut d = cx.diag(
+                        v.vrid.as_ref().map_or(v.span.clone(), |r| r.span.clone()),
+                        format!(
+                            "vrid {vrid} of VIP {} is already used by VIP {} on network {}",
+                            nm(&vips[i].name),
+                            nm(&vips[first].name),
+                            nm(&networks[ni].name)
+                        ),
+                    );
+                    if let Some(r) = &raw.vips[first].vrid {
+                        d = d.with_label(r.span.clone(), "first used here");
+                    }
+                    cx.push(d);
+                }
+                None => slots[vrid as usize] = Some(i),
+            }
+        }
+        let mut next: HashMap<usize, usize> = HashMap::new();
+        for i in 0..vips.len() {
+            let Some(ni) = vip_nets[i] else { continue };
+            if vips[i].vrid != 0 || raw.vips[i].vrid.is_some() {
+                continue;
+            }
+            let slots = used.get(&ni);
+            let n = next.entry(ni).or_insert(1);
+            while *n <= 255 && slots.is_some_and(|s| s[*n].is_some()) {
+                *n += 1;
+            }
+            if *n <= 255 {
+                vips[i].vrid = *n as u8;
+                *n += 1;
+            }
+            // else: more than 255 VIPs, reported above
+        }
+    }
+
+    // ---- [[service]] ---------------------------------------------------------------
+    let svc_name_spans = name_spans(&raw.services, |s| s.name.as_ref());
+    let mut svc_by_name: HashMap<&str, usize> = HashMap::new();
+    let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
+    // VIP -> (first, last, service, span of its ports)
+    let mut ports_by_vip: HashMap<usize, Vec<(u16, u16, usize, Span)>> = HashMap::new();
+    let vip_names = || {
+        name_list(
+            raw.vips
+                .iter()
+                .filter_map(|v| v.name.as_ref())
+                .map(|v| v.v.as_str()),
+        )
+    };
+    for (i, s) in raw.services.iter().enumerate() {
+        if let Some(name) = &s.name {
+            cx.unique_name(&mut svc_by_name, &svc_name_spans, name, i, &SERVICE_NAME);
+        }
+        let label = s.name.as_ref().map_or(Cow::Borrowed("?"), |n| nm(&n.v));
+        let name_span = s.name.as_ref().map_or(s.span.clone(), |n| n.span.clone());
+
+        let vip = s
+            .vip
+            .as_ref()
+            .and_then(|v| match vip_by_name.get(v.v.as_str()) {
+                Some(&vi) => Some(vi),
+                None => {
+                    let d = cx
+                        .diag(
+                            v.span.clone(),
+                            format!("unknown VIP {} in service {label}", show(&v.v)),
+                        )
+                        .with_help(format!("defined VIPs: {}", vip_names()));
+                    cx.push(d);
+                    None
+                }
+            });
+
+        let mut ports: Option<(u16, u16, Span)> = None;
+        match (&s.port, &s.port_range) {
+            (Some(p), Some(r)) => {
+                let d = cx
+                    .diag(
+                        r.span.clone(),
+                        format!("service {label} sets both port and port_range; use one"),
+                    )
+                    .with_label(p.span.clone(), "port set here");
+                cx.push(d);
+            }
+            (None, None) => {
+                if !s.port_bad {
+                    let d = cx
+                        .diag(
+                            name_span.clone(),
+                            format!("service {label} has neither port nor port_range"),
+                        )
+                        .with_help("set port = N or port_range = \"FIRST-LAST\"");
+                    cx.push(d);
+                }
+            }
+            (Some(p), None) => {
+                if let Some(n) = cx.int_in(p, &format!("port of service {label}"), 1, 65535) {
+                    ports = Some((n as u16, n as u16, p.span.clone()));
+                }
+            }
+            (None, Some(r)) => match parse_port_range(&r.v) {
+                Ok((a, b)) => ports = Some((a, b, r.span.clone())),
+                Err(e) => cx.err(r.span.clone(), e),
+            },
+        }
+        let mut backend_port = ports.as_ref().filter(|_| s.port.is_some()).map(|p| p.0);
+        if let Some(bp) = &s.backend_port {
+            if s.port_range.is_some() {
+                let d = cx
+                    .diag(
+                        bp.span.clone(),
+                        format!("backend_port is not allowed with port_range (service {label})"),
+                    )
+                    .with_help(
+                        "with a port range each backend gets the port the client connected to",
+                    );
+                cx.push(d);
+            } else if let Some(n) =
+                cx.int_in(bp, &format!("backend_port of service {label}"), 1, 65535)
+            {
+                backend_port = Some(n as u16);
+            }
+        }
+
+        let mut backends = Vec::new();
+        if let Some(role) = &s.backend_role {
+            backends = by_role[role_index(role.v)].clone();
+            if backends.is_empty() && !nodes_incomplete {
+                cx.err(
+                    role.span.clone(),
+                    format!(
+                        "service {label} has no backends: no node has role {}",
+                        role.v.as_str()
+                    ),
+                );
+            }
+        }
+
+        let check = check_override(cx, &s.check, &label);
+
+        if let (Some(vi), Some((a, b, span))) = (vip, &ports) {
+            ports_by_vip
+                .entry(vi)
+                .or_default()
+                .push((*a, *b, i, span.clone()));
+        }
+        let (port_first, port_last) = ports.as_ref().map_or((0, 0), |p| (p.0, p.1));
+        services.push(Service {
+            name: s.name.as_ref().map(|n| n.v.clone()).unwrap_or_default(),
+            vip: vip.unwrap_or(0) as u32,
+            port_first,
+            port_last,
+            backend_role: s.backend_role.as_ref().map_or(Role::Lb, |r| r.v),
+            backends,
+            backend_port,
+            mode: s.mode.as_ref().map_or(ProxyMode::Tcp, |m| m.v),
+            balance: s.balance.as_ref().map(|b| b.v),
+            check,
+            bind_vip: s.bind_vip.as_ref().is_some_and(|b| b.v),
+        });
+    }
+    // overlapping frontend ports on one VIP (in VIP file order, for stable output)
+    let mut vip_keys: Vec<usize> = ports_by_vip.keys().copied().collect();
+    vip_keys.sort_unstable();
+    for vi in vip_keys {
+        let Some(list) = ports_by_vip.get_mut(&vi) else {
+            continue;
+        };
+        list.sort_unstable_by_key(|&(a, _, i, _)| (a, i));
+        let mut cur: Option<(u16, u16, usize, Span)> = None;
+        for item in list.iter() {
+            if let Some(c) = &cur {
+                if item.0 <= c.1 {
+                    // report at the later one in the file
+                    let (later, earlier) = if item.2 > c.2 { (item, c) } else { (c, item) };
+                    let d = cx
+                        .diag(
+                            later.3.clone(),
+                            format!(
+                                "{} of service {} overlap {} of service {} on VIP {}",
+                                ports_text(later.0, later.1),
+                                nm(&services[later.2].name),
+                                ports_text(earlier.0, earlier.1),
+                                nm(&services[earlier.2].name),
+                                nm(&vips[vi].name)
+                            ),
+                        )
+                        .with_label(earlier.3.clone(), "overlapping ports set here");
+                    cx.push(d);
+                }
+            }
+            if cur.as_ref().is_none_or(|c| item.1 > c.1) {
+                cur = Some(item.clone());
+            }
+        }
+    }
+
+    // ---- [[plugin]] ----------------------------------------------------------------
+    let dir = site_path.parent().unwrap_or(Path::new(""));
+    let mut plugins = Vec::with_capacity(raw.plugins.len());
+    for p in &raw.plugins {
+        let mut ok = true;
+        if let Some(path) = &p.path {
+            if path.v.is_empty() || path.v.contains('\0') {
+                cx.err(path.span.clone(), "plugin path must be a non-empty path");
+                ok = false;
+            }
+        }
+        let mut sha = String::new();
+        if let Some(h) = &p.sha256 {
+            if h.v.len() != 64 || !h.v.bytes().all(|c| c.is_ascii_hexdigit()) {
+                cx.err(
+                    h.span.clone(),
+                    format!("sha256 must be 64 hexadecimal digits, found {}", show(&h.v)),
+                );
+                ok = false;
+            }
+            sha = h.v.to_ascii_lowercase();
+        }
+        if let (Some(path), true) = (&p.path, ok) {
+            let given = PathBuf::from(&path.v);
+            plugins.push(PluginRef {
+                path: if given.is_absolute() {
+                    given
+                } else {
+                    dir.join(given)
+                },
+                path_text: path.v.clone(),
+                sha256: sha,
+                settings_json: p.settings_json.clone().unwrap_or_else(|| "{}".into()),
+                span: path.span.clone(),
+            });
+        }
+    }
+
+    Resolved {
+        site: Site {
+            name: site_name,
+            stage,
+            networks,
+            vips,
+            services,
+            nodes,
+        },
+        plugins,
+        default_policy_settings: raw
+            .default_policy_json
+            .clone()
+            .unwrap_or_else(|| "{}".into()),
+        node_extras,
+        node_spans,
+    }
+}
+
+fn check_override(cx: &mut Cx<'_>, c: &RawCheck, label: &str) -> CheckOverride {
+    let u32_of = |x: Option<i64>| x.map(|v| v as u32);
+    let inter_ms = c.inter_ms.as_ref().and_then(|v| {
+        cx.int_in(
+            v,
+            &format!("check inter_ms of service {label}"),
+            100,
+            u32::MAX as i64,
+        )
+    });
+    let rise = c
+        .rise
+        .as_ref()
+        .and_then(|v| cx.int_in(v, &format!("check rise of service {label}"), 1, 1000));
+    let fall = c
+        .fall
+        .as_ref()
+        .and_then(|v| cx.int_in(v, &format!("check fall of service {label}"), 1, 1000));
+    let port = c
+        .port
+        .as_ref()
+        .and_then(|v| cx.int_in(v, &format!("check port of service {label}"), 1, 65535));
+    let http = c.http.as_ref().and_then(|h| match check_http(&h.v) {
+        Ok(()) => Some(h.v.clone()),
+        Err(e) => {
+            cx.err(
+                h.span.clone(),
+                format!("check http {} of service {label} {e}", show(&h.v)),
+            );
+            None
+        }
+    });
+    CheckOverride {
+        inter_ms: u32_of(inter_ms),
+        rise: u32_of(rise),
+        fall: u32_of(fall),
+        port: port.map(|p| p as u16),
+        http,
+    }
+}
