@@ -11,11 +11,11 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
+pub use exports::haseed::policy::policy::PluginInfo;
 pub use haseed::policy::plan::{
     Backend, File, Frontend, HaproxyConfig, HaproxyDefaults, HaproxyGlobal, KeepalivedConfig,
     NodePlan, Server, ServerCheck, Sysctl, VrrpInstance, VrrpScript, VrrpState, VrrpTrackFile,
 };
-pub use exports::haseed::policy::policy::PluginInfo;
 pub use haseed::policy::site::{
     Balance, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
 };

@@ -1,5 +1,16 @@
 //! haseed: site inventory -> Wasm policy chain -> checked plan -> rendered artifacts.
+//!
+//! One module per stage of the flow. Pure stages (inventory, check, render,
+//! view) take values and return values; files, processes and devices are
+//! touched only at the edges (cli, output, validate, policy's compile cache).
+pub mod check;
+pub mod cli;
 pub mod contract;
 pub mod diag;
 pub mod inventory;
+pub mod output;
+pub mod pipeline;
+pub mod policy;
+pub mod render;
 pub mod validate;
+pub mod view;

@@ -1,0 +1,260 @@
+//! Command-line types (clap) and one function per subcommand. Files,
+//! processes and the terminal are touched here and in `output`, nowhere else.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::inventory::Inventory;
+use crate::pipeline::{self, BuildError};
+use crate::policy::{Host, Limits, PluginLog};
+use crate::{output, validate, view};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "haseed",
+    version,
+    about = "Turn one site inventory into ready-to-boot HA cluster nodes",
+    long_about = "haseed reads a site inventory (TOML: networks, VIPs, services, nodes with roles), \
+lets a chain of sandboxed WebAssembly policy plugins decide each node's configuration (the built-in \
+default policy first, then the site's [[plugin]]s in order), checks every decision, and renders \
+keepalived.conf, haproxy.cfg and a cloud-init NoCloud seed (user-data, meta-data, network-config) per node.",
+    after_help = "Examples:\n  \
+haseed plan examples/pi-k8s/site.toml                 table of per-node decisions\n  \
+haseed plan examples/pi-k8s/site.toml --format json   the same for machines\n  \
+haseed plan examples/pi-k8s/site.toml --format dot | dot -Tsvg > topology.svg\n  \
+haseed build examples/pi-k8s/site.toml -o out/        every node's artifacts + out/pi-k8s.tar.gz\n  \
+haseed validate examples/pi-k8s/site.toml             build in memory, run haproxy -c, keepalived -t, cloud-init schema"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Where compiled plugins are cached [default: $HASEED_CACHE_DIR, $XDG_CACHE_HOME/haseed or ~/.cache/haseed].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile plugins afresh and keep nothing on disk.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print only errors (no plugin log, no warnings).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Decide every node and show the plan (nothing is written).
+    Plan(PlanArgs),
+    /// Decide, check and render every node into an output directory.
+    ///
+    /// Writes DIR/NODE/{user-data,meta-data,network-config}, DIR/NODE/files/... (the files as they
+    /// land on the node) and DIR/SITE.tar.gz. The directory is replaced atomically: after an error
+    /// nothing from this run is left.
+    Build(BuildArgs),
+    /// Build in memory and run the real validators on every node's output:
+    /// `haproxy -c -dW`, `keepalived -t` (in a throwaway network namespace, needs root)
+    /// and `cloud-init schema`.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A table, one row per node.
+    Table,
+    /// The site and every node's plan as JSON.
+    Json,
+    /// Graphviz dot: VIPs, holders, services, backends (pipe into `dot -Tsvg`).
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// Output directory (created or replaced as a whole).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// Print every validator's output, not only failures.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Runs the parsed command line; errors are printed here.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Plan(args) => plan(&cli.global, args),
+        Command::Build(args) => build(&cli.global, args),
+        Command::Validate(args) => validate_cmd(&cli.global, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<BuildError>() {
+                Some(build) => eprintln!("{build}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn host(global: &Global) -> anyhow::Result<Host> {
+    let cache = if global.no_cache {
+        None
+    } else {
+        global.cache_dir.clone().or_else(Host::default_cache_dir)
+    };
+    Host::new(cache, Limits::default())
+}
+
+struct Planned {
+    inv: Inventory,
+    plans: Vec<crate::contract::NodePlan>,
+}
+
+fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
+    let inv = pipeline::load_inventory(site)?;
+    let host = host(global)?;
+    let chain = pipeline::load_chain(&host, &inv)?;
+    let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;
+    if !global.quiet {
+        print_logs(&logs);
+        for (node, plan) in inv.site.nodes.iter().zip(&plans) {
+            for w in &plan.warnings {
+                eprintln!("warning: node {}: {}", node.name, w);
+            }
+        }
+    }
+    Ok(Planned { inv, plans })
+}
+
+fn print_logs(logs: &[PluginLog]) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for log in logs {
+        let _ = writeln!(err, "[{}] {}", log.plugin, log.line);
+    }
+}
+
+fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let planned = plan_site(global, &args.site)?;
+    let format = if args.json { Format::Json } else { args.format };
+    let text = match format {
+        Format::Table => view::table(&planned.inv.site, &planned.plans),
+        Format::Json => view::json(&planned.inv.site, &planned.plans)?,
+        Format::Dot => view::dot(&planned.inv.site, &planned.plans),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let planned = plan_site(global, &args.site)?;
+    let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    output::write_build(&args.output, &planned.inv.site.name, &nodes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if !global.quiet {
+        eprintln!(
+            "built {} node(s) of site {} into {} (bundle {}.tar.gz)",
+            nodes.len(),
+            planned.inv.site.name,
+            args.output.display(),
+            planned.inv.site.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let validators = validate::Validators::find().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let planned = plan_site(global, &args.site)?;
+    let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("haseed-validate-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let dir = scratch.path().join("out");
+    output::write_build(&dir, &planned.inv.site.name, &nodes)?;
+
+    // Validators are separate processes: run two nodes at a time.
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let r = validate::validate_node(&validators, name, &dir.join(name));
+                results
+                    .lock()
+                    .expect("no panics hold this lock")
+                    .push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("threads joined");
+    results.sort_by_key(|(i, _)| *i);
+    let (mut passed, mut failed) = (0, 0);
+    for (i, r) in results {
+        let findings = r.with_context(|| format!("validating node {}", names[i]))?;
+        for f in findings {
+            let rel = f
+                .file
+                .strip_prefix(&dir)
+                .unwrap_or(&f.file)
+                .display()
+                .to_string();
+            if f.ok {
+                passed += 1;
+                println!("ok    {:<10} {:<11} {}", f.node, f.validator, rel);
+                if args.verbose && !f.output.is_empty() {
+                    println!("{}", indent(&f.output));
+                }
+            } else {
+                failed += 1;
+                println!("FAIL  {:<10} {:<11} {}", f.node, f.validator, rel);
+                println!("{}", indent(&f.output));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("      | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,196 @@
+//! Writes a build to disk: one directory per node plus a deterministic
+//! `SITE.tar.gz` bundle, swapped into place atomically.
+//!
+//! Everything is staged in a hidden sibling directory first and renamed over
+//! the target only when complete, so after any failure the target holds
+//! either the previous build or nothing from this run. It must never delete a
+//! directory it did not create: an existing non-empty target without our
+//! marker file is refused.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use flate2::{Compression, GzBuilder};
+
+use crate::render::NodeArtifacts;
+
+/// Marks a directory as a haseed build output (so a later build may replace it).
+pub const MARKER: &str = ".haseed-build";
+
+/// One file of the build tree, relative to the build directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFile {
+    pub rel: PathBuf,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+/// The fixed timestamp of every bundle entry: SOURCE_DATE_EPOCH if set, else 0.
+pub fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The files of one build, in a stable order (sorted by path).
+pub fn build_tree(nodes: &[(String, NodeArtifacts)]) -> Vec<OutFile> {
+    let mut files = Vec::new();
+    for (name, art) in nodes {
+        let base = PathBuf::from(name);
+        files.push(OutFile {
+            rel: base.join("user-data"),
+            mode: 0o600,
+            content: art.user_data.clone().into_bytes(),
+        });
+        files.push(OutFile {
+            rel: base.join("meta-data"),
+            mode: 0o644,
+            content: art.meta_data.clone().into_bytes(),
+        });
+        files.push(OutFile {
+            rel: base.join("network-config"),
+            mode: 0o644,
+            content: art.network_config.clone().into_bytes(),
+        });
+        for f in &art.files {
+            let rel = f.path.trim_start_matches('/');
+            files.push(OutFile {
+                rel: base.join("files").join(rel),
+                mode: f.mode & 0o7777,
+                content: f.content.clone().into_bytes(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    files
+}
+
+/// A gzip-compressed tar of `files` under `SITE/`, byte-identical for equal input.
+pub fn bundle(site: &str, files: &[OutFile]) -> anyhow::Result<Vec<u8>> {
+    let mtime = source_date_epoch();
+    let gz = GzBuilder::new()
+        .mtime(mtime as u32)
+        .write(Vec::new(), Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        let mut parent = f.rel.parent();
+        while let Some(p) = parent {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            dirs.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+    }
+    let root = PathBuf::from(site);
+    let mut header = tar::Header::new_gnu();
+    for d in std::iter::once(PathBuf::new()).chain(dirs) {
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        tar.append_data(&mut header, root.join(&d), std::io::empty())?;
+    }
+    for f in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(f.mode);
+        header.set_size(f.content.len() as u64);
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        tar.append_data(&mut header, root.join(&f.rel), f.content.as_slice())?;
+    }
+    let gz = tar.into_inner()?;
+    Ok(gz.finish()?)
+}
+
+/// Writes the build into `dir` atomically (see the module docs).
+pub fn write_build(
+    dir: &Path,
+    site: &str,
+    nodes: &[(String, NodeArtifacts)],
+) -> anyhow::Result<()> {
+    let files = build_tree(nodes);
+    let bundle = bundle(site, &files).context("making the bundle")?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    if dir.exists() {
+        let empty = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} exists and is not a haseed build directory (no {MARKER}); refusing to replace it. \
+                 Choose another -o or remove it.",
+                dir.display()
+            );
+        }
+    }
+    let stage = tempfile::Builder::new()
+        .prefix(".haseed-stage-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    for f in &files {
+        write_file(&stage.path().join(&f.rel), f.mode, &f.content)?;
+    }
+    write_file(&stage.path().join(format!("{site}.tar.gz")), 0o600, &bundle)?;
+    write_file(&stage.path().join(MARKER), 0o644, b"haseed build output\n")?;
+    fs::set_permissions(stage.path(), fs::Permissions::from_mode(0o755))?;
+
+    let staged = stage.keep();
+    let swap = |staged: &Path| -> anyhow::Result<()> {
+        if dir.exists() {
+            let old = tempfile::Builder::new()
+                .prefix(".haseed-old-")
+                .tempdir_in(&parent)?
+                .keep();
+            // rename(2) needs the target gone: move the old build aside first.
+            fs::remove_dir(&old)?;
+            fs::rename(dir, &old)
+                .with_context(|| format!("moving the previous {} aside", dir.display()))?;
+            if let Err(e) = fs::rename(staged, dir) {
+                let _ = fs::rename(&old, dir);
+                return Err(e).with_context(|| format!("renaming into {}", dir.display()));
+            }
+            fs::remove_dir_all(&old).ok();
+        } else {
+            fs::rename(staged, dir).with_context(|| format!("renaming into {}", dir.display()))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = swap(&staged) {
+        fs::remove_dir_all(&staged).ok();
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // The umask may have cut the mode; set it exactly.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The whole flow in memory: inventory -> policy chain -> checked plans ->
+//! rendered artifacts. Touches no output file: the CLI decides where the
+//! result goes (stdout, a build directory, a validator run).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::contract::NodePlan;
+use crate::diag::Diagnostics;
+use crate::inventory::{self, Inventory};
+use crate::policy::{ChainLink, Host, LoadedPlugin, PluginLog, PolicyError};
+use crate::render::{NodeArtifacts, Renderer};
+
+/// Everything that can stop a build, each carrying what the user needs to
+/// find the cause.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The site file is wrong: every problem with file, line and column.
+    Inventory(Diagnostics),
+    /// A plugin could not be loaded (missing, tampered, not a component).
+    Plugin(String),
+    /// The chain failed: one entry per plugin/node failure.
+    Policy {
+        errors: Vec<PolicyError>,
+        /// "FILE:LINE:COL" of each failing node's definition, when known.
+        locations: Vec<Option<String>>,
+    },
+    /// A renderer failed (a bug: the checker should have caught it).
+    Render { node: String, message: String },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Inventory(d) => write!(f, "{d}"),
+            BuildError::Plugin(msg) => write!(f, "error: {msg}"),
+            BuildError::Policy { errors, locations } => {
+                for (i, (error, at)) in errors.iter().zip(locations).enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    match at {
+                        Some(at) => write!(f, "{at}: error: {error}")?,
+                        None => write!(f, "error: {error}")?,
+                    }
+                }
+                write!(f, "\nnothing was written")
+            }
+            BuildError::Render { node, message } => {
+                write!(f, "error: node {node}: rendering failed: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// The plugins of one build, loaded and in chain order (default policy first).
+pub struct Chain {
+    pub plugins: Vec<LoadedPlugin>,
+    pub settings: Vec<String>,
+}
+
+/// Loads the default policy and every `[[plugin]]` of the inventory,
+/// refusing any whose sha256 does not match its pin.
+pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
+    let mut plugins = Vec::with_capacity(inv.plugins.len() + 1);
+    let mut settings = Vec::with_capacity(inv.plugins.len() + 1);
+    plugins.push(
+        host.load_default_policy()
+            .map_err(|e| BuildError::Plugin(format!("{e:#}")))?,
+    );
+    settings.push(inv.default_policy_settings.clone());
+    for p in &inv.plugins {
+        let at = location(inv, p.span.start);
+        let loaded = host
+            .load_file(&p.path_text, &p.path, &p.sha256)
+            .map_err(|e| BuildError::Plugin(format!("{at}: {e:#}")))?;
+        plugins.push(loaded);
+        settings.push(p.settings_json.clone());
+    }
+    Ok(Chain { plugins, settings })
+}
+
+/// Plans every node: runs the chain, returns the checked plans and the
+/// plugins' log lines.
+pub fn plan(
+    host: &Host,
+    inv: &Inventory,
+    chain: &Chain,
+) -> Result<(Vec<NodePlan>, Vec<PluginLog>), BuildError> {
+    let links: Vec<ChainLink<'_>> = chain
+        .plugins
+        .iter()
+        .zip(&chain.settings)
+        .map(|(plugin, settings)| ChainLink { plugin, settings })
+        .collect();
+    match host.run_chain(&inv.site, &links) {
+        Ok(out) => Ok((out.plans, out.logs)),
+        Err(errors) => {
+            let locations = errors
+                .iter()
+                .map(|e| {
+                    let node = e.node.as_ref()?;
+                    let index = inv.site.nodes.iter().position(|n| &n.name == node)?;
+                    Some(location(inv, inv.node_spans.get(index)?.start))
+                })
+                .collect();
+            Err(BuildError::Policy { errors, locations })
+        }
+    }
+}
+
+/// Renders every node's artifacts (in site order).
+pub fn render(
+    inv: &Inventory,
+    plans: &[NodePlan],
+) -> Result<Vec<(String, NodeArtifacts)>, BuildError> {
+    let renderer = Renderer::new();
+    inv.site
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            renderer
+                .render_node(
+                    &inv.site,
+                    i as u32,
+                    &plans[i],
+                    &inv.node_extras[i].ssh_authorized_keys,
+                )
+                .map(|a| (node.name.clone(), a))
+                .map_err(|e| BuildError::Render {
+                    node: node.name.clone(),
+                    message: format!("{e:#}"),
+                })
+        })
+        .collect()
+}
+
+/// Parses the site file (all problems reported at once).
+pub fn load_inventory(path: &std::path::Path) -> Result<Inventory, BuildError> {
+    inventory::load(path).map_err(BuildError::Inventory)
+}
+
+/// "FILE:LINE:COL" for a byte offset into the inventory source.
+pub fn location(inv: &Inventory, offset: usize) -> String {
+    let (line, col) = line_col(&inv.source, offset);
+    format!("{}:{line}:{col}", display_path(&inv.path))
+}
+
+fn display_path(path: &std::path::Path) -> String {
+    PathBuf::from(path).display().to_string()
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..floor_char_boundary(source, offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

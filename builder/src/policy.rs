@@ -1,0 +1,642 @@
+//! The policy stage: runs the chain of Wasm policy plugins over a resolved site.
+//!
+//! Owns the wasmtime engine, the on-disk compile cache and the sandbox each
+//! plugin runs in. It must never give a plugin the filesystem, environment,
+//! arguments, network, a live clock or real randomness, and never let a
+//! plugin's failure pass as a plan: a trap, a timeout, a memory cap hit, an
+//! error result or a plan the checker rejects all end the chain with one
+//! [`PolicyError`] naming the plugin and (where there is one) the node.
+//!
+//! Cost model (see wit/policy.wit): one store per plugin per build; the site
+//! crosses the boundary once (`decider.open`); each node costs one `decide`.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::check;
+use crate::contract::{NodePlan, PluginInfo, PolicyPlugin, PolicyPluginPre, Site};
+
+/// The built-in default policy, compiled from `plugins/default-policy` by build.rs.
+pub static DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("HASEED_DEFAULT_POLICY_WASM"));
+
+/// Limits applied to every plugin. The defaults bound a call to about 2 s of
+/// CPU and an instance to 256 MiB; the tests lower them to prove they hold.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Fuel (roughly wasm instructions) for one `decide` call.
+    pub fuel_per_call: u64,
+    /// Fuel for `open`, plus `fuel_per_node_open` for each node of the site.
+    pub fuel_open: u64,
+    pub fuel_per_node_open: u64,
+    /// Wall-clock bound for one call, enforced with epoch interruption.
+    pub call_timeout: Duration,
+    /// Linear memory cap of one plugin instance.
+    pub memory_bytes: usize,
+    /// Cap on what one plugin may print (stdout and stderr each) in one build.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_call: 2_000_000_000,
+            fuel_open: 500_000_000,
+            fuel_per_node_open: 200_000,
+            call_timeout: Duration::from_secs(2),
+            memory_bytes: 256 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why the chain stopped.
+#[derive(Debug)]
+pub struct PolicyError {
+    pub plugin: String,
+    pub node: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "plugin {}: node {}: {}", self.plugin, node, self.message),
+            None => write!(f, "plugin {}: {}", self.plugin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// One line a plugin printed, kept for the user's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginLog {
+    pub plugin: String,
+    pub stream: &'static str,
+    pub line: String,
+}
+
+/// Everything the host keeps per store.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A clock that never moves: plugins cannot make two builds differ by reading it.
+struct FixedClock;
+
+/// 2000-01-01T00:00:00Z: obviously not "now" when a plugin prints it.
+const FIXED_WALL_SECS: u64 = 946_684_800;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FIXED_WALL_SECS)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The wasmtime engine, linker and compile cache, built once per process.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompileCache>,
+    pub limits: Limits,
+}
+
+/// A plugin compiled and linked, ready to be instantiated per build.
+pub struct LoadedPlugin {
+    /// How errors and logs name it: "default-policy" or the inventory path.
+    pub name: String,
+    /// sha256 of the component bytes (lowercase hex).
+    pub digest: String,
+    pre: PolicyPluginPre<HostState>,
+}
+
+/// A plugin with the settings the inventory gives it.
+pub struct ChainLink<'a> {
+    pub plugin: &'a LoadedPlugin,
+    /// JSON object text.
+    pub settings: &'a str,
+}
+
+/// The result of a chain run: one plan per node (site order) and the log.
+#[derive(Debug)]
+pub struct ChainOutput {
+    pub plans: Vec<NodePlan>,
+    pub logs: Vec<PluginLog>,
+}
+
+impl Host {
+    /// Builds the engine. `cache_dir`: where compiled plugins are kept
+    /// (None disables the cache).
+    pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Host> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        config.wasm_component_model(true);
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        // A Rust std guest imports WASI even when unused; an empty context
+        // satisfies those imports without granting anything.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow!("linking WASI: {e:#}"))?;
+        let cache = match cache_dir {
+            Some(dir) => Some(CompileCache::new(dir, &engine)?),
+            None => None,
+        };
+        let ticker = engine.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_ticker = stop.clone();
+        // Epoch interruption needs a clock: a detached thread ticks the engine.
+        std::thread::Builder::new()
+            .name("haseed-epoch".into())
+            .spawn(move || {
+                while !stop_ticker.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .context("starting the epoch thread")?;
+        std::mem::forget(stop);
+        Ok(Host {
+            engine,
+            linker,
+            cache,
+            limits,
+        })
+    }
+
+    /// The default cache directory: $HASEED_CACHE_DIR, else $XDG_CACHE_HOME/haseed,
+    /// else ~/.cache/haseed.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("HASEED_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(dir).join("haseed"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("haseed"))
+    }
+
+    /// Loads the built-in default policy.
+    pub fn load_default_policy(&self) -> anyhow::Result<LoadedPlugin> {
+        self.load_bytes("default-policy", DEFAULT_POLICY_WASM)
+    }
+
+    /// Loads a plugin file and refuses it unless its sha256 is `expected_sha256`.
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        expected_sha256: &str,
+    ) -> anyhow::Result<LoadedPlugin> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("plugin {name}: reading {}", path.display()))?;
+        let digest = sha256_hex(&bytes);
+        if !digest.eq_ignore_ascii_case(expected_sha256) {
+            return Err(anyhow!(
+                "plugin {name}: sha256 mismatch for {}: the inventory pins {expected_sha256} but the file has {digest}. \
+                 If you rebuilt the plugin on purpose, update the pin (sha256 = \"{digest}\").",
+                path.display()
+            ));
+        }
+        self.load_bytes(name, &bytes)
+    }
+
+    /// Compiles (or fetches from the cache) and links a component.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
+        let digest = sha256_hex(bytes);
+        if !bytes.starts_with(b"\0asm") {
+            return Err(anyhow!(
+                "plugin {name}: not a WebAssembly file (no \\0asm header)"
+            ));
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(anyhow!(
+                "plugin {name}: this is a core wasm module, not a component; build it for wasm32-wasip2 \
+                 (cargo build --target wasm32-wasip2) or with cargo-component"
+            ));
+        }
+        let component = match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, &digest, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| anyhow!("plugin {name}: cannot compile the component: {e:#}"))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow!(
+                "plugin {name}: this host cannot run it: {e:#}. The host offers haseed:policy@{} and sandboxed WASI only \
+                 (no filesystem, network, environment or arguments).",
+                crate::contract::WIT_VERSION
+            )
+        })?;
+        let pre = PolicyPluginPre::new(instance_pre).map_err(|e| {
+            anyhow!(
+                "plugin {name}: does not export the haseed:policy/policy interface this host expects \
+                 (haseed:policy@{}): {e:#}",
+                crate::contract::WIT_VERSION
+            )
+        })?;
+        Ok(LoadedPlugin {
+            name: name.to_string(),
+            digest,
+            pre,
+        })
+    }
+
+    fn new_store(&self) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+        let stdout = MemoryOutputPipe::new(self.limits.output_bytes);
+        let stderr = MemoryOutputPipe::new(self.limits.output_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(
+                b"haseed: plugins get seeded randomness".to_vec(),
+            ))
+            .insecure_random(wasmtime_wasi::Deterministic::new(
+                b"haseed: insecure random, seeded".to_vec(),
+            ))
+            .insecure_random_seed(0x6861_7365_6564)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(16)
+                .tables(64)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+
+    fn arm(&self, store: &mut Store<HostState>, fuel: u64) -> anyhow::Result<()> {
+        store.set_fuel(fuel)?;
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        Ok(())
+    }
+
+    /// Asks a plugin who it is (name, version, settings help).
+    pub fn info(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, PolicyError> {
+        let (mut store, _out, _err) = self.new_store();
+        let fail = |message: String| PolicyError {
+            plugin: plugin.name.clone(),
+            node: None,
+            message,
+        };
+        self.arm(&mut store, self.limits.fuel_open)
+            .map_err(|e| fail(e.to_string()))?;
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| fail(describe_trap(&e, &self.limits)))?;
+        instance
+            .haseed_policy_policy()
+            .call_info(&mut store)
+            .map_err(|e| fail(describe_trap(&e, &self.limits)))
+    }
+
+    /// Runs `chain` over every node of `site`. The first plugin gets empty
+    /// plans; each later one the previous plugin's plans. Every plan is
+    /// checked right after the plugin that returned it.
+    pub fn run_chain(
+        &self,
+        site: &Site,
+        chain: &[ChainLink<'_>],
+    ) -> Result<ChainOutput, Vec<PolicyError>> {
+        let mut plans: Vec<NodePlan> = site
+            .nodes
+            .iter()
+            .map(|n| NodePlan::empty(&n.name))
+            .collect();
+        let mut logs = Vec::new();
+        for link in chain {
+            let result = self.run_plugin(site, link, &mut plans, &mut logs);
+            if let Err(errors) = result {
+                return Err(errors);
+            }
+        }
+        let issues = check::check_site(site, &plans);
+        if !issues.is_empty() {
+            let last = chain
+                .last()
+                .map(|l| l.plugin.name.clone())
+                .unwrap_or_default();
+            return Err(issues
+                .into_iter()
+                .map(|issue| PolicyError {
+                    plugin: last.clone(),
+                    node: Some(issue.node.clone()),
+                    message: format!("{}: {}", issue.field, issue.message),
+                })
+                .collect());
+        }
+        Ok(ChainOutput { plans, logs })
+    }
+
+    fn run_plugin(
+        &self,
+        site: &Site,
+        link: &ChainLink<'_>,
+        plans: &mut [NodePlan],
+        logs: &mut Vec<PluginLog>,
+    ) -> Result<(), Vec<PolicyError>> {
+        let name = &link.plugin.name;
+        let (mut store, stdout, stderr) = self.new_store();
+        let mut printed = (0usize, 0usize);
+        let fail = |node: Option<&str>, message: String| PolicyError {
+            plugin: name.clone(),
+            node: node.map(str::to_string),
+            message,
+        };
+        let open_fuel = self.limits.fuel_open.saturating_add(
+            self.limits
+                .fuel_per_node_open
+                .saturating_mul(site.nodes.len() as u64),
+        );
+        self.arm(&mut store, open_fuel)
+            .map_err(|e| vec![fail(None, e.to_string())])?;
+        let instance: PolicyPlugin = link
+            .plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| vec![fail(None, describe_trap(&e, &self.limits))])?;
+        let api = instance.haseed_policy_policy();
+        let decider_api = api.decider();
+        let opened = decider_api.call_open(&mut store, site, link.settings);
+        drain_logs(name, &stdout, &stderr, &mut printed, logs);
+        let decider: ResourceAny = match opened {
+            Ok(Ok(d)) => d,
+            Ok(Err(msg)) => {
+                return Err(vec![fail(
+                    None,
+                    format!("rejected its settings or the site: {}", one_line(&msg)),
+                )])
+            }
+            Err(e) => return Err(vec![fail(None, describe_trap(&e, &self.limits))]),
+        };
+        let mut errors = Vec::new();
+        for (index, plan) in plans.iter_mut().enumerate() {
+            let node_name = &site.nodes[index].name;
+            self.arm(&mut store, self.limits.fuel_per_call)
+                .map_err(|e| vec![fail(Some(node_name), e.to_string())])?;
+            let result = decider_api.call_decide(&mut store, decider, index as u32, plan);
+            drain_logs(name, &stdout, &stderr, &mut printed, logs);
+            match result {
+                Ok(Ok(new_plan)) => {
+                    let issues = check::check_node(site, index as u32, &new_plan);
+                    if issues.is_empty() {
+                        *plan = new_plan;
+                    } else {
+                        errors.extend(issues.into_iter().map(|issue| {
+                            fail(
+                                Some(node_name),
+                                format!(
+                                    "returned a plan the checker rejects: {}: {}",
+                                    issue.field, issue.message
+                                ),
+                            )
+                        }));
+                    }
+                }
+                Ok(Err(msg)) => errors.push(fail(Some(node_name), one_line(&msg))),
+                // A trap poisons the instance: no further call can be made.
+                Err(e) => {
+                    errors.push(fail(Some(node_name), describe_trap(&e, &self.limits)));
+                    return Err(errors);
+                }
+            }
+            if errors.len() >= 50 {
+                break;
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Turns a wasmtime error into one line a site engineer can act on.
+fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::OutOfFuel => format!(
+                "ran out of fuel ({} units per call): the plugin loops or does too much work",
+                limits.fuel_per_call
+            ),
+            wasmtime::Trap::Interrupt => format!(
+                "exceeded the time limit of {} ms per call",
+                limits.call_timeout.as_millis()
+            ),
+            wasmtime::Trap::StackOverflow => {
+                "overflowed its stack (unbounded recursion?)".to_string()
+            }
+            wasmtime::Trap::UnreachableCodeReached => {
+                "trapped: unreachable code reached (a Rust plugin panicked; see its stderr above)"
+                    .to_string()
+            }
+            wasmtime::Trap::AllocationTooLarge => {
+                format!("hit the memory cap of {} MiB", limits.memory_bytes >> 20)
+            }
+            other => format!("trapped: {other}"),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+        return format!(
+            "hit the memory cap of {} MiB ({})",
+            limits.memory_bytes >> 20,
+            one_line(&text)
+        );
+    }
+    format!("failed: {}", one_line(&text))
+}
+
+/// Collapses a plugin-supplied message to one printable line.
+pub fn one_line(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > 2000 {
+        let mut cut = 2000;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
+fn drain_logs(
+    plugin: &str,
+    stdout: &MemoryOutputPipe,
+    stderr: &MemoryOutputPipe,
+    printed: &mut (usize, usize),
+    logs: &mut Vec<PluginLog>,
+) {
+    for (stream, pipe, seen) in [
+        ("stdout", stdout, &mut printed.0),
+        ("stderr", stderr, &mut printed.1),
+    ] {
+        let contents = pipe.contents();
+        if contents.len() <= *seen {
+            continue;
+        }
+        let fresh = &contents[*seen..];
+        // Keep a partial last line for the next call.
+        let upto = match fresh.iter().rposition(|&b| b == b'\n') {
+            Some(pos) => pos + 1,
+            None => continue,
+        };
+        for line in String::from_utf8_lossy(&fresh[..upto]).lines() {
+            logs.push(PluginLog {
+                plugin: plugin.to_string(),
+                stream,
+                line: one_line(line),
+            });
+        }
+        *seen += upto;
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Compiled components on disk, keyed by the component's sha256 and the
+/// engine's compatibility hash. `Component::deserialize` runs native code, so
+/// only files this cache wrote are read: the directory is created 0700 and
+/// refused when another user owns it or others can write to it, and every
+/// entry carries the sha256 of its bytes in its file name's companion.
+pub struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl CompileCache {
+    pub fn new(dir: PathBuf, engine: &Engine) -> anyhow::Result<CompileCache> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        Ok(CompileCache { dir, engine_key })
+    }
+
+    fn usable_dir(&self) -> bool {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .is_err()
+        {
+            return false;
+        }
+        match std::fs::metadata(&self.dir) {
+            Ok(meta) => {
+                // SAFETY-free ownership check: geteuid via the metadata of a file we create.
+                let mode = meta.permissions().mode();
+                meta.is_dir() && mode & 0o022 == 0 && meta.uid() == current_uid()
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn get_or_compile(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
+        if !self.usable_dir() {
+            return Component::new(engine, bytes);
+        }
+        let stem = format!("{digest}-{}", self.engine_key);
+        let path = self.dir.join(format!("{stem}.cwasm"));
+        let seal = self.dir.join(format!("{stem}.sha256"));
+        if let (Ok(compiled), Ok(sealed)) = (std::fs::read(&path), std::fs::read_to_string(&seal)) {
+            if sha256_hex(&compiled) == sealed.trim() {
+                // SAFETY: these bytes were written by `store` below into a
+                // directory only this user can write, and their digest matches
+                // the seal written with them.
+                if let Ok(component) = unsafe { Component::deserialize(engine, &compiled) } {
+                    return Ok(component);
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Ok(serialized) = component.serialize() {
+            let _ = self.store(&path, &seal, &serialized);
+        }
+        Ok(component)
+    }
+
+    fn store(&self, path: &Path, seal: &Path, serialized: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(serialized)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(sha256_hex(serialized).as_bytes())?;
+        tmp.persist(seal).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a fresh temp file is our effective uid; avoids libc.
+    tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
