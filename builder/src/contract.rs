@@ -11,14 +11,14 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-pub use exports::haseed::policy::policy::PluginInfo;
-pub use haseed::policy::plan::{
+pub use self::haseed::policy::plan::{
     Backend, File, Frontend, HaproxyConfig, HaproxyDefaults, HaproxyGlobal, KeepalivedConfig,
     NodePlan, Server, ServerCheck, Sysctl, VrrpInstance, VrrpScript, VrrpState, VrrpTrackFile,
 };
-pub use haseed::policy::site::{
+pub use self::haseed::policy::site::{
     Balance, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
 };
+pub use exports::haseed::policy::policy::PluginInfo;
 
 /// The WIT package version this host implements (`package haseed:policy@X`).
 pub const WIT_VERSION: &str = "0.1.0";

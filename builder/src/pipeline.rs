@@ -22,6 +22,8 @@ pub enum BuildError {
     /// The chain failed: one entry per plugin/node failure.
     Policy {
         errors: Vec<PolicyError>,
+        /// What the plugins printed before the failure.
+        logs: Vec<PluginLog>,
         /// "FILE:LINE:COL" of each failing node's definition, when known.
         locations: Vec<Option<String>>,
     },
@@ -34,7 +36,14 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::Inventory(d) => write!(f, "{d}"),
             BuildError::Plugin(msg) => write!(f, "error: {msg}"),
-            BuildError::Policy { errors, locations } => {
+            BuildError::Policy {
+                errors,
+                logs,
+                locations,
+            } => {
+                for log in logs {
+                    writeln!(f, "[{}] {}", log.plugin, log.line)?;
+                }
                 for (i, (error, at)) in errors.iter().zip(locations).enumerate() {
                     if i > 0 {
                         writeln!(f)?;
@@ -95,8 +104,9 @@ pub fn plan(
         .zip(&chain.settings)
         .map(|(plugin, settings)| ChainLink { plugin, settings })
         .collect();
-    match host.run_chain(&inv.site, &links) {
-        Ok(out) => Ok((out.plans, out.logs)),
+    let mut logs = Vec::new();
+    match host.run_chain(&inv.site, &links, &mut logs) {
+        Ok(plans) => Ok((plans, logs)),
         Err(errors) => {
             let locations = errors
                 .iter()
@@ -106,7 +116,11 @@ pub fn plan(
                     Some(location(inv, inv.node_spans.get(index)?.start))
                 })
                 .collect();
-            Err(BuildError::Policy { errors, locations })
+            Err(BuildError::Policy {
+                errors,
+                logs,
+                locations,
+            })
         }
     }
 }

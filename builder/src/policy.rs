@@ -153,13 +153,6 @@ pub struct ChainLink<'a> {
     pub settings: &'a str,
 }
 
-/// The result of a chain run: one plan per node (site order) and the log.
-#[derive(Debug)]
-pub struct ChainOutput {
-    pub plans: Vec<NodePlan>,
-    pub logs: Vec<PluginLog>,
-}
-
 impl Host {
     /// Builds the engine. `cache_dir`: where compiled plugins are kept
     /// (None disables the cache).
@@ -344,22 +337,21 @@ impl Host {
     /// Runs `chain` over every node of `site`. The first plugin gets empty
     /// plans; each later one the previous plugin's plans. Every plan is
     /// checked right after the plugin that returned it.
+    /// Plugin log lines land in `logs` whether the chain succeeds or not (a
+    /// panicking plugin's message is the most useful line of all).
     pub fn run_chain(
         &self,
         site: &Site,
         chain: &[ChainLink<'_>],
-    ) -> Result<ChainOutput, Vec<PolicyError>> {
+        logs: &mut Vec<PluginLog>,
+    ) -> Result<Vec<NodePlan>, Vec<PolicyError>> {
         let mut plans: Vec<NodePlan> = site
             .nodes
             .iter()
             .map(|n| NodePlan::empty(&n.name))
             .collect();
-        let mut logs = Vec::new();
         for link in chain {
-            let result = self.run_plugin(site, link, &mut plans, &mut logs);
-            if let Err(errors) = result {
-                return Err(errors);
-            }
+            self.run_plugin(site, link, &mut plans, logs)?;
         }
         let issues = check::check_site(site, &plans);
         if !issues.is_empty() {
@@ -376,7 +368,7 @@ impl Host {
                 })
                 .collect());
         }
-        Ok(ChainOutput { plans, logs })
+        Ok(plans)
     }
 
     fn run_plugin(
@@ -488,15 +480,17 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
             other => format!("trapped: {other}"),
         };
     }
-    let text = format!("{e:#}");
-    if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+    // The outer message carries a wasm backtrace; the root cause says what happened.
+    let cause = e.root_cause().to_string();
+    let cause = cause.lines().next().unwrap_or_default();
+    if cause.contains("memory") {
         return format!(
             "hit the memory cap of {} MiB ({})",
             limits.memory_bytes >> 20,
-            one_line(&text)
+            one_line(cause)
         );
     }
-    format!("failed: {}", one_line(&text))
+    format!("failed: {}", one_line(cause))
 }
 
 /// Collapses a plugin-supplied message to one printable line.

@@ -1,0 +1,204 @@
+//! Broken site files: each gets its own clear error with file, line and
+//! column, a non-zero exit, no panic and no output.
+
+mod common;
+
+use common::*;
+
+/// The example site with `from` replaced by `to` (which must occur once).
+fn broken(from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} must occur once in the example"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// Runs `haseed build` on `text` and checks the error names `marker`'s line
+/// and says `says`.
+fn expect_error(case: &str, text: &str, marker: &str, says: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{case}: accepted");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{case}: exit code (a panic exits 101):\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{case}: panic:\n{err}");
+    assert!(!out.exists(), "{case}: output written");
+    let offset = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{case}: marker {marker:?} not in the text"));
+    let line = text[..offset].matches('\n').count() + 1;
+    let want = format!("site.toml:{line}:");
+    assert!(
+        err.contains(&want),
+        "{case}: error does not point at line {line} ({marker:?}):\n{err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&says.to_lowercase()),
+        "{case}: error does not say {says:?}:\n{err}"
+    );
+}
+
+#[test]
+fn syntax_error() {
+    let text = broken("name = \"lb2\"", "name = \"lb2");
+    expect_error("syntax", &text, "name = \"lb2", "");
+}
+
+#[test]
+fn unknown_key() {
+    let text = broken(
+        "backend_port = 6443",
+        "backend_port = 6443\nbackend_prot = 1",
+    );
+    expect_error("unknown key", &text, "backend_prot", "backend_prot");
+}
+
+#[test]
+fn unknown_role() {
+    let text = broken(
+        "roles = [\"lb\"]\naddress = \"192.168.3.242\"",
+        "roles = [\"loadbalancer\"]\naddress = \"192.168.3.242\"",
+    );
+    expect_error("unknown role", &text, "\"loadbalancer\"", "loadbalancer");
+}
+
+#[test]
+fn duplicate_node_name() {
+    let text = broken("name = \"master3\"", "name = \"master2\"");
+    let second = text.rfind("name = \"master2\"").expect("second");
+    // The error points at the second definition.
+    let line = text[..second].matches('\n').count() + 1;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &text).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
+    assert!(err.to_lowercase().contains("duplicate"), "{err}");
+}
+
+#[test]
+fn duplicate_address() {
+    let text = broken("address = \"192.168.3.253\"", "address = \"192.168.3.252\"");
+    let second = text.rfind("address = \"192.168.3.252\"").expect("second");
+    let line = text[..second].matches('\n').count() + 1;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &text).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
+    assert!(err.contains("192.168.3.252"), "{err}");
+}
+
+#[test]
+fn address_outside_its_network() {
+    let text = broken(
+        "address = \"192.168.3.251\"",
+        "address = \"10.0.0.251\"\nnetwork = \"lan\"",
+    );
+    expect_error("outside network", &text, "\"10.0.0.251\"", "192.168.3.0/24");
+}
+
+#[test]
+fn vip_without_holders() {
+    let text = broken(
+        "network = \"lan\"\n# holders",
+        "network = \"lan\"\nholders = []\n# holders",
+    );
+    expect_error("no holders", &text, "holders = []", "holders");
+}
+
+#[test]
+fn service_without_backends() {
+    let text = broken("backend_role = \"master\"", "backend_role = \"db\"");
+    expect_error("no backends", &text, "backend_role = \"db\"", "backend");
+}
+
+#[test]
+fn vrid_collision() {
+    let text = broken(
+        "network = \"lan\"\n# holders",
+        "network = \"lan\"\nvrid = 7\n\n[[vip]]\nname = \"other\"\naddress = \"192.168.3.239\"\nnetwork = \"lan\"\nvrid = 7\n# holders",
+    );
+    let second = text.rfind("vrid = 7").expect("second");
+    let line = text[..second].matches('\n').count() + 1;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &text).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
+    assert!(err.to_lowercase().contains("vrid"), "{err}");
+}
+
+#[test]
+fn nopreempt_with_a_master_state() {
+    let text = broken(
+        "network = \"lan\"\n# holders",
+        "network = \"lan\"\nmaster = \"lb1\"\nnopreempt = true\n# holders",
+    );
+    expect_error("nopreempt+master", &text, "nopreempt = true", "nopreempt");
+}
+
+#[test]
+fn missing_plugin_file() {
+    let mut text = broken("name = \"pi-k8s\"", "name = \"pi-k8s\"");
+    text.push_str(&format!(
+        "\n[[plugin]]\npath = \"policies/missing.wasm\"\nsha256 = \"{}\"\n",
+        "0".repeat(64)
+    ));
+    expect_error(
+        "missing plugin",
+        &text,
+        "\"policies/missing.wasm\"",
+        "missing.wasm",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let text = broken("port = 9000", "port = \"9000\"");
+    expect_error("wrong type", &text, "\"9000\"", "");
+}
+
+#[test]
+fn garbage_and_huge_inputs_do_not_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("binary", (0u8..=255).cycle().take(4096).collect()),
+        (
+            "nested",
+            format!("x = {}{}", "[".repeat(20_000), "]".repeat(20_000)).into_bytes(),
+        ),
+        ("huge", vec![b'#'; 9 << 20]),
+    ];
+    for (case, bytes) in cases {
+        let site = tmp.path().join(format!("{case}.toml"));
+        std::fs::write(&site, bytes).expect("write");
+        let o = run(&["plan", site.to_str().expect("utf-8")]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{case}: {err}");
+        assert!(err.contains("error"), "{case}: {err}");
+        assert!(!err.contains("panicked"), "{case}: {err}");
+    }
+}

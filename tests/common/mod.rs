@@ -1,0 +1,95 @@
+//! Shared helpers for the end-to-end tests: run the real `haseed` binary,
+//! locate the plugins build.rs compiled from source, write scratch sites.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub fn haseed() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haseed"));
+    // One cache for the whole test run, outside the clone, so every test does
+    // not recompile the default policy.
+    cmd.env("HASEED_CACHE_DIR", cache_dir());
+    cmd
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join("haseed-test-cache")
+}
+
+/// Runs haseed with `args` and returns the output.
+pub fn run(args: &[&str]) -> Output {
+    haseed().args(args).output().expect("haseed runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("builder/ has a parent")
+        .to_path_buf()
+}
+
+pub fn example(name: &str) -> PathBuf {
+    repo_root().join("examples").join(name).join("site.toml")
+}
+
+/// A plugin component that builder/build.rs compiled from `plugins/`.
+pub fn plugin(file: &str) -> PathBuf {
+    let path = Path::new(env!("HASEED_PLUGIN_DIR")).join(file);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("readable")))
+}
+
+/// The example site with `[[plugin]]` entries appended (pinned by digest).
+pub fn site_with_plugins(dir: &Path, plugins: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example site");
+    for (file, settings) in plugins {
+        let path = plugin(file);
+        text.push_str(&format!(
+            "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {}\n",
+            path.display(),
+            sha256_file(&path),
+            settings
+        ));
+    }
+    let site = dir.join("site.toml");
+    std::fs::write(&site, text).expect("write site");
+    site
+}
+
+/// Every file under `dir`, as (relative path, bytes), sorted.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).expect("readable dir") {
+            let entry = entry.expect("entry");
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path.strip_prefix(base).expect("under base");
+                out.push((
+                    rel.to_string_lossy().into_owned(),
+                    std::fs::read(&path).expect("readable"),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

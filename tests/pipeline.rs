@@ -1,0 +1,292 @@
+//! End-to-end: the example site through the real binary, the golden files,
+//! the real validators, determinism, the chain with a site plugin, atomic output.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn build_into(site: &Path, out: &Path) -> std::process::Output {
+    run(&[
+        "build",
+        site.to_str().expect("utf-8 path"),
+        "-o",
+        out.to_str().expect("utf-8 path"),
+    ])
+}
+
+#[test]
+fn example_site_matches_golden_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let o = build_into(&example("pi-k8s"), &out);
+    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    let golden = repo_root().join("tests/golden/pi-k8s");
+    let built: Vec<_> = tree(&out)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
+        .collect();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        for (rel, bytes) in &built {
+            let path = golden.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write golden");
+        }
+    }
+    let expected = tree(&golden);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&built),
+        names(&expected),
+        "the set of built files differs from tests/golden/pi-k8s (UPDATE_GOLDEN=1 to accept)"
+    );
+    for ((rel, got), (_, want)) in built.iter().zip(&expected) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "{rel} differs from its golden file (UPDATE_GOLDEN=1 cargo test to accept after review)"
+        );
+    }
+    // The reference decisions, spelled out where a reviewer looks first.
+    let haproxy =
+        std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    for line in [
+        "bind *:9000",
+        "balance roundrobin",
+        "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3",
+        "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3",
+        "retries 6",
+    ] {
+        assert!(
+            haproxy.contains(line),
+            "haproxy.cfg lacks {line:?}:\n{haproxy}"
+        );
+    }
+    let keepalived = std::fs::read_to_string(out.join("lb2/files/etc/keepalived/keepalived.conf"))
+        .expect("conf");
+    for line in [
+        "state BACKUP",
+        "nopreempt",
+        "virtual_router_id 1",
+        "priority 100",
+        "enable_script_security",
+        "192.168.3.240/24",
+    ] {
+        assert!(
+            keepalived.contains(line),
+            "keepalived.conf lacks {line:?}:\n{keepalived}"
+        );
+    }
+    assert!(
+        !out.join("master1/files/etc/haproxy").exists(),
+        "a master got haproxy"
+    );
+}
+
+#[test]
+fn real_validators_pass_on_every_node_of_the_example() {
+    let o = run(&["validate", example("pi-k8s").to_str().expect("utf-8")]);
+    let text = stdout(&o);
+    assert!(
+        o.status.success(),
+        "validate failed:\n{text}\n{}",
+        stderr(&o)
+    );
+    for node in ["lb1", "lb2"] {
+        for validator in ["haproxy", "keepalived", "cloud-init"] {
+            assert!(
+                text.lines().any(|l| l.starts_with("ok")
+                    && l.split_whitespace().nth(1) == Some(node)
+                    && l.split_whitespace().nth(2) == Some(validator)),
+                "no passing {validator} check for {node}:\n{text}"
+            );
+        }
+    }
+    for node in ["master1", "master2", "master3"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("ok")
+                && l.split_whitespace().nth(1) == Some(node)
+                && l.split_whitespace().nth(2) == Some("cloud-init")),
+            "no passing cloud-init check for {node}:\n{text}"
+        );
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+}
+
+#[test]
+fn builds_are_byte_identical_and_replace_the_previous_build() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    assert!(build_into(&example("pi-k8s"), &a).status.success());
+    assert!(build_into(&example("pi-k8s"), &b).status.success());
+    assert_eq!(tree(&a), tree(&b), "two builds of one site differ");
+    assert!(a.join("pi-k8s.tar.gz").exists());
+    // Building again into the same directory replaces it whole.
+    std::fs::write(a.join("lb1/stale"), b"old").expect("write");
+    assert!(build_into(&example("pi-k8s"), &a).status.success());
+    assert!(
+        !a.join("lb1/stale").exists(),
+        "a file of the previous build survived"
+    );
+    assert_eq!(tree(&a), tree(&b));
+}
+
+#[test]
+fn bundle_holds_every_node_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    assert!(build_into(&example("pi-k8s"), &out).status.success());
+    let gz = std::fs::File::open(out.join("pi-k8s.tar.gz")).expect("bundle");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut names = Vec::new();
+    for entry in archive.entries().expect("tar") {
+        let entry = entry.expect("entry");
+        assert_eq!(
+            entry.header().mtime().expect("mtime"),
+            0,
+            "bundle mtimes are fixed"
+        );
+        names.push(entry.path().expect("path").to_string_lossy().into_owned());
+    }
+    for want in [
+        "pi-k8s/lb1/user-data",
+        "pi-k8s/lb1/meta-data",
+        "pi-k8s/lb1/network-config",
+        "pi-k8s/lb1/files/etc/haproxy/haproxy.cfg",
+        "pi-k8s/lb2/files/etc/keepalived/keepalived.conf",
+        "pi-k8s/master3/user-data",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "bundle lacks {want}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_site_plugin_changes_decisions_after_the_default_policy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(
+        tmp.path(),
+        &[(
+            "prefer_lb1.wasm",
+            r#"{ prefer = "lb1", rise = 5, fall = 2 }"#,
+        )],
+    );
+    let o = run(&["plan", site.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "plan failed: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let plan_of = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .expect("node")["plan"]
+            .clone()
+    };
+    let lb1 = &plan_of("lb1")["keepalived"]["instances"][0];
+    let lb2 = &plan_of("lb2")["keepalived"]["instances"][0];
+    assert_eq!(lb1["state"], "Master", "{lb1}");
+    assert_eq!(lb1["priority"], 150);
+    assert_eq!(lb1["nopreempt"], false);
+    assert_eq!(lb2["state"], "Backup");
+    assert_eq!(lb2["priority"], 100);
+    let server = &plan_of("lb2")["haproxy"]["backends"][0]["servers"][0];
+    assert_eq!(server["check"]["rise"], 5, "{server}");
+    assert_eq!(server["check"]["fall"], 2);
+    // Its stderr reaches the user's log, prefixed with the plugin's name.
+    let log = stderr(&o);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('[') && l.contains("prefer_lb1.wasm]") && l.contains("lb1")),
+        "plugin log missing:\n{log}"
+    );
+
+    // The same chain renders configs the real validators accept.
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = tmp.path().join("out");
+    assert!(build_into(&site, &out).status.success());
+    let conf = std::fs::read_to_string(out.join("lb1/files/etc/keepalived/keepalived.conf"))
+        .expect("conf");
+    assert!(
+        conf.contains("state MASTER")
+            && conf.contains("priority 150")
+            && !conf.contains("nopreempt"),
+        "{conf}"
+    );
+    let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    assert!(cfg.contains("check inter 3000ms rise 5 fall 2"), "{cfg}");
+}
+
+#[test]
+fn plan_formats_table_and_dot() {
+    let site = example("pi-k8s");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.starts_with("NODE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("lb1") && l.contains("BACKUP/100")),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 6, "{table}");
+
+    let o = run(&["plan", site.to_str().expect("utf-8"), "--format", "dot"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Graphviz itself must accept it.
+    let mut dot = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("graphviz `dot` is installed (apt-get install graphviz)");
+    use std::io::Write;
+    dot.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&o.stdout)
+        .expect("pipe");
+    let svg = dot.wait_with_output().expect("dot runs");
+    assert!(
+        svg.status.success(),
+        "dot rejected the graph:\n{}",
+        stdout(&o)
+    );
+    let svg = String::from_utf8_lossy(&svg.stdout);
+    assert!(svg.contains("<svg") && svg.contains("192.168.3.240") && svg.contains("master2"));
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = tmp.path().join("cache");
+    let o = haseed()
+        .env("HASEED_CACHE_DIR", &cache)
+        .args(["plan", example("pi-k8s").to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .expect("cache dir created")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(entries.iter().any(|e| e.ends_with(".cwasm")), "{entries:?}");
+    // A tampered cache entry is not loaded as code: the run recompiles and still works.
+    for e in &entries {
+        if e.ends_with(".cwasm") {
+            std::fs::write(cache.join(e), b"not compiled code").expect("tamper");
+        }
+    }
+    let o = haseed()
+        .env("HASEED_CACHE_DIR", &cache)
+        .args(["plan", example("pi-k8s").to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

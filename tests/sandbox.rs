@@ -1,0 +1,152 @@
+//! Hostile plugins (built from source in plugins/hostile/) must each end the
+//! build with one clear error naming the plugin and the node, within the
+//! per-call limits, and leave nothing written.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+struct Outcome {
+    ok: bool,
+    stderr: String,
+    elapsed: Duration,
+    wrote: bool,
+}
+
+fn build_with(plugin_file: &str) -> Outcome {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(tmp.path(), &[(plugin_file, "{}")]);
+    let out = tmp.path().join("out");
+    let started = Instant::now();
+    let o = run(&[
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    Outcome {
+        ok: o.status.success(),
+        stderr: stderr(&o),
+        elapsed: started.elapsed(),
+        wrote: out.exists()
+            || std::fs::read_dir(tmp.path()).expect("tmp").any(|e| {
+                e.expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".haseed")
+            }),
+    }
+}
+
+fn assert_refused(o: &Outcome, plugin_file: &str, cause: &str) {
+    assert!(!o.ok, "the build succeeded with {plugin_file}");
+    assert!(!o.wrote, "something was written after {plugin_file} failed");
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| panic!("no error line:\n{}", o.stderr));
+    assert!(
+        line.contains(&format!("plugin {}", plugin(plugin_file).display())),
+        "error does not name the plugin: {line}"
+    );
+    assert!(
+        line.contains("node lb1"),
+        "error does not name the node: {line}"
+    );
+    assert!(
+        line.to_lowercase().contains(cause),
+        "error does not say {cause:?}: {line}\n{}",
+        o.stderr
+    );
+    assert!(
+        line.contains("site.toml:"),
+        "error does not point into the site file: {line}"
+    );
+}
+
+#[test]
+fn endless_loop_is_stopped_by_fuel_or_the_deadline() {
+    let o = build_with("hostile_endless_loop.wasm");
+    assert!(!o.ok);
+    let lower = o.stderr.to_lowercase();
+    assert!(
+        lower.contains("fuel") || lower.contains("time limit"),
+        "{}",
+        o.stderr
+    );
+    assert_refused(
+        &o,
+        "hostile_endless_loop.wasm",
+        if lower.contains("fuel") {
+            "fuel"
+        } else {
+            "time limit"
+        },
+    );
+    // Per call 2 s at most, plus start-up and compilation.
+    assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn memory_bomb_hits_the_cap() {
+    let o = build_with("hostile_memory_bomb.wasm");
+    assert_refused(&o, "hostile_memory_bomb.wasm", "memory");
+}
+
+#[test]
+fn panic_becomes_one_error() {
+    let o = build_with("hostile_panic.wasm");
+    assert_refused(&o, "hostile_panic.wasm", "panic");
+    // The panic message itself reaches the log, prefixed with the plugin.
+    assert!(
+        o.stderr.contains("hostile plugin panicked on purpose"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn injected_newline_never_reaches_a_config_file() {
+    let o = build_with("hostile_inject_newline.wasm");
+    assert_refused(&o, "hostile_inject_newline.wasm", "checker rejects");
+    assert!(o.stderr.contains("servers[0].name"), "{}", o.stderr);
+}
+
+#[test]
+fn tampered_plugin_is_refused_before_it_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(tmp.path(), &[("prefer_lb1.wasm", "{}")]);
+    let text = std::fs::read_to_string(&site).expect("site");
+    let digest = sha256_file(&plugin("prefer_lb1.wasm"));
+    let wrong = format!(
+        "{}{}",
+        &digest[..63],
+        if digest.ends_with('0') { '1' } else { '0' }
+    );
+    std::fs::write(&site, text.replace(&digest, &wrong)).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("sha256 mismatch"), "{err}");
+    assert!(err.contains(&digest) && err.contains(&wrong), "{err}");
+    assert!(err.contains("site.toml:"), "{err}");
+}
+
+#[test]
+fn bad_settings_are_reported_before_any_node_is_decided() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(
+        tmp.path(),
+        &[("prefer_lb1.wasm", r#"{ prefer = "nosuchnode" }"#)],
+    );
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("nosuchnode"), "{err}");
+    assert!(
+        !err.contains("node lb1"),
+        "settings error attributed to a node: {err}"
+    );
+}
