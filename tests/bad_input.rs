@@ -202,3 +202,14 @@ fn garbage_and_huge_inputs_do_not_panic() {
         assert!(!err.contains("panicked"), "{case}: {err}");
     }
 }
+
+#[test]
+fn port_range_without_a_check_port() {
+    let text = broken("port = 9000", "port_range = \"30000-30010\"");
+    expect_error(
+        "port_range without check port",
+        &text,
+        "\"30000-30010\"",
+        "check port",
+    );
+}

@@ -3,16 +3,25 @@
 //! plugin's strings and a configuration file: names, addresses, ports and
 //! ranges, modes, option keywords, script commands, paths and sizes are
 //! checked against narrow grammars, and no string that reaches a config file
-//! may carry a line break, quote, brace or comment marker.
+//! may carry a control character, line break, quote, brace or comment marker.
 //!
-//! Pure and linear: `check_node` is O(size of the plan), `check_site`
-//! O(total VRRP instances) with a hash map.
+//! Beyond syntax, the checker refuses what the validators would refuse (the
+//! rules were found by running `haproxy -c -dW` and `keepalived -t` on the
+//! rendered output): an `option` in a section that ignores it, an HTTP-only
+//! option in TCP mode, a health check with no port to check, a VRRP instance
+//! mixing address families, a VRID used twice on one interface.
+//!
+//! Pure and near-linear: `check_node` is O(size of the plan) (plus a sort of
+//! the frontends), `check_site` O(total VRRP instances) with hash maps.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::contract::{NodePlan, ProxyMode, Site, VrrpState};
+use crate::contract::{
+    Backend, Frontend, HaproxyConfig, KeepalivedConfig, NodePlan, ProxyMode, Site, VrrpInstance,
+    VrrpState,
+};
 
 /// One problem in one node's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,23 +38,33 @@ impl fmt::Display for PlanIssue {
     }
 }
 
-/// haproxy `option` keywords a plan may use (`httpchk` comes from `http-check`).
-const HAPROXY_OPTIONS: &[&str] = &[
-    "tcplog",
-    "httplog",
-    "dontlognull",
-    "redispatch",
-    "tcp-check",
-    "tcpka",
-    "forwardfor",
-    "http-server-close",
-    "http-keep-alive",
-    "log-health-checks",
-    "abortonclose",
-    "allbackups",
-    "splice-auto",
-    "clitcpka",
-    "srvtcpka",
+/// Which proxies an `option` keyword means something in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    Frontend,
+    Backend,
+    Both,
+}
+
+/// haproxy `option` keywords a plan may use (`httpchk` comes from
+/// `http-check`), with the proxies haproxy 2.6 accepts them in without a
+/// warning (`haproxy -c -dW`), and whether they need `mode http`.
+const HAPROXY_OPTIONS: &[(&str, Cap, bool)] = &[
+    ("tcplog", Cap::Frontend, false),
+    ("httplog", Cap::Frontend, true),
+    ("dontlognull", Cap::Frontend, false),
+    ("clitcpka", Cap::Frontend, false),
+    ("redispatch", Cap::Backend, false),
+    ("tcp-check", Cap::Backend, false),
+    ("log-health-checks", Cap::Backend, false),
+    ("abortonclose", Cap::Backend, false),
+    ("allbackups", Cap::Backend, false),
+    ("srvtcpka", Cap::Backend, false),
+    ("tcpka", Cap::Both, false),
+    ("forwardfor", Cap::Both, true),
+    ("http-server-close", Cap::Both, false),
+    ("http-keep-alive", Cap::Both, false),
+    ("splice-auto", Cap::Both, false),
 ];
 
 /// Where plan files may be written on the node.
@@ -57,7 +76,8 @@ pub const ALLOWED_ROOTS: &[&str] = &[
     "/var/lib/haseed/",
 ];
 
-/// Paths no plugin may write, even under an allowed root.
+/// Paths no plugin may write, even under an allowed root: the host renders
+/// the first three, the others hold credentials.
 const FORBIDDEN_PATHS: &[&str] = &[
     "/etc/haproxy/haproxy.cfg",
     "/etc/keepalived/keepalived.conf",
@@ -71,10 +91,36 @@ const FORBIDDEN_PREFIXES: &[&str] = &["/etc/sudoers", "/etc/ssh/", "/etc/cloud/"
 
 const TRACK_FILE_ROOTS: &[&str] = &["/run/haseed/", "/var/run/haseed/", "/var/lib/haseed/"];
 
+/// systemd unit types; a service name ending in one of them must be one we
+/// enable (`.service`, `.timer`, `.socket`).
+const UNIT_TYPES: &[&str] = &[
+    "service",
+    "socket",
+    "timer",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "slice",
+    "scope",
+];
+const ENABLED_UNIT_TYPES: &[&str] = &["service", "socket", "timer"];
+
 const MAX_FILE_BYTES: usize = 1 << 20;
 const MAX_FILES: usize = 256;
 const MAX_SERVERS: usize = 10_000;
 const MAX_PROXIES: usize = 1_000;
+const MAX_INSTANCES: usize = 255;
+/// Packages, services, sysctls, kernel words, warnings, scripts, track files.
+const MAX_LIST: usize = 1_000;
+/// Virtual addresses and unicast peers of one VRRP instance.
+const MAX_ADDRESSES: usize = 255;
+const MAX_WARNING_CHARS: usize = 1_000;
+/// A node's issues beyond this many are dropped (the first ones say enough).
+const MAX_ISSUES: usize = 100;
+const DAY_MS: u64 = 86_400_000;
 
 struct Checker<'a> {
     node: &'a str,
@@ -83,7 +129,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        if self.issues.len() < 100 {
+        if self.issues.len() < MAX_ISSUES {
             self.issues.push(PlanIssue {
                 node: self.node.to_string(),
                 field: field.into(),
@@ -92,15 +138,14 @@ impl Checker<'_> {
         }
     }
 
-    /// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`: proxy, server, script and instance names.
+    fn full(&self) -> bool {
+        self.issues.len() >= MAX_ISSUES
+    }
+
+    /// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`: proxy, server, script, track file
+    /// and instance names, router id, script user.
     fn name(&mut self, field: &str, value: &str) {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !ok {
+        if !is_name(value, 64) {
             self.fail(
                 field,
                 format!(
@@ -121,10 +166,18 @@ impl Checker<'_> {
         }
     }
 
-    fn range(&mut self, field: &str, value: u64, lo: u64, hi: u64) {
+    fn range(&mut self, field: &str, value: i64, lo: i64, hi: i64) {
         if value < lo || value > hi {
             self.fail(field, format!("{value} is out of range {lo}..={hi}"));
         }
+    }
+
+    fn at_most(&mut self, field: &str, len: usize, max: usize) -> bool {
+        if len > max {
+            self.fail(field, format!("{len} entries; at most {max} are allowed"));
+            return false;
+        }
+        true
     }
 
     fn unique<'s>(&mut self, field: &str, names: impl Iterator<Item = &'s str>) {
@@ -139,30 +192,67 @@ impl Checker<'_> {
         }
     }
 
-    fn options(&mut self, field: &str, options: &[String], mode: Option<ProxyMode>) {
+    /// `option` lines of one section: known keywords, each once, meaningful
+    /// in this section and mode.
+    fn options(&mut self, field: &str, options: &[String], section: Option<Cap>, mode: ProxyMode) {
+        if !self.at_most(field, options.len(), HAPROXY_OPTIONS.len()) {
+            return;
+        }
+        let mut seen = HashSet::new();
         for (i, o) in options.iter().enumerate() {
-            if !HAPROXY_OPTIONS.contains(&o.as_str()) {
+            let at = format!("{field}[{i}]");
+            let Some(&(_, cap, http_only)) = HAPROXY_OPTIONS.iter().find(|(k, _, _)| k == o) else {
+                let names: Vec<&str> = HAPROXY_OPTIONS.iter().map(|(k, _, _)| *k).collect();
                 self.fail(
-                    format!("{field}[{i}]"),
+                    at,
                     format!(
                         "unknown haproxy option {}; allowed: {}",
                         shown(o),
-                        HAPROXY_OPTIONS.join(", ")
+                        names.join(", ")
                     ),
                 );
-            } else if o == "httplog" && mode == Some(ProxyMode::Tcp) {
+                continue;
+            };
+            if !seen.insert(o.as_str()) {
+                self.fail(at, format!("option {o} is listed twice (haproxy warns)"));
+                continue;
+            }
+            match (section, cap) {
+                (Some(Cap::Frontend), Cap::Backend) => self.fail(
+                    at.clone(),
+                    format!("option {o} is a backend option; haproxy ignores it in a frontend (and warns)"),
+                ),
+                (Some(Cap::Backend), Cap::Frontend) => self.fail(
+                    at.clone(),
+                    format!("option {o} is a frontend option; haproxy ignores it in a backend (and warns)"),
+                ),
+                _ => {}
+            }
+            if http_only && mode != ProxyMode::Http {
                 self.fail(
-                    format!("{field}[{i}]"),
-                    "option httplog needs mode http (haproxy warns and falls back to tcplog)",
+                    at,
+                    format!(
+                        "option {o} needs mode http (haproxy ignores it in mode tcp and warns)"
+                    ),
                 );
             }
         }
+        if seen.contains("tcplog") && seen.contains("httplog") {
+            self.fail(
+                field,
+                "tcplog and httplog exclude each other (the later one overrides the first; haproxy warns)",
+            );
+        }
     }
 
-    /// An argv element of a keepalived script or notify command.
+    /// An argv of a keepalived script or notify command. The renderer joins it
+    /// with spaces inside one quoted string.
     fn command(&mut self, field: &str, command: &[String]) {
         if command.is_empty() {
             self.fail(field, "empty command");
+            return;
+        }
+        if !self.at_most(field, command.len(), 64) {
             return;
         }
         if !command[0].starts_with('/') {
@@ -181,7 +271,7 @@ impl Checker<'_> {
                 self.fail(
                     format!("{field}[{i}]"),
                     format!(
-                        "{} may contain only letters, digits and ._/:=@%+,- (no spaces, quotes, '#', braces or line breaks)",
+                        "{} may contain only letters, digits and ._/:=@%+,- (no spaces, quotes, '#', braces or control characters)",
                         shown(arg)
                     ),
                 );
@@ -189,12 +279,14 @@ impl Checker<'_> {
         }
     }
 
+    /// An absolute path: `[A-Za-z0-9._/@+-]`, no empty, `.` or `..` segment,
+    /// no trailing '/'.
     fn path(&mut self, field: &str, path: &str) -> bool {
         let ok = path.starts_with('/')
             && path.len() <= 255
-            && !path.ends_with('/')
-            && !path.contains("//")
-            && !path.split('/').any(|seg| seg == ".." || seg == ".")
+            && path[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
             && path
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._/@+-".contains(&b));
@@ -202,7 +294,7 @@ impl Checker<'_> {
             self.fail(
                 field,
                 format!(
-                    "{} is not a clean absolute path (letters, digits and ._/@+-, no '..')",
+                    "{} is not a clean absolute path (letters, digits and ._/@+-; no '..', '//' or trailing '/')",
                     shown(path)
                 ),
             );
@@ -225,13 +317,107 @@ fn shown(value: &str) -> String {
     s
 }
 
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// An RFC 1123 host name label.
 fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && !s.starts_with('-')
         && !s.ends_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A Debian package name, optionally `=VERSION`.
+fn is_package(p: &str) -> bool {
+    let (pkg, version) = match p.split_once('=') {
+        Some((a, b)) => (a, Some(b)),
+        None => (p, None),
+    };
+    pkg.len() >= 2
+        && pkg.len() <= 100
+        && (pkg.as_bytes()[0].is_ascii_lowercase() || pkg.as_bytes()[0].is_ascii_digit())
+        && pkg
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b))
+        && version.is_none_or(|v| {
+            !v.is_empty()
+                && v.len() <= 100
+                && v.as_bytes()[0].is_ascii_alphanumeric()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b))
+        })
+}
+
+/// A systemd unit name we may enable: no option-like leading '-', and a
+/// unit-type suffix, if any, of service, timer or socket.
+fn is_unit(s: &str) -> bool {
+    let chars_ok = !s.is_empty()
+        && s.len() <= 256
+        && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b));
+    let suffix_ok = match s.rsplit_once('.') {
+        Some((_, t)) if UNIT_TYPES.contains(&t) => ENABLED_UNIT_TYPES.contains(&t),
+        _ => true,
+    };
+    chars_ok && suffix_ok && !s.ends_with('.')
+}
+
+/// `net.ipv4.ip_nonlocal_bind` or `net/ipv4/ip_nonlocal_bind`: segments of
+/// `[a-z0-9_-]`, at least one '.', no empty segment (so no `..`), no leading
+/// '-' or '/' (sysctl would read an option or an absolute path).
+fn is_sysctl_key(k: &str) -> bool {
+    k.contains('.')
+        && k.len() <= 128
+        && (k.as_bytes()[0].is_ascii_lowercase() || k.as_bytes()[0].is_ascii_digit())
+        && k.split(['.', '/']).all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        })
+}
+
+fn is_sysctl_value(v: &str) -> bool {
+    v.len() <= 256
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" ._:,/-".contains(&b))
+}
+
+/// A URI path for `monitor-uri` and `http-check`: printable ASCII, no space,
+/// quote, '#', backslash or brace.
+fn is_uri_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"'#\\{}".contains(&b))
+}
+
+/// "ADDRESS/PREFIX" with a prefix valid for the family.
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, prefix) = s.split_once('/')?;
+    if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ip: IpAddr = ip.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some((ip, prefix))
+}
+
+fn family(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
 }
 
 /// Checks one node's plan.
@@ -249,7 +435,7 @@ pub fn check_node(site: &Site, node: u32, plan: &NodePlan) -> Vec<PlanIssue> {
         c.fail(
             "hostname",
             format!(
-                "{} is not a hostname (lowercase letters, digits, '-')",
+                "{} is not a host name (RFC 1123 label: letters, digits, inner '-', up to 63)",
                 shown(&plan.hostname)
             ),
         );
@@ -260,122 +446,126 @@ pub fn check_node(site: &Site, node: u32, plan: &NodePlan) -> Vec<PlanIssue> {
     if let Some(k) = &plan.keepalived {
         check_keepalived(&mut c, k);
     }
-    for (i, p) in plan.packages.iter().enumerate() {
-        let (pkg, version) = match p.split_once('=') {
-            Some((a, b)) => (a, Some(b)),
-            None => (p.as_str(), None),
-        };
-        let ok = pkg.len() >= 2
-            && pkg.len() <= 100
-            && pkg.as_bytes()[0].is_ascii_alphanumeric()
-            && pkg
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b))
-            && version.is_none_or(|v| {
-                !v.is_empty()
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b))
-            });
-        if !ok {
-            c.fail(
-                format!("packages[{i}]"),
-                format!("{} is not a Debian package name", shown(p)),
-            );
+    if c.at_most("packages", plan.packages.len(), MAX_LIST) {
+        for (i, p) in plan.packages.iter().enumerate() {
+            if !is_package(p) {
+                c.fail(
+                    format!("packages[{i}]"),
+                    format!(
+                        "{} is not a Debian package name (optionally =VERSION)",
+                        shown(p)
+                    ),
+                );
+            }
         }
     }
-    for (i, s) in plan.services.iter().enumerate() {
-        let ok = !s.is_empty()
-            && s.len() <= 128
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b));
-        if !ok {
-            c.fail(
-                format!("services[{i}]"),
-                format!("{} is not a systemd unit name", shown(s)),
-            );
+    if c.at_most("services", plan.services.len(), MAX_LIST) {
+        for (i, s) in plan.services.iter().enumerate() {
+            if !is_unit(s) {
+                c.fail(
+                    format!("services[{i}]"),
+                    format!(
+                        "{} is not a systemd unit name (letters, digits, @._-; optionally .service, .timer or .socket)",
+                        shown(s)
+                    ),
+                );
+            }
         }
     }
-    for (i, s) in plan.sysctls.iter().enumerate() {
-        let key_ok = s.key.contains('.')
-            && s.key.len() <= 128
-            && s.key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-/".contains(&b));
-        if !key_ok {
-            c.fail(
-                format!("sysctls[{i}].key"),
-                format!("{} is not a sysctl key", shown(&s.key)),
-            );
-        }
-        let value_ok = s.value.len() <= 256
-            && s.value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b" ._:,/-".contains(&b));
-        if !value_ok {
-            c.fail(
-                format!("sysctls[{i}].value"),
-                format!("{} is not a plain sysctl value", shown(&s.value)),
-            );
+    if c.at_most("sysctls", plan.sysctls.len(), MAX_LIST) {
+        let mut keys = HashSet::new();
+        for (i, s) in plan.sysctls.iter().enumerate() {
+            if !is_sysctl_key(&s.key) {
+                c.fail(
+                    format!("sysctls[{i}].key"),
+                    format!(
+                        "{} is not a sysctl key (lowercase segments separated by '.' or '/')",
+                        shown(&s.key)
+                    ),
+                );
+            } else if !keys.insert(s.key.as_str()) {
+                c.fail(
+                    format!("sysctls[{i}].key"),
+                    format!("{} is set twice", shown(&s.key)),
+                );
+            }
+            if !is_sysctl_value(&s.value) {
+                c.fail(
+                    format!("sysctls[{i}].value"),
+                    format!(
+                        "{} is not a plain sysctl value (letters, digits, space and ._:,/-; up to 256)",
+                        shown(&s.value)
+                    ),
+                );
+            }
         }
     }
-    for (i, w) in plan.kernel_cmdline.iter().enumerate() {
-        let ok = !w.is_empty()
-            && w.len() <= 256
-            && w.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'');
-        if !ok {
-            c.fail(
-                format!("kernel_cmdline[{i}]"),
-                format!("{} is not one kernel command-line word", shown(w)),
-            );
+    if c.at_most("kernel_cmdline", plan.kernel_cmdline.len(), MAX_LIST) {
+        for (i, w) in plan.kernel_cmdline.iter().enumerate() {
+            let ok = !w.is_empty()
+                && w.len() <= 256
+                && w.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'');
+            if !ok {
+                c.fail(
+                    format!("kernel_cmdline[{i}]"),
+                    format!(
+                        "{} is not one kernel command-line word (printable ASCII, no spaces or quotes)",
+                        shown(w)
+                    ),
+                );
+            }
         }
     }
     check_files(&mut c, plan);
-    for (i, w) in plan.warnings.iter().enumerate() {
-        if w.len() > 1000 || w.chars().any(char::is_control) {
-            c.fail(
-                format!("warnings[{i}]"),
-                "a warning must be one line of at most 1000 bytes",
-            );
+    if c.at_most("warnings", plan.warnings.len(), MAX_LIST) {
+        for (i, w) in plan.warnings.iter().enumerate() {
+            if w.chars().count() > MAX_WARNING_CHARS || w.chars().any(char::is_control) {
+                c.fail(
+                    format!("warnings[{i}]"),
+                    format!(
+                        "a warning must be one line of at most {MAX_WARNING_CHARS} characters with no control characters"
+                    ),
+                );
+            }
         }
     }
     c.issues
 }
 
-fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
+fn check_haproxy(c: &mut Checker<'_>, h: &HaproxyConfig) {
     if let Some(m) = h.global.maxconn {
-        c.range("haproxy.global.maxconn", m as u64, 1, 10_000_000);
+        c.range("haproxy.global.maxconn", m.into(), 1, 10_000_000);
     }
     let d = &h.defaults;
-    c.range("haproxy.defaults.retries", d.retries as u64, 0, 100);
+    c.range("haproxy.defaults.retries", d.retries.into(), 0, 100);
     for (field, v) in [
-        (
-            "haproxy.defaults.timeout_connect_ms",
-            Some(d.timeout_connect_ms),
-        ),
-        (
-            "haproxy.defaults.timeout_client_ms",
-            Some(d.timeout_client_ms),
-        ),
-        (
-            "haproxy.defaults.timeout_server_ms",
-            Some(d.timeout_server_ms),
-        ),
-        ("haproxy.defaults.timeout_check_ms", d.timeout_check_ms),
+        ("timeout_connect_ms", Some(d.timeout_connect_ms)),
+        ("timeout_client_ms", Some(d.timeout_client_ms)),
+        ("timeout_server_ms", Some(d.timeout_server_ms)),
+        ("timeout_check_ms", d.timeout_check_ms),
     ] {
         if let Some(v) = v {
-            c.range(field, v as u64, 1, 86_400_000);
+            c.range(
+                &format!("haproxy.defaults.{field}"),
+                v.into(),
+                1,
+                DAY_MS as i64,
+            );
         }
     }
-    c.options("haproxy.defaults.options", &d.options, Some(d.mode));
-    if h.frontends.len() > MAX_PROXIES || h.backends.len() > MAX_PROXIES {
-        c.fail(
-            "haproxy",
-            format!("more than {MAX_PROXIES} frontends or backends"),
-        );
+    c.options("haproxy.defaults.options", &d.options, None, d.mode);
+    if !c.at_most("haproxy.frontends", h.frontends.len(), MAX_PROXIES)
+        | !c.at_most("haproxy.backends", h.backends.len(), MAX_PROXIES)
+    {
         return;
     }
+    // Defaults options are inherited: an HTTP-only one warns in every TCP
+    // proxy that inherits it.
+    let inherits = |o: &str| d.options.iter().any(|x| x == o);
+    let httplog_inherited = inherits("httplog");
+    let forwardfor_inherited = inherits("forwardfor");
+
     c.unique(
         "haproxy.frontends",
         h.frontends.iter().map(|f| f.name.as_str()),
@@ -384,7 +574,7 @@ fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
         "haproxy.backends",
         h.backends.iter().map(|b| b.name.as_str()),
     );
-    let backends: HashMap<&str, &crate::contract::Backend> =
+    let backends: HashMap<&str, &Backend> =
         h.backends.iter().map(|b| (b.name.as_str(), b)).collect();
     for (i, f) in h.frontends.iter().enumerate() {
         let at = format!("haproxy.frontends[{i}]");
@@ -393,7 +583,22 @@ fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
             c.ip(&format!("{at}.bind_address"), addr);
         }
         check_ports(c, &at, f.port_first, f.port_last);
-        c.options(&format!("{at}.options"), &f.options, Some(f.mode));
+        c.options(
+            &format!("{at}.options"),
+            &f.options,
+            Some(Cap::Frontend),
+            f.mode,
+        );
+        if f.mode == ProxyMode::Tcp && (httplog_inherited || forwardfor_inherited) {
+            c.fail(
+                format!("{at}.mode"),
+                format!(
+                    "frontend {} is mode tcp but inherits the HTTP-only option {} from defaults (haproxy warns)",
+                    f.name,
+                    if httplog_inherited { "httplog" } else { "forwardfor" }
+                ),
+            );
+        }
         match backends.get(f.backend.as_str()) {
             None => c.fail(
                 format!("{at}.backend"),
@@ -417,15 +622,36 @@ fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
             if !is_uri_path(uri) {
                 c.fail(
                     format!("{at}.monitor_uri"),
-                    format!("{} is not a plain URI path", shown(uri)),
+                    format!(
+                        "{} is not a plain URI path (starts with '/'; printable ASCII, no spaces, quotes, '#', '\\' or braces)",
+                        shown(uri)
+                    ),
                 );
             }
         }
     }
+    check_binds(c, &h.frontends);
     for (i, b) in h.backends.iter().enumerate() {
+        if c.full() {
+            return;
+        }
         let at = format!("haproxy.backends[{i}]");
         c.name(&format!("{at}.name"), &b.name);
-        c.options(&format!("{at}.options"), &b.options, Some(b.mode));
+        c.options(
+            &format!("{at}.options"),
+            &b.options,
+            Some(Cap::Backend),
+            b.mode,
+        );
+        if b.mode == ProxyMode::Tcp && forwardfor_inherited {
+            c.fail(
+                format!("{at}.mode"),
+                format!(
+                    "backend {} is mode tcp but inherits the HTTP-only option forwardfor from defaults (haproxy warns)",
+                    b.name
+                ),
+            );
+        }
         if let Some(hc) = &b.http_check {
             let mut parts = hc.split(' ');
             let ok = matches!(parts.next(), Some("GET" | "HEAD" | "OPTIONS" | "POST"))
@@ -435,17 +661,13 @@ fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
                 c.fail(
                     format!("{at}.http_check"),
                     format!(
-                        "{} must be \"METHOD /path\" (GET, HEAD, OPTIONS or POST)",
+                        "{} must be \"METHOD /path\" (GET, HEAD, OPTIONS or POST; one space; a plain path)",
                         shown(hc)
                     ),
                 );
             }
         }
-        if b.servers.len() > MAX_SERVERS {
-            c.fail(
-                format!("{at}.servers"),
-                format!("more than {MAX_SERVERS} servers"),
-            );
+        if !c.at_most(&format!("{at}.servers"), b.servers.len(), MAX_SERVERS) {
             continue;
         }
         c.unique(
@@ -453,26 +675,34 @@ fn check_haproxy(c: &mut Checker<'_>, h: &crate::contract::HaproxyConfig) {
             b.servers.iter().map(|s| s.name.as_str()),
         );
         for (j, s) in b.servers.iter().enumerate() {
+            if c.full() {
+                return;
+            }
             let sat = format!("{at}.servers[{j}]");
             c.name(&format!("{sat}.name"), &s.name);
             c.ip(&format!("{sat}.address"), &s.address);
             if let Some(p) = s.port {
-                c.range(&format!("{sat}.port"), p as u64, 1, 65535);
+                c.range(&format!("{sat}.port"), p.into(), 1, 65535);
             }
             if let Some(w) = s.weight {
-                c.range(&format!("{sat}.weight"), w as u64, 0, 256);
+                c.range(&format!("{sat}.weight"), w.into(), 0, 256);
             }
             if let Some(chk) = &s.check {
                 c.range(
                     &format!("{sat}.check.inter_ms"),
-                    chk.inter_ms as u64,
+                    chk.inter_ms.into(),
                     10,
                     3_600_000,
                 );
-                c.range(&format!("{sat}.check.rise"), chk.rise as u64, 1, 1000);
-                c.range(&format!("{sat}.check.fall"), chk.fall as u64, 1, 1000);
-                if let Some(p) = chk.port {
-                    c.range(&format!("{sat}.check.port"), p as u64, 1, 65535);
+                c.range(&format!("{sat}.check.rise"), chk.rise.into(), 1, 1000);
+                c.range(&format!("{sat}.check.fall"), chk.fall.into(), 1, 1000);
+                match (chk.port, s.port) {
+                    (Some(p), _) => c.range(&format!("{sat}.check.port"), p.into(), 1, 65535),
+                    (None, None) => c.fail(
+                        format!("{sat}.check.port"),
+                        "a server without a port (port-range frontend) needs a check port: haproxy refuses a server with neither service port nor check port",
+                    ),
+                    (None, Some(_)) => {}
                 }
             }
         }
@@ -491,19 +721,74 @@ fn check_ports(c: &mut Checker<'_>, at: &str, first: u16, last: u16) {
     }
 }
 
-fn is_uri_path(s: &str) -> bool {
-    s.starts_with('/')
-        && s.len() <= 256
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"\"'#\\{}".contains(&b))
+/// What a frontend binds, for overlap checks. `*` is IPv4's any address;
+/// `::` takes IPv4 too on Linux (dual stack).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bind {
+    AnyV4,
+    AnyAll,
+    Addr(IpAddr),
 }
 
-fn check_keepalived(c: &mut Checker<'_>, k: &crate::contract::KeepalivedConfig) {
-    for (field, v) in [
-        ("keepalived.router_id", &k.router_id),
-        ("keepalived.script_user", &k.script_user),
-    ] {
-        c.name(field, v);
+impl Bind {
+    fn of(f: &Frontend) -> Option<Bind> {
+        match &f.bind_address {
+            None => Some(Bind::AnyV4),
+            Some(a) => match a.parse::<IpAddr>().ok()? {
+                ip if ip.is_unspecified() && ip.is_ipv4() => Some(Bind::AnyV4),
+                ip if ip.is_unspecified() => Some(Bind::AnyAll),
+                ip => Some(Bind::Addr(ip)),
+            },
+        }
+    }
+
+    fn clashes(self, other: Bind) -> bool {
+        match (self, other) {
+            (Bind::AnyAll, _) | (_, Bind::AnyAll) => true,
+            (Bind::AnyV4, Bind::AnyV4) => true,
+            (Bind::AnyV4, Bind::Addr(ip)) | (Bind::Addr(ip), Bind::AnyV4) => ip.is_ipv4(),
+            (Bind::Addr(a), Bind::Addr(b)) => a == b,
+        }
+    }
+}
+
+/// Two frontends listening on one address and port: haproxy binds both
+/// (SO_REUSEPORT) and the kernel splits the connections between them.
+fn check_binds(c: &mut Checker<'_>, frontends: &[Frontend]) {
+    let mut order: Vec<(u16, u16, usize, Bind)> = frontends
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.port_first != 0 && f.port_first <= f.port_last)
+        .filter_map(|(i, f)| Some((f.port_first, f.port_last, i, Bind::of(f)?)))
+        .collect();
+    order.sort_unstable_by_key(|&(first, _, i, _)| (first, i));
+    for (k, &(_, last, i, bind)) in order.iter().enumerate() {
+        for &(first2, _, j, bind2) in &order[k + 1..] {
+            if first2 > last || c.full() {
+                break;
+            }
+            if bind.clashes(bind2) {
+                let (a, b) = (i.min(j), i.max(j));
+                c.fail(
+                    format!("haproxy.frontends[{b}].port_first"),
+                    format!(
+                        "frontends {} and {} listen on the same address and port (the kernel would split connections between them)",
+                        frontends[a].name, frontends[b].name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_keepalived(c: &mut Checker<'_>, k: &KeepalivedConfig) {
+    c.name("keepalived.router_id", &k.router_id);
+    c.name("keepalived.script_user", &k.script_user);
+    if !c.at_most("keepalived.scripts", k.scripts.len(), MAX_LIST)
+        | !c.at_most("keepalived.track_files", k.track_files.len(), MAX_LIST)
+        | !c.at_most("keepalived.instances", k.instances.len(), MAX_INSTANCES)
+    {
+        return;
     }
     c.unique(
         "keepalived.scripts",
@@ -521,18 +806,13 @@ fn check_keepalived(c: &mut Checker<'_>, k: &crate::contract::KeepalivedConfig) 
         let at = format!("keepalived.scripts[{i}]");
         c.name(&format!("{at}.name"), &s.name);
         c.command(&format!("{at}.command"), &s.command);
-        c.range(&format!("{at}.interval_s"), s.interval_s as u64, 1, 3600);
+        c.range(&format!("{at}.interval_s"), s.interval_s.into(), 1, 3600);
         if let Some(t) = s.timeout_s {
-            c.range(&format!("{at}.timeout_s"), t as u64, 1, 3600);
+            c.range(&format!("{at}.timeout_s"), t.into(), 1, 3600);
         }
-        c.range(&format!("{at}.rise"), s.rise as u64, 1, 1000);
-        c.range(&format!("{at}.fall"), s.fall as u64, 1, 1000);
-        if !(-253..=253).contains(&s.weight) {
-            c.fail(
-                format!("{at}.weight"),
-                format!("{} is out of range -253..=253", s.weight),
-            );
-        }
+        c.range(&format!("{at}.rise"), s.rise.into(), 1, 1000);
+        c.range(&format!("{at}.fall"), s.fall.into(), 1, 1000);
+        c.range(&format!("{at}.weight"), s.weight.into(), -253, 253);
     }
     for (i, t) in k.track_files.iter().enumerate() {
         let at = format!("keepalived.track_files[{i}]");
@@ -545,145 +825,246 @@ fn check_keepalived(c: &mut Checker<'_>, k: &crate::contract::KeepalivedConfig) 
                 format!("track files live under {}", TRACK_FILE_ROOTS.join(", ")),
             );
         }
-        if !(-253..=253).contains(&t.weight) {
-            c.fail(
-                format!("{at}.weight"),
-                format!("{} is out of range -253..=253", t.weight),
-            );
-        }
-    }
-    if k.instances.len() > 255 {
-        c.fail("keepalived.instances", "more than 255 VRRP instances");
-        return;
+        // keepalived.conf(5): 254 lets a negative value read from the file
+        // still reach the fault threshold.
+        c.range(&format!("{at}.weight"), t.weight.into(), -254, 254);
     }
     let scripts: HashSet<&str> = k.scripts.iter().map(|s| s.name.as_str()).collect();
     let tracks: HashSet<&str> = k.track_files.iter().map(|t| t.name.as_str()).collect();
+    // (interface, vrid, family) -> instance index: one VRRP router each.
+    let mut routers: HashMap<(&str, u8, bool), usize> = HashMap::new();
     for (i, inst) in k.instances.iter().enumerate() {
+        if c.full() {
+            return;
+        }
         let at = format!("keepalived.instances[{i}]");
-        c.name(&format!("{at}.name"), &inst.name);
-        let iface_ok = !inst.interface.is_empty()
-            && inst.interface.len() <= 15
-            && inst
-                .interface
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !iface_ok {
-            c.fail(
-                format!("{at}.interface"),
-                format!("{} is not an interface name", shown(&inst.interface)),
-            );
-        }
-        c.range(
-            &format!("{at}.virtual_router_id"),
-            inst.virtual_router_id as u64,
-            1,
-            255,
-        );
-        c.range(&format!("{at}.priority"), inst.priority as u64, 1, 254);
-        if inst.nopreempt && inst.state == VrrpState::Master {
-            c.fail(
-                format!("{at}.nopreempt"),
-                "nopreempt with a MASTER state is ignored by keepalived; use state backup",
-            );
-        }
-        match inst.vrrp_version {
-            2 => {
-                if !inst.advert_int_ms.is_multiple_of(1000)
-                    || !(1000..=255_000).contains(&inst.advert_int_ms)
-                {
-                    c.fail(
-                        format!("{at}.advert_int_ms"),
-                        format!(
-                            "{} ms: VRRPv2 adverts are whole seconds, 1..255 (use vrrp_version 3 for sub-second)",
-                            inst.advert_int_ms
-                        ),
-                    );
-                }
-            }
-            3 => {
-                if !inst.advert_int_ms.is_multiple_of(10)
-                    || !(10..=40_950).contains(&inst.advert_int_ms)
-                {
-                    c.fail(
-                        format!("{at}.advert_int_ms"),
-                        format!(
-                            "{} ms: VRRPv3 adverts are 10..40950 ms in steps of 10",
-                            inst.advert_int_ms
-                        ),
-                    );
-                }
-            }
-            v => c.fail(
-                format!("{at}.vrrp_version"),
-                format!("VRRP version {v}: use 2 or 3"),
-            ),
-        }
-        if inst.addresses.is_empty() {
-            c.fail(
-                format!("{at}.addresses"),
-                "a VRRP instance needs at least one address",
-            );
-        }
-        for (j, a) in inst.addresses.iter().enumerate() {
-            let ok = a.split_once('/').is_some_and(|(ip, prefix)| {
-                match (ip.parse::<IpAddr>(), prefix.parse::<u8>()) {
-                    (Ok(IpAddr::V4(_)), Ok(p)) => p <= 32,
-                    (Ok(IpAddr::V6(_)), Ok(p)) => p <= 128,
-                    _ => false,
-                }
-            });
-            if !ok {
+        let fam = check_instance(c, &at, inst, &scripts, &tracks);
+        if let Some(v4) = fam {
+            let key = (inst.interface.as_str(), inst.virtual_router_id, v4);
+            if let Some(&other) = routers.get(&key) {
                 c.fail(
-                    format!("{at}.addresses[{j}]"),
-                    format!("{} is not ADDRESS/PREFIX", shown(a)),
+                    format!("{at}.virtual_router_id"),
+                    format!(
+                        "instances {} and {} both use VRID {} for {} on interface {} (keepalived refuses)",
+                        k.instances[other].name,
+                        inst.name,
+                        inst.virtual_router_id,
+                        if v4 { "IPv4" } else { "IPv6" },
+                        inst.interface
+                    ),
                 );
+            } else {
+                routers.insert(key, i);
             }
-        }
-        if let Some(src) = &inst.unicast_src {
-            c.ip(&format!("{at}.unicast_src"), src);
-        } else if !inst.unicast_peers.is_empty() {
-            c.fail(
-                format!("{at}.unicast_peers"),
-                "unicast peers need unicast_src",
-            );
-        }
-        for (j, p) in inst.unicast_peers.iter().enumerate() {
-            c.ip(&format!("{at}.unicast_peers[{j}]"), p);
-        }
-        for (j, s) in inst.track_scripts.iter().enumerate() {
-            if !scripts.contains(s.as_str()) {
-                c.fail(
-                    format!("{at}.track_scripts[{j}]"),
-                    format!("no vrrp script named {}", shown(s)),
-                );
-            }
-        }
-        for (j, t) in inst.track_files.iter().enumerate() {
-            if !tracks.contains(t.as_str()) {
-                c.fail(
-                    format!("{at}.track_files[{j}]"),
-                    format!("no track file named {}", shown(t)),
-                );
-            }
-        }
-        for (field, cmd) in [
-            ("notify_master", &inst.notify_master),
-            ("notify_backup", &inst.notify_backup),
-            ("notify_fault", &inst.notify_fault),
-        ] {
-            if let Some(cmd) = cmd {
-                c.command(&format!("{at}.{field}"), cmd);
-            }
-        }
-        if let Some(r) = inst.garp_master_refresh_s {
-            c.range(&format!("{at}.garp_master_refresh_s"), r as u64, 1, 86_400);
         }
     }
 }
 
+/// Checks one VRRP instance; returns its address family (true: IPv4) when
+/// its addresses agree on one.
+fn check_instance(
+    c: &mut Checker<'_>,
+    at: &str,
+    inst: &VrrpInstance,
+    scripts: &HashSet<&str>,
+    tracks: &HashSet<&str>,
+) -> Option<bool> {
+    c.name(&format!("{at}.name"), &inst.name);
+    let iface_ok = !inst.interface.is_empty()
+        && inst.interface.len() <= 15
+        && inst.interface != "."
+        && inst.interface != ".."
+        && inst
+            .interface
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !iface_ok {
+        c.fail(
+            format!("{at}.interface"),
+            format!(
+                "{} is not an interface name (letters, digits, '.', '_', '-'; up to 15)",
+                shown(&inst.interface)
+            ),
+        );
+    }
+    c.range(
+        &format!("{at}.virtual_router_id"),
+        inst.virtual_router_id.into(),
+        1,
+        255,
+    );
+    c.range(&format!("{at}.priority"), inst.priority.into(), 1, 254);
+    if inst.nopreempt && inst.state == VrrpState::Master {
+        c.fail(
+            format!("{at}.nopreempt"),
+            "nopreempt with a MASTER state is ignored by keepalived; use state backup",
+        );
+    }
+    match inst.vrrp_version {
+        2 => {
+            if !inst.advert_int_ms.is_multiple_of(1000)
+                || !(1000..=255_000).contains(&inst.advert_int_ms)
+            {
+                c.fail(
+                    format!("{at}.advert_int_ms"),
+                    format!(
+                        "{} ms: VRRPv2 adverts are whole seconds, 1..=255 (use vrrp_version 3 for sub-second)",
+                        inst.advert_int_ms
+                    ),
+                );
+            }
+        }
+        3 => {
+            if !inst.advert_int_ms.is_multiple_of(10)
+                || !(10..=40_950).contains(&inst.advert_int_ms)
+            {
+                c.fail(
+                    format!("{at}.advert_int_ms"),
+                    format!(
+                        "{} ms: VRRPv3 adverts are 10..=40950 ms in steps of 10",
+                        inst.advert_int_ms
+                    ),
+                );
+            }
+        }
+        v => c.fail(
+            format!("{at}.vrrp_version"),
+            format!("VRRP version {v}: use 2 or 3"),
+        ),
+    }
+
+    // Addresses: at least one, each ADDRESS/PREFIX, no duplicates, one family.
+    let mut fam: Option<IpAddr> = None;
+    let mut mixed = false;
+    if inst.addresses.is_empty() {
+        c.fail(
+            format!("{at}.addresses"),
+            "a VRRP instance needs at least one address",
+        );
+    }
+    if !c.at_most(
+        &format!("{at}.addresses"),
+        inst.addresses.len(),
+        MAX_ADDRESSES,
+    ) | !c.at_most(
+        &format!("{at}.unicast_peers"),
+        inst.unicast_peers.len(),
+        MAX_ADDRESSES,
+    ) {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    for (j, a) in inst.addresses.iter().enumerate() {
+        let field = format!("{at}.addresses[{j}]");
+        let Some((ip, _)) = parse_cidr(a) else {
+            c.fail(field, format!("{} is not ADDRESS/PREFIX", shown(a)));
+            continue;
+        };
+        if !seen.insert(ip) {
+            c.fail(field, format!("address {ip} is listed twice"));
+            continue;
+        }
+        match fam {
+            None => fam = Some(ip),
+            Some(first) if first.is_ipv4() != ip.is_ipv4() => {
+                mixed = true;
+                c.fail(
+                    field,
+                    format!(
+                        "{} is {} but {} is {}: one VRRP instance carries one address family (keepalived drops the others)",
+                        ip,
+                        family(&ip),
+                        first,
+                        family(&first)
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let same_family = |ip: &IpAddr| fam.is_none_or(|f| f.is_ipv4() == ip.is_ipv4());
+    if let Some(src) = &inst.unicast_src {
+        if let Some(ip) = c.ip(&format!("{at}.unicast_src"), src) {
+            if !same_family(&ip) {
+                c.fail(
+                    format!("{at}.unicast_src"),
+                    format!(
+                        "{ip} is {} but the instance's addresses are {}",
+                        family(&ip),
+                        fam.as_ref().map(family).unwrap_or("?")
+                    ),
+                );
+            }
+        }
+    } else if !inst.unicast_peers.is_empty() {
+        c.fail(
+            format!("{at}.unicast_peers"),
+            "unicast peers need unicast_src",
+        );
+    }
+    for (j, p) in inst.unicast_peers.iter().enumerate() {
+        let field = format!("{at}.unicast_peers[{j}]");
+        if let Some(ip) = c.ip(&field, p) {
+            if !same_family(&ip) {
+                c.fail(
+                    field,
+                    format!(
+                        "{ip} is {} but the instance's addresses are {} (keepalived skips the peer)",
+                        family(&ip),
+                        fam.as_ref().map(family).unwrap_or("?")
+                    ),
+                );
+            }
+        }
+    }
+    if !c.at_most(
+        &format!("{at}.track_scripts"),
+        inst.track_scripts.len(),
+        MAX_LIST,
+    ) | !c.at_most(
+        &format!("{at}.track_files"),
+        inst.track_files.len(),
+        MAX_LIST,
+    ) {
+        return None;
+    }
+    for (j, s) in inst.track_scripts.iter().enumerate() {
+        if !scripts.contains(s.as_str()) {
+            c.fail(
+                format!("{at}.track_scripts[{j}]"),
+                format!("no vrrp script named {}", shown(s)),
+            );
+        }
+    }
+    for (j, t) in inst.track_files.iter().enumerate() {
+        if !tracks.contains(t.as_str()) {
+            c.fail(
+                format!("{at}.track_files[{j}]"),
+                format!("no track file named {}", shown(t)),
+            );
+        }
+    }
+    for (field, cmd) in [
+        ("notify_master", &inst.notify_master),
+        ("notify_backup", &inst.notify_backup),
+        ("notify_fault", &inst.notify_fault),
+    ] {
+        if let Some(cmd) = cmd {
+            c.command(&format!("{at}.{field}"), cmd);
+        }
+    }
+    if let Some(r) = inst.garp_master_refresh_s {
+        c.range(&format!("{at}.garp_master_refresh_s"), r.into(), 1, 86_400);
+    }
+    if mixed {
+        None
+    } else {
+        fam.map(|f| f.is_ipv4())
+    }
+}
+
 fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
-    if plan.files.len() > MAX_FILES {
-        c.fail("files", format!("more than {MAX_FILES} files"));
+    if !c.at_most("files", plan.files.len(), MAX_FILES) {
         return;
     }
     let mut seen = HashSet::new();
@@ -720,7 +1101,7 @@ fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
         if f.mode > 0o7777 {
             c.fail(
                 format!("{at}.mode"),
-                format!("{:o} is not a permission mode", f.mode),
+                format!("{:o} is not a permission mode (at most 7777 octal)", f.mode),
             );
         }
         let owner_ok = f.owner.split_once(':').is_some_and(|(u, g)| {
@@ -740,50 +1121,810 @@ fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
         }
         if f.content.len() > MAX_FILE_BYTES {
             c.fail(format!("{at}.content"), "more than 1 MiB");
-        }
-        if f.content.contains('\0') {
+        } else if f.content.contains('\0') {
             c.fail(format!("{at}.content"), "contains a NUL byte");
         }
     }
 }
 
-/// Cross-node rules. VRRP instances of one network with one VRID are one
-/// virtual router: they must carry the same addresses, or two routers collide.
+/// (network, VRID, IPv4?): one VRRP virtual router.
+type RouterKey = (u32, u8, bool);
+type AddressSet = Vec<(IpAddr, u8)>;
+
+/// An instance's addresses as one comparable set (parsed, so that two
+/// spellings of one address compare equal).
+fn address_set(inst: &VrrpInstance) -> AddressSet {
+    let mut set: Vec<(IpAddr, u8)> = inst
+        .addresses
+        .iter()
+        .filter_map(|a| parse_cidr(a))
+        .collect();
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+fn show_set(set: &[(IpAddr, u8)]) -> String {
+    let items: Vec<String> = set.iter().map(|(ip, p)| format!("{ip}/{p}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Cross-node rules. VRRP instances of one network with one VRID (and
+/// family) are one virtual router: they must carry the same addresses, or two
+/// routers collide. And one virtual address belongs to one virtual router.
+/// `plans[i]` is the plan of `site.nodes[i]`.
 pub fn check_site(site: &Site, plans: &[NodePlan]) -> Vec<PlanIssue> {
     let mut issues = Vec::new();
-    // (network, vrid) -> (node, instance index, sorted addresses)
-    let mut routers: HashMap<(u32, u8), (usize, usize, Vec<String>)> = HashMap::new();
-    for (n, plan) in plans.iter().enumerate() {
+    // (network, vrid, ipv4) -> (node, instance, address set)
+    let mut routers: HashMap<RouterKey, (usize, usize, AddressSet)> = HashMap::new();
+    // (network, address) -> (node, instance, vrid)
+    let mut owners: HashMap<(u32, IpAddr), (usize, usize, u8)> = HashMap::new();
+    let network_name = |n: u32| {
+        site.networks
+            .get(n as usize)
+            .map(|x| x.name.as_str())
+            .unwrap_or("?")
+    };
+    let instance_name = |n: usize, i: usize| {
+        plans[n]
+            .keepalived
+            .as_ref()
+            .and_then(|k| k.instances.get(i))
+            .map(|x| x.name.as_str())
+            .unwrap_or("?")
+    };
+    for (n, (plan, node)) in plans.iter().zip(&site.nodes).enumerate() {
         let Some(k) = &plan.keepalived else { continue };
-        let Some(node) = site.nodes.get(n) else {
-            continue;
-        };
         for (i, inst) in k.instances.iter().enumerate() {
-            let mut addrs = inst.addresses.clone();
-            addrs.sort();
-            let key = (node.network, inst.virtual_router_id);
+            if issues.len() >= MAX_ISSUES {
+                return issues;
+            }
+            let set = address_set(inst);
+            let Some(&(first, _)) = set.first() else {
+                continue;
+            };
+            let vrid = inst.virtual_router_id;
+            let key = (node.network, vrid, first.is_ipv4());
             match routers.get(&key) {
                 None => {
-                    routers.insert(key, (n, i, addrs));
+                    routers.insert(key, (n, i, set.clone()));
                 }
-                Some((other, oi, other_addrs)) if *other_addrs != addrs => {
+                Some((other, oi, other_set)) if *other_set != set => {
                     issues.push(PlanIssue {
                         node: node.name.clone(),
                         field: format!("keepalived.instances[{i}].virtual_router_id"),
                         message: format!(
-                            "VRID collision: VRID {} on network {} carries {:?} here but {:?} on node {} (instance {}); give each VIP its own vrid",
-                            inst.virtual_router_id,
-                            site.networks.get(node.network as usize).map(|x| x.name.as_str()).unwrap_or("?"),
-                            addrs,
-                            other_addrs,
+                            "VRID collision: VRID {vrid} on network {} is instance {} with {} on node {} but instance {} with {} on node {}; give each VIP its own vrid",
+                            network_name(node.network),
+                            inst.name,
+                            show_set(&set),
+                            node.name,
+                            instance_name(*other, *oi),
+                            show_set(other_set),
                             site.nodes[*other].name,
-                            plans[*other].keepalived.as_ref().map(|k| k.instances[*oi].name.as_str()).unwrap_or("?"),
                         ),
                     });
+                    continue;
                 }
                 Some(_) => {}
+            }
+            for &(ip, _) in &set {
+                match owners.get(&(node.network, ip)) {
+                    None => {
+                        owners.insert((node.network, ip), (n, i, vrid));
+                    }
+                    Some(&(other, oi, other_vrid)) if other_vrid != vrid => {
+                        issues.push(PlanIssue {
+                            node: node.name.clone(),
+                            field: format!("keepalived.instances[{i}].addresses"),
+                            message: format!(
+                                "address {ip} on network {} is carried by VRID {vrid} (instance {} on node {}) and by VRID {other_vrid} (instance {} on node {}); one address belongs to one virtual router",
+                                network_name(node.network),
+                                inst.name,
+                                node.name,
+                                instance_name(other, oi),
+                                site.nodes[other].name,
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
             }
         }
     }
     issues
+}
+
+/// A hand-built reference site and plans, shared with the renderer's tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use crate::contract::*;
+
+    fn node(name: &str, role: Role, address: &str) -> Node {
+        Node {
+            name: name.into(),
+            roles: vec![role],
+            address: address.into(),
+            network: 0,
+            platform: Platform::Raspios,
+            interface: "eth0".into(),
+            user: "pi".into(),
+        }
+    }
+
+    /// Two load balancers and three masters, as in examples/pi-k8s.
+    pub(crate) fn site() -> Site {
+        Site {
+            name: "pi-k8s".into(),
+            stage: String::new(),
+            networks: vec![Network {
+                name: "lan".into(),
+                cidr: "192.168.3.0/24".into(),
+                gateway: Some("192.168.3.1".into()),
+                dns: vec!["192.168.3.1".into()],
+                ntp: vec![],
+            }],
+            vips: vec![Vip {
+                name: "k8s-api".into(),
+                address: "192.168.3.240".into(),
+                network: 0,
+                holders: vec![0, 1],
+                vrid: 1,
+                master: None,
+                nopreempt: true,
+            }],
+            services: vec![Service {
+                name: "kube-apiserver".into(),
+                vip: 0,
+                port_first: 9000,
+                port_last: 9000,
+                backend_role: Role::Master,
+                backends: vec![2, 3, 4],
+                backend_port: Some(6443),
+                mode: ProxyMode::Tcp,
+                balance: None,
+                check: CheckOverride {
+                    inter_ms: None,
+                    rise: None,
+                    fall: None,
+                    port: None,
+                    http: None,
+                },
+                bind_vip: false,
+            }],
+            nodes: vec![
+                node("lb1", Role::Lb, "192.168.3.241"),
+                node("lb2", Role::Lb, "192.168.3.242"),
+                node("master1", Role::Master, "192.168.3.251"),
+                node("master2", Role::Master, "192.168.3.252"),
+                node("master3", Role::Master, "192.168.3.253"),
+            ],
+        }
+    }
+
+    fn check() -> ServerCheck {
+        ServerCheck {
+            inter_ms: 3000,
+            rise: 30,
+            fall: 3,
+            port: None,
+            ssl: false,
+        }
+    }
+
+    /// The reference load-balancer plan (what the default policy decides).
+    pub(crate) fn lb_plan(site: &Site, node: usize) -> NodePlan {
+        let me = &site.nodes[node];
+        let servers = [2, 3, 4]
+            .iter()
+            .map(|&m| Server {
+                name: site.nodes[m].name.clone(),
+                address: site.nodes[m].address.clone(),
+                port: Some(6443),
+                check: Some(check()),
+                backup: false,
+                weight: None,
+            })
+            .collect();
+        NodePlan {
+            hostname: me.name.clone(),
+            haproxy: Some(HaproxyConfig {
+                global: HaproxyGlobal {
+                    maxconn: None,
+                    stats_socket: true,
+                },
+                defaults: HaproxyDefaults {
+                    mode: ProxyMode::Tcp,
+                    retries: 6,
+                    timeout_connect_ms: 3000,
+                    timeout_client_ms: 3000,
+                    timeout_server_ms: 60000,
+                    timeout_check_ms: None,
+                    options: vec!["tcplog".into(), "dontlognull".into()],
+                },
+                frontends: vec![Frontend {
+                    name: "kube-apiserver".into(),
+                    bind_address: None,
+                    port_first: 9000,
+                    port_last: 9000,
+                    mode: ProxyMode::Tcp,
+                    backend: "kube-apiserver".into(),
+                    options: vec![],
+                    monitor_uri: None,
+                }],
+                backends: vec![Backend {
+                    name: "kube-apiserver".into(),
+                    mode: ProxyMode::Tcp,
+                    balance: Balance::Roundrobin,
+                    options: vec!["redispatch".into()],
+                    http_check: None,
+                    servers,
+                }],
+            }),
+            keepalived: Some(KeepalivedConfig {
+                router_id: me.name.clone(),
+                script_user: "root".into(),
+                scripts: vec![VrrpScript {
+                    name: "chk_haproxy".into(),
+                    command: vec!["/usr/bin/pgrep".into(), "-x".into(), "haproxy".into()],
+                    interval_s: 1,
+                    timeout_s: Some(2),
+                    rise: 2,
+                    fall: 3,
+                    weight: 0,
+                }],
+                track_files: vec![],
+                instances: vec![VrrpInstance {
+                    name: "VI_k8s-api".into(),
+                    state: VrrpState::Backup,
+                    interface: "eth0".into(),
+                    virtual_router_id: 1,
+                    priority: 100,
+                    nopreempt: true,
+                    advert_int_ms: 1000,
+                    vrrp_version: 2,
+                    unicast_src: None,
+                    unicast_peers: vec![],
+                    addresses: vec!["192.168.3.240/24".into()],
+                    track_scripts: vec!["chk_haproxy".into()],
+                    track_files: vec![],
+                    notify_master: None,
+                    notify_backup: None,
+                    notify_fault: None,
+                    garp_master_refresh_s: None,
+                }],
+            }),
+            packages: vec!["haproxy".into(), "keepalived".into()],
+            sysctls: vec![],
+            kernel_cmdline: vec![],
+            files: vec![],
+            services: vec!["haproxy".into(), "keepalived".into()],
+            warnings: vec![],
+        }
+    }
+
+    /// The reference plan with every optional feature switched on: an HTTP
+    /// service with a health check and monitor URI, a NodePort range bound to
+    /// the VIP, IPv6 servers, VRRPv3 with sub-second adverts, unicast, track
+    /// files, notify commands, sysctls and files.
+    pub(crate) fn full_plan(site: &Site, node: usize) -> NodePlan {
+        let mut plan = lb_plan(site, node);
+        let h = plan.haproxy.as_mut().unwrap();
+        h.global.maxconn = Some(20000);
+        h.defaults.timeout_check_ms = Some(2000);
+        h.defaults.options.push("redispatch".into());
+        h.frontends.push(Frontend {
+            name: "ingress-http".into(),
+            bind_address: Some("192.168.3.240".into()),
+            port_first: 80,
+            port_last: 80,
+            mode: ProxyMode::Http,
+            backend: "ingress-http".into(),
+            options: vec!["httplog".into(), "forwardfor".into()],
+            monitor_uri: Some("/haproxy-alive".into()),
+        });
+        h.backends.push(Backend {
+            name: "ingress-http".into(),
+            mode: ProxyMode::Http,
+            balance: Balance::Leastconn,
+            options: vec!["forwardfor".into(), "http-server-close".into()],
+            http_check: Some("GET /healthz".into()),
+            servers: vec![
+                Server {
+                    name: "w1".into(),
+                    address: "192.168.3.251".into(),
+                    port: Some(8080),
+                    check: Some(ServerCheck {
+                        port: Some(8081),
+                        ssl: true,
+                        ..check()
+                    }),
+                    backup: false,
+                    weight: Some(10),
+                },
+                Server {
+                    name: "w6".into(),
+                    address: "fd00::51".into(),
+                    port: Some(8080),
+                    check: None,
+                    backup: true,
+                    weight: None,
+                },
+            ],
+        });
+        h.frontends.push(Frontend {
+            name: "nodeport".into(),
+            bind_address: Some("fd00::240".into()),
+            port_first: 30000,
+            port_last: 32767,
+            mode: ProxyMode::Tcp,
+            backend: "nodeport".into(),
+            options: vec!["tcplog".into()],
+            monitor_uri: None,
+        });
+        h.backends.push(Backend {
+            name: "nodeport".into(),
+            mode: ProxyMode::Tcp,
+            balance: Balance::Source,
+            options: vec!["tcp-check".into()],
+            http_check: None,
+            servers: vec![
+                Server {
+                    name: "n1".into(),
+                    address: "192.168.3.251".into(),
+                    port: None,
+                    check: Some(ServerCheck {
+                        port: Some(10256),
+                        ..check()
+                    }),
+                    backup: false,
+                    weight: Some(0),
+                },
+                Server {
+                    name: "n2".into(),
+                    address: "fd00::52".into(),
+                    port: None,
+                    check: None,
+                    backup: false,
+                    weight: None,
+                },
+            ],
+        });
+        let k = plan.keepalived.as_mut().unwrap();
+        k.scripts[0].weight = -20;
+        k.track_files.push(VrrpTrackFile {
+            name: "maint".into(),
+            path: "/run/haseed/maint".into(),
+            weight: -50,
+            init_value: Some(0),
+        });
+        k.instances.push(VrrpInstance {
+            name: "VI_ingress".into(),
+            state: if node == 0 {
+                VrrpState::Master
+            } else {
+                VrrpState::Backup
+            },
+            interface: "eth0".into(),
+            virtual_router_id: 2,
+            priority: if node == 0 { 150 } else { 100 },
+            nopreempt: false,
+            advert_int_ms: 100,
+            vrrp_version: 3,
+            unicast_src: Some(site.nodes[node].address.clone()),
+            unicast_peers: vec![site.nodes[1 - node].address.clone()],
+            addresses: vec!["192.168.3.239/24".into(), "192.168.3.238/24".into()],
+            track_scripts: vec!["chk_haproxy".into()],
+            track_files: vec!["maint".into()],
+            notify_master: Some(vec![
+                "/usr/bin/logger".into(),
+                "-t".into(),
+                "haseed".into(),
+                "master".into(),
+            ]),
+            notify_backup: Some(vec!["/usr/bin/logger".into(), "backup".into()]),
+            notify_fault: Some(vec!["/usr/bin/logger".into(), "fault".into()]),
+            garp_master_refresh_s: Some(60),
+        });
+        plan.sysctls = vec![
+            Sysctl {
+                key: "net.ipv4.ip_nonlocal_bind".into(),
+                value: "1".into(),
+            },
+            Sysctl {
+                key: "net.ipv4.tcp_rmem".into(),
+                value: "4096 87380 6291456".into(),
+            },
+        ];
+        plan.kernel_cmdline = vec!["cgroup_enable=memory".into()];
+        plan.files = vec![
+            File {
+                path: "/usr/local/bin/haseed-maint".into(),
+                mode: 0o755,
+                owner: "root:root".into(),
+                content: "#!/bin/sh\necho \"1\" > /run/haseed/maint\t# on\n".into(),
+            },
+            File {
+                path: "/etc/default/haseed".into(),
+                mode: 0o640,
+                owner: "root:adm".into(),
+                content: "A='x'\n\u{7f}\u{85}\u{2028}\u{feff}é\n".into(),
+            },
+        ];
+        plan.packages.push("curl=7.88.1-10+deb12u5".into());
+        plan.services.push("haseed-maint.timer".into());
+        plan.warnings
+            .push("VIP k8s-api has no master: first one up keeps it".into());
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{full_plan, lb_plan, site};
+    use super::*;
+    use crate::contract::*;
+
+    #[test]
+    fn reference_and_full_plans_pass() {
+        let s = site();
+        for n in 0..2 {
+            for plan in [lb_plan(&s, n), full_plan(&s, n)] {
+                let got = check_node(&s, n as u32, &plan);
+                assert!(got.is_empty(), "{got:#?}");
+            }
+        }
+        let plans: Vec<NodePlan> = (0..5)
+            .map(|n| {
+                if n < 2 {
+                    full_plan(&s, n)
+                } else {
+                    NodePlan::empty(&s.nodes[n].name)
+                }
+            })
+            .collect();
+        assert!(check_site(&s, &plans).is_empty());
+    }
+
+    #[test]
+    fn display_names_node_field_and_message() {
+        let i = PlanIssue {
+            node: "lb1".into(),
+            field: "haproxy.backends[0].servers[1].name".into(),
+            message: "bad".into(),
+        };
+        assert_eq!(
+            i.to_string(),
+            "node lb1: haproxy.backends[0].servers[1].name: bad"
+        );
+    }
+
+    type Mutation = fn(&mut NodePlan);
+
+    fn h(p: &mut NodePlan) -> &mut HaproxyConfig {
+        p.haproxy.as_mut().unwrap()
+    }
+    fn k(p: &mut NodePlan) -> &mut KeepalivedConfig {
+        p.keepalived.as_mut().unwrap()
+    }
+    fn i1(p: &mut NodePlan) -> &mut VrrpInstance {
+        &mut k(p).instances[1]
+    }
+
+    /// Each case breaks one rule of the full plan and names the field and a
+    /// piece of the message expected.
+    #[rustfmt::skip]
+    const CASES: &[(&str, Mutation, &str, &str)] = &[
+        // hostname
+        ("hostname newline", |p| p.hostname = "lb1\nx".into(), "hostname", "not a host name"),
+        ("hostname dash", |p| p.hostname = "-lb1".into(), "hostname", "not a host name"),
+        ("hostname long", |p| p.hostname = "a".repeat(64), "hostname", "not a host name"),
+        ("hostname dot", |p| p.hostname = "lb1.example".into(), "hostname", "not a host name"),
+        // names
+        ("server name newline", |p| h(p).backends[0].servers[1].name = "m\nx".into(), "haproxy.backends[0].servers[1].name", "not a valid name"),
+        ("frontend name space", |p| h(p).frontends[0].name = "a b".into(), "haproxy.frontends[0].name", "not a valid name"),
+        ("backend name leading dot", |p| { h(p).backends[0].name = ".x".into(); h(p).frontends[0].backend = ".x".into() }, "haproxy.backends[0].name", "not a valid name"),
+        ("name too long", |p| k(p).scripts[0].name = "a".repeat(65), "keepalived.scripts[0].name", "not a valid name"),
+        ("track file name", |p| k(p).track_files[0].name = "a{".into(), "keepalived.track_files[0].name", "not a valid name"),
+        ("instance name", |p| i1(p).name = "VI 2".into(), "keepalived.instances[1].name", "not a valid name"),
+        ("router id", |p| k(p).router_id = "lb1 #x".into(), "keepalived.router_id", "not a valid name"),
+        ("script user", |p| k(p).script_user = "root\"".into(), "keepalived.script_user", "not a valid name"),
+        // uniqueness
+        ("duplicate frontend", |p| h(p).frontends[1].name = "kube-apiserver".into(), "haproxy.frontends[1].name", "duplicate"),
+        ("duplicate backend", |p| h(p).backends[2].name = "ingress-http".into(), "haproxy.backends[2].name", "duplicate"),
+        ("duplicate server", |p| h(p).backends[0].servers[2].name = "master1".into(), "haproxy.backends[0].servers[2].name", "duplicate"),
+        ("duplicate script", |p| { let s = k(p).scripts[0].clone(); k(p).scripts.push(s) }, "keepalived.scripts[1].name", "duplicate"),
+        ("duplicate track file", |p| { let s = k(p).track_files[0].clone(); k(p).track_files.push(s) }, "keepalived.track_files[1].name", "duplicate"),
+        ("duplicate instance", |p| i1(p).name = "VI_k8s-api".into(), "keepalived.instances[1].name", "duplicate"),
+        // frontend -> backend
+        ("missing backend", |p| h(p).frontends[0].backend = "nope".into(), "haproxy.frontends[0].backend", "no backend named"),
+        ("mode mismatch", |p| h(p).frontends[0].mode = ProxyMode::Http, "haproxy.frontends[0].mode", "differs"),
+        // addresses
+        ("bind address", |p| h(p).frontends[1].bind_address = Some("192.168.3.240 ".into()), "haproxy.frontends[1].bind_address", "not an IP"),
+        ("server address hostname", |p| h(p).backends[0].servers[0].address = "master1".into(), "haproxy.backends[0].servers[0].address", "not an IP"),
+        ("unicast src", |p| i1(p).unicast_src = Some("lb1".into()), "keepalived.instances[1].unicast_src", "not an IP"),
+        ("unicast peer", |p| i1(p).unicast_peers[0] = "1.2.3".into(), "keepalived.instances[1].unicast_peers[0]", "not an IP"),
+        ("vip without prefix", |p| i1(p).addresses[0] = "192.168.3.239".into(), "keepalived.instances[1].addresses[0]", "ADDRESS/PREFIX"),
+        ("vip bad prefix v4", |p| i1(p).addresses[0] = "192.168.3.239/33".into(), "keepalived.instances[1].addresses[0]", "ADDRESS/PREFIX"),
+        ("vip bad prefix v6", |p| i1(p).addresses = vec!["fd00::1/129".into()], "keepalived.instances[1].addresses[0]", "ADDRESS/PREFIX"),
+        ("vip prefix sign", |p| i1(p).addresses[0] = "192.168.3.239/+24".into(), "keepalived.instances[1].addresses[0]", "ADDRESS/PREFIX"),
+        // ports
+        ("port zero", |p| h(p).frontends[0].port_first = 0, "haproxy.frontends[0].port_first", "port 0"),
+        ("port range reversed", |p| h(p).frontends[2].port_last = 29999, "haproxy.frontends[2].port_last", "ends before"),
+        ("server port zero", |p| h(p).backends[0].servers[0].port = Some(0), "haproxy.backends[0].servers[0].port", "out of range"),
+        ("check port zero", |p| h(p).backends[1].servers[0].check.as_mut().unwrap().port = Some(0), "haproxy.backends[1].servers[0].check.port", "out of range"),
+        ("portless server check", |p| h(p).backends[2].servers[0].check.as_mut().unwrap().port = None, "haproxy.backends[2].servers[0].check.port", "needs a check port"),
+        ("bind overlap wildcard", |p| { h(p).frontends[1].bind_address = None; h(p).frontends[1].port_first = 9000; h(p).frontends[1].port_last = 9000 }, "haproxy.frontends[1].port_first", "same address and port"),
+        ("bind overlap range", |p| { h(p).frontends[0].bind_address = Some("::".into()); h(p).frontends[0].port_first = 31000; h(p).frontends[0].port_last = 31000 }, "haproxy.frontends[2].port_first", "same address and port"),
+        // options
+        ("unknown option", |p| h(p).defaults.options.push("httpchk".into()), "haproxy.defaults.options[3]", "unknown haproxy option"),
+        ("option injection", |p| { h(p).frontends[0] .options .push("tcplog\n    bind *:22".into()) }, "haproxy.frontends[0].options[0]", "unknown haproxy option"),
+        ("option uppercase", |p| h(p).backends[0].options.push("Redispatch".into()), "haproxy.backends[0].options[1]", "unknown haproxy option"),
+        ("option twice", |p| h(p).defaults.options.push("tcplog".into()), "haproxy.defaults.options[3]", "listed twice"),
+        ("httplog in tcp frontend", |p| h(p).frontends[0].options.push("httplog".into()), "haproxy.frontends[0].options[0]", "needs mode http"),
+        ("httplog in tcp defaults", |p| h(p).defaults.options.push("httplog".into()), "haproxy.defaults.options[3]", "needs mode http"),
+        ("tcplog and httplog", |p| h(p).frontends[1].options.push("tcplog".into()), "haproxy.frontends[1].options", "exclude each other"),
+        ("forwardfor in tcp backend", |p| h(p).backends[0].options.push("forwardfor".into()), "haproxy.backends[0].options[1]", "needs mode http"),
+        ("backend option in frontend", |p| h(p).frontends[0].options.push("redispatch".into()), "haproxy.frontends[0].options[0]", "backend option"),
+        ("frontend option in backend", |p| h(p).backends[0].options.push("dontlognull".into()), "haproxy.backends[0].options[1]", "frontend option"),
+        ("inherited http option", |p| { h(p).defaults.mode = ProxyMode::Http; h(p).defaults.options = vec!["forwardfor".into()] }, "haproxy.frontends[0].mode", "inherits"),
+        ("inherited forwardfor backend", |p| { h(p).defaults.mode = ProxyMode::Http; h(p).defaults.options = vec!["forwardfor".into()] }, "haproxy.backends[0].mode", "inherits"),
+        // http-check and monitor-uri
+        ("http check method", |p| h(p).backends[1].http_check = Some("DELETE /x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check space", |p| h(p).backends[1].http_check = Some("GET /a b".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check quote", |p| h(p).backends[1].http_check = Some("GET /\"x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check hash", |p| h(p).backends[1].http_check = Some("GET /#x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check backslash", |p| h(p).backends[1].http_check = Some("GET /\\x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check no path", |p| h(p).backends[1].http_check = Some("GET".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("monitor uri relative", |p| h(p).frontends[1].monitor_uri = Some("alive".into()), "haproxy.frontends[1].monitor_uri", "URI path"),
+        ("monitor uri newline", |p| h(p).frontends[1].monitor_uri = Some("/a\nb".into()), "haproxy.frontends[1].monitor_uri", "URI path"),
+        ("monitor uri tcp", |p| h(p).frontends[0].monitor_uri = Some("/alive".into()), "haproxy.frontends[0].monitor_uri", "needs mode http"),
+        // numeric ranges
+        ("timeout zero", |p| h(p).defaults.timeout_connect_ms = 0, "haproxy.defaults.timeout_connect_ms", "out of range"),
+        ("timeout over a day", |p| h(p).defaults.timeout_server_ms = 86_400_001, "haproxy.defaults.timeout_server_ms", "out of range"),
+        ("timeout check zero", |p| h(p).defaults.timeout_check_ms = Some(0), "haproxy.defaults.timeout_check_ms", "out of range"),
+        ("retries", |p| h(p).defaults.retries = 101, "haproxy.defaults.retries", "out of range"),
+        ("inter low", |p| h(p).backends[0].servers[0].check.as_mut().unwrap().inter_ms = 9, "haproxy.backends[0].servers[0].check.inter_ms", "out of range"),
+        ("inter high", |p| h(p).backends[0].servers[0].check.as_mut().unwrap().inter_ms = 3_600_001, "haproxy.backends[0].servers[0].check.inter_ms", "out of range"),
+        ("rise zero", |p| h(p).backends[0].servers[0].check.as_mut().unwrap().rise = 0, "haproxy.backends[0].servers[0].check.rise", "out of range"),
+        ("fall high", |p| h(p).backends[0].servers[0].check.as_mut().unwrap().fall = 1001, "haproxy.backends[0].servers[0].check.fall", "out of range"),
+        ("maxconn zero", |p| h(p).global.maxconn = Some(0), "haproxy.global.maxconn", "out of range"),
+        ("maxconn high", |p| h(p).global.maxconn = Some(10_000_001), "haproxy.global.maxconn", "out of range"),
+        ("weight high", |p| h(p).backends[1].servers[0].weight = Some(257), "haproxy.backends[1].servers[0].weight", "out of range"),
+        // keepalived scripts
+        ("script empty", |p| k(p).scripts[0].command = vec![], "keepalived.scripts[0].command", "empty command"),
+        ("script relative", |p| k(p).scripts[0].command[0] = "pgrep".into(), "keepalived.scripts[0].command[0]", "absolute path"),
+        ("script quote", |p| k(p).scripts[0].command[2] = "ha\"proxy".into(), "keepalived.scripts[0].command[2]", "may contain only"),
+        ("script space", |p| k(p).scripts[0].command[2] = "a b".into(), "keepalived.scripts[0].command[2]", "may contain only"),
+        ("script hash", |p| k(p).scripts[0].command[2] = "#x".into(), "keepalived.scripts[0].command[2]", "may contain only"),
+        ("script brace", |p| k(p).scripts[0].command[2] = "}".into(), "keepalived.scripts[0].command[2]", "may contain only"),
+        ("script empty arg", |p| k(p).scripts[0].command[2] = String::new(), "keepalived.scripts[0].command[2]", "may contain only"),
+        ("notify newline", |p| i1(p).notify_master.as_mut().unwrap()[1] = "-t\n".into(), "keepalived.instances[1].notify_master[1]", "may contain only"),
+        ("notify relative", |p| i1(p).notify_fault = Some(vec!["logger".into()]), "keepalived.instances[1].notify_fault[0]", "absolute path"),
+        ("interval zero", |p| k(p).scripts[0].interval_s = 0, "keepalived.scripts[0].interval_s", "out of range"),
+        ("interval high", |p| k(p).scripts[0].interval_s = 3601, "keepalived.scripts[0].interval_s", "out of range"),
+        ("script timeout zero", |p| k(p).scripts[0].timeout_s = Some(0), "keepalived.scripts[0].timeout_s", "out of range"),
+        ("script rise zero", |p| k(p).scripts[0].rise = 0, "keepalived.scripts[0].rise", "out of range"),
+        ("script fall high", |p| k(p).scripts[0].fall = 1001, "keepalived.scripts[0].fall", "out of range"),
+        ("script weight", |p| k(p).scripts[0].weight = 254, "keepalived.scripts[0].weight", "out of range"),
+        ("script weight low", |p| k(p).scripts[0].weight = -254, "keepalived.scripts[0].weight", "out of range"),
+        // track files
+        ("track file root", |p| k(p).track_files[0].path = "/tmp/maint".into(), "keepalived.track_files[0].path", "track files live under"),
+        ("track file dotdot", |p| k(p).track_files[0].path = "/run/haseed/../shadow".into(), "keepalived.track_files[0].path", "clean absolute path"),
+        ("track file quote", |p| k(p).track_files[0].path = "/run/haseed/a\"b".into(), "keepalived.track_files[0].path", "clean absolute path"),
+        ("track file weight", |p| k(p).track_files[0].weight = 255, "keepalived.track_files[0].weight", "out of range"),
+        // instances
+        ("interface long", |p| i1(p).interface = "a".repeat(16), "keepalived.instances[1].interface", "interface name"),
+        ("interface slash", |p| i1(p).interface = "eth0/x".into(), "keepalived.instances[1].interface", "interface name"),
+        ("interface dotdot", |p| i1(p).interface = "..".into(), "keepalived.instances[1].interface", "interface name"),
+        ("vrid zero", |p| i1(p).virtual_router_id = 0, "keepalived.instances[1].virtual_router_id", "out of range"),
+        ("vrid twice on interface", |p| i1(p).virtual_router_id = 1, "keepalived.instances[1].virtual_router_id", "both use VRID 1"),
+        ("version 4", |p| i1(p).vrrp_version = 4, "keepalived.instances[1].vrrp_version", "use 2 or 3"),
+        ("v2 sub-second", |p| i1(p).vrrp_version = 2, "keepalived.instances[1].advert_int_ms", "whole seconds"),
+        ("v2 too long", |p| k(p).instances[0].advert_int_ms = 256_000, "keepalived.instances[0].advert_int_ms", "whole seconds"),
+        ("v3 step", |p| i1(p).advert_int_ms = 105, "keepalived.instances[1].advert_int_ms", "steps of 10"),
+        ("v3 too long", |p| i1(p).advert_int_ms = 40_960, "keepalived.instances[1].advert_int_ms", "steps of 10"),
+        ("priority owner", |p| i1(p).priority = 255, "keepalived.instances[1].priority", "out of range"),
+        ("priority zero", |p| i1(p).priority = 0, "keepalived.instances[1].priority", "out of range"),
+        ("nopreempt master", |p| { i1(p).state = VrrpState::Master; i1(p).nopreempt = true }, "keepalived.instances[1].nopreempt", "nopreempt with a MASTER state is ignored by keepalived; use state backup"),
+        ("unknown track script", |p| i1(p).track_scripts.push("chk_nope".into()), "keepalived.instances[1].track_scripts[1]", "no vrrp script"),
+        ("unknown track file", |p| i1(p).track_files.push("nope".into()), "keepalived.instances[1].track_files[1]", "no track file"),
+        ("no address", |p| i1(p).addresses.clear(), "keepalived.instances[1].addresses", "at least one address"),
+        ("address twice", |p| i1(p).addresses[1] = "192.168.3.239/32".into(), "keepalived.instances[1].addresses[1]", "listed twice"),
+        ("mixed families", |p| i1(p).addresses.push("fd00::239/64".into()), "keepalived.instances[1].addresses[2]", "one address family"),
+        ("peer family", |p| i1(p).unicast_peers.push("fd00::2".into()), "keepalived.instances[1].unicast_peers[1]", "IPv6"),
+        ("src family", |p| i1(p).unicast_src = Some("fd00::1".into()), "keepalived.instances[1].unicast_src", "IPv6"),
+        ("peers without src", |p| i1(p).unicast_src = None, "keepalived.instances[1].unicast_peers", "need unicast_src"),
+        ("garp refresh zero", |p| i1(p).garp_master_refresh_s = Some(0), "keepalived.instances[1].garp_master_refresh_s", "out of range"),
+        // packages, services, sysctls, kernel command line
+        ("package upper", |p| p.packages.push("HAProxy".into()), "packages[3]", "Debian package"),
+        ("package option", |p| p.packages.push("-oDebug=1".into()), "packages[3]", "Debian package"),
+        ("package version space", |p| p.packages.push("curl= 1".into()), "packages[3]", "Debian package"),
+        ("package one char", |p| p.packages.push("a".into()), "packages[3]", "Debian package"),
+        ("service option", |p| p.services.push("--now".into()), "services[3]", "systemd unit"),
+        ("service space", |p| p.services.push("a b".into()), "services[3]", "systemd unit"),
+        ("service mount", |p| p.services.push("home.mount".into()), "services[3]", "systemd unit"),
+        ("sysctl key no dot", |p| p.sysctls[0].key = "kernel".into(), "sysctls[0].key", "sysctl key"),
+        ("sysctl key dotdot", |p| p.sysctls[0].key = "net/../../etc".into(), "sysctls[0].key", "sysctl key"),
+        ("sysctl key option", |p| p.sysctls[0].key = "-p.x".into(), "sysctls[0].key", "sysctl key"),
+        ("sysctl key upper", |p| p.sysctls[0].key = "net.IPv4.x".into(), "sysctls[0].key", "sysctl key"),
+        ("sysctl key twice", |p| p.sysctls[1].key = "net.ipv4.ip_nonlocal_bind".into(), "sysctls[1].key", "set twice"),
+        ("sysctl value newline", |p| p.sysctls[0].value = "1\nkernel.x = 2".into(), "sysctls[0].value", "plain sysctl value"),
+        ("sysctl value long", |p| p.sysctls[0].value = "1".repeat(257), "sysctls[0].value", "plain sysctl value"),
+        ("sysctl value equals", |p| p.sysctls[0].value = "1=2".into(), "sysctls[0].value", "plain sysctl value"),
+        ("cmdline space", |p| p.kernel_cmdline.push("a b".into()), "kernel_cmdline[1]", "kernel command-line word"),
+        ("cmdline quote", |p| p.kernel_cmdline.push("a=\"b\"".into()), "kernel_cmdline[1]", "kernel command-line word"),
+        ("cmdline non-ascii", |p| p.kernel_cmdline.push("é".into()), "kernel_cmdline[1]", "kernel command-line word"),
+        // files
+        ("file relative", |p| p.files[0].path = "etc/x".into(), "files[0].path", "clean absolute path"),
+        ("file dotdot", |p| p.files[0].path = "/etc/../root/x".into(), "files[0].path", "clean absolute path"),
+        ("file double slash", |p| p.files[0].path = "/etc//x".into(), "files[0].path", "clean absolute path"),
+        ("file trailing slash", |p| p.files[0].path = "/etc/x/".into(), "files[0].path", "clean absolute path"),
+        ("file space", |p| p.files[0].path = "/etc/a b".into(), "files[0].path", "clean absolute path"),
+        ("file root", |p| p.files[0].path = "/root/.ssh/authorized_keys".into(), "files[0].path", "outside the allowed roots"),
+        ("file usr lib", |p| p.files[0].path = "/usr/local/lib/other".into(), "files[0].path", "outside the allowed roots"),
+        ("file haproxy.cfg", |p| p.files[0].path = "/etc/haproxy/haproxy.cfg".into(), "files[0].path", "may not be written"),
+        ("file keepalived.conf", |p| p.files[0].path = "/etc/keepalived/keepalived.conf".into(), "files[0].path", "may not be written"),
+        ("file shadow", |p| p.files[0].path = "/etc/shadow".into(), "files[0].path", "may not be written"),
+        ("file passwd", |p| p.files[0].path = "/etc/passwd".into(), "files[0].path", "may not be written"),
+        ("file sudoers.d", |p| p.files[0].path = "/etc/sudoers.d/x".into(), "files[0].path", "may not be written"),
+        ("file ssh", |p| p.files[0].path = "/etc/ssh/sshd_config".into(), "files[0].path", "may not be written"),
+        ("file twice", |p| p.files[1].path = p.files[0].path.clone(), "files[1].path", "written twice"),
+        ("file mode", |p| p.files[0].mode = 0o10000, "files[0].mode", "permission mode"),
+        ("file owner no group", |p| p.files[0].owner = "root".into(), "files[0].owner", "user:group"),
+        ("file owner upper", |p| p.files[0].owner = "Root:root".into(), "files[0].owner", "user:group"),
+        ("file owner injection", |p| p.files[0].owner = "root:root\nx".into(), "files[0].owner", "user:group"),
+        ("file nul", |p| p.files[0].content.push('\0'), "files[0].content", "NUL"),
+        ("file too big", |p| p.files[0].content = "x".repeat(MAX_FILE_BYTES + 1), "files[0].content", "1 MiB"),
+        ("too many files", |p| { let f = p.files[0].clone(); p.files = (0..=MAX_FILES) .map(|i| File { path: format!("/etc/haseed/{i}"), ..f.clone() }) .collect() }, "files", "at most 256"),
+        // warnings
+        ("warning newline", |p| p.warnings.push("a\nb".into()), "warnings[1]", "one line"),
+        ("warning escape", |p| p.warnings.push("a\u{1b}[2J".into()), "warnings[1]", "one line"),
+        ("warning long", |p| p.warnings.push("é".repeat(1001)), "warnings[1]", "one line"),
+        // sizes
+        ("too many servers", |p| { let s = h(p).backends[0].servers[0].clone(); h(p).backends[0].servers = (0..=MAX_SERVERS) .map(|i| Server { name: format!("s{i}"), ..s.clone() }) .collect() }, "haproxy.backends[0].servers", "at most 10000"),
+        ("too many frontends", |p| { let f = h(p).frontends[0].clone(); h(p).frontends = (0..=MAX_PROXIES) .map(|i| Frontend { name: format!("f{i}"), ..f.clone() }) .collect() }, "haproxy.frontends", "at most 1000"),
+        ("too many instances", |p| { let x = i1(p).clone(); k(p).instances = (0..=MAX_INSTANCES) .map(|i| VrrpInstance { name: format!("i{i}"), ..x.clone() }) .collect() }, "keepalived.instances", "at most 255"),
+    ];
+
+    #[test]
+    fn every_rule_rejects_its_case() {
+        let s = site();
+        let mut failed = Vec::new();
+        for (name, mutate, field, message) in CASES {
+            let mut plan = full_plan(&s, 0);
+            mutate(&mut plan);
+            let got = check_node(&s, 0, &plan);
+            if !got
+                .iter()
+                .any(|i| i.field == *field && i.message.contains(message) && i.node == "lb1")
+            {
+                failed.push(format!("{name}: want {field}: ..{message}.., got {got:#?}"));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+    }
+
+    #[test]
+    fn accepted_edge_values() {
+        let s = site();
+        let mut plan = full_plan(&s, 0);
+        {
+            let h = h(&mut plan);
+            h.defaults.retries = 0;
+            h.defaults.timeout_server_ms = 86_400_000;
+            h.backends[0].servers[0].weight = Some(0);
+            h.backends[0].servers[1].weight = Some(256);
+            h.frontends[0].port_last = 9000;
+            h.frontends[2].port_first = 65535;
+            h.frontends[2].port_last = 65535;
+        }
+        {
+            let k = k(&mut plan);
+            k.scripts[0].weight = -253;
+            k.track_files[0].weight = 254;
+            k.track_files[0].path = "/var/lib/haseed/maint".into();
+            k.instances[0].advert_int_ms = 255_000;
+            k.instances[1].advert_int_ms = 40_950;
+            k.instances[1].priority = 254;
+            k.instances[1].addresses = vec!["192.168.3.239/32".into()];
+        }
+        plan.hostname = "LB1".into();
+        plan.services.push("getty@tty1.service".into());
+        plan.services.push("haseed.socket".into());
+        plan.services.push("systemd-networkd-wait-online".into());
+        plan.sysctls[0].value = String::new();
+        plan.sysctls[1].key = "net/ipv4/conf/eth0.100/arp_ignore".into();
+        plan.files[0].mode = 0o7777;
+        plan.files[0].content = "x".repeat(MAX_FILE_BYTES);
+        plan.warnings.push("é".repeat(1000));
+        let got = check_node(&s, 0, &plan);
+        assert!(got.is_empty(), "{got:#?}");
+    }
+
+    #[test]
+    fn issues_are_capped() {
+        let s = site();
+        let mut plan = full_plan(&s, 0);
+        plan.packages = (0..500).map(|_| "BAD".to_string()).collect();
+        assert_eq!(check_node(&s, 0, &plan).len(), MAX_ISSUES);
+    }
+
+    #[test]
+    fn unknown_node_index_does_not_panic() {
+        let s = site();
+        let got = check_node(&s, 99, &NodePlan::empty("-"));
+        assert_eq!(got[0].node, "?");
+    }
+
+    #[test]
+    fn vrid_collision_across_nodes() {
+        let s = site();
+        let mut plans: Vec<NodePlan> = (0..5)
+            .map(|n| {
+                if n < 2 {
+                    lb_plan(&s, n)
+                } else {
+                    NodePlan::empty(&s.nodes[n].name)
+                }
+            })
+            .collect();
+        // Same addresses in another spelling and order: the same router.
+        plans[1].keepalived.as_mut().unwrap().instances[0].addresses =
+            vec!["192.168.3.240/24".into(), "192.168.3.240/24".into()];
+        assert!(check_site(&s, &plans).is_empty());
+
+        // A master node with its own instance on VRID 1: collision.
+        let mut other = lb_plan(&s, 2);
+        other.keepalived.as_mut().unwrap().instances[0].name = "VI_other".into();
+        other.keepalived.as_mut().unwrap().instances[0].addresses = vec!["192.168.3.230/24".into()];
+        plans[2] = other;
+        let got = check_site(&s, &plans);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].node, "master1");
+        assert_eq!(got[0].field, "keepalived.instances[0].virtual_router_id");
+        for want in ["VRID collision", "VI_other", "VI_k8s-api", "lb1", "master1"] {
+            assert!(got[0].message.contains(want), "{want}: {}", got[0].message);
+        }
+
+        // The same VRID for IPv6 is another router (VRRP for IPv6 is its own protocol).
+        plans[2].keepalived.as_mut().unwrap().instances[0].addresses = vec!["fd00::230/64".into()];
+        assert!(check_site(&s, &plans).is_empty());
+    }
+
+    #[test]
+    fn one_address_one_router() {
+        let s = site();
+        let mut plans: Vec<NodePlan> = (0..2).map(|n| lb_plan(&s, n)).collect();
+        plans[1].keepalived.as_mut().unwrap().instances[0].virtual_router_id = 7;
+        let got = check_site(&s, &plans);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].node, "lb2");
+        assert!(
+            got[0].message.contains("192.168.3.240"),
+            "{}",
+            got[0].message
+        );
+        assert!(got[0].message.contains("VRID 7"), "{}", got[0].message);
+        assert!(got[0].message.contains("VRID 1"), "{}", got[0].message);
+    }
+
+    #[test]
+    fn check_site_is_linear() {
+        // 10,000 nodes, one instance each, distinct VRIDs per network would
+        // not fit in u8: use one router shared by all. Must be quick.
+        let mut s = site();
+        let base = s.nodes[0].clone();
+        s.nodes = (0..10_000)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                ..base.clone()
+            })
+            .collect();
+        let plan = lb_plan(&site(), 0);
+        let plans = vec![plan; 10_000];
+        let t = std::time::Instant::now();
+        assert!(check_site(&s, &plans).is_empty());
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
 }

@@ -1115,6 +1115,17 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         }
 
         let check = check_override(cx, &s.check, &label);
+        if let (Some(r), None, true) = (&s.port_range, &check.port, s.check.port.is_none()) {
+            // haproxy refuses a checked server that has neither a service
+            // port nor a check port ("server has neither service port nor check port").
+            let d = cx
+                .diag(
+                    r.span.clone(),
+                    format!("service {label} uses port_range but sets no check port: haproxy cannot health-check a backend without a port"),
+                )
+                .with_help("add check = { port = N }, a port every backend answers on (e.g. a node health endpoint)");
+            cx.push(d);
+        }
 
         if let (Some(vi), Some((a, b, span))) = (vip, &ports) {
             ports_by_vip
