@@ -27,7 +27,7 @@ haseed plan examples/pi-k8s/site.toml                 table of per-node decision
 haseed plan examples/pi-k8s/site.toml --format json   the same for machines\n  \
 haseed plan examples/pi-k8s/site.toml --format dot | dot -Tsvg > topology.svg\n  \
 haseed build examples/pi-k8s/site.toml -o out/        every node's artifacts + out/pi-k8s.tar.gz\n  \
-haseed validate examples/pi-k8s/site.toml             build in memory, run haproxy -c, keepalived -t, cloud-init schema"
+haseed validate examples/pi-k8s/site.toml             build in memory, run the real validators"
 )]
 pub struct Cli {
     #[command(subcommand)]
