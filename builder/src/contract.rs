@@ -18,7 +18,7 @@ pub use self::haseed::policy::plan::{
 pub use self::haseed::policy::site::{
     Balance, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
 };
-pub use exports::haseed::policy::policy::PluginInfo;
+pub use exports::haseed::policy::policy::{PluginInfo, PolicyError as PolicyRefusal};
 
 /// The WIT package version this host implements (`package haseed:policy@X`).
 pub const WIT_VERSION: &str = "0.1.0";

@@ -404,10 +404,13 @@ impl Host {
         drain_logs(name, &stdout, &stderr, &mut printed, logs);
         let decider: ResourceAny = match opened {
             Ok(Ok(d)) => d,
-            Ok(Err(msg)) => {
+            Ok(Err(refusal)) => {
                 return Err(vec![fail(
                     None,
-                    format!("rejected its settings or the site: {}", one_line(&msg)),
+                    format!(
+                        "rejected its settings or the site: {}",
+                        describe_refusal(&refusal)
+                    ),
                 )])
             }
             Err(e) => return Err(vec![fail(None, describe_trap(&e, &self.limits))]),
@@ -436,7 +439,7 @@ impl Host {
                         }));
                     }
                 }
-                Ok(Err(msg)) => errors.push(fail(Some(node_name), one_line(&msg))),
+                Ok(Err(refusal)) => errors.push(fail(Some(node_name), describe_refusal(&refusal))),
                 // A trap poisons the instance: no further call can be made.
                 Err(e) => {
                     errors.push(fail(Some(node_name), describe_trap(&e, &self.limits)));
@@ -491,6 +494,14 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
         );
     }
     format!("failed: {}", one_line(cause))
+}
+
+/// A plugin's structured refusal as one line: "field: message".
+fn describe_refusal(e: &crate::contract::PolicyRefusal) -> String {
+    match &e.field {
+        Some(field) => format!("{}: {}", one_line(field), one_line(&e.message)),
+        None => one_line(&e.message),
+    }
 }
 
 /// Collapses a plugin-supplied message to one printable line.

@@ -25,7 +25,7 @@ mod index;
 mod keepalived;
 mod settings;
 
-use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo};
+use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
 use haseed::policy::plan::NodePlan;
 use haseed::policy::site::{Platform, Role, Site};
 use index::SiteIndex;
@@ -57,18 +57,26 @@ pub(crate) struct Policy {
 }
 
 impl GuestDecider for Policy {
-    fn open(site: Site, settings: String) -> Result<Decider, String> {
-        let settings =
-            Settings::parse(&settings).map_err(|e| format!("default-policy settings: {e}"))?;
-        let index = SiteIndex::build(&site)?;
+    fn open(site: Site, settings: String) -> Result<Decider, PolicyError> {
+        let settings = Settings::parse(&settings).map_err(|e| PolicyError {
+            message: format!("default-policy settings: {e}"),
+            field: Some("settings".into()),
+        })?;
+        let index = SiteIndex::build(&site).map_err(|message| PolicyError {
+            message,
+            field: None,
+        })?;
         // IPv6 VIPs always use VRRPv3, whose adverts stop at 40.95 s.
         if settings.advert_int_ms > 40_950 {
             if let Some(vip) = site.vips.iter().find(|v| haproxy::is_ipv6(&v.address)) {
-                return Err(format!(
-                    "default-policy settings: advert_int_ms: {} ms is too long for IPv6 VIP {} \
-                     (VRRPv3 allows at most 40950)",
-                    settings.advert_int_ms, vip.name
-                ));
+                return Err(PolicyError {
+                    message: format!(
+                        "default-policy settings: advert_int_ms: {} ms is too long for IPv6 VIP {} \
+                         (VRRPv3 allows at most 40950)",
+                        settings.advert_int_ms, vip.name
+                    ),
+                    field: Some("settings.advert_int_ms".into()),
+                });
             }
         }
         Ok(Decider::new(Policy {
@@ -78,10 +86,13 @@ impl GuestDecider for Policy {
         }))
     }
 
-    fn decide(&self, node: u32, proposed: NodePlan) -> Result<NodePlan, String> {
+    fn decide(&self, node: u32, proposed: NodePlan) -> Result<NodePlan, PolicyError> {
         let index = node as usize;
         let Some(me) = self.site.nodes.get(index) else {
-            return Err(format!("node index {node} out of range"));
+            return Err(PolicyError {
+                message: format!("node index {node} out of range"),
+                field: None,
+            });
         };
         // Start from what the plugins before us proposed; only add to it.
         let mut plan = proposed;

@@ -10,7 +10,7 @@ wit_bindgen::generate!({
     world: "policy-plugin",
 });
 
-use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo};
+use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
 use haseed::policy::plan::{NodePlan, VrrpState};
 use haseed::policy::site::Site;
 
@@ -97,22 +97,28 @@ struct PreferLb1 {
 }
 
 impl GuestDecider for PreferLb1 {
-    fn open(site: Site, settings: String) -> Result<Decider, String> {
-        let settings = Settings::parse(&settings).map_err(|e| format!("settings: {e}"))?;
+    fn open(site: Site, settings: String) -> Result<Decider, PolicyError> {
+        let settings = Settings::parse(&settings).map_err(|e| PolicyError {
+            message: format!("settings: {e}"),
+            field: Some("settings".into()),
+        })?;
         if let Some(prefer) = &settings.prefer {
             if !site.nodes.iter().any(|n| &n.name == prefer) {
-                return Err(format!("prefer: no node named {prefer}"));
+                return Err(PolicyError {
+                    message: format!("prefer: no node named {prefer}"),
+                    field: Some("settings.prefer".into()),
+                });
             }
         }
         let names = site.nodes.into_iter().map(|n| n.name).collect();
         Ok(Decider::new(PreferLb1 { names, settings }))
     }
 
-    fn decide(&self, node: u32, proposed: NodePlan) -> Result<NodePlan, String> {
-        let name = self
-            .names
-            .get(node as usize)
-            .ok_or_else(|| format!("node index {node} out of range"))?;
+    fn decide(&self, node: u32, proposed: NodePlan) -> Result<NodePlan, PolicyError> {
+        let name = self.names.get(node as usize).ok_or_else(|| PolicyError {
+            message: format!("node index {node} out of range"),
+            field: None,
+        })?;
         let mut plan = proposed;
         // What changed on this node, for the log line.
         let mut changes = Vec::new();

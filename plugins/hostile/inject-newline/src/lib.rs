@@ -6,7 +6,7 @@ wit_bindgen::generate!({
     world: "policy-plugin",
 });
 
-use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo};
+use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
 use haseed::policy::plan::NodePlan;
 use haseed::policy::site::Site;
 
@@ -28,11 +28,11 @@ impl Guest for Component {
 struct Hostile;
 
 impl GuestDecider for Hostile {
-    fn open(_site: Site, _settings: String) -> Result<Decider, String> {
+    fn open(_site: Site, _settings: String) -> Result<Decider, PolicyError> {
         Ok(Decider::new(Hostile))
     }
 
-    fn decide(&self, _node: u32, proposed: NodePlan) -> Result<NodePlan, String> {
+    fn decide(&self, _node: u32, proposed: NodePlan) -> Result<NodePlan, PolicyError> {
         let mut plan = proposed;
         let server = plan
             .haproxy
