@@ -145,6 +145,11 @@ fn bad_settings_are_reported_before_any_node_is_decided() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("nosuchnode"), "{err}");
+    // It points at the [[plugin]] entry and names the setting.
+    assert!(
+        err.contains("site.toml:") && err.contains("settings.prefer"),
+        "{err}"
+    );
     assert!(
         !err.contains("node lb1"),
         "settings error attributed to a node: {err}"

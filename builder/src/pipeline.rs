@@ -110,10 +110,17 @@ pub fn plan(
         Err(errors) => {
             let locations = errors
                 .iter()
-                .map(|e| {
-                    let node = e.node.as_ref()?;
-                    let index = inv.site.nodes.iter().position(|n| &n.name == node)?;
-                    Some(location(inv, inv.node_spans.get(index)?.start))
+                .map(|e| match &e.node {
+                    // A node's failure points at the node's definition...
+                    Some(node) => {
+                        let index = inv.site.nodes.iter().position(|n| &n.name == node)?;
+                        Some(location(inv, inv.node_spans.get(index)?.start))
+                    }
+                    // ...a plugin's refusal of its settings at its [[plugin]] entry.
+                    None => {
+                        let p = inv.plugins.iter().find(|p| p.path_text == e.plugin)?;
+                        Some(location(inv, p.span.start))
+                    }
                 })
                 .collect();
             Err(BuildError::Policy {
