@@ -19,6 +19,22 @@ fn broken(from: &str, to: &str) -> String {
 /// Runs `haseed build` on `text` and checks the error names `marker`'s line
 /// and says `says`.
 fn expect_error(case: &str, text: &str, marker: &str, says: &str) {
+    let offset = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{case}: marker {marker:?} not in the text"));
+    expect_error_at(case, text, offset, says);
+}
+
+/// Like `expect_error`, pointing at the marker's last occurrence (the
+/// second definition of a duplicate).
+fn expect_error_last(case: &str, text: &str, marker: &str, says: &str) {
+    let offset = text
+        .rfind(marker)
+        .unwrap_or_else(|| panic!("{case}: marker {marker:?} not in the text"));
+    expect_error_at(case, text, offset, says);
+}
+
+fn expect_error_at(case: &str, text: &str, offset: usize, says: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, text).expect("write");
@@ -38,14 +54,11 @@ fn expect_error(case: &str, text: &str, marker: &str, says: &str) {
     );
     assert!(!err.contains("panicked"), "{case}: panic:\n{err}");
     assert!(!out.exists(), "{case}: output written");
-    let offset = text
-        .find(marker)
-        .unwrap_or_else(|| panic!("{case}: marker {marker:?} not in the text"));
     let line = text[..offset].matches('\n').count() + 1;
     let want = format!("site.toml:{line}:");
     assert!(
         err.contains(&want),
-        "{case}: error does not point at line {line} ({marker:?}):\n{err}"
+        "{case}: error does not point at line {line}:\n{err}"
     );
     assert!(
         err.to_lowercase().contains(&says.to_lowercase()),
@@ -80,32 +93,18 @@ fn unknown_role() {
 #[test]
 fn duplicate_node_name() {
     let text = broken("name = \"master3\"", "name = \"master2\"");
-    let second = text.rfind("name = \"master2\"").expect("second");
-    // The error points at the second definition.
-    let line = text[..second].matches('\n').count() + 1;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let site = tmp.path().join("site.toml");
-    std::fs::write(&site, &text).expect("write");
-    let o = run(&["plan", site.to_str().expect("utf-8")]);
-    let err = stderr(&o);
-    assert!(!o.status.success());
-    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
-    assert!(err.to_lowercase().contains("duplicate"), "{err}");
+    expect_error_last("duplicate name", &text, "name = \"master2\"", "duplicate");
 }
 
 #[test]
 fn duplicate_address() {
     let text = broken("address = \"192.168.3.253\"", "address = \"192.168.3.252\"");
-    let second = text.rfind("address = \"192.168.3.252\"").expect("second");
-    let line = text[..second].matches('\n').count() + 1;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let site = tmp.path().join("site.toml");
-    std::fs::write(&site, &text).expect("write");
-    let o = run(&["plan", site.to_str().expect("utf-8")]);
-    let err = stderr(&o);
-    assert!(!o.status.success());
-    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
-    assert!(err.contains("192.168.3.252"), "{err}");
+    expect_error_last(
+        "duplicate address",
+        &text,
+        "\"192.168.3.252\"",
+        "192.168.3.252",
+    );
 }
 
 #[test]
@@ -135,19 +134,19 @@ fn service_without_backends() {
 #[test]
 fn vrid_collision() {
     let text = broken(
-        "network = \"lan\"\n# holders",
-        "network = \"lan\"\nvrid = 7\n\n[[vip]]\nname = \"other\"\naddress = \"192.168.3.239\"\nnetwork = \"lan\"\nvrid = 7\n# holders",
+        "network = \"lan\"
+# holders",
+        "network = \"lan\"
+vrid = 7
+
+[[vip]]
+name = \"other\"
+address = \"192.168.3.239\"
+network = \"lan\"
+vrid = 7
+# holders",
     );
-    let second = text.rfind("vrid = 7").expect("second");
-    let line = text[..second].matches('\n').count() + 1;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let site = tmp.path().join("site.toml");
-    std::fs::write(&site, &text).expect("write");
-    let o = run(&["plan", site.to_str().expect("utf-8")]);
-    let err = stderr(&o);
-    assert!(!o.status.success());
-    assert!(err.contains(&format!("site.toml:{line}:")), "{err}");
-    assert!(err.to_lowercase().contains("vrid"), "{err}");
+    expect_error_last("vrid collision", &text, "vrid = 7", "vrid");
 }
 
 #[test]

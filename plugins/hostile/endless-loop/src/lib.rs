@@ -1,46 +1,14 @@
 //! Hostile test plugin (hostile-endless-loop): misbehaves on purpose so the tests can prove
 //! the host's sandbox and output checks. Never use it in a site.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "policy-plugin",
-});
+include!("../../common.rs");
 
-use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
-use haseed::policy::plan::NodePlan;
-use haseed::policy::site::Site;
-
-struct Component;
-
-impl Guest for Component {
-    type Decider = Hostile;
-
-    fn info() -> PluginInfo {
-        PluginInfo {
-            name: "hostile-endless-loop".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "hostile test plugin".into(),
-            settings_help: "none".into(),
+fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
+    let mut counter: u64 = 0;
+    loop {
+        counter = core::hint::black_box(counter.wrapping_add(1));
+        if core::hint::black_box(counter) == u64::MAX {
+            return Ok(proposed);
         }
     }
 }
-
-struct Hostile;
-
-impl GuestDecider for Hostile {
-    fn open(_site: Site, _settings: String) -> Result<Decider, PolicyError> {
-        Ok(Decider::new(Hostile))
-    }
-
-    fn decide(&self, _node: u32, proposed: NodePlan) -> Result<NodePlan, PolicyError> {
-        let mut counter: u64 = 0;
-        loop {
-            counter = core::hint::black_box(counter.wrapping_add(1));
-            if core::hint::black_box(counter) == u64::MAX {
-                return Ok(proposed);
-            }
-        }
-    }
-}
-
-export!(Component);

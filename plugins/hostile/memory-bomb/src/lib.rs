@@ -1,50 +1,18 @@
 //! Hostile test plugin (hostile-memory-bomb): misbehaves on purpose so the tests can prove
 //! the host's sandbox and output checks. Never use it in a site.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "policy-plugin",
-});
+include!("../../common.rs");
 
-use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
-use haseed::policy::plan::NodePlan;
-use haseed::policy::site::Site;
-
-struct Component;
-
-impl Guest for Component {
-    type Decider = Hostile;
-
-    fn info() -> PluginInfo {
-        PluginInfo {
-            name: "hostile-memory-bomb".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "hostile test plugin".into(),
-            settings_help: "none".into(),
+fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(core::hint::black_box(chunk));
+        if hoard.len() == usize::MAX {
+            return Ok(proposed);
         }
     }
 }
-
-struct Hostile;
-
-impl GuestDecider for Hostile {
-    fn open(_site: Site, _settings: String) -> Result<Decider, PolicyError> {
-        Ok(Decider::new(Hostile))
-    }
-
-    fn decide(&self, _node: u32, proposed: NodePlan) -> Result<NodePlan, PolicyError> {
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            let mut chunk = vec![0u8; 1 << 20];
-            for byte in chunk.iter_mut().step_by(4096) {
-                *byte = 1;
-            }
-            hoard.push(core::hint::black_box(chunk));
-            if hoard.len() == usize::MAX {
-                return Ok(proposed);
-            }
-        }
-    }
-}
-
-export!(Component);
