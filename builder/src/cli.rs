@@ -63,6 +63,41 @@ pub enum Command {
     /// `haproxy -c -dW`, `keepalived -t` (in a throwaway network namespace, needs root)
     /// and `cloud-init schema`.
     Validate(ValidateArgs),
+    /// Work with policy plugins: inspect a component, pin one in a site.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Show what a plugin component is: the contract version it was built against, its name,
+    /// version, description and settings (from its own info()), its imports and exports, and
+    /// whether this host can run it.
+    Inspect(InspectArgs),
+    /// Pin a plugin in a site file: adds (or updates) its [[plugin]] entry with the file's
+    /// sha256, after checking that it loads and accepts its settings on that site.
+    Add(AddArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The plugin component (.wasm).
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The plugin component (.wasm).
+    pub file: PathBuf,
+    /// The site file to pin it in (edited in place, comments kept).
+    #[arg(long, value_name = "SITE")]
+    pub site: PathBuf,
+    /// Settings for the plugin, as a JSON object (stored as a TOML table).
+    #[arg(long, value_name = "JSON")]
+    pub settings: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +146,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
+        Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
+        Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
     };
     match result {
         Ok(code) => code,
@@ -257,4 +294,130 @@ fn indent(text: &str) -> String {
         .map(|l| format!("      | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let report = host(global)?.inspect(&args.file.display().to_string(), &bytes)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let none = "-".to_string();
+        println!("file:         {}", args.file.display());
+        println!("sha256:       {}", report.sha256);
+        println!("size:         {} bytes", report.size);
+        println!(
+            "built for:    {}",
+            report.wit_package.as_ref().unwrap_or(&none)
+        );
+        println!("host offers:  {}", report.host_wit_package);
+        if let Some(info) = &report.info {
+            println!("name:         {}", info.name);
+            println!("version:      {}", info.version);
+            println!("description:  {}", info.description);
+            println!("settings:     {}", info.settings_help);
+        }
+        println!("imports:      {}", report.imports.join(", "));
+        println!("exports:      {}", report.exports.join(", "));
+        match &report.reason {
+            None => println!("runnable:     yes"),
+            Some(why) => println!("runnable:     no: {why}"),
+        }
+    }
+    Ok(if report.runnable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let digest = crate::policy::sha256_hex(&bytes);
+    let settings: serde_json::Value = match &args.settings {
+        Some(text) => serde_json::from_str(text).context("--settings is not JSON")?,
+        None => serde_json::json!({}),
+    };
+    if !settings.is_object() {
+        anyhow::bail!("--settings must be a JSON object, e.g. '{{\"prefer\": \"lb1\"}}'");
+    }
+    // The path as the site file will hold it: relative to the site's folder when possible.
+    let site_dir = args
+        .site
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let abs =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
+    let (file_abs, dir_abs) = (abs(&args.file)?, abs(site_dir)?);
+    let path_text = file_abs
+        .strip_prefix(&dir_abs)
+        .map(|p| p.to_path_buf())
+        .unwrap_or(file_abs.clone())
+        .display()
+        .to_string();
+
+    let source = std::fs::read_to_string(&args.site)
+        .with_context(|| format!("reading {}", args.site.display()))?;
+    let mut doc: toml_edit::DocumentMut = source
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", args.site.display()))?;
+    let table = crate::inventory::settings_table(&settings)?;
+    let plugins = doc
+        .entry("plugin")
+        .or_insert(toml_edit::Item::ArrayOfTables(
+            toml_edit::ArrayOfTables::new(),
+        ))
+        .as_array_of_tables_mut()
+        .context("`plugin` in the site file is not an array of tables ([[plugin]])")?;
+    let existing = plugins
+        .iter_mut()
+        .find(|t| t.get("path").and_then(|v| v.as_str()) == Some(path_text.as_str()));
+    let updated = existing.is_some();
+    let entry = match existing {
+        Some(t) => t,
+        None => {
+            let mut t = toml_edit::Table::new();
+            t["path"] = toml_edit::value(path_text.clone());
+            plugins.push(t);
+            plugins.iter_mut().last().expect("just pushed")
+        }
+    };
+    entry["sha256"] = toml_edit::value(digest.clone());
+    if args.settings.is_some() || !updated {
+        entry["settings"] = toml_edit::value(table);
+    }
+    let new_source = doc.to_string();
+
+    // Prove the new site loads and the plugin accepts its settings before writing.
+    let inv =
+        crate::inventory::parse(&args.site, &new_source).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let planned_host = host(global)?;
+    let chain = pipeline::load_chain(&planned_host, &inv)?;
+    pipeline::plan(&planned_host, &inv, &chain)?;
+
+    let dir = args
+        .site
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing next to {}", args.site.display()))?;
+    tmp.write_all(new_source.as_bytes())?;
+    if let Ok(meta) = std::fs::metadata(&args.site) {
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(&args.site)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", args.site.display()))?;
+    eprintln!(
+        "{} plugin {} in {} (sha256 {})",
+        if updated { "updated" } else { "added" },
+        path_text,
+        args.site.display(),
+        digest
+    );
+    Ok(ExitCode::SUCCESS)
 }

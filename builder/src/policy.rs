@@ -235,6 +235,40 @@ impl Host {
     /// Compiles (or fetches from the cache) and links a component.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
         let digest = sha256_hex(bytes);
+        let component = self.compile(name, &digest, bytes)?;
+        let surface = Surface::of(&component, &self.engine);
+        // Say which contract the plugin needs before wasmtime says "missing export".
+        match &surface.wit_version {
+            Some(version) if !wit_compatible(version) => {
+                return Err(anyhow!(
+                    "plugin {name}: built against haseed:policy@{version}, but this host offers                      haseed:policy@{host} (it runs plugins built against {range}). Rebuild the plugin                      against wit/ of this haseed, or use a haseed that offers {version}.",
+                    host = crate::contract::WIT_VERSION,
+                    range = compatible_range(),
+                ))
+            }
+            None => {
+                return Err(anyhow!(
+                    "plugin {name}: exports no haseed:policy/policy interface (exports: {});                      is it a haseed policy plugin (world policy-plugin of wit/policy.wit)?",
+                    if surface.exports.is_empty() {
+                        "none".to_string()
+                    } else {
+                        surface.exports.join(", ")
+                    }
+                ))
+            }
+            Some(_) => {}
+        }
+        let pre = self
+            .link(&component)
+            .map_err(|e| anyhow!("plugin {name}: {e}"))?;
+        Ok(LoadedPlugin {
+            name: name.to_string(),
+            digest,
+            pre,
+        })
+    }
+
+    fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
         if !bytes.starts_with(b"\0asm") {
             return Err(anyhow!(
                 "plugin {name}: not a WebAssembly file (no \\0asm header)"
@@ -246,29 +280,78 @@ impl Host {
                  (cargo build --target wasm32-wasip2) or with cargo-component"
             ));
         }
-        let component = match &self.cache {
-            Some(cache) => cache.get_or_compile(&self.engine, &digest, bytes),
+        match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, digest, bytes),
             None => Component::new(&self.engine, bytes),
         }
-        .map_err(|e| anyhow!("plugin {name}: cannot compile the component: {e:#}"))?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow!(
-                "plugin {name}: this host cannot run it: {e:#}. The host offers haseed:policy@{} and sandboxed WASI only \
+        .map_err(|e| anyhow!("plugin {name}: cannot compile the component: {e:#}"))
+    }
+
+    fn link(&self, component: &Component) -> Result<PolicyPluginPre<HostState>, String> {
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            format!(
+                "this host cannot run it: {e:#}. The host offers haseed:policy@{} and sandboxed WASI only \
                  (no filesystem, network, environment or arguments).",
                 crate::contract::WIT_VERSION
             )
         })?;
-        let pre = PolicyPluginPre::new(instance_pre).map_err(|e| {
-            anyhow!(
-                "plugin {name}: does not export the haseed:policy/policy interface this host expects \
+        PolicyPluginPre::new(instance_pre).map_err(|e| {
+            format!(
+                "does not export the haseed:policy/policy interface this host expects \
                  (haseed:policy@{}): {e:#}",
                 crate::contract::WIT_VERSION
             )
-        })?;
-        Ok(LoadedPlugin {
-            name: name.to_string(),
-            digest,
-            pre,
+        })
+    }
+
+    /// What `haseed plugin inspect` reports: the component's surface, its
+    /// own description of itself, and whether this host runs it.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Inspection> {
+        let digest = sha256_hex(bytes);
+        let component = self.compile(name, &digest, bytes)?;
+        let surface = Surface::of(&component, &self.engine);
+        let compatible = surface.wit_version.as_deref().is_some_and(wit_compatible);
+        let (runnable, info) = if compatible {
+            match self.link(&component) {
+                Ok(pre) => {
+                    let plugin = LoadedPlugin {
+                        name: name.into(),
+                        digest: digest.clone(),
+                        pre,
+                    };
+                    match self.info(&plugin) {
+                        Ok(info) => (Ok(()), Some(info)),
+                        Err(e) => (Err(format!("info() failed: {}", e.message)), None),
+                    }
+                }
+                Err(e) => (Err(e), None),
+            }
+        } else {
+            (
+                Err(match &surface.wit_version {
+                    Some(v) => format!(
+                        "built against haseed:policy@{v}; this host offers {} (runs {})",
+                        crate::contract::WIT_VERSION,
+                        compatible_range()
+                    ),
+                    None => "exports no haseed:policy/policy interface".into(),
+                }),
+                None,
+            )
+        };
+        Ok(Inspection {
+            sha256: digest,
+            size: bytes.len(),
+            wit_package: surface
+                .wit_version
+                .as_ref()
+                .map(|v| format!("haseed:policy@{v}")),
+            host_wit_package: format!("haseed:policy@{}", crate::contract::WIT_VERSION),
+            imports: surface.imports,
+            exports: surface.exports,
+            runnable: runnable.is_ok(),
+            reason: runnable.err(),
+            info,
         })
     }
 
@@ -458,6 +541,81 @@ impl Host {
     }
 }
 
+/// Imports and exports of a compiled component, and the contract version it
+/// was built against (from its `haseed:policy/policy@X` export).
+struct Surface {
+    imports: Vec<String>,
+    exports: Vec<String>,
+    wit_version: Option<String>,
+}
+
+impl Surface {
+    fn of(component: &Component, engine: &Engine) -> Surface {
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+        let wit_version = exports.iter().find_map(|e| {
+            e.strip_prefix("haseed:policy/policy@")
+                .map(str::to_string)
+                .or_else(|| (e == "haseed:policy/policy").then(|| "unversioned".to_string()))
+        });
+        Surface {
+            imports,
+            exports,
+            wit_version,
+        }
+    }
+}
+
+/// Semver compatibility with this host's contract: same major, and for 0.x
+/// the same minor; a plugin may be older (patch or minor) but not newer.
+pub fn wit_compatible(plugin: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let core = v.split(['-', '+']).next()?;
+        let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    };
+    let (Some(p), Some(h)) = (parse(plugin), parse(crate::contract::WIT_VERSION)) else {
+        return false;
+    };
+    if p.0 != h.0 {
+        return false;
+    }
+    if h.0 == 0 {
+        p.1 == h.1 && p.2 <= h.2
+    } else {
+        (p.1, p.2) <= (h.1, h.2)
+    }
+}
+
+fn compatible_range() -> String {
+    let v = crate::contract::WIT_VERSION;
+    let mut parts = v.split('.');
+    let (major, minor) = (parts.next().unwrap_or("0"), parts.next().unwrap_or("0"));
+    if major == "0" {
+        format!("0.{minor}.0 to {v}")
+    } else {
+        format!("{major}.0.0 to {v}")
+    }
+}
+
+/// The answer of `haseed plugin inspect`.
+#[derive(Debug, serde::Serialize)]
+pub struct Inspection {
+    pub sha256: String,
+    pub size: usize,
+    /// The contract the plugin was built against, e.g. "haseed:policy@0.1.0".
+    pub wit_package: Option<String>,
+    pub host_wit_package: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub runnable: bool,
+    /// Why this host cannot run it.
+    pub reason: Option<String>,
+    /// The plugin's own `info()`: name, version, description, settings help.
+    pub info: Option<PluginInfo>,
+}
+
 /// Turns a wasmtime error into one line a site engineer can act on.
 fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
@@ -644,4 +802,23 @@ fn current_uid() -> u32 {
         .and_then(|f| f.metadata())
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wit_compatible;
+
+    #[test]
+    fn contract_versions_follow_semver() {
+        // The host offers 0.1.0: for 0.x only the same minor, not newer.
+        assert!(wit_compatible("0.1.0"));
+        assert!(
+            !wit_compatible("0.1.1"),
+            "a newer patch may use what the host lacks"
+        );
+        assert!(!wit_compatible("0.2.0"));
+        assert!(!wit_compatible("1.1.0"));
+        assert!(!wit_compatible("unversioned"));
+        assert!(!wit_compatible(""));
+    }
 }

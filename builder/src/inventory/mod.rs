@@ -171,3 +171,40 @@ pub fn parse(path: &Path, source: &str) -> Result<Inventory, Diagnostics> {
         node_spans: resolved.node_spans,
     })
 }
+
+/// A JSON object as a TOML inline table (for `haseed plugin add --settings`):
+/// the inverse of how `[[plugin]] settings` reach a plugin. JSON null has no
+/// TOML form and is refused.
+pub fn settings_table(json: &serde_json::Value) -> anyhow::Result<toml_edit::InlineTable> {
+    fn value(v: &serde_json::Value, at: &str) -> anyhow::Result<toml_edit::Value> {
+        Ok(match v {
+            serde_json::Value::Null => anyhow::bail!("settings{at}: null has no TOML form"),
+            serde_json::Value::Bool(b) => (*b).into(),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i.into(),
+                (None, Some(f)) => f.into(),
+                _ => anyhow::bail!("settings{at}: {n} does not fit a TOML number"),
+            },
+            serde_json::Value::String(s) => s.as_str().into(),
+            serde_json::Value::Array(items) => {
+                let mut arr = toml_edit::Array::new();
+                for (i, item) in items.iter().enumerate() {
+                    arr.push(value(item, &format!("{at}[{i}]"))?);
+                }
+                toml_edit::Value::Array(arr)
+            }
+            serde_json::Value::Object(_) => toml_edit::Value::InlineTable(table(v, at)?),
+        })
+    }
+    fn table(v: &serde_json::Value, at: &str) -> anyhow::Result<toml_edit::InlineTable> {
+        let mut t = toml_edit::InlineTable::new();
+        if let serde_json::Value::Object(map) = v {
+            for (k, item) in map {
+                t.insert(k, value(item, &format!("{at}.{k}"))?);
+            }
+        }
+        Ok(t)
+    }
+    anyhow::ensure!(json.is_object(), "settings must be a JSON object");
+    table(json, "")
+}

@@ -1,0 +1,128 @@
+//! `haseed plugin inspect` and `haseed plugin add` on plugins built from source.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn inspect_reports_contract_metadata_and_runnability() {
+    let file = plugin("prefer_lb1.wasm");
+    let o = run(&["plugin", "inspect", file.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.1.0");
+    assert_eq!(doc["host_wit_package"], "haseed:policy@0.1.0");
+    assert_eq!(doc["runnable"], true);
+    assert_eq!(doc["info"]["name"], "prefer-lb1");
+    assert!(doc["info"]["settings_help"]
+        .as_str()
+        .expect("help")
+        .contains("prefer"));
+    assert_eq!(doc["sha256"], sha256_file(&file));
+    let imports: Vec<&str> = doc["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        imports.iter().any(|i| i.starts_with("haseed:policy/site@")),
+        "{imports:?}"
+    );
+    assert!(
+        !imports.iter().any(|i| i.starts_with("wasi:sockets")),
+        "{imports:?}"
+    );
+
+    // Something that is not a component: a clear refusal, non-zero exit.
+    let o = run(&[
+        "plugin",
+        "inspect",
+        example("pi-k8s").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a WebAssembly file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn add_pins_a_plugin_after_proving_it_accepts_its_settings() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::copy(example("pi-k8s"), &site).expect("copy");
+    std::fs::create_dir(tmp.path().join("policies")).expect("mkdir");
+    let file = tmp.path().join("policies/prefer.wasm");
+    std::fs::copy(plugin("prefer_lb1.wasm"), &file).expect("copy");
+    let before = std::fs::read_to_string(&site).expect("site");
+
+    // Bad settings: refused, the site file untouched.
+    let o = run(&[
+        "plugin",
+        "add",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+        "--settings",
+        r#"{"prefer":"nosuch"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no node named nosuch"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&site).expect("site"), before);
+
+    let o = run(&[
+        "plugin",
+        "add",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+        "--settings",
+        r#"{"prefer":"lb2"}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = std::fs::read_to_string(&site).expect("site");
+    assert!(
+        after.starts_with(&before),
+        "the existing text (comments included) changed"
+    );
+    assert!(after.contains("path = \"policies/prefer.wasm\""), "{after}");
+    assert!(
+        after.contains(&format!("sha256 = \"{}\"", sha256_file(&file))),
+        "{after}"
+    );
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.starts_with("lb2") && l.contains("MASTER/150")),
+        "{}",
+        stdout(&o)
+    );
+
+    // Adding again after a rebuild updates the pin instead of adding a second entry.
+    let mut bytes = std::fs::read(&file).expect("wasm");
+    bytes.extend_from_slice(&[0, 0x03, 0x01, b'x', 0]); // a custom section: new digest, same code
+    std::fs::write(&file, &bytes).expect("write");
+    let o = run(&[
+        "plugin",
+        "add",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = std::fs::read_to_string(&site).expect("site");
+    assert_eq!(again.matches("[[plugin]]").count(), 1, "{again}");
+    assert!(again.contains(&sha256_file(&file)), "{again}");
+    assert!(
+        again.contains("prefer = \"lb2\""),
+        "settings were lost: {again}"
+    );
+}
