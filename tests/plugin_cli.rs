@@ -126,3 +126,69 @@ fn add_pins_a_plugin_after_proving_it_accepts_its_settings() {
         "settings were lost: {again}"
     );
 }
+
+#[test]
+fn check_shows_what_a_plugin_changes_per_node() {
+    let file = plugin("prefer_lb1.wasm");
+    let site = example("pi-k8s");
+    let o = run(&[
+        "plugin",
+        "check",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+        "--settings",
+        r#"{"prefer":"lb2"}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("~ node lb2:") && out.contains("~ node lb1:"),
+        "{out}"
+    );
+    assert!(out.contains("= node master1: unchanged"), "{out}");
+    // lb2's keepalived.conf diff shows the preemptive MASTER.
+    let lb2 = &out[out.find("~ node lb2:").expect("lb2")..];
+    assert!(
+        lb2.contains("+    state MASTER") && lb2.contains("-    nopreempt"),
+        "{lb2}"
+    );
+    assert!(lb2.contains("+    priority 150"), "{lb2}");
+    assert!(out.contains("changed 2 of 5 node(s)"), "{out}");
+    // Its log reaches the user.
+    assert!(
+        stderr(&o).contains("prefer-lb1: lb2: master"),
+        "{}",
+        stderr(&o)
+    );
+
+    // --node narrows the report.
+    let o = run(&[
+        "plugin",
+        "check",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+        "--node",
+        "master1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("= node master1: unchanged"), "{out}");
+    assert!(
+        !out.contains("node lb1") && out.contains("changed 0 of 1 node(s)"),
+        "{out}"
+    );
+
+    // A plugin that fails on the site: non-zero exit, the error names the node.
+    let o = run(&[
+        "plugin",
+        "check",
+        plugin("hostile_panic.wasm").to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("node lb1"), "{}", stderr(&o));
+}

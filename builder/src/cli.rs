@@ -77,6 +77,25 @@ pub enum PluginCommand {
     /// Pin a plugin in a site file: adds (or updates) its [[plugin]] entry with the file's
     /// sha256, after checking that it loads and accepts its settings on that site.
     Add(AddArgs),
+    /// Try a plugin on a site before pinning it: runs the site's chain without and with the plugin
+    /// (appended last) and shows, per node, what it changed in the plan and in the rendered files,
+    /// its log output and warnings. Exits non-zero when the plugin fails on any node.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The plugin component (.wasm).
+    pub file: PathBuf,
+    /// The site to try it on.
+    #[arg(long, value_name = "SITE")]
+    pub site: PathBuf,
+    /// Settings for the plugin, as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub settings: String,
+    /// Only show this node.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate_cmd(&cli.global, args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
+        Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
     };
     match result {
         Ok(code) => code,
@@ -420,4 +440,151 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
         digest
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let settings: serde_json::Value =
+        serde_json::from_str(&args.settings).context("--settings is not JSON")?;
+    anyhow::ensure!(settings.is_object(), "--settings must be a JSON object");
+    let inv = pipeline::load_inventory(&args.site)?;
+    let focus = match &args.node {
+        Some(name) => Some(
+            inv.site
+                .nodes
+                .iter()
+                .position(|n| &n.name == name)
+                .with_context(|| format!("no node named {name} in {}", args.site.display()))?,
+        ),
+        None => None,
+    };
+    let host = host(global)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let name = args.file.display().to_string();
+    let candidate = host.load_bytes(&name, &bytes)?;
+
+    // Without: the site's chain, minus this plugin if the site already pins it.
+    let site_chain = pipeline::load_chain(&host, &inv)?;
+    let mut base = pipeline::Chain {
+        plugins: Vec::new(),
+        settings: Vec::new(),
+    };
+    for (i, (plugin, setting)) in site_chain
+        .plugins
+        .into_iter()
+        .zip(site_chain.settings)
+        .enumerate()
+    {
+        // Index 0 is the default policy, which always stays.
+        if i == 0 || plugin.digest != candidate.digest {
+            base.plugins.push(plugin);
+            base.settings.push(setting);
+        }
+    }
+    let (before, _) = pipeline::plan(&host, &inv, &base)?;
+    let before_files = pipeline::render(&inv, &before)?;
+
+    let mut with = base;
+    with.plugins.push(candidate);
+    with.settings.push(settings.to_string());
+    let (after, logs) = match pipeline::plan(&host, &inv, &with) {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("{e}");
+            println!("plugin {name} FAILED on this site (errors above)");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let after_files = pipeline::render(&inv, &after)?;
+    print_logs(&logs);
+
+    let mut changed_nodes = 0;
+    for (i, node) in inv.site.nodes.iter().enumerate() {
+        if focus.is_some_and(|f| f != i) {
+            continue;
+        }
+        let plan_a = serde_json::to_string_pretty(&before[i])?;
+        let plan_b = serde_json::to_string_pretty(&after[i])?;
+        let mut sections = Vec::new();
+        if plan_a != plan_b {
+            sections.push(unified(&plan_a, &plan_b, "plan (before)", "plan (after)"));
+        }
+        for (path, a, b) in artifact_pairs(&before_files[i].1, &after_files[i].1) {
+            if a != b {
+                sections.push(unified(&a, &b, &format!("a{path}"), &format!("b{path}")));
+            }
+        }
+        let new_warnings: Vec<_> = after[i]
+            .warnings
+            .iter()
+            .filter(|w| !before[i].warnings.contains(w))
+            .collect();
+        if sections.is_empty() && new_warnings.is_empty() {
+            println!("= node {}: unchanged", node.name);
+            continue;
+        }
+        changed_nodes += 1;
+        println!("~ node {}:", node.name);
+        for w in new_warnings {
+            println!("  warning: {w}");
+        }
+        for s in sections {
+            print!("{s}");
+        }
+    }
+    println!(
+        "plugin {name}: changed {changed_nodes} of {} node(s); no errors",
+        if focus.is_some() {
+            1
+        } else {
+            inv.site.nodes.len()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every artifact of a node in both builds, keyed by its path on the node
+/// (seed files under "/seed/").
+fn artifact_pairs(
+    a: &crate::render::NodeArtifacts,
+    b: &crate::render::NodeArtifacts,
+) -> Vec<(String, String, String)> {
+    let flat = |x: &crate::render::NodeArtifacts| {
+        let mut m = std::collections::BTreeMap::new();
+        // The files inside user-data are diffed on their own, readably.
+        let user_data: String = x
+            .user_data
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("content: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        m.insert("/seed/user-data".to_string(), user_data);
+        m.insert("/seed/meta-data".to_string(), x.meta_data.clone());
+        m.insert("/seed/network-config".to_string(), x.network_config.clone());
+        for f in &x.files {
+            m.insert(f.path.clone(), f.content.clone());
+        }
+        m
+    };
+    let (ma, mb) = (flat(a), flat(b));
+    let mut keys: Vec<&String> = ma.keys().chain(mb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            (
+                k.clone(),
+                ma.get(k).cloned().unwrap_or_default(),
+                mb.get(k).cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn unified(a: &str, b: &str, name_a: &str, name_b: &str) -> String {
+    similar::TextDiff::from_lines(a, b)
+        .unified_diff()
+        .context_radius(2)
+        .header(name_a, name_b)
+        .to_string()
 }

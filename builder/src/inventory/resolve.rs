@@ -1115,7 +1115,14 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         }
 
         let check = check_override(cx, &s.check, &label);
-        if let (Some(r), None, true) = (&s.port_range, &check.port, s.check.port.is_none()) {
+        // Only for a well-formed range on its own: other mistakes have their own message.
+        if let (Some(r), None, Some(_), None, true) = (
+            &s.port_range,
+            &s.port,
+            &ports,
+            &check.port,
+            s.check.port.is_none(),
+        ) {
             // haproxy refuses a checked server that has neither a service
             // port nor a check port ("server has neither service port nor check port").
             let d = cx

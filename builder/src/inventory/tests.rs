@@ -1124,7 +1124,7 @@ fn service_port_or_range() {
 #[test]
 fn service_backend_port() {
     let d = only_err(
-        &svc("port_range = \"30000-32767\"\nbackend_port = 80\n"),
+        &svc("port_range = \"30000-32767\"\nbackend_port = 80\ncheck = { port = 29499 }\n"),
         "backend_port is not allowed with port_range (service s2)",
         35,
         16,
@@ -1156,22 +1156,24 @@ fn service_without_backends() {
 #[test]
 fn service_overlapping_ports() {
     let d = only_err(
-        &svc("port_range = \"8000-9000\"\n"),
+        &svc("port_range = \"8000-9000\"\ncheck = { port = 29499 }\n"),
         "ports 8000-9000 of service s2 overlap port 9000 of service s1 on VIP api",
         34,
         14,
     );
     assert_eq!(crate::diag::line_col(SVC, d.labels[0].0.start), (27, 8));
     // adjacent ranges and other VIPs are fine
-    ok(&svc("port_range = \"8000-8999\"\n"));
+    ok(&svc(
+        "port_range = \"8000-8999\"\ncheck = { port = 29499 }\n",
+    ));
     let other = with(SVC, "[[vip]]\nname = \"api2\"\naddress = \"10.0.0.6\"\nnetwork = \"lan\"\n[[service]]\nname = \"s2\"\nvip = \"api2\"\nport = 9000\nbackend_role = \"master\"\n");
     ok(&other);
     // a long range swallowing a later short one is found too
-    let src = svc("port_range = \"1-8000\"\n[[service]]\nname = \"s3\"\nvip = \"api\"\nbackend_role = \"master\"\nport = 100\n");
+    let src = svc("port_range = \"1-8000\"\ncheck = { port = 29499 }\n[[service]]\nname = \"s3\"\nvip = \"api\"\nbackend_role = \"master\"\nport = 100\n");
     only_err(
         &src,
         "port 100 of service s3 overlap ports 1-8000 of service s2",
-        39,
+        40,
         8,
     );
 }
