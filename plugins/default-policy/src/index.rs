@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::haseed::policy::site::Site;
+use crate::haseed::policy::site::{Role, Site};
 
 /// Lookups built from the site. All indices in it (and in the site) are
 /// checked here, so `decide` can index without failing.
@@ -17,6 +17,10 @@ pub struct SiteIndex {
     pub instance_names: Vec<String>,
     /// For each VIP: the prefix length of its network ("24" for a /24).
     pub prefixes: Vec<String>,
+    /// For each node: the first service (site order) whose backend role is
+    /// `master` and whose backends include the node: the Kubernetes API
+    /// endpoint its kubeadm configuration names.
+    pub master_service: Vec<Option<u32>>,
 }
 
 impl SiteIndex {
@@ -64,6 +68,7 @@ impl SiteIndex {
         }
 
         let mut services_of = vec![Vec::new(); site.vips.len()];
+        let mut master_service = vec![None; nodes];
         for (s, service) in site.services.iter().enumerate() {
             let list = services_of.get_mut(service.vip as usize).ok_or_else(|| {
                 format!(
@@ -74,6 +79,9 @@ impl SiteIndex {
             list.push(s as u32);
             for &b in &service.backends {
                 node_ok(&format!("service {} backend", service.name), b)?;
+                if service.backend_role == Role::Master {
+                    master_service[b as usize].get_or_insert(s as u32);
+                }
             }
         }
 
@@ -82,6 +90,7 @@ impl SiteIndex {
             services_of,
             instance_names: instance_names(site),
             prefixes,
+            master_service,
         })
     }
 }

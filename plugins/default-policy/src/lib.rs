@@ -11,6 +11,11 @@
 //! frontend bound to the VIP itself comes with `net.ipv4.ip_nonlocal_bind=1`
 //! (haproxy on the standby cannot bind an address it does not hold).
 //!
+//! A `master` node (Kubernetes control plane) comes up ready for kubeadm:
+//! swap off, overlay + br_netfilter, IP forwarding and the bridge sysctls,
+//! containerd, and a kubeadm configuration naming the VIP that fronts the
+//! masters (see `master.rs`).
+//!
 //! Cost: `open` indexes the site once (which VIPs each node holds, which
 //! services each VIP carries); `decide` is proportional to the node's own
 //! plan, never to the site's size.
@@ -23,6 +28,7 @@ wit_bindgen::generate!({
 mod haproxy;
 mod index;
 mod keepalived;
+mod master;
 mod settings;
 
 use exports::haseed::policy::policy::{Decider, Guest, GuestDecider, PluginInfo, PolicyError};
@@ -42,7 +48,7 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "haseed's built-in policy: the reference active/standby keepalived + \
                           haproxy load balancers, with script security, unique VRIDs and \
-                          non-local bind fixed"
+                          non-local bind fixed; Kubernetes masters made ready for kubeadm"
                 .into(),
             settings_help: settings::HELP.into(),
         }
@@ -103,10 +109,13 @@ impl GuestDecider for Policy {
             me.platform,
             Platform::Raspios | Platform::RaspiosLegacy | Platform::UbuntuRaspi
         );
-        if pi && me.roles.contains(&Role::Master) {
-            for word in ["cgroup_enable=memory", "cgroup_memory=1"] {
-                push_unique(&mut plan.kernel_cmdline, word);
+        if me.roles.contains(&Role::Master) {
+            if pi {
+                for word in ["cgroup_enable=memory", "cgroup_memory=1"] {
+                    push_unique(&mut plan.kernel_cmdline, word);
+                }
             }
+            self.decide_master(&mut plan, index, me);
         }
 
         // A node that may hold a VIP is a load balancer; any other node gets
