@@ -192,3 +192,73 @@ fn check_shows_what_a_plugin_changes_per_node() {
     assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
     assert!(stderr(&o).contains("node lb1"), "{}", stderr(&o));
 }
+
+/// `plugin new` makes a project that builds with plain cargo for
+/// wasm32-wasip2, passes its own test, and runs in this host.
+#[test]
+fn new_project_builds_and_runs_in_the_host() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("tune-checks");
+    let o = run(&[
+        "plugin",
+        "new",
+        "tune-checks",
+        "--dir",
+        project.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wit = std::fs::read_to_string(project.join("wit/policy.wit")).expect("wit copied");
+    assert!(wit.contains("package haseed:policy@0.1.0;"));
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).expect("manifest");
+    assert!(
+        manifest.contains("[package.metadata.component]"),
+        "cargo-component metadata"
+    );
+
+    // Share compiled dependencies between runs of this test.
+    let target = repo_root().join("target/plugin-new-test");
+    let cargo = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+        cmd.args(args)
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET");
+        let o = cmd.output().expect("cargo runs");
+        assert!(o.status.success(), "cargo {args:?}:\n{}", stderr(&o));
+        o
+    };
+    let tested = cargo(&["test", "--quiet"]);
+    assert!(stdout(&tested).contains("1 passed"), "{}", stdout(&tested));
+    cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/tune_checks.wasm");
+
+    let o = run(&["plugin", "inspect", wasm.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["info"]["name"], "tune-checks");
+    assert_eq!(doc["runnable"], true);
+
+    let o = run(&[
+        "plugin",
+        "check",
+        wasm.to_str().expect("utf-8"),
+        "--site",
+        example("pi-k8s").to_str().expect("utf-8"),
+        "--settings",
+        r#"{"rise": 5}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .contains("+    server master1 192.168.3.251:6443 check inter 3000ms rise 5 fall 3"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("lb1: tuned 3 server checks"),
+        "{}",
+        stderr(&o)
+    );
+}

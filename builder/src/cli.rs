@@ -81,6 +81,18 @@ pub enum PluginCommand {
     /// (appended last) and shows, per node, what it changed in the plan and in the rendered files,
     /// its log output and warnings. Exits non-zero when the plugin fails on any node.
     Check(CheckArgs),
+    /// Start a plugin: a Rust project that builds with plain cargo for wasm32-wasip2 (and with
+    /// cargo-component), with this host's WIT, a README and an example test.
+    New(NewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// The plugin's name (lowercase letters, digits, '-'); also its directory.
+    pub name: String,
+    /// Where to create the project [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +180,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
     };
     match result {
         Ok(code) => code,
@@ -587,4 +600,75 @@ fn unified(a: &str, b: &str, name_a: &str, name_b: &str) -> String {
         .context_radius(2)
         .header(name_a, name_b)
         .to_string()
+}
+
+fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
+    let name = &args.name;
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    anyhow::ensure!(
+        valid,
+        "plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter"
+    );
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    anyhow::ensure!(
+        !dir.exists(),
+        "{} already exists; choose another name or --dir",
+        dir.display()
+    );
+    let fill = |t: &str| {
+        t.replace("{{NAME}}", name)
+            .replace("{{CRATE}}", &name.replace('-', "_"))
+            .replace("{{WIT_VERSION}}", crate::contract::WIT_VERSION)
+    };
+    let files: [(&str, String); 5] = [
+        (
+            "Cargo.toml",
+            fill(include_str!("../templates/plugin-new/Cargo.toml.tmpl")),
+        ),
+        (
+            "src/lib.rs",
+            fill(include_str!("../templates/plugin-new/lib.rs.tmpl")),
+        ),
+        (
+            "README.md",
+            fill(include_str!("../templates/plugin-new/README.md.tmpl")),
+        ),
+        // The contract this host speaks, pinned by copying it.
+        (
+            "wit/policy.wit",
+            include_str!("../../wit/policy.wit").to_string(),
+        ),
+        (".gitignore", "/target\n".to_string()),
+    ];
+    // Staged next to the target and renamed: no half-made project after an error.
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let stage = tempfile::Builder::new()
+        .prefix(".haseed-new-")
+        .tempdir_in(parent)?;
+    for (rel, text) in &files {
+        let path = stage.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(stage.keep(), &dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!(
+        "created {dir}: a Rust plugin for haseed:policy@{v}\n\n  cd {dir}\n  cargo build --release --target wasm32-wasip2\n  cargo test\n  haseed plugin inspect target/wasm32-wasip2/release/{krate}.wasm",
+        dir = dir.display(),
+        v = crate::contract::WIT_VERSION,
+        krate = name.replace('-', "_"),
+    );
+    Ok(ExitCode::SUCCESS)
 }
