@@ -290,3 +290,41 @@ fn compiled_plugins_are_cached_on_disk() {
         .expect("runs");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Binding the VIP itself needs net.ipv4.ip_nonlocal_bind on both holders (the
+/// standby does not hold the address), written to sysctl.d and applied at
+/// first boot, before haproxy starts; the real validators still pass.
+#[test]
+fn binding_the_vip_brings_nonlocal_bind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s"))
+        .expect("example")
+        .replacen("mode = \"tcp\"", "mode = \"tcp\"\nbind = \"vip\"", 1);
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let out = tmp.path().join("out");
+    assert!(build_into(&site, &out).status.success());
+    for lb in ["lb1", "lb2"] {
+        let cfg = std::fs::read_to_string(out.join(lb).join("files/etc/haproxy/haproxy.cfg"))
+            .expect("cfg");
+        assert!(cfg.contains("bind 192.168.3.240:9000"), "{cfg}");
+        let sysctl =
+            std::fs::read_to_string(out.join(lb).join("files/etc/sysctl.d/90-haseed.conf"))
+                .expect("sysctl drop-in");
+        assert!(sysctl.contains("net.ipv4.ip_nonlocal_bind = 1"), "{sysctl}");
+        let user_data = std::fs::read_to_string(out.join(lb).join("user-data")).expect("ud");
+        assert!(
+            user_data.contains(r#"["sysctl","-w","net.ipv4.ip_nonlocal_bind=1"]"#),
+            "not applied at first boot:\n{user_data}"
+        );
+    }
+    assert!(
+        !out.join("master1/files/etc/sysctl.d/90-haseed.conf")
+            .exists()
+            || !std::fs::read_to_string(out.join("master1/files/etc/sysctl.d/90-haseed.conf"))
+                .expect("read")
+                .contains("nonlocal")
+    );
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
