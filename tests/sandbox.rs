@@ -155,3 +155,119 @@ fn bad_settings_are_reported_before_any_node_is_decided() {
         "settings error attributed to a node: {err}"
     );
 }
+
+#[test]
+fn deep_recursion_overflows_its_stack_not_ours() {
+    let o = build_with("hostile_deep_recursion.wasm");
+    assert_refused(&o, "hostile_deep_recursion.wasm", "stack");
+    assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn huge_result_is_refused_by_the_checker() {
+    // A 50 MB hostname and 2,000,000 packages: the memory cap bounds what
+    // the plugin can build, the checker refuses the sizes.
+    let o = build_with("hostile_huge_result.wasm");
+    assert_refused(&o, "hostile_huge_result.wasm", "checker rejects");
+    assert!(
+        o.stderr.contains("packages: 2000000 entries; at most 1000"),
+        "{}",
+        o.stderr
+    );
+    // The hostname is shown cut short, never whole.
+    let longest = o.stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a {longest}-byte line reached the log");
+    assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn out_of_range_numbers_are_refused() {
+    let o = build_with("hostile_out_of_range.wasm");
+    assert_refused(&o, "hostile_out_of_range.wasm", "checker rejects");
+    for field in [
+        "haproxy.frontends[0].port_first: port 0 is not a port",
+        "keepalived.instances[0].priority: 255 is out of range 1..=254",
+        "keepalived.instances[0].vrrp_version: VRRP version 9",
+    ] {
+        assert!(o.stderr.contains(field), "no {field:?} in:\n{}", o.stderr);
+    }
+}
+
+#[test]
+fn duplicate_backend_is_refused() {
+    let o = build_with("hostile_duplicate_names.wasm");
+    assert_refused(&o, "hostile_duplicate_names.wasm", "duplicate");
+    assert!(
+        o.stderr.contains("haproxy.backends[1].name"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// The warnings `hostile-reads-world` left on node lb1, from `haseed plan --json`.
+fn world_seen_by_lb1(site: &std::path::Path) -> Vec<String> {
+    let o = run(&["plan", site.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "plan failed: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let lb1 = doc["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "lb1")
+        .expect("lb1");
+    lb1["plan"]["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w.as_str().expect("string").to_string())
+        .collect()
+}
+
+#[test]
+fn the_world_is_hidden_and_two_builds_are_identical() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(tmp.path(), &[("hostile_reads_world.wasm", "{}")]);
+
+    let first = world_seen_by_lb1(&site);
+    let second = world_seen_by_lb1(&site);
+    let seen = |prefix: &str| -> String {
+        first
+            .iter()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} warning in {first:?}"))
+            .clone()
+    };
+    assert_eq!(seen("fs: "), "fs: denied", "{first:?}");
+    assert_eq!(seen("env: "), "env: 0 vars", "{first:?}");
+    assert_eq!(seen("args: "), "args: 0", "{first:?}");
+    assert_eq!(seen("net: "), "net: denied", "{first:?}");
+    assert_eq!(seen("clock: "), "clock: 946684800", "{first:?}");
+    let random = seen("random: ");
+    let hex = random.trim_start_matches("random: ");
+    assert!(
+        hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{random}"
+    );
+    // Same clock, same "random" bytes, same everything: two runs agree.
+    assert_eq!(first, second);
+
+    let mut trees = Vec::new();
+    for out in ["out1", "out2"] {
+        let out = tmp.path().join(out);
+        let o = run(&[
+            "build",
+            site.to_str().expect("utf-8"),
+            "-o",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "build failed: {}", stderr(&o));
+        // The plugin's warnings reach the user but do not fail the build.
+        assert!(stderr(&o).contains("net: denied"), "{}", stderr(&o));
+        trees.push(tree(&out));
+    }
+    assert!(!trees[0].is_empty());
+    assert!(
+        trees[0] == trees[1],
+        "two builds with hostile-reads-world differ"
+    );
+}

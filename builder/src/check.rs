@@ -305,7 +305,12 @@ impl Checker<'_> {
 
 /// A value as shown in a message: quoted, escaped, cut short.
 fn shown(value: &str) -> String {
-    let mut s = format!("{value:?}");
+    // Escape only the head: a plugin may return a multi-megabyte value.
+    let head = match value.char_indices().nth(80) {
+        Some((cut, _)) => &value[..cut],
+        None => value,
+    };
+    let mut s = format!("{head:?}");
     if s.len() > 80 {
         let mut cut = 77;
         while !s.is_char_boundary(cut) {
