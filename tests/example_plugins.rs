@@ -1,0 +1,170 @@
+//! The example plugins in plugins/ on a site with workers and a Galera
+//! cluster: what they decide, and that the real validators accept it.
+
+mod common;
+
+use common::*;
+
+const SITE: &str = r#"
+[site]
+name = "edge"
+
+[defaults]
+platform = "ubuntu"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExam ops@example"]
+
+[[network]]
+name = "lan"
+cidr = "10.44.194.0/24"
+gateway = "10.44.194.1"
+dns = ["10.44.194.1"]
+
+[[vip]]
+name = "front"
+address = "10.44.194.10"
+network = "lan"
+
+[[service]]
+name = "k8s-nodeport"
+vip = "front"
+port_range = "30000-32767"
+backend_role = "worker"
+check = { port = 29499 }
+
+[[service]]
+name = "galera"
+vip = "front"
+port = 3306
+backend_role = "db"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.44.194.11"
+
+[[node]]
+name = "lb2"
+roles = ["lb"]
+address = "10.44.194.12"
+
+[[node]]
+name = "node01"
+roles = ["worker"]
+address = "10.44.194.62"
+
+[[node]]
+name = "node02"
+roles = ["worker"]
+address = "10.44.194.85"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.44.194.31"
+
+[[node]]
+name = "db2"
+roles = ["db"]
+address = "10.44.194.32"
+
+[[node]]
+name = "db3"
+roles = ["db"]
+address = "10.44.194.33"
+"#;
+
+fn site_with(dir: &std::path::Path, plugins: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = SITE.to_string();
+    for (file, settings) in plugins {
+        let path = plugin(file);
+        text.push_str(&format!(
+            "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {settings}\n",
+            path.display(),
+            sha256_file(&path)
+        ));
+    }
+    let site = dir.join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    site
+}
+
+#[test]
+fn nodeport_and_galera_single_writer_decide_and_validate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with(
+        tmp.path(),
+        &[
+            ("nodeport.wasm", "{}"),
+            ("galera_single_writer.wasm", r#"{ writer = "db2" }"#),
+        ],
+    );
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    // NodePort as in the reference: the client's port to every worker,
+    // health on 29499, rise 15 fall 1.
+    assert!(cfg.contains("bind *:30000-32767"), "{cfg}");
+    assert!(
+        cfg.contains("server node01 10.44.194.62 check inter 5000ms rise 15 fall 1 port 29499"),
+        "{cfg}"
+    );
+    // Galera: db2 takes the writes, the others wait as backup.
+    assert!(
+        cfg.contains("server db2 10.44.194.32:3306 check inter 3000ms rise 30 fall 3\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("server db1 10.44.194.31:3306 check inter 3000ms rise 30 fall 3 backup"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("server db3 10.44.194.33:3306 check inter 3000ms rise 30 fall 3 backup"),
+        "{cfg}"
+    );
+    let rotate =
+        std::fs::read_to_string(out.join("lb1/files/etc/logrotate.d/haproxy")).expect("logrotate");
+    assert!(
+        rotate.contains("rotate 10") && rotate.contains("daily"),
+        "{rotate}"
+    );
+    assert!(out.join("lb2/files/etc/rsyslog.d/49-haproxy.conf").exists());
+    let log = stderr(&o);
+    assert!(
+        log.contains("galera-single-writer: galera: writer db2, 2 backup(s)"),
+        "{log}"
+    );
+
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn example_plugins_refuse_bad_settings_before_any_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (file, settings, says) in [
+        (
+            "galera_single_writer.wasm",
+            r#"{ writer = "node01" }"#,
+            "settings.writer: node01 is not a node with role db",
+        ),
+        (
+            "nodeport.wasm",
+            "{ rise = 0 }",
+            "settings.rise: 0 is not in 1..1000",
+        ),
+        ("nodeport.wasm", "{ health = 1 }", "unknown key \"health\""),
+    ] {
+        let site = site_with(tmp.path(), &[(file, settings)]);
+        let o = run(&["plan", site.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(1), "{file} {settings}");
+        assert!(stderr(&o).contains(says), "{file}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("node lb1"), "{}", stderr(&o));
+    }
+}
