@@ -168,3 +168,84 @@ fn example_plugins_refuse_bad_settings_before_any_node() {
         assert!(!stderr(&o).contains("node lb1"), "{}", stderr(&o));
     }
 }
+
+/// Builds plugins/python/weights with componentize-py (installed by
+/// .ci/install-deps; a missing tool fails the test with that hint).
+fn build_python_plugin(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("weights.wasm");
+    let o = std::process::Command::new("componentize-py")
+        .args(["-d"])
+        .arg(repo_root().join("wit"))
+        .args(["-w", "policy-plugin", "componentize", "-p"])
+        .arg(repo_root().join("plugins/python/weights"))
+        .arg("app")
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
+    assert!(
+        o.status.success(),
+        "componentize-py failed:\n{}",
+        stderr(&o)
+    );
+    out
+}
+
+/// The contract is language-neutral: a Python plugin does real work in the chain.
+#[test]
+fn python_plugin_weights_and_drains_servers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wasm = build_python_plugin(tmp.path());
+    let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    text.push_str(&format!(
+        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {{ weights = {{ master1 = 200 }}, drain = [\"master3\"] }}\n",
+        wasm.display(),
+        sha256_file(&wasm)
+    ));
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(out.join("lb2/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    assert!(
+        cfg.contains(
+            "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3 weight 200"
+        ),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(
+            "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3 weight 0"
+        ),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("server master2 192.168.3.252:6443 check inter 3000ms rise 30 fall 3\n"),
+        "{cfg}"
+    );
+    let log = stderr(&o);
+    assert!(log.contains("weights: lb1: 2 server(s) weighted"), "{log}");
+    assert!(
+        log.contains("warning: node lb1: master3 is drained"),
+        "{log}"
+    );
+
+    // Its settings are checked in open(), before any node, with the field named.
+    let bad = std::fs::read_to_string(&site)
+        .expect("site")
+        .replace("master1 = 200", "master1 = 999");
+    std::fs::write(&site, bad).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("settings.weights.master1: 999 is not a weight 0..256"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -262,3 +262,64 @@ fn new_project_builds_and_runs_in_the_host() {
         stderr(&o)
     );
 }
+
+/// `plugin new --lang python` makes a project componentize-py turns into a
+/// component this host runs.
+#[test]
+fn new_python_project_builds_and_runs_in_the_host() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("py-tune");
+    let o = run(&[
+        "plugin",
+        "new",
+        "py-tune",
+        "--lang",
+        "python",
+        "--dir",
+        project.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = std::process::Command::new("componentize-py")
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "policy-plugin",
+            "componentize",
+            "app",
+            "-o",
+            "py_tune.wasm",
+        ])
+        .current_dir(&project)
+        .output()
+        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
+    assert!(
+        o.status.success(),
+        "componentize-py failed:\n{}",
+        stderr(&o)
+    );
+    let wasm = project.join("py_tune.wasm");
+    let o = run(&[
+        "plugin",
+        "check",
+        wasm.to_str().expect("utf-8"),
+        "--site",
+        example("pi-k8s").to_str().expect("utf-8"),
+        "--settings",
+        r#"{"rise": 4}"#,
+        "--node",
+        "lb1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .contains("+    server master2 192.168.3.252:6443 check inter 3000ms rise 4 fall 3"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("lb1: tuned 3 server checks"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -93,6 +93,15 @@ pub struct NewArgs {
     /// Where to create the project [default: ./NAME].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The plugin's language: rust (plain cargo / cargo-component) or python (componentize-py).
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
 }
 
 #[derive(Args, Debug)]
@@ -625,26 +634,45 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
             .replace("{{CRATE}}", &name.replace('-', "_"))
             .replace("{{WIT_VERSION}}", crate::contract::WIT_VERSION)
     };
-    let files: [(&str, String); 5] = [
-        (
-            "Cargo.toml",
-            fill(include_str!("../templates/plugin-new/Cargo.toml.tmpl")),
-        ),
-        (
-            "src/lib.rs",
-            fill(include_str!("../templates/plugin-new/lib.rs.tmpl")),
-        ),
-        (
-            "README.md",
-            fill(include_str!("../templates/plugin-new/README.md.tmpl")),
-        ),
-        // The contract this host speaks, pinned by copying it.
-        (
-            "wit/policy.wit",
-            include_str!("../../wit/policy.wit").to_string(),
-        ),
-        (".gitignore", "/target\n".to_string()),
-    ];
+    // The contract this host speaks is pinned by copying it into the project.
+    let wit = (
+        "wit/policy.wit",
+        include_str!("../../wit/policy.wit").to_string(),
+    );
+    let files: Vec<(&str, String)> = match args.lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                fill(include_str!("../templates/plugin-new/Cargo.toml.tmpl")),
+            ),
+            (
+                "src/lib.rs",
+                fill(include_str!("../templates/plugin-new/lib.rs.tmpl")),
+            ),
+            (
+                "README.md",
+                fill(include_str!("../templates/plugin-new/README.md.tmpl")),
+            ),
+            wit,
+            (".gitignore", "/target\n".to_string()),
+        ],
+        Lang::Python => vec![
+            (
+                "app.py",
+                fill(include_str!("../templates/plugin-new/app.py.tmpl")),
+            ),
+            (
+                "policy.py",
+                fill(include_str!("../templates/plugin-new/policy.py.tmpl")),
+            ),
+            (
+                "README.md",
+                fill(include_str!("../templates/plugin-new/README.py.md.tmpl")),
+            ),
+            wit,
+            (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
+        ],
+    };
     // Staged next to the target and renamed: no half-made project after an error.
     let parent = dir
         .parent()
@@ -664,11 +692,20 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
         std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     std::fs::rename(stage.keep(), &dir).with_context(|| format!("creating {}", dir.display()))?;
+    let krate = name.replace('-', "_");
+    let steps = match args.lang {
+        Lang::Rust => format!(
+            "cargo build --release --target wasm32-wasip2\n  cargo test\n  haseed plugin inspect target/wasm32-wasip2/release/{krate}.wasm"
+        ),
+        Lang::Python => format!(
+            "componentize-py -d wit -w policy-plugin componentize app -o {krate}.wasm\n  haseed plugin inspect {krate}.wasm"
+        ),
+    };
     println!(
-        "created {dir}: a Rust plugin for haseed:policy@{v}\n\n  cd {dir}\n  cargo build --release --target wasm32-wasip2\n  cargo test\n  haseed plugin inspect target/wasm32-wasip2/release/{krate}.wasm",
+        "created {dir}: a {lang:?} plugin for haseed:policy@{v}\n\n  cd {dir}\n  {steps}",
         dir = dir.display(),
+        lang = args.lang,
         v = crate::contract::WIT_VERSION,
-        krate = name.replace('-', "_"),
     );
     Ok(ExitCode::SUCCESS)
 }
