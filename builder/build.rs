@@ -86,7 +86,7 @@ fn rerun_if_changed_tree(dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        if name == "target" || name.to_string_lossy().starts_with('.') {
+        if name == "target" || name == "__pycache__" || name.to_string_lossy().starts_with('.') {
             continue;
         }
         if path.is_dir() {
