@@ -323,3 +323,60 @@ fn new_python_project_builds_and_runs_in_the_host() {
         stderr(&o)
     );
 }
+
+/// A plugin built against another major/minor of the contract is refused with
+/// the version it needs and the range this host runs, not a linker error.
+#[test]
+fn incompatible_contract_version_is_refused_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wit = tmp.path().join("wit");
+    std::fs::create_dir(&wit).expect("mkdir");
+    let text = std::fs::read_to_string(repo_root().join("wit/policy.wit")).expect("wit");
+    std::fs::write(
+        wit.join("policy.wit"),
+        text.replace(
+            "package haseed:policy@0.1.0;",
+            "package haseed:policy@0.2.0;",
+        ),
+    )
+    .expect("write");
+    let wasm = tmp.path().join("future.wasm");
+    let o = std::process::Command::new("componentize-py")
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "policy-plugin", "componentize", "-p"])
+        .arg(repo_root().join("plugins/python/weights"))
+        .arg("app")
+        .arg("-o")
+        .arg(&wasm)
+        .output()
+        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
+    assert!(
+        o.status.success(),
+        "componentize-py failed:\n{}",
+        stderr(&o)
+    );
+
+    let o = run(&["plugin", "inspect", wasm.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.2.0");
+    assert_eq!(doc["runnable"], false);
+
+    let site = tmp.path().join("site.toml");
+    let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    text.push_str(&format!(
+        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n",
+        wasm.display(),
+        sha256_file(&wasm)
+    ));
+    std::fs::write(&site, text).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("built against haseed:policy@0.2.0, but this host offers haseed:policy@0.1.0"),
+        "{err}"
+    );
+    assert!(err.contains("site.toml:"), "{err}");
+}

@@ -241,7 +241,9 @@ impl Host {
         match &surface.wit_version {
             Some(version) if !wit_compatible(version) => {
                 return Err(anyhow!(
-                    "plugin {name}: built against haseed:policy@{version}, but this host offers                      haseed:policy@{host} (it runs plugins built against {range}). Rebuild the plugin                      against wit/ of this haseed, or use a haseed that offers {version}.",
+                    "plugin {name}: built against haseed:policy@{version}, but this host offers \
+                     haseed:policy@{host} (it runs plugins built against {range}). Rebuild the plugin \
+                     against wit/ of this haseed, or use a haseed that offers {version}.",
                     host = crate::contract::WIT_VERSION,
                     range = compatible_range(),
                 ))
@@ -592,10 +594,15 @@ fn compatible_range() -> String {
     let v = crate::contract::WIT_VERSION;
     let mut parts = v.split('.');
     let (major, minor) = (parts.next().unwrap_or("0"), parts.next().unwrap_or("0"));
-    if major == "0" {
-        format!("0.{minor}.0 to {v}")
+    let first = if major == "0" {
+        format!("0.{minor}.0")
     } else {
-        format!("{major}.0.0 to {v}")
+        format!("{major}.0.0")
+    };
+    if first == v {
+        v.to_string()
+    } else {
+        format!("{first} to {v}")
     }
 }
 
