@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             (t3 - t2).as_secs_f64() * 1e6 / calls
         );
     }
+    python_plugin(&host_for_python()?)?;
     if let (Some(first), Some(last)) = (per_node.get(1), per_node.last()) {
         println!(
             "per-node cost ratio {} nodes / {} nodes: {:.2} (flat is 1.0; O(n^2) would be {:.0})",
@@ -127,5 +128,67 @@ fn main() -> anyhow::Result<()> {
             last.0 as f64 / first.0 as f64
         );
     }
+    Ok(())
+}
+
+fn host_for_python() -> anyhow::Result<(Host, tempfile::TempDir)> {
+    let cache = tempfile::tempdir()?;
+    Ok((
+        Host::new(Some(cache.path().to_path_buf()), Limits::default())?,
+        cache,
+    ))
+}
+
+/// The Python plugin (plugins/python/weights, ~18 MB with its interpreter):
+/// cold compile against a load from the compile cache, and a plan of the
+/// example site through default policy + Python plugin once cached.
+fn python_plugin((host, _cache): &(Host, tempfile::TempDir)) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir()?;
+    let wasm = dir.path().join("weights.wasm");
+    let built = std::process::Command::new("componentize-py")
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "policy-plugin", "componentize", "-p"])
+        .arg(root.join("plugins/python/weights"))
+        .arg("app")
+        .arg("-o")
+        .arg(&wasm)
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            println!("python plugin: skipped (componentize-py not installed: .ci/install-deps)");
+            return Ok(());
+        }
+    }
+    let bytes = std::fs::read(&wasm)?;
+    let t = Instant::now();
+    host.load_bytes("weights", &bytes)?;
+    let cold = t.elapsed();
+    let t = Instant::now();
+    host.load_bytes("weights", &bytes)?;
+    let warm = t.elapsed();
+    let digest = haseed::policy::sha256_hex(&bytes);
+    let mut text = std::fs::read_to_string(root.join("examples/pi-k8s/site.toml"))?;
+    text.push_str(&format!(
+        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{digest}\"\nsettings = {{ drain = [\"master3\"] }}\n",
+        wasm.display()
+    ));
+    let t = Instant::now();
+    let inv = inventory::parse(std::path::Path::new("site.toml"), &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chain = pipeline::load_chain(host, &inv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (plans, _) = pipeline::plan(host, &inv, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
+    pipeline::render(&inv, &plans).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let site = t.elapsed();
+    println!(
+        "python plugin ({:.1} MB): compile {:.0} ms, load from cache {:.1} ms ({:.0}x); example site planned+rendered with it, cached: {:.1} ms",
+        bytes.len() as f64 / 1e6,
+        ms(cold),
+        ms(warm),
+        cold.as_secs_f64() / warm.as_secs_f64(),
+        ms(site)
+    );
     Ok(())
 }
