@@ -173,20 +173,10 @@ fn example_plugins_refuse_bad_settings_before_any_node() {
 /// .ci/install-deps; a missing tool fails the test with that hint).
 fn build_python_plugin(dir: &std::path::Path) -> std::path::PathBuf {
     let out = dir.join("weights.wasm");
-    let o = std::process::Command::new("componentize-py")
-        .args(["-d"])
-        .arg(repo_root().join("wit"))
-        .args(["-w", "policy-plugin", "componentize", "-p"])
-        .arg(repo_root().join("plugins/python/weights"))
-        .arg("app")
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
-    assert!(
-        o.status.success(),
-        "componentize-py failed:\n{}",
-        stderr(&o)
+    componentize_py(
+        &repo_root().join("wit"),
+        &repo_root().join("plugins/python/weights"),
+        &out,
     );
     out
 }

@@ -279,24 +279,10 @@ fn new_python_project_builds_and_runs_in_the_host() {
         project.to_str().expect("utf-8"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = std::process::Command::new("componentize-py")
-        .args([
-            "-d",
-            "wit",
-            "-w",
-            "policy-plugin",
-            "componentize",
-            "app",
-            "-o",
-            "py_tune.wasm",
-        ])
-        .current_dir(&project)
-        .output()
-        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
-    assert!(
-        o.status.success(),
-        "componentize-py failed:\n{}",
-        stderr(&o)
+    componentize_py(
+        &project.join("wit"),
+        &project,
+        &project.join("py_tune.wasm"),
     );
     let wasm = project.join("py_tune.wasm");
     let o = run(&[
@@ -341,21 +327,7 @@ fn incompatible_contract_version_is_refused_by_name() {
     )
     .expect("write");
     let wasm = tmp.path().join("future.wasm");
-    let o = std::process::Command::new("componentize-py")
-        .arg("-d")
-        .arg(&wit)
-        .args(["-w", "policy-plugin", "componentize", "-p"])
-        .arg(repo_root().join("plugins/python/weights"))
-        .arg("app")
-        .arg("-o")
-        .arg(&wasm)
-        .output()
-        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
-    assert!(
-        o.status.success(),
-        "componentize-py failed:\n{}",
-        stderr(&o)
-    );
+    componentize_py(&wit, &repo_root().join("plugins/python/weights"), &wasm);
 
     let o = run(&["plugin", "inspect", wasm.to_str().expect("utf-8"), "--json"]);
     assert_eq!(o.status.code(), Some(1));

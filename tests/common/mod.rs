@@ -93,3 +93,23 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Builds a Python plugin with componentize-py (installed by
+/// .ci/install-deps; a missing tool fails the test with that hint).
+pub fn componentize_py(wit: &Path, app_dir: &Path, out: &Path) {
+    let o = Command::new("componentize-py")
+        .arg("-d")
+        .arg(wit)
+        .args(["-w", "policy-plugin", "componentize", "-p"])
+        .arg(app_dir)
+        .arg("app")
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("componentize-py is installed (.ci/install-deps: pip install componentize-py)");
+    assert!(
+        o.status.success(),
+        "componentize-py failed:\n{}",
+        stderr(&o)
+    );
+}
