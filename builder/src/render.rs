@@ -840,15 +840,15 @@ vrrp_instance VI_k8s-api {
         assert!(e.to_string().contains("written twice"), "{e}");
     }
 
-    /// Writes the rendered reference and full plans of both load balancers to
-    /// $HASEED_RENDER_DUMP (default /tmp/haseed-render) for the real
-    /// validators: `haproxy -c -dW -f`, `keepalived -t -f` in a netns,
-    /// `cloud-init schema --config-file`. Run by hand:
-    /// `cargo test -p haseed --lib render::tests::dump -- --ignored`.
+    /// The "everything on" plans (HTTP checks, check-ssl, monitor-uri, IPv6,
+    /// port ranges, VRRPv3 unicast, track files, notify commands, sysctls)
+    /// and the reference plans of both load balancers, through the real
+    /// validators: `haproxy -c -dW`, `keepalived -t` in a throwaway netns,
+    /// `cloud-init schema`. Needs root and the tools (CI has both).
     #[test]
-    #[ignore]
-    fn dump_for_validators() {
-        let dir = std::env::var("HASEED_RENDER_DUMP").unwrap_or("/tmp/haseed-render".into());
+    fn everything_on_renders_what_the_real_validators_accept() {
+        let validators = crate::validate::Validators::find().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let s = site();
         let plans: Vec<NodePlan> = (0..5)
             .map(|n| match n {
@@ -858,15 +858,15 @@ vrrp_instance VI_k8s-api {
             .collect();
         assert!(check_site(&s, &plans).is_empty());
         let r = Renderer::new();
+        let mut checked = 0;
         for (n, plan) in plans.iter().enumerate() {
             for (variant, plan) in [("full", plan.clone()), ("ref", lb_plan(&s, n))] {
                 if n >= 2 && variant == "ref" {
                     continue;
                 }
                 let a = r.render_node(&s, n as u32, &plan, &[KEY.into()]).unwrap();
-                let base =
-                    std::path::Path::new(&dir).join(format!("{}-{variant}", s.nodes[n].name));
-                let _ = std::fs::remove_dir_all(&base);
+                let name = format!("{}-{variant}", s.nodes[n].name);
+                let base = dir.path().join(&name);
                 std::fs::create_dir_all(&base).unwrap();
                 std::fs::write(base.join("user-data"), &a.user_data).unwrap();
                 std::fs::write(base.join("meta-data"), &a.meta_data).unwrap();
@@ -876,7 +876,19 @@ vrrp_instance VI_k8s-api {
                     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                     std::fs::write(p, &f.content).unwrap();
                 }
+                for finding in crate::validate::validate_node(&validators, &name, &base).unwrap() {
+                    assert!(
+                        finding.ok,
+                        "{} rejects {} of {name}:\n{}",
+                        finding.validator,
+                        finding.file.display(),
+                        finding.output
+                    );
+                    checked += 1;
+                }
             }
         }
+        // haproxy + keepalived for 4 LB renders, cloud-init for all 7.
+        assert!(checked >= 4 * 2 + 7, "only {checked} validator runs");
     }
 }
