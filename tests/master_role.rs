@@ -139,3 +139,51 @@ fn masters_without_a_fronting_service_get_a_warning() {
         "{kubeadm}"
     );
 }
+
+/// Workers get the node preparation (swap off, modules, sysctls, containerd,
+/// the Pi cgroup words) but no kubeadm control-plane configuration.
+#[test]
+fn workers_are_prepared_without_a_control_plane_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    text.push_str(
+        "\n[[node]]\nname = \"worker1\"\nroles = [\"worker\"]\naddress = \"192.168.3.11\"\n",
+    );
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let worker = out.join("worker1");
+    assert_eq!(
+        read(&worker.join("files/etc/modules-load.d/k8s.conf")),
+        "overlay\nbr_netfilter\n"
+    );
+    assert!(worker
+        .join("files/etc/systemd/system/haseed-swapoff.service")
+        .exists());
+    assert!(read(&worker.join("user-data")).contains("containerd"));
+    assert!(
+        !worker.join("files/etc/kubeadm").exists(),
+        "a worker got a control-plane config"
+    );
+
+    let o = run(&["plan", site.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let worker = doc["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "worker1")
+        .expect("worker1");
+    assert_eq!(
+        worker["plan"]["kernel_cmdline"],
+        serde_json::json!(["cgroup_enable=memory", "cgroup_memory=1"])
+    );
+}

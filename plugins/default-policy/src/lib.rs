@@ -109,12 +109,16 @@ impl GuestDecider for Policy {
             me.platform,
             Platform::Raspios | Platform::RaspiosLegacy | Platform::UbuntuRaspi
         );
-        if me.roles.contains(&Role::Master) {
+        let kubernetes = me.roles.contains(&Role::Master) || me.roles.contains(&Role::Worker);
+        if kubernetes {
             if pi {
                 for word in ["cgroup_enable=memory", "cgroup_memory=1"] {
                     push_unique(&mut plan.kernel_cmdline, word);
                 }
             }
+            self.prepare_kubernetes_node(&mut plan);
+        }
+        if me.roles.contains(&Role::Master) {
             self.decide_master(&mut plan, index, me);
         }
 

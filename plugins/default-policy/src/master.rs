@@ -62,8 +62,10 @@ const MODE_PUBLIC: u32 = 0o644;
 const MODE_PRIVATE: u32 = 0o600;
 
 impl Policy {
-    /// Adds what a control-plane node needs before `kubeadm init`/`join`.
-    pub(crate) fn decide_master(&self, plan: &mut NodePlan, index: usize, me: &Node) {
+    /// What every Kubernetes node (master or worker) needs before kubeadm:
+    /// swap off, the overlay/br_netfilter modules, forwarding and bridge
+    /// sysctls, a container runtime.
+    pub(crate) fn prepare_kubernetes_node(&self, plan: &mut NodePlan) {
         push_file(plan, SWAPOFF_PATH, MODE_PUBLIC, SWAPOFF_UNIT_TEXT.into());
         push_file(plan, MODULES_PATH, MODE_PUBLIC, MODULES_TEXT.into());
         push_file(
@@ -81,7 +83,11 @@ impl Policy {
         push_unique(&mut plan.packages, "containerd");
         push_unique(&mut plan.services, "containerd");
         push_unique(&mut plan.services, SWAPOFF_UNIT);
+    }
 
+    /// Adds the control plane's kubeadm configuration (after
+    /// `prepare_kubernetes_node`).
+    pub(crate) fn decide_master(&self, plan: &mut NodePlan, index: usize, me: &Node) {
         let endpoint = self.index.master_service[index].map(|s| {
             let service = &self.site.services[s as usize];
             let vip = &self.site.vips[service.vip as usize];
