@@ -132,9 +132,17 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
 /// The wasmtime engine, linker and compile cache, built once per process.
 pub struct Host {
     engine: Engine,
+    /// Stops the epoch thread when the host goes away.
+    ticker_stop: Arc<AtomicBool>,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     pub limits: Limits,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A plugin compiled and linked, ready to be instantiated per build.
@@ -176,7 +184,7 @@ impl Host {
         let ticker = engine.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_ticker = stop.clone();
-        // Epoch interruption needs a clock: a detached thread ticks the engine.
+        // Epoch interruption needs a clock: a thread ticks the engine until the host drops.
         std::thread::Builder::new()
             .name("haseed-epoch".into())
             .spawn(move || {
@@ -186,8 +194,8 @@ impl Host {
                 }
             })
             .context("starting the epoch thread")?;
-        std::mem::forget(stop);
         Ok(Host {
+            ticker_stop: stop,
             engine,
             linker,
             cache,
@@ -730,6 +738,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
+    /// Our effective uid: the cache directory must be ours.
+    uid: u32,
 }
 
 impl CompileCache {
@@ -738,7 +748,11 @@ impl CompileCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
-        Ok(CompileCache { dir, engine_key })
+        Ok(CompileCache {
+            dir,
+            engine_key,
+            uid: current_uid(),
+        })
     }
 
     fn usable_dir(&self) -> bool {
@@ -753,9 +767,8 @@ impl CompileCache {
         }
         match std::fs::metadata(&self.dir) {
             Ok(meta) => {
-                // SAFETY-free ownership check: geteuid via the metadata of a file we create.
                 let mode = meta.permissions().mode();
-                meta.is_dir() && mode & 0o022 == 0 && meta.uid() == current_uid()
+                meta.is_dir() && mode & 0o022 == 0 && meta.uid() == self.uid
             }
             Err(_) => false,
         }
