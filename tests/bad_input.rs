@@ -39,12 +39,7 @@ fn expect_error_at(case: &str, text: &str, offset: usize, says: &str) {
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, text).expect("write");
     let out = tmp.path().join("out");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = build(&site, &out);
     let err = stderr(&o);
     assert!(!o.status.success(), "{case}: accepted");
     assert_eq!(

@@ -77,12 +77,7 @@ address = "10.44.194.33"
 fn site_with(dir: &std::path::Path, plugins: &[(&str, &str)]) -> std::path::PathBuf {
     let mut text = SITE.to_string();
     for (file, settings) in plugins {
-        let path = plugin(file);
-        text.push_str(&format!(
-            "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {settings}\n",
-            path.display(),
-            sha256_file(&path)
-        ));
+        text.push_str(&plugin_entry(&plugin(file), Some(settings)));
     }
     let site = dir.join("site.toml");
     std::fs::write(&site, text).expect("write");
@@ -100,12 +95,7 @@ fn nodeport_and_galera_single_writer_decide_and_validate() {
         ],
     );
     let out = tmp.path().join("out");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = build(&site, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
     // NodePort as in the reference: the client's port to every worker,
@@ -187,20 +177,14 @@ fn python_plugin_weights_and_drains_servers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let wasm = build_python_plugin(tmp.path());
     let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example");
-    text.push_str(&format!(
-        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {{ weights = {{ master1 = 200 }}, drain = [\"master3\"] }}\n",
-        wasm.display(),
-        sha256_file(&wasm)
+    text.push_str(&plugin_entry(
+        &wasm,
+        Some(r#"{ weights = { master1 = 200 }, drain = ["master3"] }"#),
     ));
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, text).expect("write");
     let out = tmp.path().join("out");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = build(&site, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let cfg = std::fs::read_to_string(out.join("lb2/files/etc/haproxy/haproxy.cfg")).expect("cfg");
     assert!(

@@ -17,12 +17,7 @@ fn masters_are_ready_for_kubeadm_and_lbs_are_not() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
     let site = example("pi-k8s");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8 path"),
-        "-o",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let o = build(&site, &out);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
 
     let master = out.join("master1");
@@ -120,12 +115,7 @@ fn masters_without_a_fronting_service_get_a_warning() {
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, format!("{head}[[node]]{tail}")).expect("write site");
     let out = tmp.path().join("out");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8 path"),
-        "-o",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let o = build(&site, &out);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
@@ -152,12 +142,7 @@ fn workers_are_prepared_without_a_control_plane_config() {
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, text).expect("write");
     let out = tmp.path().join("out");
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = build(&site, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let worker = out.join("worker1");
     assert_eq!(

@@ -4,22 +4,12 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-
-fn build_into(site: &Path, out: &Path) -> std::process::Output {
-    run(&[
-        "build",
-        site.to_str().expect("utf-8 path"),
-        "-o",
-        out.to_str().expect("utf-8 path"),
-    ])
-}
 
 #[test]
 fn example_site_matches_golden_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
-    let o = build_into(&example("pi-k8s"), &out);
+    let o = build(&example("pi-k8s"), &out);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     let golden = repo_root().join("tests/golden/pi-k8s");
     let built: Vec<_> = tree(&out)
@@ -119,13 +109,13 @@ fn builds_are_byte_identical_and_replace_the_previous_build() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    assert!(build_into(&example("pi-k8s"), &a).status.success());
-    assert!(build_into(&example("pi-k8s"), &b).status.success());
+    assert!(build(&example("pi-k8s"), &a).status.success());
+    assert!(build(&example("pi-k8s"), &b).status.success());
     assert_eq!(tree(&a), tree(&b), "two builds of one site differ");
     assert!(a.join("pi-k8s.tar.gz").exists());
     // Building again into the same directory replaces it whole.
     std::fs::write(a.join("lb1/stale"), b"old").expect("write");
-    assert!(build_into(&example("pi-k8s"), &a).status.success());
+    assert!(build(&example("pi-k8s"), &a).status.success());
     assert!(
         !a.join("lb1/stale").exists(),
         "a file of the previous build survived"
@@ -137,7 +127,7 @@ fn builds_are_byte_identical_and_replace_the_previous_build() {
 fn bundle_holds_every_node_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
-    assert!(build_into(&example("pi-k8s"), &out).status.success());
+    assert!(build(&example("pi-k8s"), &out).status.success());
     let gz = std::fs::File::open(out.join("pi-k8s.tar.gz")).expect("bundle");
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let mut names = Vec::new();
@@ -209,7 +199,7 @@ fn a_site_plugin_changes_decisions_after_the_default_policy() {
     let o = run(&["validate", site.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     let out = tmp.path().join("out");
-    assert!(build_into(&site, &out).status.success());
+    assert!(build(&site, &out).status.success());
     let conf = std::fs::read_to_string(out.join("lb1/files/etc/keepalived/keepalived.conf"))
         .expect("conf");
     assert!(
@@ -303,7 +293,7 @@ fn binding_the_vip_brings_nonlocal_bind() {
     let site = tmp.path().join("site.toml");
     std::fs::write(&site, text).expect("write");
     let out = tmp.path().join("out");
-    assert!(build_into(&site, &out).status.success());
+    assert!(build(&site, &out).status.success());
     for lb in ["lb1", "lb2"] {
         let cfg = std::fs::read_to_string(out.join(lb).join("files/etc/haproxy/haproxy.cfg"))
             .expect("cfg");

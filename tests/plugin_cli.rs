@@ -240,27 +240,7 @@ fn new_project_builds_and_runs_in_the_host() {
     assert_eq!(doc["info"]["name"], "tune-checks");
     assert_eq!(doc["runnable"], true);
 
-    let o = run(&[
-        "plugin",
-        "check",
-        wasm.to_str().expect("utf-8"),
-        "--site",
-        example("pi-k8s").to_str().expect("utf-8"),
-        "--settings",
-        r#"{"rise": 5}"#,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o)
-            .contains("+    server master1 192.168.3.251:6443 check inter 3000ms rise 5 fall 3"),
-        "{}",
-        stdout(&o)
-    );
-    assert!(
-        stderr(&o).contains("lb1: tuned 3 server checks"),
-        "{}",
-        stderr(&o)
-    );
+    assert_tunes_lb1_checks(&wasm, 5);
 }
 
 /// `plugin new --lang python` makes a project componentize-py turns into a
@@ -285,29 +265,7 @@ fn new_python_project_builds_and_runs_in_the_host() {
         &project.join("py_tune.wasm"),
     );
     let wasm = project.join("py_tune.wasm");
-    let o = run(&[
-        "plugin",
-        "check",
-        wasm.to_str().expect("utf-8"),
-        "--site",
-        example("pi-k8s").to_str().expect("utf-8"),
-        "--settings",
-        r#"{"rise": 4}"#,
-        "--node",
-        "lb1",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o)
-            .contains("+    server master2 192.168.3.252:6443 check inter 3000ms rise 4 fall 3"),
-        "{}",
-        stdout(&o)
-    );
-    assert!(
-        stderr(&o).contains("lb1: tuned 3 server checks"),
-        "{}",
-        stderr(&o)
-    );
+    assert_tunes_lb1_checks(&wasm, 4);
 }
 
 /// A plugin built against another major/minor of the contract is refused with
@@ -337,11 +295,7 @@ fn incompatible_contract_version_is_refused_by_name() {
 
     let site = tmp.path().join("site.toml");
     let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example");
-    text.push_str(&format!(
-        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n",
-        wasm.display(),
-        sha256_file(&wasm)
-    ));
+    text.push_str(&plugin_entry(&wasm, None));
     std::fs::write(&site, text).expect("write");
     let o = run(&["plan", site.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(1));
@@ -351,4 +305,29 @@ fn incompatible_contract_version_is_refused_by_name() {
         "{err}"
     );
     assert!(err.contains("site.toml:"), "{err}");
+}
+
+/// What both `plugin new` templates do: `plugin check` on the example site
+/// shows lb1's server checks getting `rise`, and the plugin's log line.
+fn assert_tunes_lb1_checks(wasm: &std::path::Path, rise: u32) {
+    let o = run(&[
+        "plugin",
+        "check",
+        wasm.to_str().expect("utf-8"),
+        "--site",
+        example("pi-k8s").to_str().expect("utf-8"),
+        "--settings",
+        &format!(r#"{{"rise": {rise}}}"#),
+        "--node",
+        "lb1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want =
+        format!("+    server master2 192.168.3.252:6443 check inter 3000ms rise {rise} fall 3");
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("lb1: tuned 3 server checks"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -19,12 +19,7 @@ fn build_with(plugin_file: &str) -> Outcome {
     let site = site_with_plugins(tmp.path(), &[(plugin_file, "{}")]);
     let out = tmp.path().join("out");
     let started = Instant::now();
-    let o = run(&[
-        "build",
-        site.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = build(&site, &out);
     Outcome {
         ok: o.status.success(),
         stderr: stderr(&o),
@@ -254,12 +249,7 @@ fn the_world_is_hidden_and_two_builds_are_identical() {
     let mut trees = Vec::new();
     for out in ["out1", "out2"] {
         let out = tmp.path().join(out);
-        let o = run(&[
-            "build",
-            site.to_str().expect("utf-8"),
-            "-o",
-            out.to_str().expect("utf-8"),
-        ]);
+        let o = build(&site, &out);
         assert!(o.status.success(), "build failed: {}", stderr(&o));
         // The plugin's warnings reach the user but do not fail the build.
         assert!(stderr(&o).contains("net: denied"), "{}", stderr(&o));

@@ -54,21 +54,39 @@ pub fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("readable")))
 }
 
+/// A `[[plugin]]` entry pinning the component at `path` by its digest;
+/// `settings` is TOML inline-table text, or None for no settings.
+pub fn plugin_entry(path: &Path, settings: Option<&str>) -> String {
+    let mut entry = format!(
+        "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n",
+        path.display(),
+        sha256_file(path)
+    );
+    if let Some(settings) = settings {
+        entry.push_str(&format!("settings = {settings}\n"));
+    }
+    entry
+}
+
 /// The example site with `[[plugin]]` entries appended (pinned by digest).
 pub fn site_with_plugins(dir: &Path, plugins: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(example("pi-k8s")).expect("example site");
     for (file, settings) in plugins {
-        let path = plugin(file);
-        text.push_str(&format!(
-            "\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\nsettings = {}\n",
-            path.display(),
-            sha256_file(&path),
-            settings
-        ));
+        text.push_str(&plugin_entry(&plugin(file), Some(settings)));
     }
     let site = dir.join("site.toml");
     std::fs::write(&site, text).expect("write site");
     site
+}
+
+/// `haseed build SITE -o OUT`.
+pub fn build(site: &Path, out: &Path) -> Output {
+    run(&[
+        "build",
+        site.to_str().expect("utf-8 path"),
+        "-o",
+        out.to_str().expect("utf-8 path"),
+    ])
 }
 
 /// Every file under `dir`, as (relative path, bytes), sorted.
