@@ -10,8 +10,8 @@ fn inspect_reports_contract_metadata_and_runnability() {
     let o = run(&["plugin", "inspect", file.to_str().expect("utf-8"), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(doc["wit_package"], "haseed:policy@0.1.0");
-    assert_eq!(doc["host_wit_package"], "haseed:policy@0.1.0");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.2.0");
+    assert_eq!(doc["host_wit_package"], "haseed:policy@0.2.0");
     assert_eq!(doc["runnable"], true);
     assert_eq!(doc["info"]["name"], "prefer-lb1");
     assert!(doc["info"]["settings_help"]
@@ -208,7 +208,7 @@ fn new_project_builds_and_runs_in_the_host() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let wit = std::fs::read_to_string(project.join("wit/policy.wit")).expect("wit copied");
-    assert!(wit.contains("package haseed:policy@0.1.0;"));
+    assert!(wit.contains("package haseed:policy@0.2.0;"));
     let manifest = std::fs::read_to_string(project.join("Cargo.toml")).expect("manifest");
     assert!(
         manifest.contains("[package.metadata.component]"),
@@ -279,8 +279,8 @@ fn incompatible_contract_version_is_refused_by_name() {
     std::fs::write(
         wit.join("policy.wit"),
         text.replace(
-            "package haseed:policy@0.1.0;",
             "package haseed:policy@0.2.0;",
+            "package haseed:policy@0.3.0;",
         ),
     )
     .expect("write");
@@ -290,7 +290,7 @@ fn incompatible_contract_version_is_refused_by_name() {
     let o = run(&["plugin", "inspect", wasm.to_str().expect("utf-8"), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(doc["wit_package"], "haseed:policy@0.2.0");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.3.0");
     assert_eq!(doc["runnable"], false);
 
     let site = tmp.path().join("site.toml");
@@ -301,7 +301,7 @@ fn incompatible_contract_version_is_refused_by_name() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("built against haseed:policy@0.2.0, but this host offers haseed:policy@0.1.0"),
+        err.contains("built against haseed:policy@0.3.0, but this host offers haseed:policy@0.2.0"),
         "{err}"
     );
     assert!(err.contains("site.toml:"), "{err}");

@@ -464,6 +464,7 @@ pub fn check_node(site: &Site, node: u32, plan: &NodePlan) -> Vec<PlanIssue> {
             }
         }
     }
+    check_apt_sources(&mut c, plan);
     if c.at_most("services", plan.services.len(), MAX_LIST) {
         for (i, s) in plan.services.iter().enumerate() {
             if !is_unit(s) {
@@ -1068,6 +1069,114 @@ fn check_instance(
     }
 }
 
+/// One APT source line: `deb` or `deb-src`, an optional `[...]` option block
+/// whose options are `key=value` words, an http(s) URL, a suite and optional
+/// components; printable ASCII without quotes or `#`, so it cannot break the
+/// YAML or comment itself out.
+fn is_apt_source_line(line: &str) -> bool {
+    if line.len() > 512
+        || !line
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"'#\\`".contains(&b) || b == b' ')
+    {
+        return false;
+    }
+    let mut words = line.split(' ');
+    if !matches!(words.next(), Some("deb" | "deb-src")) {
+        return false;
+    }
+    let mut rest: Vec<&str> = words.collect();
+    if rest.first().is_some_and(|w| w.starts_with('[')) {
+        let Some(end) = rest.iter().position(|w| w.ends_with(']')) else {
+            return false;
+        };
+        let options = rest[..=end].join(" ");
+        let options = &options[1..options.len() - 1];
+        if options.is_empty()
+            || !options.split(' ').all(|o| {
+                o.split_once('=')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+            })
+        {
+            return false;
+        }
+        rest.drain(..=end);
+    }
+    let [url, suite, ..] = rest.as_slice() else {
+        return false;
+    };
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() > 8
+        && !suite.is_empty()
+        && rest
+            .iter()
+            .all(|w| !w.is_empty() && !w.contains(['[', ']']))
+}
+
+/// An ASCII-armored OpenPGP public key: the BEGIN/END lines around armor text.
+fn is_armored_key(key: &str) -> bool {
+    const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+    const END: &str = "-----END PGP PUBLIC KEY BLOCK-----";
+    let body = key.trim_end_matches('\n');
+    key.len() <= 64 * 1024
+        && body.starts_with(BEGIN)
+        && body.ends_with(END)
+        && body.len() > BEGIN.len() + END.len()
+        && body
+            .lines()
+            .all(|l| l.len() <= 128 && l.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+}
+
+fn check_apt_sources(c: &mut Checker<'_>, plan: &NodePlan) {
+    if !c.at_most("apt_sources", plan.apt_sources.len(), 16) {
+        return;
+    }
+    let mut names = HashSet::new();
+    for (i, a) in plan.apt_sources.iter().enumerate() {
+        let at = format!("apt_sources[{i}]");
+        let name_ok = !a.name.is_empty()
+            && a.name.len() <= 64
+            && a.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !a.name.starts_with('.');
+        if !name_ok {
+            c.fail(
+                format!("{at}.name"),
+                format!(
+                    "{} is not an APT source name (letters, digits, '.', '_', '-'; up to 64)",
+                    shown(&a.name)
+                ),
+            );
+        } else if !names.insert(a.name.as_str()) {
+            c.fail(
+                format!("{at}.name"),
+                format!("{} is listed twice", shown(&a.name)),
+            );
+        }
+        if !is_apt_source_line(&a.source) {
+            c.fail(
+                format!("{at}.source"),
+                format!(
+                    "{} is not one APT source line (\"deb [OPTION=VALUE ...] http(s)://URL SUITE [COMPONENT ...]\", no quotes or '#')",
+                    shown(&a.source)
+                ),
+            );
+        }
+        match &a.key {
+            Some(key) if !is_armored_key(key) => c.fail(
+                format!("{at}.key"),
+                "is not an ASCII-armored PGP public key block (-----BEGIN PGP PUBLIC KEY BLOCK----- ... -----END PGP PUBLIC KEY BLOCK-----, up to 64 KiB)".to_string(),
+            ),
+            None if a.source.contains("$KEY_FILE") => c.fail(
+                format!("{at}.source"),
+                "uses $KEY_FILE but the source has no key".to_string(),
+            ),
+            _ => {}
+        }
+    }
+}
+
 fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
     if !c.at_most("files", plan.files.len(), MAX_FILES) {
         return;
@@ -1277,6 +1386,7 @@ pub(crate) mod fixture {
                 vrid: 1,
                 master: None,
                 nopreempt: true,
+                aws: None,
             }],
             services: vec![Service {
                 name: "kube-apiserver".into(),
@@ -1400,11 +1510,24 @@ pub(crate) mod fixture {
                 }],
             }),
             packages: vec!["haproxy".into(), "keepalived".into()],
+            apt_sources: vec![],
             sysctls: vec![],
             kernel_cmdline: vec![],
             files: vec![],
             services: vec!["haproxy".into(), "keepalived".into()],
             warnings: vec![],
+        }
+    }
+
+    /// An APT source with a (syntactically) armored key.
+    pub(crate) fn apt(name: &str, source: &str) -> AptSource {
+        AptSource {
+            name: name.into(),
+            source: source.into(),
+            key: Some(
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGMHoXcBEADukGOEQyleViOgtkMVa7hKifP6POCTh+98xNW4TfHK/nBJN2sm\n=Lh8y\n-----END PGP PUBLIC KEY BLOCK-----\n"
+                    .into(),
+            ),
         }
     }
 
@@ -1414,6 +1537,10 @@ pub(crate) mod fixture {
     /// files, notify commands, sysctls and files.
     pub(crate) fn full_plan(site: &Site, node: usize) -> NodePlan {
         let mut plan = lb_plan(site, node);
+        plan.apt_sources.push(apt(
+            "kubernetes",
+            "deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /",
+        ));
         let h = plan.haproxy.as_mut().unwrap();
         h.global.maxconn = Some(20000);
         h.defaults.timeout_check_ms = Some(2000);
@@ -1566,7 +1693,7 @@ pub(crate) mod fixture {
 
 #[cfg(test)]
 mod tests {
-    use super::fixture::{full_plan, lb_plan, site};
+    use super::fixture::{apt, full_plan, lb_plan, site};
     use super::*;
     use crate::contract::*;
 
@@ -1741,6 +1868,18 @@ mod tests {
         ("src family", |p| i1(p).unicast_src = Some("fd00::1".into()), "keepalived.instances[1].unicast_src", "IPv6"),
         ("peers without src", |p| i1(p).unicast_src = None, "keepalived.instances[1].unicast_peers", "need unicast_src"),
         ("garp refresh zero", |p| i1(p).garp_master_refresh_s = Some(0), "keepalived.instances[1].garp_master_refresh_s", "out of range"),
+        // APT sources
+        ("apt name slash", |p| p.apt_sources.push(apt("../x", "deb https://a.example/ /")), "apt_sources[1].name", "APT source name"),
+        ("apt twice", |p| { p.apt_sources.push(apt("k", "deb https://a.example/ /")); p.apt_sources.push(apt("k", "deb https://a.example/ /")) }, "apt_sources[2].name", "listed twice"),
+        ("apt newline", |p| p.apt_sources.push(apt("k", "deb https://a.example/ /\nruncmd: x")), "apt_sources[1].source", "one APT source line"),
+        ("apt comment", |p| p.apt_sources.push(apt("k", "deb https://a.example/ / #x")), "apt_sources[1].source", "one APT source line"),
+        ("apt not deb", |p| p.apt_sources.push(apt("k", "ppa:foo/bar")), "apt_sources[1].source", "one APT source line"),
+        ("apt file url", |p| p.apt_sources.push(apt("k", "deb file:/x /")), "apt_sources[1].source", "one APT source line"),
+        ("apt open options", |p| p.apt_sources.push(apt("k", "deb [signed-by=x https://a.example/ /")), "apt_sources[1].source", "one APT source line"),
+        ("apt no suite", |p| p.apt_sources.push(apt("k", "deb https://a.example/")), "apt_sources[1].source", "one APT source line"),
+        ("apt key file without key", |p| { let mut a = apt("k", "deb [signed-by=$KEY_FILE] https://a.example/ /"); a.key = None; p.apt_sources.push(a) }, "apt_sources[1].source", "has no key"),
+        ("apt key not armored", |p| { let mut a = apt("k", "deb https://a.example/ /"); a.key = Some("ssh-ed25519 AAAA".into()); p.apt_sources.push(a) }, "apt_sources[1].key", "ASCII-armored"),
+        ("apt too many", |p| p.apt_sources = (0..17).map(|i| apt(&format!("k{i}"), "deb https://a.example/ /")).collect(), "apt_sources", "at most"),
         // packages, services, sysctls, kernel command line
         ("package upper", |p| p.packages.push("HAProxy".into()), "packages[3]", "Debian package"),
         ("package option", |p| p.packages.push("-oDebug=1".into()), "packages[3]", "Debian package"),

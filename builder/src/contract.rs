@@ -12,16 +12,18 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::haseed::policy::plan::{
-    Backend, File, Frontend, HaproxyConfig, HaproxyDefaults, HaproxyGlobal, KeepalivedConfig,
-    NodePlan, Server, ServerCheck, Sysctl, VrrpInstance, VrrpScript, VrrpState, VrrpTrackFile,
+    AptSource, Backend, File, Frontend, HaproxyConfig, HaproxyDefaults, HaproxyGlobal,
+    KeepalivedConfig, NodePlan, Server, ServerCheck, Sysctl, VrrpInstance, VrrpScript, VrrpState,
+    VrrpTrackFile,
 };
 pub use self::haseed::policy::site::{
-    Balance, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
+    AwsVipMove, Balance, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site,
+    Vip,
 };
 pub use exports::haseed::policy::policy::{PluginInfo, PolicyError as PolicyRefusal};
 
 /// The WIT package version this host implements (`package haseed:policy@X`).
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 impl NodePlan {
     /// The plan the first plugin of the chain is handed.
@@ -31,6 +33,7 @@ impl NodePlan {
             haproxy: None,
             keepalived: None,
             packages: vec![],
+            apt_sources: vec![],
             sysctls: vec![],
             kernel_cmdline: vec![],
             files: vec![],

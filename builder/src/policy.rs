@@ -830,13 +830,14 @@ mod tests {
 
     #[test]
     fn contract_versions_follow_semver() {
-        // The host offers 0.1.0: for 0.x only the same minor, not newer.
-        assert!(wit_compatible("0.1.0"));
+        // The host offers 0.2.0: for 0.x only the same minor, not newer.
+        assert!(wit_compatible("0.2.0"));
         assert!(
-            !wit_compatible("0.1.1"),
+            !wit_compatible("0.2.1"),
             "a newer patch may use what the host lacks"
         );
-        assert!(!wit_compatible("0.2.0"));
+        assert!(!wit_compatible("0.1.0"), "0.1 plugins lack apt-sources");
+        assert!(!wit_compatible("0.3.0"));
         assert!(!wit_compatible("1.1.0"));
         assert!(!wit_compatible("unversioned"));
         assert!(!wit_compatible(""));

@@ -255,6 +255,21 @@ impl Renderer {
         ctx.insert("ssh_authorized_keys", ssh_authorized_keys);
         ctx.insert("bootcmd", &bootcmd);
         ctx.insert("packages", &plan.packages);
+        // cloud-init's apt.sources: name -> {source, key}; the map keeps the
+        // plan's order (serde_json preserve_order is not assumed: BTreeMap
+        // order is the names' order, stable either way).
+        let apt_sources: std::collections::BTreeMap<&str, serde_json::Value> = plan
+            .apt_sources
+            .iter()
+            .map(|a| {
+                let mut v = json!({ "source": a.source });
+                if let Some(key) = &a.key {
+                    v["key"] = json!(key);
+                }
+                (a.name.as_str(), v)
+            })
+            .collect();
+        ctx.insert("apt_sources", &apt_sources);
         ctx.insert("files", &files);
         ctx.insert("runcmd", &runcmd);
         let mut text = self.tera.render("user-data", &ctx)?;

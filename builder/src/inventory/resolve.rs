@@ -942,6 +942,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             vrid,
             master,
             nopreempt,
+            aws: None,
         });
         vip_nets.push(network);
     }
