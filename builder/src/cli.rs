@@ -66,6 +66,31 @@ pub enum Command {
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Make flashable images: the base image with the node's seed on its boot partition.
+    ///
+    /// The base (raw, .xz or .gz, recognised by content) is decompressed once, as a stream, into
+    /// every requested node's image; only the FAT boot partition's files change (the NoCloud seed
+    /// or a first-boot script, and cmdline.txt), edited in the image file: no mount, no root.
+    /// The same site and base give byte-identical images.
+    #[command(after_help = "Examples:\n  \
+haseed image site.toml --node lb1 --base 2025-11-24-raspios-trixie-arm64-lite.img.xz -o lb1.img\n  \
+haseed image site.toml --node lb1 --base raspios.img.xz -o lb1.img.xz      compressed output\n  \
+haseed image site.toml --all --base ubuntu-24.04.3-preinstalled-server-arm64+raspi.img.xz -o out/images/")]
+    Image(crate::image::cli::ImageArgs),
+    /// Write a node's image straight to an SD card, then read it back and verify.
+    ///
+    /// Refuses a target that is not a whole removable block device, is mounted or holds the running
+    /// system, unless --force. The first MiB is written last; everything is synced and read back.
+    #[command(
+        after_help = "Example:\n  sudo haseed flash site.toml --node lb1 --base raspios.img.xz /dev/sdX"
+    )]
+    Flash(crate::image::cli::FlashArgs),
+    /// Write a node's NoCloud seed as a small FAT disk labelled cidata (for VMs).
+    #[command(
+        after_help = "Example:\n  haseed seed site.toml --node db1 -o db1-seed.img\n  \
+qemu-system-x86_64 ... -drive file=db1-seed.img,format=raw,if=virtio"
+    )]
+    Seed(crate::image::cli::SeedArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +211,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
+        Command::Image(args) => crate::image::cli::image(&cli.global, args),
+        Command::Flash(args) => crate::image::cli::flash_cmd(&cli.global, args),
+        Command::Seed(args) => crate::image::cli::seed_cmd(&cli.global, args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
@@ -212,12 +240,12 @@ fn host(global: &Global) -> anyhow::Result<Host> {
     Host::new(cache, Limits::default())
 }
 
-struct Planned {
-    inv: Inventory,
-    plans: Vec<crate::contract::NodePlan>,
+pub(crate) struct Planned {
+    pub(crate) inv: Inventory,
+    pub(crate) plans: Vec<crate::contract::NodePlan>,
 }
 
-fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
+pub(crate) fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
     let inv = pipeline::load_inventory(site)?;
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod contract;
 pub mod diag;
+pub mod image;
 pub mod inventory;
 pub mod output;
 pub mod pipeline;

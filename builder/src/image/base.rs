@@ -1,0 +1,133 @@
+//! Base image descriptions (`images/*.toml`), compiled in.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// How a base image reads a node's configuration at first boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedKind {
+    /// cloud-init NoCloud: `user-data`, `meta-data`, `network-config` on the
+    /// boot partition.
+    Nocloud,
+    /// A first-boot script on the boot partition, started from the kernel
+    /// command line (Raspberry Pi OS Bookworm).
+    Firstrun,
+}
+
+/// One supported base image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseImage {
+    pub name: String,
+    pub description: String,
+    /// The inventory platform whose nodes this base is for.
+    pub platform: String,
+    pub seed: SeedKind,
+    pub default_user: String,
+    /// MBR partition number (1-4) of the FAT boot partition.
+    pub boot_partition: u8,
+    pub boot_labels: Vec<String>,
+    pub boot_files: Vec<String>,
+    #[serde(default)]
+    pub placeholders: Vec<String>,
+    /// Words appended to cmdline.txt, with `{instance_id}` and
+    /// `{firstrun_path}` substituted.
+    pub cmdline: Vec<String>,
+    #[serde(default)]
+    pub firstrun_path: Option<String>,
+    #[serde(default)]
+    pub package_names: BTreeMap<String, String>,
+}
+
+const SOURCES: &[(&str, &str)] = &[
+    (
+        "images/raspios-trixie.toml",
+        include_str!("../../../images/raspios-trixie.toml"),
+    ),
+    (
+        "images/raspios-bookworm.toml",
+        include_str!("../../../images/raspios-bookworm.toml"),
+    ),
+    (
+        "images/ubuntu-raspi.toml",
+        include_str!("../../../images/ubuntu-raspi.toml"),
+    ),
+];
+
+/// Every description, in a fixed order.
+pub fn all() -> anyhow::Result<Vec<BaseImage>> {
+    SOURCES
+        .iter()
+        .map(|(path, text)| {
+            let b: BaseImage = toml::from_str(text).with_context(|| format!("parsing {path}"))?;
+            anyhow::ensure!(
+                (1..=4).contains(&b.boot_partition),
+                "{path}: boot_partition must be 1-4"
+            );
+            anyhow::ensure!(
+                b.seed == SeedKind::Nocloud || b.firstrun_path.is_some(),
+                "{path}: a firstrun image needs firstrun_path"
+            );
+            Ok(b)
+        })
+        .collect()
+}
+
+impl BaseImage {
+    /// The words to append to cmdline.txt.
+    pub fn cmdline_words(&self, instance_id: &str) -> Vec<String> {
+        self.cmdline
+            .iter()
+            .map(|w| {
+                w.replace("{instance_id}", instance_id).replace(
+                    "{firstrun_path}",
+                    self.firstrun_path.as_deref().unwrap_or(""),
+                )
+            })
+            .collect()
+    }
+
+    /// The file name of the first-boot script on the boot partition.
+    pub fn firstrun_file(&self) -> Option<&str> {
+        self.firstrun_path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Platform;
+
+    #[test]
+    fn descriptions_parse_and_cover_the_pi_platforms() {
+        let all = all().expect("descriptions parse");
+        for p in [
+            Platform::Raspios,
+            Platform::RaspiosLegacy,
+            Platform::UbuntuRaspi,
+        ] {
+            assert_eq!(
+                all.iter().filter(|b| b.platform == p.as_str()).count(),
+                1,
+                "{}",
+                p.as_str()
+            );
+        }
+        let trixie = all.iter().find(|b| b.name == "raspios-trixie").unwrap();
+        assert_eq!(
+            trixie.cmdline_words("haseed-abc"),
+            ["ds=nocloud;i=haseed-abc"]
+        );
+        let bookworm = all.iter().find(|b| b.name == "raspios-bookworm").unwrap();
+        assert_eq!(bookworm.firstrun_file(), Some("firstrun.sh"));
+        assert_eq!(
+            bookworm.cmdline_words("x")[0],
+            "systemd.run=/boot/firstrun.sh"
+        );
+    }
+}

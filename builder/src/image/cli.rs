@@ -1,0 +1,284 @@
+//! The `image`, `flash` and `seed` subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+
+use super::base::{self, BaseImage};
+use super::{flash, Job, Made};
+use crate::cli::{plan_site, Global, Planned};
+use crate::pipeline;
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// The node(s) to make images for (repeatable).
+    #[arg(long, value_name = "NODE", required_unless_present = "all")]
+    pub node: Vec<String>,
+    /// Every node whose platform has a flashable base image (narrow with --platform).
+    #[arg(long, conflicts_with = "node")]
+    pub all: bool,
+    /// With --all: only nodes of this platform (raspios, raspios-legacy, ubuntu-raspi).
+    #[arg(long, value_name = "PLATFORM", requires = "all")]
+    pub platform: Option<String>,
+    /// The base image: raw .img, .img.xz or .img.gz (recognised by content).
+    #[arg(long, value_name = "FILE")]
+    pub base: PathBuf,
+    /// Output: a file for one --node (.img, .img.xz or .img.gz), else a directory that gets NODE.img per node.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Compression of the images written into an output directory.
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    pub compress: Compress,
+    /// Print what was made as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compress {
+    None,
+    Gz,
+    Xz,
+}
+
+#[derive(Args, Debug)]
+pub struct FlashArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// The node whose card this is.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// The base image: raw .img, .img.xz or .img.gz.
+    #[arg(long, value_name = "FILE")]
+    pub base: PathBuf,
+    /// The card: a whole removable block device, e.g. /dev/sdX or /dev/mmcblk0.
+    pub device: PathBuf,
+    /// Write even if the target is not a removable block device, is mounted or holds the running system.
+    #[arg(long)]
+    pub force: bool,
+    /// Where the image is assembled before writing [default: /var/tmp].
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    pub tmp_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// The node whose seed to write.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// The seed disk to write (a FAT volume labelled cidata).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// Plans the site with each node's packages named as its base image names them,
+/// and renders.
+fn prepare(
+    global: &Global,
+    site: &Path,
+    all: &[BaseImage],
+) -> anyhow::Result<(Planned, Vec<(String, crate::render::NodeArtifacts)>)> {
+    let mut planned = plan_site(global, site)?;
+    for (node, plan) in planned.inv.site.nodes.iter().zip(planned.plans.iter_mut()) {
+        if let Some(b) = all.iter().find(|b| b.platform == node.platform.as_str()) {
+            super::apply_package_names(plan, b);
+        }
+    }
+    let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    Ok((planned, nodes))
+}
+
+fn node_index(planned: &Planned, name: &str) -> anyhow::Result<usize> {
+    planned
+        .inv
+        .site
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no node named {name:?} (nodes: {})",
+                planned.inv.path.display(),
+                planned
+                    .inv
+                    .site
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn jobs<'a>(
+    planned: &'a Planned,
+    rendered: &'a [(String, crate::render::NodeArtifacts)],
+    all: &'a [BaseImage],
+    picks: &[(usize, PathBuf)],
+) -> anyhow::Result<Vec<Job<'a>>> {
+    picks
+        .iter()
+        .map(|(i, out)| {
+            let node = &planned.inv.site.nodes[*i];
+            Ok(Job {
+                node: &node.name,
+                base: super::base_for(all, &node.name, node.platform.as_str())?,
+                site: &planned.inv.site,
+                node_index: *i as u32,
+                plan: &planned.plans[*i],
+                artifacts: &rendered[*i].1,
+                ssh_authorized_keys: &planned.inv.node_extras[*i].ssh_authorized_keys,
+                output: out.clone(),
+            })
+        })
+        .collect()
+}
+
+fn report(global: &Global, made: &[Made], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(made)?);
+    } else if !global.quiet {
+        for m in made {
+            eprintln!(
+                "{}: {} ({} seed, {}, instance {})",
+                m.node,
+                m.output.display(),
+                m.seed,
+                m.base,
+                m.instance_id
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
+    let all = base::all()?;
+    let (planned, rendered) = prepare(global, &args.site, &all)?;
+    let site = &planned.inv.site;
+    let mut picks: Vec<usize> = if args.all {
+        let flashable = |p: &str| all.iter().any(|b| b.platform == p);
+        let chosen: Vec<usize> = (0..site.nodes.len())
+            .filter(|&i| {
+                let p = site.nodes[i].platform.as_str();
+                flashable(p) && args.platform.as_deref().is_none_or(|want| want == p)
+            })
+            .collect();
+        let mut platforms: Vec<&str> = chosen
+            .iter()
+            .map(|&i| site.nodes[i].platform.as_str())
+            .collect();
+        platforms.sort_unstable();
+        platforms.dedup();
+        if platforms.len() > 1 {
+            bail!(
+                "--all: the site's nodes have several flashable platforms ({}), each needing its own base image: add --platform",
+                platforms.join(", ")
+            );
+        }
+        if chosen.is_empty() {
+            bail!(
+                "--all: no node of the site has a flashable platform{}",
+                args.platform
+                    .as_deref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default()
+            );
+        }
+        chosen
+    } else {
+        args.node
+            .iter()
+            .map(|n| node_index(&planned, n))
+            .collect::<anyhow::Result<_>>()?
+    };
+    picks.dedup();
+    let single_file = picks.len() == 1 && !args.all && !args.output.is_dir();
+    let ext = match args.compress {
+        Compress::None => "img",
+        Compress::Gz => "img.gz",
+        Compress::Xz => "img.xz",
+    };
+    let picks: Vec<(usize, PathBuf)> = picks
+        .into_iter()
+        .map(|i| {
+            let out = if single_file {
+                args.output.clone()
+            } else {
+                args.output.join(format!("{}.{ext}", site.nodes[i].name))
+            };
+            (i, out)
+        })
+        .collect();
+    let jobs = jobs(&planned, &rendered, &all, &picks)?;
+    let made = super::make(&args.base, &jobs, &all, global.quiet)?;
+    report(global, &made, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
+    // Refuse a wrong target before the long work.
+    let target = flash::inspect(&args.device)?;
+    if !target.refusals.is_empty() {
+        if args.force {
+            for r in &target.refusals {
+                eprintln!("warning: --force: {r}");
+            }
+        } else {
+            bail!(
+                "refusing to flash {}: {} (--force overrides)",
+                args.device.display(),
+                target.refusals.join("; ")
+            );
+        }
+    }
+    let all = base::all()?;
+    let (planned, rendered) = prepare(global, &args.site, &all)?;
+    let i = node_index(&planned, &args.node)?;
+    std::fs::create_dir_all(&args.tmp_dir)
+        .with_context(|| format!("creating {}", args.tmp_dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("haseed-flash-")
+        .tempdir_in(&args.tmp_dir)
+        .with_context(|| format!("creating a scratch directory in {}", args.tmp_dir.display()))?;
+    let img = scratch.path().join(format!("{}.img", args.node));
+    let jobs = jobs(&planned, &rendered, &all, &[(i, img.clone())])?;
+    let made = super::make(&args.base, &jobs, &all, global.quiet)?;
+    let file = std::fs::File::open(&img)?;
+    flash::write(&file, made[0].image_bytes, &target, global.quiet)?;
+    if !global.quiet {
+        eprintln!(
+            "{}: wrote and verified {} bytes on {} ({} seed, instance {})",
+            args.node,
+            made[0].image_bytes,
+            args.device.display(),
+            made[0].seed,
+            made[0].instance_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn seed_cmd(global: &Global, args: &SeedArgs) -> anyhow::Result<ExitCode> {
+    let planned = plan_site(global, &args.site)?;
+    let i = node_index(&planned, &args.node)?;
+    let rendered = pipeline::render(&planned.inv, &planned.plans)?;
+    let size = super::seed::write(&rendered[i].1, &args.output)?;
+    if !global.quiet {
+        eprintln!(
+            "{}: NoCloud seed disk {} ({} bytes, label cidata, instance {})",
+            args.node,
+            args.output.display(),
+            size,
+            super::instance_id(&rendered[i].1)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! The disk image itself: its MBR, a partition as a bounded stream, and the
+//! FAT boot partition edited in place (no mount, no root).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use anyhow::{bail, Context};
+
+pub const SECTOR: u64 = 512;
+
+/// A primary MBR partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub number: u8,
+    pub kind: u8,
+    /// Byte offset and length in the image.
+    pub start: u64,
+    pub len: u64,
+}
+
+const FAT_TYPES: &[u8] = &[0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e];
+
+/// Finds partition `number` of an MBR disk image and checks that it is a FAT
+/// partition lying inside the image.
+pub fn fat_partition(image: &File, image_len: u64, number: u8) -> anyhow::Result<Partition> {
+    let mut mbr = [0u8; SECTOR as usize];
+    if image_len < SECTOR {
+        bail!("the image is {image_len} bytes long: too short to hold a partition table");
+    }
+    image.read_exact_at(&mut mbr, 0)?;
+    if mbr[510..512] != [0x55, 0xAA] {
+        bail!("the image has no MBR partition table (no 0x55AA signature in its first sector): not a Raspberry Pi disk image");
+    }
+    let header = mbrman::MBRHeader::read_from(&mut io::Cursor::new(&mbr[..]))
+        .map_err(|e| anyhow::anyhow!("the image's MBR does not parse: {e}"))?;
+    let entries: Vec<_> = header.iter().map(|(_, e)| e.clone()).collect();
+    if entries.iter().any(|e| e.sys == 0xEE) {
+        bail!("the image is GPT-partitioned (protective MBR, type 0xEE): haseed writes MBR Raspberry Pi images (Raspberry Pi OS, Ubuntu for Raspberry Pi)");
+    }
+    let Some(e) = entries.get(usize::from(number) - 1).filter(|e| e.is_used()) else {
+        bail!("the image has no partition {number} (its boot partition)");
+    };
+    if !FAT_TYPES.contains(&e.sys) {
+        bail!(
+            "partition {number} has type 0x{:02x}, not FAT (0x0b/0x0c expected for a Raspberry Pi boot partition)",
+            e.sys
+        );
+    }
+    let start = u64::from(e.starting_lba) * SECTOR;
+    let len = u64::from(e.sectors) * SECTOR;
+    if e.starting_lba == 0 || len == 0 {
+        bail!("partition {number} is empty or starts at sector 0: the partition table is broken");
+    }
+    if start + len > image_len {
+        bail!(
+            "partition {number} ends at byte {}, past the end of the image ({image_len} bytes): the image is truncated or its partition table is wrong",
+            start + len
+        );
+    }
+    Ok(Partition {
+        number,
+        kind: e.sys,
+        start,
+        len,
+    })
+}
+
+/// A partition as a stream: reads and writes stay inside it.
+pub struct Slice<'f> {
+    file: &'f File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'f> Slice<'f> {
+    pub fn new(file: &'f File, p: &Partition) -> Self {
+        Slice {
+            file,
+            start: p.start,
+            len: p.len,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Slice<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl Write for Slice<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pos + buf.len() as u64 > self.len {
+            return Err(io::Error::other("write past the end of the boot partition"));
+        }
+        let n = self.file.write_at(buf, self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Slice<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match pos {
+            Some(p) if p <= self.len => {
+                self.pos = p;
+                Ok(p)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek outside the boot partition",
+            )),
+        }
+    }
+}
+
+/// Every file haseed writes carries 2000-01-01 00:00:00: two runs give the
+/// same bytes.
+#[derive(Debug)]
+struct FixedTime;
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date {
+            year: 2000,
+            month: 1,
+            day: 1,
+        }
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: self.get_current_date(),
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static FIXED_TIME: FixedTime = FixedTime;
+
+pub type Fat<'f> = fatfs::FileSystem<Slice<'f>>;
+
+/// Opens a FAT file system on a partition.
+pub fn open_fat<'f>(file: &'f File, p: &Partition) -> anyhow::Result<Fat<'f>> {
+    fatfs::FileSystem::new(
+        Slice::new(file, p),
+        fatfs::FsOptions::new().time_provider(&FIXED_TIME),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "partition {} is not a readable FAT file system: {e}",
+            p.number
+        )
+    })
+}
+
+pub fn label(fs: &Fat<'_>) -> String {
+    fs.volume_label().trim_end().to_string()
+}
+
+pub fn exists(fs: &Fat<'_>, name: &str) -> bool {
+    fs.root_dir().open_file(name).is_ok()
+}
+
+pub fn read(fs: &Fat<'_>, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut f = fs
+        .root_dir()
+        .open_file(name)
+        .with_context(|| format!("opening {name} on the boot partition"))?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)
+        .with_context(|| format!("reading {name} on the boot partition"))?;
+    Ok(v)
+}
+
+/// Bytes a set of files needs on this file system (whole clusters each),
+/// and the bytes free.
+pub fn room(fs: &Fat<'_>, files: &[(&str, &[u8])]) -> anyhow::Result<(u64, u64)> {
+    let stats = fs
+        .stats()
+        .context("reading the boot partition's free space")?;
+    let cluster = u64::from(stats.cluster_size());
+    let mut need = 0;
+    let mut have = stats.free_clusters() as u64 * cluster;
+    for (name, bytes) in files {
+        need += (bytes.len() as u64).div_ceil(cluster) * cluster;
+        // Space a replaced file frees.
+        if let Ok(f) = fs.root_dir().open_file(name) {
+            let mut f = f;
+            let old = f.seek(SeekFrom::End(0)).unwrap_or(0);
+            have += old.div_ceil(cluster) * cluster;
+        }
+    }
+    Ok((need, have))
+}
+
+/// Creates or replaces a file in the root directory.
+pub fn write(fs: &Fat<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = fs
+        .root_dir()
+        .create_file(name)
+        .with_context(|| format!("creating {name} on the boot partition"))?;
+    f.truncate()?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {name} on the boot partition"))?;
+    f.flush()?;
+    Ok(())
+}
+
+/// Appends kernel command-line words to a cmdline.txt: one line; a word whose
+/// key (before '=') is already there replaces it, an identical word is kept
+/// once.
+pub fn edit_cmdline(old: &str, add: &[String]) -> String {
+    let key = |w: &str| w.split_once('=').map_or(w, |(k, _)| k).to_string();
+    let add_keys: Vec<String> = add.iter().map(|w| key(w)).collect();
+    let mut words: Vec<String> = old
+        .split_whitespace()
+        .filter(|w| !add_keys.contains(&key(w)))
+        .map(str::to_string)
+        .collect();
+    for w in add {
+        if !words.contains(w) {
+            words.push(w.clone());
+        }
+    }
+    let mut line = words.join(" ");
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_words_are_appended_once_and_keys_replaced() {
+        let old = "console=serial0,115200 console=tty1 root=PARTUUID=1234-02 rootfstype=ext4 fsck.repair=yes rootwait ds=nocloud;i=old\n";
+        let new = edit_cmdline(
+            old,
+            &[
+                "ds=nocloud;i=haseed-1".into(),
+                "cgroup_enable=memory".into(),
+                "rootwait".into(),
+            ],
+        );
+        assert_eq!(
+            new,
+            "console=serial0,115200 console=tty1 root=PARTUUID=1234-02 rootfstype=ext4 fsck.repair=yes rootwait ds=nocloud;i=haseed-1 cgroup_enable=memory\n"
+        );
+        assert_eq!(edit_cmdline(&new, &["ds=nocloud;i=haseed-1".into()]), new);
+    }
+
+    #[test]
+    fn the_partition_table_is_checked() {
+        let tmp = tempfile::tempfile().unwrap();
+        tmp.set_len(4 << 20).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(err.contains("no MBR partition table"), "{err}");
+
+        let mut mbr = [0u8; 512];
+        mbr[510] = 0x55;
+        mbr[511] = 0xAA;
+        let entry = |mbr: &mut [u8; 512], i: usize, kind: u8, start: u32, sectors: u32| {
+            let at = 446 + 16 * i;
+            mbr[at + 4] = kind;
+            mbr[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+            mbr[at + 12..at + 16].copy_from_slice(&sectors.to_le_bytes());
+        };
+        entry(&mut mbr, 0, 0x0c, 2048, 16384);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(err.contains("past the end of the image"), "{err}");
+        let err = fat_partition(&tmp, 4 << 20, 2).unwrap_err().to_string();
+        assert!(err.contains("no partition 2"), "{err}");
+
+        entry(&mut mbr, 0, 0x83, 2048, 4096);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(err.contains("type 0x83, not FAT"), "{err}");
+
+        entry(&mut mbr, 0, 0xEE, 1, 8191);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(err.contains("GPT"), "{err}");
+
+        entry(&mut mbr, 0, 0x0c, 2048, 4096);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let p = fat_partition(&tmp, 4 << 20, 1).unwrap();
+        assert_eq!((p.start, p.len), (1 << 20, 2 << 20));
+    }
+}

@@ -1,0 +1,221 @@
+//! `haseed flash`: an image onto a card, safely. The target must be a
+//! removable block device that nothing has mounted and that does not hold the
+//! running system, unless the user forces it. The first MiB (partition table
+//! and boot sector) is written last, so an interrupted write leaves a card
+//! that does not look bootable; then everything is synced, the page cache
+//! dropped, and the card read back and compared.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::progress::Progress;
+
+const HEAD: u64 = 1 << 20;
+const CHUNK: usize = 4 << 20;
+
+/// What the target is, and why it would be refused.
+#[derive(Debug)]
+pub struct Target {
+    pub path: PathBuf,
+    pub block_device: bool,
+    /// Reasons to refuse without --force, each a full sentence.
+    pub refusals: Vec<String>,
+}
+
+fn major_minor(rdev: u64) -> (u64, u64) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// Every "major:minor" of a disk and its partitions, from sysfs.
+fn disk_devices(disk_dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(d) = std::fs::read_to_string(disk_dir.join("dev")) {
+        v.push(d.trim().to_string());
+    }
+    if let Ok(entries) = std::fs::read_dir(disk_dir) {
+        for e in entries.flatten() {
+            if e.path().join("partition").exists() {
+                if let Ok(d) = std::fs::read_to_string(e.path().join("dev")) {
+                    v.push(d.trim().to_string());
+                }
+            }
+        }
+    }
+    v
+}
+
+/// (device "major:minor", mount point) of every mount.
+fn mounts() -> Vec<(String, String)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(2)?.to_string(), f.get(4)?.to_string()))
+        })
+        .collect()
+}
+
+/// Looks at a flash target.
+pub fn inspect(path: &Path) -> anyhow::Result<Target> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("flash target {}", path.display()))?;
+    let mut refusals = Vec::new();
+    if !meta.file_type().is_block_device() {
+        refusals.push(format!("{} is not a block device", path.display()));
+        return Ok(Target {
+            path: path.into(),
+            block_device: false,
+            refusals,
+        });
+    }
+    let (maj, min) = major_minor(meta.rdev());
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{maj}:{min}"))
+        .with_context(|| format!("looking up {} in /sys/dev/block", path.display()))?;
+    let disk_dir = if sys.join("partition").exists() {
+        sys.parent().map(Path::to_path_buf).unwrap_or(sys.clone())
+    } else {
+        sys.clone()
+    };
+    let name = disk_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_string();
+    if sys != disk_dir {
+        refusals.push(format!(
+            "{} is a partition of {name}: flash the whole device (/dev/{name})",
+            path.display()
+        ));
+    }
+    let removable = std::fs::read_to_string(disk_dir.join("removable"))
+        .is_ok_and(|r| r.trim() == "1")
+        || name.starts_with("mmcblk")
+        || disk_dir.to_string_lossy().contains("/usb");
+    if !removable {
+        refusals.push(format!(
+            "/dev/{name} is not a removable device (not an SD card or USB reader); is it the right one?"
+        ));
+    }
+    let devs = disk_devices(&disk_dir);
+    let all = mounts();
+    let mounted: Vec<&str> = all
+        .iter()
+        .filter(|(d, _)| devs.contains(d))
+        .map(|(_, m)| m.as_str())
+        .collect();
+    if mounted.contains(&"/") {
+        refusals.push(format!(
+            "/dev/{name} holds the running system (mounted at /)"
+        ));
+    } else if !mounted.is_empty() {
+        refusals.push(format!(
+            "/dev/{name} is mounted at {}: unmount it first",
+            mounted.join(", ")
+        ));
+    }
+    Ok(Target {
+        path: path.into(),
+        block_device: true,
+        refusals,
+    })
+}
+
+fn drop_cache(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Writes `image` (of `len` bytes) to the target, first MiB last, syncs, and
+/// reads it back.
+pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Result<()> {
+    let dev = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&target.path)
+        .with_context(|| format!("opening {} for writing", target.path.display()))?;
+    if target.block_device {
+        let size = {
+            use std::io::{Seek, SeekFrom};
+            let mut d = &dev;
+            d.seek(SeekFrom::End(0))?
+        };
+        if size < len {
+            bail!(
+                "{} holds {} bytes but the image is {} bytes",
+                target.path.display(),
+                size,
+                len
+            );
+        }
+    } else {
+        dev.set_len(len)?;
+    }
+
+    let progress = Progress::new("write", quiet);
+    progress.set_total(len);
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = HEAD.min(len);
+    while off < len {
+        let n = (len - off).min(CHUNK as u64) as usize;
+        image.read_exact_at(&mut buf[..n], off)?;
+        dev.write_all_at(&buf[..n], off)
+            .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
+        off += n as u64;
+        progress.advance(n as u64);
+    }
+    dev.sync_all()?;
+    let head = HEAD.min(len) as usize;
+    image.read_exact_at(&mut buf[..head], 0)?;
+    dev.write_all_at(&buf[..head], 0)?;
+    progress.advance(head as u64);
+    dev.sync_all()
+        .with_context(|| format!("syncing {}", target.path.display()))?;
+    progress.finish();
+
+    // Read back from the device, not from the cache.
+    drop_cache(&dev);
+    let verify = Progress::new("verify", quiet);
+    verify.set_total(len);
+    let mut back = vec![0u8; CHUNK];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(CHUNK as u64) as usize;
+        image.read_exact_at(&mut buf[..n], off)?;
+        dev.read_exact_at(&mut back[..n], off)?;
+        if buf[..n] != back[..n] {
+            let at = off
+                + buf[..n]
+                    .iter()
+                    .zip(&back[..n])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+            bail!(
+                "verification failed: {} differs from the image at byte {at}; the card may be failing",
+                target.path.display()
+            );
+        }
+        off += n as u64;
+        verify.advance(n as u64);
+    }
+    verify.finish();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_numbers_decode_like_glibc() {
+        // makedev(8, 16) and makedev(259, 1) (NVMe partitions use big majors).
+        assert_eq!(super::major_minor(0x0810), (8, 16));
+        assert_eq!(super::major_minor((259u64 << 8) & 0xfff00 | 1), (259, 1));
+    }
+}

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Builds a disk image that mimics a Raspberry Pi base image, with Debian's own
+# tools (no mount, no root): an MBR with a FAT32 boot partition (cmdline.txt,
+# config.txt and, for cloud-init releases, the NoCloud placeholders) and an
+# ext4 root partition.
+#
+#   make-base.sh OUT.img LAYOUT [IMAGE_MIB] [ROOT_DIR]
+#
+# LAYOUT: raspios-trixie | raspios-bookworm | ubuntu-raspi
+# IMAGE_MIB: total size (default 128); the boot partition is 64 MiB at 4 MiB,
+# the root partition takes the rest. ROOT_DIR: what the root file system holds
+# (default: a small tree).
+set -eu
+out=$1
+layout=$2
+mib=${3:-128}
+rootdir=${4:-}
+
+case $layout in
+  raspios-trixie)   label=bootfs;      placeholders=yes ;;
+  raspios-bookworm) label=bootfs;      placeholders=no ;;
+  ubuntu-raspi)     label=system-boot; placeholders=yes ;;
+  *) echo "make-base.sh: unknown layout $layout" >&2; exit 2 ;;
+esac
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+boot_start=8192          # sectors: 4 MiB
+boot_sectors=131072      # 64 MiB
+root_start=$((boot_start + boot_sectors))
+rm -f "$out"
+truncate -s "${mib}M" "$out"
+sfdisk --quiet "$out" <<SFDISK
+label: dos
+label-id: 0x5452dd2b
+start=$boot_start, size=$boot_sectors, type=c
+start=$root_start, type=83
+SFDISK
+
+# Lower-case labels, as Raspberry Pi OS and Ubuntu have them (mkfs.vfat warns).
+mkfs.vfat -F 32 -s 1 -n "$label" -i 5452DD2B --invariant \
+  --offset "$boot_start" "$out" $((boot_sectors / 2)) >/dev/null 2>&1
+
+printf 'console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait quiet\n' >"$work/cmdline.txt"
+printf '[all]\narm_64bit=1\ndtparam=audio=on\n' >"$work/config.txt"
+printf 'not a kernel\n' >"$work/kernel8.img"
+mcopy -i "$out@@$((boot_start * 512))" "$work/cmdline.txt" "$work/config.txt" "$work/kernel8.img" ::
+if [ "$placeholders" = yes ]; then
+  printf '#cloud-config\n# placeholder of the stock image\n' >"$work/user-data"
+  printf 'instance_id: rpios-image\n' >"$work/meta-data"
+  printf 'network:\n  version: 2\n' >"$work/network-config"
+  mcopy -i "$out@@$((boot_start * 512))" "$work/user-data" "$work/meta-data" "$work/network-config" ::
+fi
+
+if [ -z "$rootdir" ]; then
+  rootdir=$work/root
+  mkdir -p "$rootdir/etc" "$rootdir/boot/firmware"
+  printf 'raspberrypi\n' >"$rootdir/etc/hostname"
+fi
+root_bytes=$(( (mib * 1024 * 1024) - root_start * 512 ))
+mkfs.ext4 -q -F -L rootfs -U 5d3a1c2e-0000-4000-8000-000000000001 -E "offset=$((root_start * 512))" \
+  -d "$rootdir" "$out" "$((root_bytes / 1024))k"
