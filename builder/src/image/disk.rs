@@ -233,17 +233,16 @@ pub fn write(fs: &Fat<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
 /// key (before '=') is already there replaces it, an identical word is kept
 /// once.
 pub fn edit_cmdline(old: &str, add: &[String]) -> String {
-    let key = |w: &str| w.split_once('=').map_or(w, |(k, _)| k).to_string();
-    let add_keys: Vec<String> = add.iter().map(|w| key(w)).collect();
-    let mut words: Vec<String> = old
-        .split_whitespace()
-        .filter(|w| !add_keys.contains(&key(w)))
-        .map(str::to_string)
-        .collect();
+    let key = |w: &str| w.split_once('=').map(|(k, _)| k.to_string());
+    let mut words: Vec<String> = old.split_whitespace().map(str::to_string).collect();
     for w in add {
-        if !words.contains(w) {
-            words.push(w.clone());
+        if words.contains(w) {
+            continue;
         }
+        if let Some(k) = key(w) {
+            words.retain(|old| key(old).as_deref() != Some(k.as_str()));
+        }
+        words.push(w.clone());
     }
     let mut line = words.join(" ");
     line.push('\n');

@@ -1,0 +1,628 @@
+//! `haseed image`, `seed` and `flash` against base images that mimic the real
+//! layouts (built by tests/images/make-base.sh with sfdisk, mkfs.vfat, mtools
+//! and mkfs.ext4), checked with tools haseed did not write: mtools reads the
+//! seed back, fsck.vfat checks the boot partition, sfdisk dumps the table,
+//! cloud-init validates the user-data, shellcheck the first-boot script.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{example, repo_root, run, stderr};
+
+const BOOT_OFFSET: u64 = 4 << 20;
+const BOOT_LEN: u64 = 64 << 20;
+
+fn sh(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// A base image of `layout` in `dir`, compressed with `compress` ("" = raw).
+fn base(dir: &Path, layout: &str, compress: &str) -> PathBuf {
+    let img = dir.join(format!("{layout}.img"));
+    if !img.exists() {
+        sh(Command::new("sh")
+            .arg(repo_root().join("tests/images/make-base.sh"))
+            .arg(&img)
+            .arg(layout));
+    }
+    match compress {
+        "" => img,
+        "xz" | "gz" => {
+            let out = dir.join(format!("{layout}.img.{compress}"));
+            let tool = if compress == "xz" { "xz" } else { "gzip" };
+            if !out.exists() {
+                sh(Command::new(tool).args(["-k", "-1", "-f"]).arg(&img));
+            }
+            out
+        }
+        other => panic!("{other}"),
+    }
+}
+
+fn mtype(img: &Path, offset: u64, name: &str) -> Vec<u8> {
+    let o = Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", img.display()))
+        .arg(format!("::{name}"))
+        .output()
+        .expect("mtype runs");
+    assert!(
+        o.status.success(),
+        "mtype {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn image(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["image"];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The built seed of every node, from `haseed build`, to compare against.
+fn built(dir: &Path, site: &Path) -> PathBuf {
+    let out = dir.join("built");
+    let o = common::build(site, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+fn boot_partition(img: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(img).expect("image");
+    let part = dir.join(format!("{}.p1", img.file_name().unwrap().to_string_lossy()));
+    std::fs::write(
+        &part,
+        &bytes[BOOT_OFFSET as usize..(BOOT_OFFSET + BOOT_LEN) as usize],
+    )
+    .expect("write partition");
+    part
+}
+
+#[test]
+fn trixie_image_carries_the_seed_and_nothing_else_changes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base_raw = base(tmp.path(), "raspios-trixie", "");
+    let base_xz = base(tmp.path(), "raspios-trixie", "xz");
+    let out = tmp.path().join("lb1.img");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&base_xz),
+        "-o",
+        s(&out),
+        s(&site),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The seed reads back with mtools, byte for byte what `build` writes.
+    let built = built(tmp.path(), &site);
+    for f in ["user-data", "meta-data", "network-config"] {
+        assert_eq!(
+            mtype(&out, BOOT_OFFSET, f),
+            std::fs::read(built.join("lb1").join(f)).expect("built seed"),
+            "{f}"
+        );
+    }
+    // The instance id is on the kernel command line; nothing else of it moved.
+    let meta = String::from_utf8(mtype(&out, BOOT_OFFSET, "meta-data")).unwrap();
+    let id = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("instance-id: "))
+        .expect("instance id");
+    let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
+    assert_eq!(
+        cmdline,
+        format!("console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait quiet ds=nocloud;i={id}\n")
+    );
+    assert_eq!(
+        mtype(&out, BOOT_OFFSET, "config.txt"),
+        mtype(&base_raw, BOOT_OFFSET, "config.txt")
+    );
+
+    // cloud-init accepts the user-data read back from the image.
+    let ud = tmp.path().join("user-data.readback");
+    std::fs::write(&ud, mtype(&out, BOOT_OFFSET, "user-data")).unwrap();
+    sh(Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&ud));
+
+    // The boot file system is clean; the partition table is the base's.
+    sh(Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(boot_partition(&out, tmp.path())));
+    let dump = |p: &Path| {
+        sh(Command::new("sfdisk").arg("--dump").arg(p))
+            .lines()
+            .filter(|l| !l.starts_with("device:"))
+            .map(|l| l.replace(&s(p).to_string(), "IMG"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dump(&out), dump(&base_raw));
+
+    // Every byte outside the boot partition is the base's.
+    let a = std::fs::read(&base_raw).unwrap();
+    let b = std::fs::read(&out).unwrap();
+    assert_eq!(a.len(), b.len());
+    let (lo, hi) = (BOOT_OFFSET as usize, (BOOT_OFFSET + BOOT_LEN) as usize);
+    assert!(a[..lo] == b[..lo], "bytes before the boot partition differ");
+    assert!(a[hi..] == b[hi..], "bytes after the boot partition differ");
+    assert!(a[lo..hi] != b[lo..hi], "the boot partition did not change");
+
+    // Deterministic: again, from the gzip and the raw base, byte-identical.
+    for (name, from) in [
+        ("again-gz.img", base(tmp.path(), "raspios-trixie", "gz")),
+        ("again-raw.img", base_raw.clone()),
+    ] {
+        let again = tmp.path().join(name);
+        let o = image(&[
+            "--node",
+            "lb1",
+            "--base",
+            s(&from),
+            "-o",
+            s(&again),
+            s(&site),
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            std::fs::read(&again).unwrap() == b,
+            "{name} differs from the first run"
+        );
+    }
+    // Compressed output decompresses to the same image.
+    let xz = tmp.path().join("lb1.img.xz");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&base_xz),
+        "-o",
+        s(&xz),
+        s(&site),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unpacked = Command::new("xz").arg("-dc").arg(&xz).output().unwrap();
+    assert!(unpacked.status.success());
+    assert!(unpacked.stdout == b, "the .xz output is not the image");
+}
+
+#[test]
+fn all_nodes_from_one_pass_each_with_its_identity() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "xz");
+    let out = tmp.path().join("images");
+    let o = image(&[
+        "--all",
+        "--base",
+        s(&base),
+        "-o",
+        s(&out),
+        "--json",
+        s(&site),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let nodes: Vec<&str> = made
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["lb1", "lb2", "master1", "master2", "master3"]);
+    let mut ids = std::collections::BTreeSet::new();
+    for n in &nodes {
+        let img = out.join(format!("{n}.img"));
+        let meta = String::from_utf8(mtype(&img, BOOT_OFFSET, "meta-data")).unwrap();
+        assert!(meta.contains(&format!("local-hostname: {n}")), "{meta}");
+        ids.insert(meta);
+        let cmdline = String::from_utf8(mtype(&img, BOOT_OFFSET, "cmdline.txt")).unwrap();
+        // Kubernetes masters get the cgroup words their plan asks for.
+        assert_eq!(
+            cmdline.contains("cgroup_enable=memory cgroup_memory=1"),
+            n.starts_with("master"),
+            "{n}: {cmdline}"
+        );
+    }
+    assert_eq!(ids.len(), nodes.len(), "every node has its own instance id");
+    // Only the images are left in the directory: no temporary files.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "lb1.img",
+            "lb2.img",
+            "master1.img",
+            "master2.img",
+            "master3.img"
+        ]
+    );
+    for n in &names {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(out.join(n)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{n}: the seed may carry secrets");
+    }
+}
+
+#[test]
+fn ubuntu_image_uses_system_boot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s"))
+        .unwrap()
+        .replace("platform = \"raspios\"", "platform = \"ubuntu-raspi\"")
+        .replace("user = \"pi\"", "user = \"ubuntu\"");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).unwrap();
+    let base = base(tmp.path(), "ubuntu-raspi", "gz");
+    let out = tmp.path().join("lb2.img");
+    let o = image(&["--node", "lb2", "--base", s(&base), "-o", s(&out), s(&site)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let nc = String::from_utf8(mtype(&out, BOOT_OFFSET, "network-config")).unwrap();
+    assert!(nc.contains("renderer: networkd"), "{nc}");
+    let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
+    assert!(cmdline.contains(" ds=nocloud;i=haseed-"), "{cmdline}");
+    sh(Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(boot_partition(&out, tmp.path())));
+}
+
+#[test]
+fn bookworm_gets_a_first_boot_script_that_shellcheck_accepts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s"))
+        .unwrap()
+        .replace("platform = \"raspios\"", "platform = \"raspios-legacy\"");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).unwrap();
+    let base = base(tmp.path(), "raspios-bookworm", "xz");
+    let out = tmp.path().join("lb1.img");
+    let o = image(&["--node", "lb1", "--base", s(&base), "-o", s(&out), s(&site)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let script = mtype(&out, BOOT_OFFSET, "firstrun.sh");
+    let path = tmp.path().join("firstrun.sh");
+    std::fs::write(&path, &script).unwrap();
+    sh(Command::new("shellcheck").args(["-s", "sh"]).arg(&path));
+    let text = String::from_utf8(script).unwrap();
+    // No NoCloud seed on an image without cloud-init.
+    let listing = sh(Command::new("mdir")
+        .args(["-b", "-i"])
+        .arg(format!("{}@@{BOOT_OFFSET}", out.display()))
+        .arg("::"));
+    assert!(!listing.contains("user-data"), "{listing}");
+    let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
+    assert!(
+        cmdline.ends_with(" quiet systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"),
+        "{cmdline}"
+    );
+
+    // Run the script's file-writing part for real into a scratch root: the
+    // files it lands are byte for byte the ones `build` renders.
+    let built = built(tmp.path(), &site);
+    let root = tmp.path().join("root");
+    let mut body = String::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(rest) = l.strip_prefix("base64 -d >") {
+            let target = rest.split(' ').next().unwrap().trim_matches('\'');
+            let mut b64 = String::new();
+            for l in lines.by_ref() {
+                if l == "HASEED_EOF" {
+                    break;
+                }
+                b64.push_str(l);
+                b64.push('\n');
+            }
+            body.push_str(&format!("{target}\n{b64}--\n"));
+        }
+    }
+    let mut checked = 0;
+    let mut keyfile = None;
+    for chunk in body.split("--\n").filter(|c| !c.is_empty()) {
+        let (target, b64) = chunk.split_once('\n').unwrap();
+        let dest = root.join(target.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let decoded = Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(decoded.status.success(), "{target}");
+        if target.ends_with(".nmconnection") {
+            keyfile = Some(String::from_utf8(decoded.stdout.clone()).unwrap());
+        }
+        let on_node = built.join("lb1/files").join(target.trim_start_matches('/'));
+        if on_node.exists() {
+            assert_eq!(decoded.stdout, std::fs::read(&on_node).unwrap(), "{target}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "haproxy.cfg and keepalived.conf at least; checked {checked}"
+    );
+    let keyfile = keyfile.expect("a NetworkManager keyfile");
+    assert!(
+        keyfile.contains("interface-name=eth0\n")
+            && keyfile.contains(
+                "[ipv4]\nmethod=manual\naddress1=192.168.3.241/24,192.168.3.1\ndns=192.168.3.1;\n"
+            ),
+        "{keyfile}"
+    );
+}
+
+#[test]
+fn a_base_that_does_not_match_the_node_is_refused_and_nothing_is_left() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bookworm = base(tmp.path(), "raspios-bookworm", "");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&bookworm),
+        "-o",
+        s(&out.join("lb1.img")),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("node lb1 has platform raspios")
+            && err.contains("looks like Raspberry Pi OS Bookworm"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// Broken bases: each gets its own clear error and leaves no file behind.
+#[test]
+fn broken_bases_fail_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let good = base(tmp.path(), "raspios-trixie", "");
+    let good_xz = base(tmp.path(), "raspios-trixie", "xz");
+    let bytes = std::fs::read(&good).unwrap();
+    let xz = std::fs::read(&good_xz).unwrap();
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.img.xz",
+            xz[..xz.len() / 2].to_vec(),
+            "reading base image",
+        ),
+        (
+            "not-a-disk.img",
+            vec![0x42; 1 << 20],
+            "no MBR partition table",
+        ),
+        (
+            "past-end.img",
+            bytes[..(32 << 20)].to_vec(),
+            "past the end of the image",
+        ),
+        ("zstd.img.zst", b"\x28\xB5\x2F\xFD rest".to_vec(), "zstd"),
+    ];
+    let mut corrupt = xz.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    corrupt[mid + 1] ^= 0xff;
+    cases.push(("corrupt.img.xz", corrupt, "reading base image"));
+    let mut gz = std::fs::read(base(tmp.path(), "raspios-trixie", "gz")).unwrap();
+    gz.truncate(gz.len() - 100);
+    cases.push(("truncated.img.gz", gz, "reading base image"));
+
+    // A GPT disk, made by sfdisk.
+    let gpt = tmp.path().join("gpt.img");
+    sh(Command::new("truncate").args(["-s", "16M"]).arg(&gpt));
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "printf 'label: gpt\\nstart=2048, size=8192, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\\n' | sfdisk --quiet {}",
+        gpt.display()
+    )));
+    cases.push(("gpt.img", std::fs::read(&gpt).unwrap(), "GPT"));
+
+    // A boot partition with no room for the seed: fill it with mtools.
+    let full = tmp.path().join("full.img");
+    std::fs::copy(&good, &full).unwrap();
+    let filler = tmp.path().join("filler");
+    let listing = sh(Command::new("mdir")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", full.display()))
+        .arg("::"));
+    let free: u64 = listing
+        .lines()
+        .find(|l| l.contains("bytes free"))
+        .and_then(|l| l.split("bytes").next())
+        .map(|n| n.chars().filter(char::is_ascii_digit).collect::<String>())
+        .and_then(|n| n.parse().ok())
+        .expect("mdir reports the free bytes");
+    std::fs::write(&filler, vec![1u8; (free - 1024) as usize]).unwrap();
+    sh(Command::new("mcopy")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", full.display()))
+        .arg(&filler)
+        .arg("::filler"));
+    cases.push((
+        "full.img",
+        std::fs::read(&full).unwrap(),
+        "free but the seed needs",
+    ));
+
+    for (name, data, want) in cases {
+        let input = tmp.path().join("in").join(name);
+        std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+        std::fs::write(&input, data).unwrap();
+        let out = tmp.path().join("out").join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let o = image(&[
+            "--node",
+            "lb1",
+            "--base",
+            s(&input),
+            "-o",
+            s(&out.join("lb1.img")),
+            s(&site),
+            "-q",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(want), "{name}: want {want:?} in {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "{name}: left a file"
+        );
+    }
+}
+
+#[test]
+fn seed_disk_is_a_cidata_volume_cloud_init_reads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let seed = tmp.path().join("master1-seed.img");
+    let o = run(&["seed", s(&site), "--node", "master1", "-o", s(&seed)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let label = sh(Command::new("blkid")
+        .args(["-o", "value", "-s", "LABEL"])
+        .arg(&seed));
+    assert_eq!(label.trim(), "cidata");
+    sh(Command::new("fsck.vfat").arg("-n").arg(&seed));
+    let built = built(tmp.path(), &site);
+    for f in ["user-data", "meta-data", "network-config"] {
+        assert_eq!(
+            mtype(&seed, 0, f),
+            std::fs::read(built.join("master1").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let again = tmp.path().join("again.img");
+    let o = run(&["seed", s(&site), "--node", "master1", "-o", s(&again), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&seed).unwrap() == std::fs::read(&again).unwrap(),
+        "deterministic"
+    );
+}
+
+#[test]
+fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "xz");
+    let expected = tmp.path().join("lb1.img");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&base),
+        "-o",
+        s(&expected),
+        s(&site),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = std::fs::read(&expected).unwrap();
+
+    // A plain file: refused, untouched; forced: written and verified.
+    let card = tmp.path().join("card.bin");
+    std::fs::write(&card, b"untouched").unwrap();
+    let flash = |target: &Path, force: bool| {
+        let mut args = vec![
+            "flash",
+            s(&site),
+            "--node",
+            "lb1",
+            "--base",
+            s(&base),
+            "--tmp-dir",
+            s(tmp.path()),
+        ];
+        if force {
+            args.push("--force");
+        }
+        args.push(s(target));
+        run(&args)
+    };
+    let o = flash(&card, false);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is not a block device"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&card).unwrap(), b"untouched");
+    let o = flash(&card, true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrote and verified"), "{}", stderr(&o));
+    assert!(std::fs::read(&card).unwrap() == expected);
+
+    // A loop device (not removable): refused; forced: written, read back equal.
+    let backing = tmp.path().join("loop.bin");
+    std::fs::write(&backing, vec![0xAAu8; expected.len()]).unwrap();
+    let dev = sh(Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing));
+    let dev = PathBuf::from(dev.trim());
+    struct Detach(PathBuf);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let o = flash(&dev, false);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a removable device"),
+        "{}",
+        stderr(&o)
+    );
+    let o = flash(&dev, true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = std::fs::read(&dev).unwrap();
+    assert!(back == expected, "the loop device holds the image");
+    // Nothing left in the scratch directory.
+    assert!(
+        !std::fs::read_dir(tmp.path()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("haseed-flash-")),
+        "scratch left behind"
+    );
+}
