@@ -212,6 +212,32 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The disk this machine runs from is refused, by what it is; `inspect`
+    /// only reads sysfs and /proc, it never opens the device.
+    #[test]
+    fn the_running_system_disk_is_refused() {
+        let root = mounts()
+            .into_iter()
+            .find(|(_, m)| m == "/")
+            .map(|(d, _)| d)
+            .expect("/ is mounted");
+        let uevent = std::fs::read_to_string(format!("/sys/dev/block/{root}/uevent"))
+            .expect("the root file system is on a block device here");
+        let name = uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("DEVNAME="))
+            .expect("DEVNAME");
+        let t = inspect(Path::new(&format!("/dev/{name}"))).expect("inspect");
+        assert!(t.block_device);
+        let all = t.refusals.join("; ");
+        assert!(all.contains("holds the running system"), "{all}");
+
+        let t = inspect(Path::new("/dev/null")).expect("inspect");
+        assert_eq!(t.refusals, ["/dev/null is not a block device"]);
+    }
+
     #[test]
     fn device_numbers_decode_like_glibc() {
         // makedev(8, 16) and makedev(259, 1) (NVMe partitions use big majors).
