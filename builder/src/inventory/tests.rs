@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::contract::{Balance, Platform, ProxyMode, Role};
+use crate::contract::{AwsVipMove, Balance, Platform, ProxyMode, Role};
 
 const EXAMPLE: &str = r#"[site]
 name = "pi-k8s"
@@ -1478,4 +1478,205 @@ fn node_roles_empty_or_repeated() {
         "roles = [\"worker\", \"db\", \"worker\"]",
     );
     only_err(&src, "role worker is listed twice for node w1", 20, 26);
+}
+
+// ---------------------------------------------------------------------------------------
+// AWS: how a VIP moves
+// ---------------------------------------------------------------------------------------
+
+/// Two AWS load balancers in one subnet; the VIP's `aws` table is appended (line 26 on).
+const AWS: &str = r#"[site]
+name = "t"
+
+[defaults]
+platform = "aws"
+interface = "ens5"
+
+[[network]]
+name = "a"
+cidr = "10.0.1.0/24"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.0.1.11"
+
+[[node]]
+name = "lb2"
+roles = ["lb"]
+address = "10.0.1.12"
+
+[[vip]]
+name = "api"
+address = "10.0.1.100"
+network = "a"
+"#;
+
+#[test]
+fn aws_vip_methods_resolve() {
+    let inv = ok(&with(AWS, "aws = { method = \"secondary-ip\" }\n"));
+    assert_eq!(inv.site.vips[0].aws, Some(AwsVipMove::SecondaryIp));
+    let inv = ok(&with(
+        AWS,
+        "[vip.aws]\nmethod = \"elastic-ip\"\nallocation_id = \"eipalloc-0123456789abcdef0\"\n",
+    ));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::ElasticIp("eipalloc-0123456789abcdef0".into()))
+    );
+    let inv = ok(&with(
+        AWS,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\", \"rtb-0123456789abcdef0\"] }\n",
+    ));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::RouteTable(vec![
+            "rtb-0a1b2c3d".into(),
+            "rtb-0123456789abcdef0".into()
+        ]))
+    );
+    // Not on AWS: none.
+    assert_eq!(ok(EXAMPLE).site.vips[0].aws, None);
+}
+
+#[test]
+fn aws_vip_needs_a_method() {
+    let d = only_err(
+        AWS,
+        "VIP api is held by AWS nodes lb1, lb2 but says not how it moves",
+        23,
+        8,
+    );
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("secondary-ip"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn aws_table_refused_off_aws() {
+    let src = with(
+        &AWS.replace("platform = \"aws\"", "platform = \"ubuntu\""),
+        "aws = { method = \"secondary-ip\" }\n",
+    );
+    only_err(
+        &src,
+        "VIP api sets aws, but none of its holders has platform aws",
+        26,
+        7,
+    );
+}
+
+#[test]
+fn aws_mixed_holders_refused() {
+    let src = with(
+        &AWS.replace(
+            "address = \"10.0.1.12\"",
+            "address = \"10.0.1.12\"\nplatform = \"ubuntu\"",
+        ),
+        "aws = { method = \"secondary-ip\" }\n",
+    );
+    only_err(
+        &src,
+        "VIP api mixes AWS holders (lb1) with holders on other platforms (lb2)",
+        24,
+        8,
+    );
+}
+
+#[test]
+fn aws_ids_checked_by_shape() {
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"elastic-ip\", allocation_id = \"eipalloc-XYZ\" }\n",
+        ),
+        "allocation_id `eipalloc-XYZ` of VIP api is not an Elastic IP allocation id",
+        26,
+        48,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"elastic-ip\" }\n"),
+        "method elastic-ip of VIP api needs allocation_id",
+        26,
+        18,
+    );
+    err_at(
+        &with(
+            AWS,
+            "aws = { method = \"route-table\", route_tables = [\"rtb-1\", \"subnet-0a1b2c3d\"] }\n",
+        ),
+        "`rtb-1` in route_tables of VIP api is not a route table id",
+        26,
+        49,
+    );
+    let d = fail(&with(
+        AWS,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-1\", \"subnet-0a1b2c3d\"] }\n",
+    ));
+    assert_eq!(d.items.len(), 2, "{d}");
+    only_err(
+        &with(AWS, "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\", \"rtb-0a1b2c3d\"] }\n"),
+        "route table rtb-0a1b2c3d is listed twice for VIP api",
+        26,
+        65,
+    );
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"route-table\", route_tables = [] }\n",
+        ),
+        "route_tables of VIP api is empty",
+        26,
+        48,
+    );
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"secondary-ip\", route_tables = [\"rtb-0a1b2c3d\"] }\n",
+        ),
+        "route_tables does not apply to method secondary-ip (VIP api)",
+        26,
+        49,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"floating\" }\n"),
+        "unknown AWS move method `floating`; expected one of: secondary-ip, elastic-ip, route-table",
+        26,
+        18,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"secondary-ip\", eip = \"x\" }\n"),
+        "unknown key `eip` in `aws` in [[vip]]",
+        26,
+        34,
+    );
+}
+
+#[test]
+fn aws_route_table_holders_span_subnets() {
+    // Cross-AZ: each holder in its own subnet, the VIP on an overlay network of its own.
+    let src = AWS
+        .replace(
+            "[[node]]\nname = \"lb2\"",
+            "[[network]]\nname = \"b\"\ncidr = \"10.0.2.0/24\"\n\n[[network]]\nname = \"overlay\"\ncidr = \"172.31.255.0/24\"\n\n[[node]]\nname = \"lb2\"",
+        )
+        .replace("address = \"10.0.1.12\"", "address = \"10.0.2.12\"")
+        .replace(
+            "address = \"10.0.1.100\"\nnetwork = \"a\"",
+            "address = \"172.31.255.10\"\nnetwork = \"overlay\"\nholders = [\"lb1\", \"lb2\"]",
+        );
+    let inv = ok(&with(
+        &src,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\"] }\n",
+    ));
+    assert_eq!(inv.site.vips[0].holders, vec![0, 1]);
+    assert_eq!(inv.site.nodes[1].network, 1);
+    // The same holders with a secondary IP: refused (a secondary IP stays in one subnet).
+    let d = fail(&with(&src, "aws = { method = \"secondary-ip\" }\n"));
+    assert!(
+        d.to_string()
+            .contains("node lb1 in holders of VIP api is not on network overlay"),
+        "{d}"
+    );
 }
