@@ -1,0 +1,146 @@
+//! End-to-end for `platform = "aws"`: the AWS example sites (one subnet with a
+//! secondary IP; across AZs with a route-table VIP) against golden files and the
+//! real validators (`keepalived -t` on the unicast configs), the generated notify
+//! script through `shellcheck -s sh`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn aws_example(file: &str) -> PathBuf {
+    repo_root().join("examples/aws").join(file)
+}
+
+/// Builds `site` and compares the tree (without the bundle and the marker)
+/// with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it). Returns the output dir.
+fn golden(site: &Path, name: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let mut args = vec![
+        "build",
+        site.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    let dir = repo_root().join("tests/golden").join(name);
+    let built: Vec<_> = tree(&out)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
+        .collect();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+        for (rel, bytes) in &built {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write golden");
+        }
+    }
+    let expected = tree(&dir);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&built),
+        names(&expected),
+        "the set of built files differs from tests/golden/{name} (UPDATE_GOLDEN=1 to accept)"
+    );
+    for ((rel, got), (_, want)) in built.iter().zip(&expected) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "{rel} differs from tests/golden/{name} (UPDATE_GOLDEN=1 cargo test to accept after review)"
+        );
+    }
+    (tmp, out)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn one_subnet_secondary_ip_matches_golden_files() {
+    let (_tmp, out) = golden(&aws_example("site.toml"), "aws", &[]);
+    let conf = read(&out.join("lb1/files/etc/keepalived/keepalived.conf"));
+    for line in [
+        "unicast_src_ip 10.0.1.11",
+        "unicast_peer {\n        10.0.1.12\n    }",
+        "10.0.1.100/24",
+        "notify_master \"/usr/local/sbin/haseed-aws-vip master VI_api secondary-ip 10.0.1.100\"",
+        "notify_backup \"/usr/local/sbin/haseed-aws-vip backup VI_api\"",
+        "notify_fault \"/usr/local/sbin/haseed-aws-vip fault VI_api\"",
+    ] {
+        assert!(
+            conf.contains(line),
+            "keepalived.conf lacks {line:?}:\n{conf}"
+        );
+    }
+    let user_data = read(&out.join("lb1/user-data"));
+    assert!(user_data.contains("\"awscli\""), "{user_data}");
+    assert!(
+        user_data.contains("/usr/local/sbin/haseed-aws-vip"),
+        "{user_data}"
+    );
+    // Masters hold no VIP: no script, no AWS CLI.
+    let master = read(&out.join("master1/user-data"));
+    assert!(!master.contains("awscli"), "{master}");
+    // No credentials anywhere in what a node gets.
+    for (rel, bytes) in tree(&out) {
+        let text = String::from_utf8_lossy(&bytes);
+        for word in ["AKIA", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY="] {
+            assert!(!text.contains(word), "{rel} contains {word}");
+        }
+    }
+}
+
+#[test]
+fn cross_az_route_table_matches_golden_files() {
+    let (_tmp, out) = golden(&aws_example("cross-az.toml"), "aws-cross-az", &[]);
+    let conf = read(&out.join("lb2/files/etc/keepalived/keepalived.conf"));
+    for line in [
+        "unicast_src_ip 10.0.2.12",
+        "unicast_peer {\n        10.0.1.11\n    }",
+        "172.31.255.10/32",
+        "haseed-aws-vip master VI_api route-table 172.31.255.10 rtb-0a1b2c3d4e5f60718 rtb-0f1e2d3c4b5a69788",
+    ] {
+        assert!(conf.contains(line), "keepalived.conf lacks {line:?}:\n{conf}");
+    }
+}
+
+#[test]
+fn notify_script_passes_shellcheck() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let o = build(&aws_example("site.toml"), &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = out.join("lb1/files/usr/local/sbin/haseed-aws-vip");
+    let o = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(&script)
+        .output()
+        .expect("shellcheck runs (installed by .ci/install-deps)");
+    assert!(
+        o.status.success(),
+        "shellcheck -s sh failed:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn aws_examples_pass_the_real_validators() {
+    for file in ["site.toml", "cross-az.toml"] {
+        let o = run(&["validate", aws_example(file).to_str().expect("utf-8")]);
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(o.status.success(), "validate {file} failed:\n{text}");
+        assert!(
+            text.contains("keepalived  lb1/files/etc/keepalived/keepalived.conf"),
+            "{text}"
+        );
+        assert!(text.contains(" 0 failed"), "{text}");
+    }
+}
