@@ -256,8 +256,13 @@ fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
 fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let planned = plan_site(global, &args.site)?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
-    output::write_build(&args.output, &planned.inv.site.name, &nodes)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    output::write_build_with(
+        &args.output,
+        &planned.inv.site.name,
+        &nodes,
+        crate::aws::build_files(&planned.inv.site),
+    )
+    .with_context(|| format!("writing {}", args.output.display()))?;
     if !global.quiet {
         eprintln!(
             "built {} node(s) of site {} into {} (bundle {}.tar.gz)",

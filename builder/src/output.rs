@@ -119,7 +119,20 @@ pub fn write_build(
     site: &str,
     nodes: &[(String, NodeArtifacts)],
 ) -> anyhow::Result<()> {
-    let files = build_tree(nodes);
+    write_build_with(dir, site, nodes, Vec::new())
+}
+
+/// [`write_build`] plus `extra` files of the site (e.g. `_aws/...`), in the
+/// directory and the bundle.
+pub fn write_build_with(
+    dir: &Path,
+    site: &str,
+    nodes: &[(String, NodeArtifacts)],
+    extra: Vec<OutFile>,
+) -> anyhow::Result<()> {
+    let mut files = build_tree(nodes);
+    files.extend(extra);
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
     let bundle = bundle(site, &files).context("making the bundle")?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
