@@ -144,3 +144,149 @@ fn aws_examples_pass_the_real_validators() {
         assert!(text.contains(" 0 failed"), "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `haseed user-data` at EC2's 16 KiB edge
+// ---------------------------------------------------------------------------------------
+
+/// The AWS example with node lb1 given `keys` (instead of the defaults').
+fn site_with_lb1_keys(dir: &Path, keys: &[String]) -> PathBuf {
+    let base = read(&aws_example("site.toml"));
+    let list: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    let text = base.replacen(
+        "name = \"lb1\"\nroles = [\"lb\"]",
+        &format!(
+            "name = \"lb1\"\nroles = [\"lb\"]\nssh_authorized_keys = [{}]",
+            list.join(", ")
+        ),
+        1,
+    );
+    assert_ne!(text, base);
+    let path = dir.join("site.toml");
+    std::fs::write(&path, text).expect("write site");
+    path
+}
+
+/// An ed25519-looking key whose base64 part is `len` characters drawn by
+/// `next` (so it compresses as well or as badly as the caller wants).
+fn key(len: usize, mut next: impl FnMut() -> u8) -> String {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let blob: String = (0..len)
+        .map(|_| B64[next() as usize % 64] as char)
+        .collect();
+    format!("ssh-ed25519 {blob} ops@example")
+}
+
+fn user_data(site: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "user-data",
+        site.to_str().expect("utf-8"),
+        "--node",
+        "lb1",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn cloud_init_schema(file: &Path) {
+    let o = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(file)
+        .output()
+        .expect("cloud-init runs (installed by .ci/install-deps)");
+    assert!(
+        o.status.success(),
+        "cloud-init schema failed on {}:\n{}{}",
+        file.display(),
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+#[test]
+fn user_data_around_the_16k_limit() {
+    const LIMIT: usize = 16384;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("lb1.user-data");
+    let a = || b'A';
+    // Measure: the key appears once, so the size grows byte for byte with it.
+    let site = site_with_lb1_keys(tmp.path(), &[key(100, a)]);
+    let o = user_data(&site, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = std::fs::read(&out).expect("written").len();
+    assert!(base < LIMIT, "the example alone is {base} bytes");
+    let fill = 100 + LIMIT - base;
+
+    // Exactly at the limit: as is.
+    let site = site_with_lb1_keys(tmp.path(), &[key(fill, a)]);
+    let o = user_data(&site, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&out).expect("written");
+    assert_eq!(bytes.len(), LIMIT, "not linear in the key length");
+    assert!(bytes.starts_with(b"#cloud-config\n"));
+    cloud_init_schema(&out);
+
+    // One byte over: gzip, which cloud-init inflates; the inflated text passes the schema.
+    let site = site_with_lb1_keys(tmp.path(), &[key(fill + 1, a)]);
+    let o = user_data(&site, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("(gzip of {} bytes)", LIMIT + 1)),
+        "{}",
+        stderr(&o)
+    );
+    let bytes = std::fs::read(&out).expect("written");
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "not gzip");
+    assert!(bytes.len() < LIMIT);
+    let inflated = gunzip(&bytes);
+    assert_eq!(inflated.len(), LIMIT + 1);
+    let plain = tmp.path().join("inflated");
+    std::fs::write(&plain, &inflated).expect("write");
+    cloud_init_schema(&plain);
+
+    // --gzip forces it below the limit too.
+    let site = site_with_lb1_keys(tmp.path(), &[key(100, a)]);
+    let o = user_data(&site, &out, &["--gzip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(gunzip(&std::fs::read(&out).expect("written")).len(), base);
+
+    // Too large even gzipped: random base64 (6 bits of entropy per byte) in two keys.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut noise = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 32) as u8
+    };
+    let keys = [key(16_000, &mut noise), key(16_000, &mut noise)];
+    let site = site_with_lb1_keys(tmp.path(), &keys);
+    let gone = tmp.path().join("never.user-data");
+    let o = user_data(&site, &gone, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("user-data of node lb1 is too large for EC2:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bytes gzipped; EC2 accepts 16384 bytes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("largest files: /usr/local/sbin/haseed-aws-vip"),
+        "{err}"
+    );
+    assert!(err.contains("site.toml:"), "no file:line in {err}");
+    assert!(!gone.exists(), "nothing is written on failure");
+}

@@ -157,9 +157,148 @@ pub fn build_files(site: &Site) -> Vec<OutFile> {
     files
 }
 
+/// EC2 refuses user-data larger than this (bytes, before base64).
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// User-data as it goes to EC2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedUserData {
+    pub bytes: Vec<u8>,
+    /// gzip-compressed (cloud-init recognises the gzip magic and inflates it).
+    pub gzip: bool,
+    /// Size of the cloud-config before compression.
+    pub raw_len: usize,
+}
+
+/// Why user-data cannot go to EC2: too large even compressed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UserDataTooLarge {
+    pub message: String,
+}
+
+/// The cloud-config as EC2 user-data: as is when it fits in
+/// [`USER_DATA_LIMIT`] (unless `force_gzip`), else gzip-compressed
+/// (deterministic: fixed mtime, no file name); when even that is too large,
+/// an error naming both sizes and the largest files to trim (`files`: path
+/// and size of each file the user-data writes).
+pub fn pack_user_data(
+    node: &str,
+    text: &str,
+    force_gzip: bool,
+    files: &[(String, usize)],
+) -> Result<PackedUserData, UserDataTooLarge> {
+    let raw_len = text.len();
+    if raw_len <= USER_DATA_LIMIT && !force_gzip {
+        return Ok(PackedUserData {
+            bytes: text.as_bytes().to_vec(),
+            gzip: false,
+            raw_len,
+        });
+    }
+    let gz = gzip(text.as_bytes());
+    if gz.len() <= USER_DATA_LIMIT {
+        return Ok(PackedUserData {
+            bytes: gz,
+            gzip: true,
+            raw_len,
+        });
+    }
+    let mut biggest: Vec<&(String, usize)> = files.iter().collect();
+    biggest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let list: Vec<String> = biggest
+        .iter()
+        .take(5)
+        .map(|(p, n)| format!("{p} ({n} bytes)"))
+        .collect();
+    Err(UserDataTooLarge {
+        message: format!(
+            "user-data of node {node} is too large for EC2: {raw_len} bytes, {} bytes gzipped; \
+             EC2 accepts {USER_DATA_LIMIT} bytes. Trim what the node's plan writes{}, or ship \
+             large files another way (a package, an S3 object fetched at boot)",
+            gz.len(),
+            if list.is_empty() {
+                String::new()
+            } else {
+                format!(" (largest files: {})", list.join(", "))
+            }
+        ),
+    })
+}
+
+/// gzip with a fixed header (mtime from SOURCE_DATE_EPOCH or 0, no name).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(crate::output::source_date_epoch() as u32)
+        .write(Vec::new(), flate2::Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inflate(b: &[u8]) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_string(&mut s)
+            .expect("gzip");
+        s
+    }
+
+    #[test]
+    fn user_data_is_gzipped_only_past_the_limit() {
+        let at = "#cloud-config\n".to_string() + &"a".repeat(USER_DATA_LIMIT - 14);
+        assert_eq!(at.len(), USER_DATA_LIMIT);
+        let p = pack_user_data("lb1", &at, false, &[]).expect("fits");
+        assert!(!p.gzip);
+        assert_eq!(p.bytes, at.as_bytes());
+        let over = at.clone() + "a";
+        let p = pack_user_data("lb1", &over, false, &[]).expect("fits gzipped");
+        assert!(p.gzip);
+        assert_eq!(&p.bytes[..2], &[0x1f, 0x8b]);
+        assert_eq!(inflate(&p.bytes), over);
+        assert_eq!(p.raw_len, USER_DATA_LIMIT + 1);
+        // --gzip forces it; the result is deterministic.
+        let small = "#cloud-config\n{}\n";
+        let p = pack_user_data("lb1", small, true, &[]).expect("fits");
+        assert!(p.gzip);
+        assert_eq!(p, pack_user_data("lb1", small, true, &[]).expect("fits"));
+    }
+
+    #[test]
+    fn user_data_too_large_even_gzipped_names_sizes_and_files() {
+        // Incompressible: a byte sequence with no repeats gzip could use.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: String = (0..40_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect();
+        let files = vec![("/etc/a".to_string(), 10), ("/etc/big".to_string(), 40_000)];
+        let e = pack_user_data("lb1", &noise, false, &files).expect_err("too large");
+        assert!(
+            e.message
+                .contains("user-data of node lb1 is too large for EC2: 40000 bytes"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("bytes gzipped; EC2 accepts 16384 bytes"),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("largest files: /etc/big (40000 bytes), /etc/a (10 bytes)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn iam_policy_is_least_privilege_per_method() {

@@ -63,6 +63,13 @@ pub enum Command {
     /// `haproxy -c -dW`, `keepalived -t` (in a throwaway network namespace, needs root)
     /// and `cloud-init schema`.
     Validate(ValidateArgs),
+    /// Write one node's EC2 user-data (the rendered cloud-config) for run-instances or a
+    /// launch template.
+    ///
+    /// EC2 accepts 16384 bytes: a larger cloud-config is gzip-compressed (cloud-init inflates
+    /// it); when even that is too large the command fails with both sizes and the largest
+    /// files to trim. --gzip compresses always.
+    UserData(UserDataArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -172,6 +179,21 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct UserDataArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// The node whose user-data to write.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// Compress with gzip even when the cloud-config fits uncompressed.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Where to write it ("-": stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct ValidateArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
@@ -186,6 +208,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
+        Command::UserData(args) => user_data(&cli.global, args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
@@ -218,7 +241,10 @@ struct Planned {
 }
 
 fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
-    let inv = pipeline::load_inventory(site)?;
+    plan_inventory(global, pipeline::load_inventory(site)?)
+}
+
+fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;
     let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;
@@ -270,6 +296,61 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             planned.inv.site.name,
             args.output.display(),
             planned.inv.site.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
+    let inv = pipeline::load_inventory(&args.site)?;
+    let Some(index) = inv.site.nodes.iter().position(|n| n.name == args.node) else {
+        let names: Vec<&str> = inv.site.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no node named {:?} (nodes: {})",
+            args.site.display(),
+            args.node,
+            names.join(", ")
+        );
+    };
+    let planned = plan_inventory(global, inv)?;
+    let inv = &planned.inv;
+    let art = crate::render::Renderer::new()
+        .render_node(
+            &inv.site,
+            index as u32,
+            &planned.plans[index],
+            &inv.node_extras[index].ssh_authorized_keys,
+        )
+        .map_err(|e| BuildError::Render {
+            node: args.node.clone(),
+            message: format!("{e:#}"),
+        })?;
+    let files: Vec<(String, usize)> = art
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.content.len()))
+        .collect();
+    let at = pipeline::location(inv, inv.node_spans[index].start);
+    let packed = crate::aws::pack_user_data(&args.node, &art.user_data, args.gzip, &files)
+        .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    if args.output.as_os_str() == "-" {
+        std::io::stdout()
+            .write_all(&packed.bytes)
+            .context("writing stdout")?;
+    } else {
+        output::write_file_atomic(&args.output, 0o600, &packed.bytes)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+    }
+    if !global.quiet {
+        eprintln!(
+            "user-data of node {}: {} bytes{}",
+            args.node,
+            packed.bytes.len(),
+            if packed.gzip {
+                format!(" (gzip of {} bytes)", packed.raw_len)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

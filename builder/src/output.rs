@@ -191,6 +191,23 @@ pub fn write_build_with(
     Ok(())
 }
 
+/// Writes one file through a temporary sibling renamed into place (no
+/// half-written file is ever left under `path`).
+pub fn write_file_atomic(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".haseed-")
+        .tempfile_in(&parent)
+        .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
+    tmp.write_all(content)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
 fn write_file(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
