@@ -290,3 +290,70 @@ fn user_data_around_the_16k_limit() {
     assert!(err.contains("site.toml:"), "no file:line in {err}");
     assert!(!gone.exists(), "nothing is written on failure");
 }
+
+// ---------------------------------------------------------------------------------------
+// Stages
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn production_stage_matches_golden_files() {
+    let (_tmp, out) = golden(
+        &aws_example("site.toml"),
+        "aws-production",
+        &["--stage", "production"],
+    );
+    let conf = read(&out.join("lb1/files/etc/keepalived/keepalived.conf"));
+    for line in [
+        "unicast_src_ip 10.20.1.11",
+        "priority 150",
+        "haseed-aws-vip master VI_api elastic-ip 10.20.1.100 eipalloc-0a1b2c3d4e5f60718",
+    ] {
+        assert!(
+            conf.contains(line),
+            "keepalived.conf lacks {line:?}:\n{conf}"
+        );
+    }
+    let policy = read(&out.join("_aws/api/iam-policy.json"));
+    assert!(policy.contains("ec2:AssociateAddress"), "{policy}");
+    assert!(
+        policy.contains("arn:aws:ec2:*:*:elastic-ip/eipalloc-0a1b2c3d4e5f60718"),
+        "{policy}"
+    );
+}
+
+#[test]
+fn stage_flag_on_every_command() {
+    let site = aws_example("site.toml");
+    let site = site.to_str().expect("utf-8");
+    let o = run(&["plan", site, "--stage", "production", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(plan["site"]["stage"], "production", "{plan}");
+    let o = run(&["validate", site, "--stage", "production"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("lb2.user-data");
+    let o = user_data(Path::new(site), &out, &["--stage", "production"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(read(&out).contains("10.20.1.100"));
+    for cmd in ["plan", "validate", "user-data", "build"] {
+        let mut args = vec![cmd, site, "--stage", "prod"];
+        if cmd == "user-data" {
+            args.extend(["--node", "lb1", "-o", "-"]);
+        }
+        if cmd == "build" {
+            args.extend(["-o", "never"]);
+        }
+        let o = run(&args);
+        assert!(!o.status.success(), "{cmd} accepted an unknown stage");
+        let err = stderr(&o);
+        assert!(
+            err.contains("site.toml:") && err.contains("error: unknown stage `prod`"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            err.contains("stages defined in this file: production"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -151,6 +151,9 @@ pub struct AddArgs {
 pub struct PlanArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -173,6 +176,9 @@ pub enum Format {
 pub struct BuildArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Output directory (created or replaced as a whole).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
@@ -182,6 +188,9 @@ pub struct BuildArgs {
 pub struct UserDataArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// The node whose user-data to write.
     #[arg(long, value_name = "NODE")]
     pub node: String,
@@ -197,6 +206,9 @@ pub struct UserDataArgs {
 pub struct ValidateArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Print every validator's output, not only failures.
     #[arg(long, short)]
     pub verbose: bool,
@@ -240,8 +252,12 @@ struct Planned {
     plans: Vec<crate::contract::NodePlan>,
 }
 
-fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
-    plan_inventory(global, pipeline::load_inventory(site)?)
+fn plan_site(global: &Global, site: &Path, stage: Option<&str>) -> anyhow::Result<Planned> {
+    plan_inventory(global, load_staged(site, stage)?)
+}
+
+fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError> {
+    crate::inventory::load_stage(site, stage).map_err(BuildError::Inventory)
 }
 
 fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
@@ -268,7 +284,7 @@ fn print_logs(logs: &[PluginLog]) {
 }
 
 fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
         Format::Table => view::table(&planned.inv.site, &planned.plans),
@@ -280,7 +296,7 @@ fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
     output::write_build_with(
         &args.output,
@@ -302,7 +318,7 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
-    let inv = pipeline::load_inventory(&args.site)?;
+    let inv = load_staged(&args.site, args.stage.as_deref())?;
     let Some(index) = inv.site.nodes.iter().position(|n| n.name == args.node) else {
         let names: Vec<&str> = inv.site.nodes.iter().map(|n| n.name.as_str()).collect();
         anyhow::bail!(
@@ -358,7 +374,7 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let validators = validate::Validators::find().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
     let scratch = tempfile::Builder::new()
         .prefix("haseed-validate-")

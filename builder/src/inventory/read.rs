@@ -572,9 +572,9 @@ const TOP_KEYS: &[&str] = &[
     "default_policy",
 ];
 const SITE_KEYS: &[&str] = &["name", "stage"];
-const HOST_KEYS: &[&str] = &["platform", "interface", "user", "ssh_authorized_keys"];
-const NETWORK_KEYS: &[&str] = &["name", "cidr", "gateway", "dns", "ntp"];
-const VIP_KEYS: &[&str] = &[
+pub(super) const HOST_KEYS: &[&str] = &["platform", "interface", "user", "ssh_authorized_keys"];
+pub(super) const NETWORK_KEYS: &[&str] = &["name", "cidr", "gateway", "dns", "ntp"];
+pub(super) const VIP_KEYS: &[&str] = &[
     "name",
     "address",
     "network",
@@ -585,7 +585,7 @@ const VIP_KEYS: &[&str] = &[
     "aws",
 ];
 const AWS_KEYS: &[&str] = &["method", "allocation_id", "route_tables"];
-const SERVICE_KEYS: &[&str] = &[
+pub(super) const SERVICE_KEYS: &[&str] = &[
     "name",
     "vip",
     "port",
@@ -598,7 +598,7 @@ const SERVICE_KEYS: &[&str] = &[
     "bind",
 ];
 const CHECK_KEYS: &[&str] = &["inter_ms", "rise", "fall", "port", "http"];
-const NODE_KEYS: &[&str] = &[
+pub(super) const NODE_KEYS: &[&str] = &[
     "name",
     "roles",
     "address",

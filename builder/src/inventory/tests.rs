@@ -1680,3 +1680,157 @@ fn aws_route_table_holders_span_subnets() {
         "{d}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Stages
+// ---------------------------------------------------------------------------------------
+
+fn staged(src: &str, stage: &str) -> Result<Inventory, Diagnostics> {
+    parse_stage(file(), src, Some(stage))
+}
+
+/// Asserts an error containing `msg` at `line:col` when `stage` is applied.
+fn stage_err_at(src: &str, stage: &str, msg: &str, line: usize, col: usize) {
+    let d = match staged(src, stage) {
+        Ok(_) => panic!("expected errors for stage {stage}:\n{src}"),
+        Err(d) => d,
+    };
+    let text = d.to_string();
+    let Some(item) = d.items.iter().find(|i| i.message.contains(msg)) else {
+        panic!("no error containing {msg:?}; got:\n{text}");
+    };
+    assert_eq!(
+        item.line_col(src),
+        Some((line, col)),
+        "wrong position for {msg:?}:\n{text}"
+    );
+}
+
+/// MIN (a laptop: raspios, no VIP) plus production overlays from line 18 on.
+const STAGES: &str = r#"[stage.production.defaults]
+platform = "aws"
+[stage.production.network.lan]
+cidr = "10.9.0.0/24"
+gateway = "10.9.0.1"
+[stage.production.node.lb1]
+address = "10.9.0.11"
+interface = "ens5"
+[stage.production.node.m1]
+address = "10.9.0.21"
+[stage.staging.node.lb1]
+address = "10.0.0.99"
+"#;
+
+#[test]
+fn stages_overlay_the_base() {
+    let src = format!("{MIN}[defaults]\nplatform = \"raspios\"\n{STAGES}");
+    // Without --stage: the base, and no stage name.
+    let base = ok(&src);
+    assert_eq!(base.site.nodes[0].address, "10.0.0.11");
+    assert_eq!(base.site.stage, "");
+    let prod = staged(&src, "production").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(prod.site.stage, "production");
+    assert_eq!(prod.site.networks[0].cidr, "10.9.0.0/24");
+    assert_eq!(prod.site.nodes[0].address, "10.9.0.11");
+    assert_eq!(prod.site.nodes[0].interface, "ens5");
+    assert_eq!(prod.site.nodes[0].platform, Platform::Aws);
+    assert_eq!(prod.site.nodes[1].address, "10.9.0.21");
+    let staging = staged(&src, "staging").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(staging.site.nodes[0].address, "10.0.0.99");
+    assert_eq!(staging.site.networks[0].cidr, "10.0.0.0/24");
+}
+
+#[test]
+fn stage_values_are_checked_at_the_overlay_line() {
+    // 10.0.0.99 outside the production network: reported at the overlay's address.
+    let src = format!("{MIN}[stage.production.node.lb1]\naddress = \"10.1.0.5\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "address 10.1.0.5 of node lb1 is in no [[network]]",
+        19,
+        11,
+    );
+}
+
+#[test]
+fn unknown_stage_and_unknown_overlay_targets() {
+    let src = format!("{MIN}[stage.production.node.lb1]\naddress = \"10.0.0.12\"\n");
+    stage_err_at(&src, "prod", "unknown stage `prod`", 18, 8);
+    let d = staged(&src, "prod").expect_err("unknown stage");
+    assert!(
+        d.to_string()
+            .contains("stages defined in this file: production"),
+        "{d}"
+    );
+    let d = staged(MIN, "prod").expect_err("no stages");
+    assert!(
+        d.to_string()
+            .contains("unknown stage `prod`: this site file defines no stages"),
+        "{d}"
+    );
+
+    let src = format!("{MIN}[stage.production.node.lb9]\naddress = \"10.0.0.12\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays [[node]] `lb9`, which the base does not define",
+        18,
+        24,
+    );
+    let src = format!("{MIN}[stage.production.node.lb1]\nadress = \"10.0.0.12\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays unknown key `adress` of [[node]] `lb1`",
+        19,
+        1,
+    );
+    let src = format!("{MIN}[stage.production.node.lb1]\nname = \"lb3\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production cannot rename [[node]] `lb1`",
+        19,
+        1,
+    );
+    let src = format!("{MIN}[stage.production.site]\nname = \"x\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production cannot overlay `site`",
+        18,
+        19,
+    );
+    let src = format!("{MIN}[stage.production.defaults]\nplatform = \"aws\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays [defaults], which the base does not have",
+        18,
+        19,
+    );
+    // An unknown word in an overlay is reported where the overlay says it.
+    let src = format!("{MIN}[defaults]\nplatform = \"raspios\"\n[stage.production.defaults]\nplatform = \"ec2\"\n");
+    stage_err_at(&src, "production", "unknown platform `ec2`", 21, 12);
+}
+
+#[test]
+fn stage_overlays_vip_aws_and_plugin_settings() {
+    let src = format!(
+        "{AWS}aws = {{ method = \"secondary-ip\" }}\n\
+         [stage.xaz.vip.api]\n\
+         aws = {{ method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\"] }}\n\
+         [[plugin]]\npath = \"p.wasm\"\nsha256 = \"{}\"\nsettings = {{ a = 1, b = 2 }}\n\
+         [stage.xaz.plugin.\"p.wasm\".settings]\nb = 3\n",
+        "0".repeat(64)
+    );
+    let inv = staged(&src, "xaz").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::RouteTable(vec!["rtb-0a1b2c3d".into()]))
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&inv.plugins[0].settings_json).expect("json");
+    assert_eq!(settings, serde_json::json!({"a": 1, "b": 3}));
+}
