@@ -357,3 +357,272 @@ fn stage_flag_on_every_command() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The notify script against a fake EC2 + IMDS on loopback, with the real AWS CLI
+// ---------------------------------------------------------------------------------------
+
+/// The fake server (Python, started per test, gone after 120 s at the latest).
+const FAKE_EC2: &str = include_str!("aws/fake_ec2.py");
+
+struct Fake {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+    seen: usize,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Fake {
+    fn start(dir: &Path) -> Fake {
+        use std::io::BufRead;
+        let script = dir.join("fake_ec2.py");
+        std::fs::write(&script, FAKE_EC2).expect("write fake");
+        let log = dir.join("requests.jsonl");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port line");
+        let port = line.trim().parse().expect("the fake prints its port");
+        Fake {
+            child,
+            port,
+            log,
+            seen: 0,
+        }
+    }
+
+    /// The requests since the last call.
+    fn take(&mut self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        let new = all[self.seen..].to_vec();
+        self.seen = all.len();
+        new
+    }
+}
+
+/// Runs the generated script with the fake as IMDS and EC2 endpoint. Keys in
+/// the environment must be ignored (instance profile only).
+fn notify(script: &Path, fake: &Fake, run_dir: &Path, args: &[&str]) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{}", fake.port);
+    Command::new("sh")
+        .arg(script)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", run_dir)
+        .env("HASEED_IMDS_URL", &url)
+        .env("AWS_ENDPOINT_URL_EC2", &url)
+        .env("HASEED_AWS_VIP_CONF", run_dir.join("no-such.conf"))
+        .env("HASEED_AWS_VIP_RUN_DIR", run_dir)
+        .env("HASEED_AWS_VIP_INTERVAL", "1")
+        .env("AWS_ACCESS_KEY_ID", "AKIABAKEDKEYNOTUSED0")
+        .env("AWS_SECRET_ACCESS_KEY", "baked-secret-not-used")
+        .output()
+        .expect("sh runs")
+}
+
+const ENI: &str = "eni-0a1b2c3d4e5f60718";
+
+/// The EC2 calls among `reqs` (Action and parameters, Version left out), after
+/// checking IMDSv2 use and the credentials of every request.
+fn ec2_calls(reqs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    assert!(!reqs.is_empty(), "no requests reached the fake");
+    let mut token = false;
+    let mut calls = Vec::new();
+    for r in reqs {
+        let path = r["path"].as_str().expect("path");
+        match r["method"].as_str().expect("method") {
+            "PUT" => {
+                assert_eq!(path, "/latest/api/token");
+                assert!(r["ttl"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+                token = true;
+            }
+            "GET" => {
+                assert!(token, "IMDS read before a token was fetched: {r}");
+                assert_eq!(
+                    r["token"], "fake-imds-token-7f3a",
+                    "IMDS read without the token: {r}"
+                );
+            }
+            "POST" => {
+                let auth = r["authorization"].as_str().expect("signed");
+                assert!(
+                    auth.contains("Credential=ASIAFAKEINSTANCEPROFILE/")
+                        && auth.contains("/eu-west-1/ec2/aws4_request"),
+                    "not signed with the instance profile's key for the IMDS region: {auth}"
+                );
+                let mut p = r["params"].clone();
+                assert_eq!(p["Version"], "2016-11-15");
+                p.as_object_mut().expect("params").remove("Version");
+                calls.push(p);
+            }
+            m => panic!("unexpected {m} {path}"),
+        }
+    }
+    calls
+}
+
+#[test]
+fn notify_script_drives_the_ec2_api_through_imdsv2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let o = build(&aws_example("site.toml"), &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = out.join("lb1/files/usr/local/sbin/haseed-aws-vip");
+    let aws = Command::new("aws").arg("--version").output();
+    assert!(
+        aws.as_ref().is_ok_and(|o| o.status.success()),
+        "the AWS CLI is missing (installed by .ci/install-deps): {aws:?}"
+    );
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(&run_dir).expect("mkdir");
+    let mut fake = Fake::start(tmp.path());
+    let ok = |o: &std::process::Output| {
+        assert!(
+            o.status.success(),
+            "script failed:\n{}{}",
+            stdout(o),
+            stderr(o)
+        );
+    };
+
+    // Secondary IP, held elsewhere: check reads, then re-assigns.
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "secondary-ip", "10.0.1.100"],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "DescribeNetworkInterfaces", "NetworkInterfaceId.1": ENI}),
+            serde_json::json!({"Action": "AssignPrivateIpAddresses", "NetworkInterfaceId": ENI,
+                "PrivateIpAddress.1": "10.0.1.100", "AllowReassignment": "true"}),
+        ]
+    );
+    // Now held here: check only reads.
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "secondary-ip", "10.0.1.100"],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "DescribeNetworkInterfaces", "NetworkInterfaceId.1": ENI})
+        ]
+    );
+
+    // Elastic IP.
+    let alloc = "eipalloc-0a1b2c3d4e5f60718";
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["move", "elastic-ip", "10.0.1.100", alloc],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "AssociateAddress", "AllocationId": alloc,
+            "NetworkInterfaceId": ENI, "AllowReassociation": "true"})
+        ]
+    );
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "elastic-ip", "10.0.1.100", alloc],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![serde_json::json!({"Action": "DescribeAddresses", "AllocationId.1": alloc})]
+    );
+
+    // Route tables: every table is pointed at this interface.
+    let (a, b) = ("rtb-0a1b2c3d4e5f60718", "rtb-0f1e2d3c4b5a69788");
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "route-table", "172.31.255.10", a, b],
+    ));
+    let replace = |t: &str| {
+        serde_json::json!({"Action": "ReplaceRoute", "RouteTableId": t,
+            "DestinationCidrBlock": "172.31.255.10/32", "NetworkInterfaceId": ENI})
+    };
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": a}),
+            replace(a),
+            replace(b),
+        ]
+    );
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "route-table", "172.31.255.10", a, b],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": a}),
+            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": b}),
+        ]
+    );
+
+    // keepalived's notify_master: move at once, start the re-assert loop (its pid
+    // recorded); notify_backup stops it.
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["master", "VI_api", "secondary-ip", "10.0.1.101"],
+    ));
+    assert_eq!(
+        ec2_calls(&fake.take()),
+        vec![
+            serde_json::json!({"Action": "AssignPrivateIpAddresses", "NetworkInterfaceId": ENI,
+            "PrivateIpAddress.1": "10.0.1.101", "AllowReassignment": "true"})
+        ]
+    );
+    let pid = run_dir.join("VI_api.pid");
+    let text = read(&pid);
+    assert!(
+        text.trim().parse::<u32>().is_ok(),
+        "pid file holds {text:?}"
+    );
+    ok(&notify(&script, &fake, &run_dir, &["backup", "VI_api"]));
+    assert!(!pid.exists(), "notify_backup left the loop's pid file");
+
+    // Wrong use fails loudly instead of calling anything.
+    let o = notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["move", "floating", "10.0.1.100"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("usage:"), "{}", stderr(&o));
+}
