@@ -174,6 +174,12 @@ pub fn parse_stage(
     };
     let mut cx = read::Cx::new(path, source);
     let mut root = doc.as_table().clone();
+    // Every stage's overlays must address what the base has, whichever is picked.
+    for other in stage::names(&root) {
+        if Some(other.as_str()) != stage {
+            stage::apply(&mut cx, &mut root.clone(), Some(&other));
+        }
+    }
     let found = stage::apply(&mut cx, &mut root, stage);
     let mut raw = read::read_file(&mut cx, &root);
     if let (Some(name), Some(span)) = (stage, found) {

@@ -48,6 +48,14 @@ fn span_of(item: &Item) -> Option<std::ops::Range<usize>> {
     }
 }
 
+/// The stages `root` defines, in file order.
+pub(super) fn names(root: &Table) -> Vec<String> {
+    root.get("stage")
+        .and_then(Item::as_table_like)
+        .map(|t| t.iter().map(|(k, _)| k.to_string()).collect())
+        .unwrap_or_default()
+}
+
 /// Removes `[stage]` from `root` and applies stage `name` (if any) to it.
 /// Returns the span of the stage's name, or None when there is no such stage
 /// (reported in `cx`) or none was asked for.

@@ -1771,6 +1771,13 @@ fn unknown_stage_and_unknown_overlay_targets() {
     );
 
     let src = format!("{MIN}[stage.production.node.lb9]\naddress = \"10.0.0.12\"\n");
+    // Reported whichever stage is picked, and without one.
+    err_at(
+        &src,
+        "stage production overlays [[node]] `lb9`, which the base does not define",
+        18,
+        24,
+    );
     stage_err_at(
         &src,
         "production",
