@@ -626,3 +626,93 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("usage:"), "{}", stderr(&o));
 }
+
+/// Runs inside a throwaway network namespace: loopback up, the VIP on it (as
+/// keepalived's MASTER would have it), the fake on that namespace's 127.0.0.1.
+const SPLIT_BRAIN: &str = r#"
+set -eu
+ip link set lo up
+ip addr add 10.0.1.100/32 dev lo
+python3 "$FAKE" "$LOG" > "$WORK/port" &
+fake=$!
+trap 'kill "$fake" 2>/dev/null || true' EXIT
+i=0
+while [ ! -s "$WORK/port" ]; do i=$((i + 1)); [ "$i" -lt 100 ] || exit 90; sleep 0.1; done
+url="http://127.0.0.1:$(cat "$WORK/port")"
+export HASEED_IMDS_URL="$url" AWS_ENDPOINT_URL_EC2="$url"
+assigns() { grep -c '"Action": "AssignPrivateIpAddresses"' "$LOG" || true; }
+sh "$SCRIPT" master VI_api secondary-ip 10.0.1.100
+[ "$(assigns)" -eq 1 ] || exit 91
+# Another holder takes the address (a split brain); once healed, no notify runs
+# again: the loop must see it and move it back.
+curl -sf "$url/test/steal/10.0.1.100" >/dev/null
+i=0
+while [ "$(assigns)" -lt 2 ]; do i=$((i + 1)); [ "$i" -lt 120 ] || exit 92; sleep 0.5; done
+sh "$SCRIPT" backup VI_api
+sleep 8
+before=$(wc -l < "$LOG")
+sleep 3
+after=$(wc -l < "$LOG")
+[ "$before" -eq "$after" ] || exit 93
+"#;
+
+#[test]
+fn notify_master_loop_takes_the_vip_back_after_a_split_brain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let o = build(&aws_example("site.toml"), &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = out.join("lb1/files/usr/local/sbin/haseed-aws-vip");
+    let fake = tmp.path().join("fake_ec2.py");
+    std::fs::write(&fake, FAKE_EC2).expect("write fake");
+    let log = tmp.path().join("requests.jsonl");
+    let o = Command::new("unshare")
+        .args(["-n", "sh", "-c", SPLIT_BRAIN])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", tmp.path())
+        .env("WORK", tmp.path())
+        .env("FAKE", &fake)
+        .env("LOG", &log)
+        .env("SCRIPT", &script)
+        .env("HASEED_AWS_VIP_CONF", tmp.path().join("no-such.conf"))
+        .env("HASEED_AWS_VIP_RUN_DIR", tmp.path())
+        .env("HASEED_AWS_VIP_INTERVAL", "1")
+        .output()
+        .expect("unshare runs (util-linux; the tests run as root)");
+    assert!(
+        o.status.success(),
+        "split-brain run failed ({:?}; 91: no move on MASTER, 92: the VIP was not taken back, \
+         93: the loop kept running after BACKUP):\n{}{}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    let reqs: Vec<serde_json::Value> = read(&log)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let calls: Vec<String> = ec2_calls(&reqs)
+        .iter()
+        .map(|c| c["Action"].as_str().expect("action").to_string())
+        .collect();
+    // Move, then checks (reads) until the theft, then a read that finds it gone and the move back.
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some("AssignPrivateIpAddresses"),
+        "{calls:?}"
+    );
+    let second = calls
+        .iter()
+        .skip(1)
+        .position(|c| c == "AssignPrivateIpAddresses")
+        .expect("moved back")
+        + 1;
+    assert_eq!(calls[second - 1], "DescribeNetworkInterfaces", "{calls:?}");
+    assert!(
+        calls[1..second]
+            .iter()
+            .all(|c| c == "DescribeNetworkInterfaces"),
+        "{calls:?}"
+    );
+}

@@ -104,6 +104,11 @@ class H(BaseHTTPRequestHandler):
             self.reply(400, "bad token request")
 
     def do_GET(self):
+        # Test control, not EC2: another holder takes a secondary IP (split brain).
+        if self.path.startswith("/test/steal/"):
+            with LOCK:
+                STATE["secondary"].discard(self.path[len("/test/steal/"):])
+            return self.reply(200, "stolen")
         self.record()
         prefix = "/latest/meta-data/"
         if not self.path.startswith(prefix):

@@ -165,6 +165,10 @@ check() {
   if holds "$@"; then
     return 0
   fi
+  # The loop may have lost MASTER while it asked: never pull the VIP from the new one.
+  if [ "${WATCHING:-0}" = 1 ] && ! vip_is_local "$2"; then
+    return 0
+  fi
   log "$1: $2 does not point here; moving it back"
   move "$@"
 }
@@ -187,7 +191,11 @@ stop_watch() {
     pid=$(cat "$file")
     case $pid in
       '' | *[!0-9]*) ;;
-      *) kill "$pid" 2>/dev/null || true ;;
+      *)
+        # The check in flight first (so it moves nothing), then the loop.
+        pkill -P "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+        ;;
     esac
     rm -f "$file"
   fi
@@ -195,6 +203,7 @@ stop_watch() {
 
 # A healed split brain runs no notify again: re-check while MASTER.
 watch() {
+  WATCHING=1
   while sleep "$INTERVAL"; do
     vip_is_local "$2" || exit 0
     ( identify && check "$@" ) || log "re-assert of $2 failed; retrying in ${INTERVAL}s"
