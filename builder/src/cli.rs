@@ -63,6 +63,13 @@ pub enum Command {
     /// `haproxy -c -dW`, `keepalived -t` (in a throwaway network namespace, needs root)
     /// and `cloud-init schema`.
     Validate(ValidateArgs),
+    /// Write one node's EC2 user-data (the rendered cloud-config) for run-instances or a
+    /// launch template.
+    ///
+    /// EC2 accepts 16384 bytes: a larger cloud-config is gzip-compressed (cloud-init inflates
+    /// it); when even that is too large the command fails with both sizes and the largest
+    /// files to trim. --gzip compresses always.
+    UserData(UserDataArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -169,6 +176,9 @@ pub struct AddArgs {
 pub struct PlanArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -191,8 +201,29 @@ pub enum Format {
 pub struct BuildArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Output directory (created or replaced as a whole).
     #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UserDataArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The node whose user-data to write.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// Compress with gzip even when the cloud-config fits uncompressed.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Where to write it ("-": stdout).
+    #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 }
 
@@ -200,6 +231,9 @@ pub struct BuildArgs {
 pub struct ValidateArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// Print every validator's output, not only failures.
     #[arg(long, short)]
     pub verbose: bool,
@@ -211,6 +245,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
+        Command::UserData(args) => user_data(&cli.global, args),
         Command::Image(args) => crate::image::cli::image(&cli.global, args),
         Command::Flash(args) => crate::image::cli::flash_cmd(&cli.global, args),
         Command::Seed(args) => crate::image::cli::seed_cmd(&cli.global, args),
@@ -245,8 +280,19 @@ pub(crate) struct Planned {
     pub(crate) plans: Vec<crate::contract::NodePlan>,
 }
 
-pub(crate) fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
-    let inv = pipeline::load_inventory(site)?;
+pub(crate) fn plan_site(
+    global: &Global,
+    site: &Path,
+    stage: Option<&str>,
+) -> anyhow::Result<Planned> {
+    plan_inventory(global, load_staged(site, stage)?)
+}
+
+fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError> {
+    crate::inventory::load_stage(site, stage).map_err(BuildError::Inventory)
+}
+
+fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;
     let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;
@@ -270,7 +316,7 @@ fn print_logs(logs: &[PluginLog]) {
 }
 
 fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
         Format::Table => view::table(&planned.inv.site, &planned.plans),
@@ -282,10 +328,15 @@ fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
-    output::write_build(&args.output, &planned.inv.site.name, &nodes)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    output::write_build_with(
+        &args.output,
+        &planned.inv.site.name,
+        &nodes,
+        crate::aws::build_files(&planned.inv.site),
+    )
+    .with_context(|| format!("writing {}", args.output.display()))?;
     if !global.quiet {
         eprintln!(
             "built {} node(s) of site {} into {} (bundle {}.tar.gz)",
@@ -298,9 +349,64 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
+    let inv = load_staged(&args.site, args.stage.as_deref())?;
+    let Some(index) = inv.site.nodes.iter().position(|n| n.name == args.node) else {
+        let names: Vec<&str> = inv.site.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no node named {:?} (nodes: {})",
+            args.site.display(),
+            args.node,
+            names.join(", ")
+        );
+    };
+    let planned = plan_inventory(global, inv)?;
+    let inv = &planned.inv;
+    let art = crate::render::Renderer::new()
+        .render_node(
+            &inv.site,
+            index as u32,
+            &planned.plans[index],
+            &inv.node_extras[index].ssh_authorized_keys,
+        )
+        .map_err(|e| BuildError::Render {
+            node: args.node.clone(),
+            message: format!("{e:#}"),
+        })?;
+    let files: Vec<(String, usize)> = art
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.content.len()))
+        .collect();
+    let at = pipeline::location(inv, inv.node_spans[index].start);
+    let packed = crate::aws::pack_user_data(&args.node, &art.user_data, args.gzip, &files)
+        .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    if args.output.as_os_str() == "-" {
+        std::io::stdout()
+            .write_all(&packed.bytes)
+            .context("writing stdout")?;
+    } else {
+        output::write_file_atomic(&args.output, 0o600, &packed.bytes)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+    }
+    if !global.quiet {
+        eprintln!(
+            "user-data of node {}: {} bytes{}",
+            args.node,
+            packed.bytes.len(),
+            if packed.gzip {
+                format!(" (gzip of {} bytes)", packed.raw_len)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let validators = validate::Validators::find().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
     let scratch = tempfile::Builder::new()
         .prefix("haseed-validate-")

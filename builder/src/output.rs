@@ -119,7 +119,20 @@ pub fn write_build(
     site: &str,
     nodes: &[(String, NodeArtifacts)],
 ) -> anyhow::Result<()> {
-    let files = build_tree(nodes);
+    write_build_with(dir, site, nodes, Vec::new())
+}
+
+/// [`write_build`] plus `extra` files of the site (e.g. `_aws/...`), in the
+/// directory and the bundle.
+pub fn write_build_with(
+    dir: &Path,
+    site: &str,
+    nodes: &[(String, NodeArtifacts)],
+    extra: Vec<OutFile>,
+) -> anyhow::Result<()> {
+    let mut files = build_tree(nodes);
+    files.extend(extra);
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
     let bundle = bundle(site, &files).context("making the bundle")?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -175,6 +188,23 @@ pub fn write_build(
         fs::remove_dir_all(&staged).ok();
         return Err(e);
     }
+    Ok(())
+}
+
+/// Writes one file through a temporary sibling renamed into place (no
+/// half-written file is ever left under `path`).
+pub fn write_file_atomic(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".haseed-")
+        .tempfile_in(&parent)
+        .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
+    tmp.write_all(content)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
+    tmp.persist(path)?;
     Ok(())
 }
 

@@ -15,6 +15,9 @@ use crate::pipeline;
 pub struct ImageArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply the inventory's [stage.NAME] overlay.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// The node(s) to make images for (repeatable).
     #[arg(long, value_name = "NODE", required_unless_present = "all")]
     pub node: Vec<String>,
@@ -49,6 +52,9 @@ pub enum Compress {
 pub struct FlashArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply the inventory's [stage.NAME] overlay.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// The node whose card this is.
     #[arg(long, value_name = "NODE")]
     pub node: String,
@@ -69,6 +75,9 @@ pub struct FlashArgs {
 pub struct SeedArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
+    /// Apply the inventory's [stage.NAME] overlay.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
     /// The node whose seed to write.
     #[arg(long, value_name = "NODE")]
     pub node: String,
@@ -82,9 +91,10 @@ pub struct SeedArgs {
 fn prepare(
     global: &Global,
     site: &Path,
+    stage: Option<&str>,
     all: &[BaseImage],
 ) -> anyhow::Result<(Planned, Vec<(String, crate::render::NodeArtifacts)>)> {
-    let mut planned = plan_site(global, site)?;
+    let mut planned = plan_site(global, site, stage)?;
     for (node, plan) in planned.inv.site.nodes.iter().zip(planned.plans.iter_mut()) {
         if let Some(b) = all.iter().find(|b| b.platform == node.platform.as_str()) {
             super::apply_package_names(plan, b);
@@ -161,7 +171,7 @@ fn report(global: &Global, made: &[Made], json: bool) -> anyhow::Result<()> {
 
 pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     let all = base::all()?;
-    let (planned, rendered) = prepare(global, &args.site, &all)?;
+    let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
     let site = &planned.inv.site;
     let mut picks: Vec<usize> = if args.all {
         let flashable = |p: &str| all.iter().any(|b| b.platform == p);
@@ -240,7 +250,7 @@ pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> 
         }
     }
     let all = base::all()?;
-    let (planned, rendered) = prepare(global, &args.site, &all)?;
+    let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
     let i = node_index(&planned, &args.node)?;
     std::fs::create_dir_all(&args.tmp_dir)
         .with_context(|| format!("creating {}", args.tmp_dir.display()))?;
@@ -267,7 +277,7 @@ pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> 
 }
 
 pub fn seed_cmd(global: &Global, args: &SeedArgs) -> anyhow::Result<ExitCode> {
-    let planned = plan_site(global, &args.site)?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let i = node_index(&planned, &args.node)?;
     let rendered = pipeline::render(&planned.inv, &planned.plans)?;
     let size = super::seed::write(&rendered[i].1, &args.output)?;

@@ -21,6 +21,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 mod net;
 mod read;
 mod resolve;
+mod stage;
 #[cfg(test)]
 mod tests;
 
@@ -89,6 +90,11 @@ impl Inventory {
 /// Reads and parses the site file. I/O problems, files over [`MAX_SITE_FILE_BYTES`] and
 /// non-UTF-8 text are reported as a diagnostic without span.
 pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
+    load_stage(path, None)
+}
+
+/// [`load`] with stage `stage` (`[stage.NAME]` overlays) applied.
+pub fn load_stage(path: &Path, stage: Option<&str>) -> Result<Inventory, Diagnostics> {
     let fail = |msg: String| Diagnostics::whole_file(path, "", msg);
     let file =
         std::fs::File::open(path).map_err(|e| fail(format!("cannot read the site file: {e}")))?;
@@ -114,7 +120,7 @@ pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
             e.utf8_error().valid_up_to()
         ))
     })?;
-    parse(path, &text)
+    parse_stage(path, &text, stage)
 }
 
 fn too_big(len: u64) -> String {
@@ -127,6 +133,17 @@ fn too_big(len: u64) -> String {
 /// Parses, checks and resolves `source` (the text of the file at `path`; `path` is used for
 /// messages and to resolve plugin paths). Pure: reads nothing.
 pub fn parse(path: &Path, source: &str) -> Result<Inventory, Diagnostics> {
+    parse_stage(path, source, None)
+}
+
+/// [`parse`] with stage `stage` applied: its overlays replace values of the base
+/// before anything is checked, and `site.stage` carries its name. An unknown stage,
+/// or an overlay naming what the base does not have, is an error at the overlay.
+pub fn parse_stage(
+    path: &Path,
+    source: &str,
+    stage: Option<&str>,
+) -> Result<Inventory, Diagnostics> {
     if source.len() > MAX_SITE_FILE_BYTES {
         return Err(Diagnostics::whole_file(
             path,
@@ -156,7 +173,22 @@ pub fn parse(path: &Path, source: &str) -> Result<Inventory, Diagnostics> {
         }
     };
     let mut cx = read::Cx::new(path, source);
-    let raw = read::read_file(&mut cx, doc.as_table());
+    let mut root = doc.as_table().clone();
+    // Every stage's overlays must address what the base has, whichever is picked.
+    for other in stage::names(&root) {
+        if Some(other.as_str()) != stage {
+            stage::apply(&mut cx, &mut root.clone(), Some(&other));
+        }
+    }
+    let found = stage::apply(&mut cx, &mut root, stage);
+    let mut raw = read::read_file(&mut cx, &root);
+    if let (Some(name), Some(span)) = (stage, found) {
+        // The stage picked on the command line names the build.
+        raw.site.stage = Some(read::Sp {
+            v: name.to_string(),
+            span,
+        });
+    }
     let resolved = resolve::resolve(&mut cx, &raw, path);
     let mut diags = Diagnostics::new(path, source);
     diags.items = std::mem::take(&mut cx.diags);

@@ -478,7 +478,33 @@ pub(super) struct RawVip {
     pub vrid: Option<Sp<i64>>,
     pub master: Option<Sp<String>>,
     pub nopreempt: Option<Sp<bool>>,
+    /// `[vip.aws]` / `aws = { ... }`: how the VIP moves on AWS.
+    pub aws: Option<RawAws>,
 }
+
+/// How a VIP moves between AWS holders (`[vip.aws]`).
+#[derive(Debug)]
+pub(super) struct RawAws {
+    /// The table's header (or inline table).
+    pub span: Span,
+    pub method: Option<Sp<AwsMethod>>,
+    pub allocation_id: Option<Sp<String>>,
+    pub route_tables: Option<List<String>>,
+}
+
+/// The word of `[vip.aws] method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AwsMethod {
+    SecondaryIp,
+    ElasticIp,
+    RouteTable,
+}
+
+pub(super) const AWS_METHODS: &[(&str, AwsMethod)] = &[
+    ("secondary-ip", AwsMethod::SecondaryIp),
+    ("elastic-ip", AwsMethod::ElasticIp),
+    ("route-table", AwsMethod::RouteTable),
+];
 
 #[derive(Debug, Default)]
 pub(super) struct RawCheck {
@@ -546,9 +572,9 @@ const TOP_KEYS: &[&str] = &[
     "default_policy",
 ];
 const SITE_KEYS: &[&str] = &["name", "stage"];
-const HOST_KEYS: &[&str] = &["platform", "interface", "user", "ssh_authorized_keys"];
-const NETWORK_KEYS: &[&str] = &["name", "cidr", "gateway", "dns", "ntp"];
-const VIP_KEYS: &[&str] = &[
+pub(super) const HOST_KEYS: &[&str] = &["platform", "interface", "user", "ssh_authorized_keys"];
+pub(super) const NETWORK_KEYS: &[&str] = &["name", "cidr", "gateway", "dns", "ntp"];
+pub(super) const VIP_KEYS: &[&str] = &[
     "name",
     "address",
     "network",
@@ -556,8 +582,10 @@ const VIP_KEYS: &[&str] = &[
     "vrid",
     "master",
     "nopreempt",
+    "aws",
 ];
-const SERVICE_KEYS: &[&str] = &[
+const AWS_KEYS: &[&str] = &["method", "allocation_id", "route_tables"];
+pub(super) const SERVICE_KEYS: &[&str] = &[
     "name",
     "vip",
     "port",
@@ -570,7 +598,7 @@ const SERVICE_KEYS: &[&str] = &[
     "bind",
 ];
 const CHECK_KEYS: &[&str] = &["inter_ms", "rise", "fall", "port", "http"];
-const NODE_KEYS: &[&str] = &[
+pub(super) const NODE_KEYS: &[&str] = &[
     "name",
     "roles",
     "address",
@@ -638,6 +666,15 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
             vrid: cx.integer(&t, "vrid", false),
             master: cx.string(&t, "master", false),
             nopreempt: cx.boolean(&t, "nopreempt"),
+            aws: cx.table(&t, "aws", "`aws` in [[vip]]").map(|a| {
+                cx.check_keys(&a, AWS_KEYS);
+                RawAws {
+                    method: cx.choice(&a, "method", true, "AWS move method", AWS_METHODS),
+                    allocation_id: cx.string(&a, "allocation_id", false),
+                    route_tables: cx.strings(&a, "route_tables", false),
+                    span: a.span,
+                }
+            }),
             span: t.span,
         });
     }

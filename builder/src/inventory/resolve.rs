@@ -12,10 +12,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::net::{self, Cidr, CidrError};
-use super::read::{show, Cx, List, RawCheck, RawFile, RawHostKeys, Sp, Span};
+use super::read::{show, AwsMethod, Cx, List, RawCheck, RawFile, RawHostKeys, RawVip, Sp, Span};
 use super::{NodeExtra, PluginRef};
 use crate::contract::{
-    CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
+    AwsVipMove, CheckOverride, Network, Node, Platform, ProxyMode, Role, Service, Site, Vip,
 };
 
 pub(super) struct Resolved {
@@ -810,6 +810,14 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             Some(ip)
         });
 
+        // A route-table ("overlay") VIP lives outside every subnet: its holders may sit in
+        // different subnets (AZs); every other VIP needs its holders on its own network.
+        let overlay = v
+            .aws
+            .as_ref()
+            .and_then(|a| a.method.as_ref())
+            .is_some_and(|m| m.v == AwsMethod::RouteTable);
+
         // holders
         let mut holders: Vec<u32> = Vec::new();
         let mut holders_ok = false;
@@ -846,7 +854,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
                         continue;
                     }
                     seen.insert(ni, &h.span);
-                    if let (Some(vn), Some(nn)) = (network, node_nets[ni]) {
+                    if let (Some(vn), Some(nn), false) = (network, node_nets[ni], overlay) {
                         if vn != nn {
                             cx.err(
                                 h.span.clone(),
@@ -934,6 +942,8 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             .and_then(|r| cx.int_in(r, &format!("vrid of VIP {label}"), 1, 255))
             .map_or(0, |r| r as u8);
 
+        let aws = aws_move(cx, v, &label, &holders, holders_ok, &nodes);
+
         vips.push(Vip {
             name: v.name.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
             address: ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -942,7 +952,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             vrid,
             master,
             nopreempt,
-            aws: None,
+            aws,
         });
         vip_nets.push(network);
     }
@@ -1287,5 +1297,199 @@ fn check_override(cx: &mut Cx<'_>, c: &RawCheck, label: &str) -> CheckOverride {
         fall: u32_of(fall),
         port: port.map(|p| p as u16),
         http,
+    }
+}
+
+/// `eipalloc-` then 8 or 17 lowercase hex digits (the two lengths AWS issues).
+pub(super) fn valid_allocation_id(s: &str) -> bool {
+    aws_id(s, "eipalloc-")
+}
+
+/// `rtb-` then 8 or 17 lowercase hex digits.
+pub(super) fn valid_route_table_id(s: &str) -> bool {
+    aws_id(s, "rtb-")
+}
+
+fn aws_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The VIP's `[vip.aws]` table checked against its holders: required when any holder runs on
+/// AWS (VRRP alone cannot move an address in a VPC), refused otherwise, and every holder of
+/// an AWS VIP must be on AWS (the notify script calls the EC2 API on the new MASTER).
+fn aws_move(
+    cx: &mut Cx<'_>,
+    v: &RawVip,
+    label: &str,
+    holders: &[u32],
+    holders_ok: bool,
+    nodes: &[Node],
+) -> Option<AwsVipMove> {
+    let name_span = v.name.as_ref().map_or(v.span.clone(), |s| s.span.clone());
+    let on_aws: Vec<&str> = holders
+        .iter()
+        .map(|&h| &nodes[h as usize])
+        .filter(|n| n.platform == Platform::Aws)
+        .map(|n| n.name.as_str())
+        .collect();
+    let Some(a) = &v.aws else {
+        if !on_aws.is_empty() && holders_ok {
+            let d = cx
+                .diag(
+                    name_span,
+                    format!(
+                        "VIP {label} is held by AWS node{} {} but says not how it moves on AWS",
+                        if on_aws.len() == 1 { "" } else { "s" },
+                        name_list(on_aws.iter().copied())
+                    ),
+                )
+                .with_help(
+                    "add aws = { method = \"secondary-ip\" } (one subnet), \
+                     { method = \"elastic-ip\", allocation_id = \"eipalloc-...\" } or \
+                     { method = \"route-table\", route_tables = [\"rtb-...\"] } (across AZs)",
+                );
+            cx.push(d);
+        }
+        return None;
+    };
+    if on_aws.is_empty() {
+        if holders_ok && !holders.is_empty() {
+            let d = cx
+                .diag(
+                    a.span.clone(),
+                    format!("VIP {label} sets aws, but none of its holders has platform aws"),
+                )
+                .with_help("remove the aws table, or set platform = \"aws\" on its holders");
+            cx.push(d);
+        }
+        return None;
+    }
+    if on_aws.len() != holders.len() {
+        let others = holders
+            .iter()
+            .map(|&h| &nodes[h as usize])
+            .filter(|n| n.platform != Platform::Aws)
+            .map(|n| n.name.as_str());
+        let d = cx
+            .diag(
+                name_span,
+                format!(
+                    "VIP {label} mixes AWS holders ({}) with holders on other platforms ({})",
+                    name_list(on_aws.iter().copied()),
+                    name_list(others)
+                ),
+            )
+            .with_help("a VIP moves either through the EC2 API or by VRRP alone; split it");
+        cx.push(d);
+    }
+    let method = a.method.as_ref()?;
+    let refuse = |cx: &mut Cx<'_>, span: &Span, key: &str| {
+        cx.err(
+            span.clone(),
+            format!(
+                "{key} does not apply to method {} (VIP {label})",
+                match method.v {
+                    AwsMethod::SecondaryIp => "secondary-ip",
+                    AwsMethod::ElasticIp => "elastic-ip",
+                    AwsMethod::RouteTable => "route-table",
+                }
+            ),
+        );
+    };
+    match method.v {
+        AwsMethod::SecondaryIp => {
+            if let Some(x) = &a.allocation_id {
+                refuse(cx, &x.span, "allocation_id");
+            }
+            if let Some(x) = &a.route_tables {
+                refuse(cx, &x.span, "route_tables");
+            }
+            Some(AwsVipMove::SecondaryIp)
+        }
+        AwsMethod::ElasticIp => {
+            if let Some(x) = &a.route_tables {
+                refuse(cx, &x.span, "route_tables");
+            }
+            let Some(id) = &a.allocation_id else {
+                cx.err(
+                    method.span.clone(),
+                    format!(
+                        "method elastic-ip of VIP {label} needs allocation_id = \"eipalloc-...\""
+                    ),
+                );
+                return None;
+            };
+            if !valid_allocation_id(&id.v) {
+                let d = cx
+                    .diag(
+                        id.span.clone(),
+                        format!(
+                            "allocation_id {} of VIP {label} is not an Elastic IP allocation id",
+                            show(&id.v)
+                        ),
+                    )
+                    .with_help(
+                        "an allocation id is eipalloc- followed by 8 or 17 lowercase hex digits",
+                    );
+                cx.push(d);
+                return None;
+            }
+            Some(AwsVipMove::ElasticIp(id.v.clone()))
+        }
+        AwsMethod::RouteTable => {
+            if let Some(x) = &a.allocation_id {
+                refuse(cx, &x.span, "allocation_id");
+            }
+            let Some(list) = &a.route_tables else {
+                cx.err(
+                    method.span.clone(),
+                    format!(
+                        "method route-table of VIP {label} needs route_tables = [\"rtb-...\", ...]"
+                    ),
+                );
+                return None;
+            };
+            if list.v.is_empty() {
+                cx.err(
+                    list.span.clone(),
+                    format!("route_tables of VIP {label} is empty"),
+                );
+                return None;
+            }
+            let mut ok = true;
+            let mut seen: HashMap<&str, &Span> = HashMap::new();
+            for r in &list.v {
+                if !valid_route_table_id(&r.v) {
+                    let d = cx
+                        .diag(
+                            r.span.clone(),
+                            format!(
+                                "{} in route_tables of VIP {label} is not a route table id",
+                                show(&r.v)
+                            ),
+                        )
+                        .with_help(
+                            "a route table id is rtb- followed by 8 or 17 lowercase hex digits",
+                        );
+                    cx.push(d);
+                    ok = false;
+                } else if let Some(first) = seen.insert(r.v.as_str(), &r.span) {
+                    let d = cx
+                        .diag(
+                            r.span.clone(),
+                            format!("route table {} is listed twice for VIP {label}", r.v),
+                        )
+                        .with_label(first.clone(), "first listed here");
+                    cx.push(d);
+                    ok = false;
+                }
+            }
+            ok.then(|| AwsVipMove::RouteTable(list.v.iter().map(|r| r.v.clone()).collect()))
+        }
     }
 }

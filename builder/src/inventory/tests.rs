@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::contract::{Balance, Platform, ProxyMode, Role};
+use crate::contract::{AwsVipMove, Balance, Platform, ProxyMode, Role};
 
 const EXAMPLE: &str = r#"[site]
 name = "pi-k8s"
@@ -1478,4 +1478,366 @@ fn node_roles_empty_or_repeated() {
         "roles = [\"worker\", \"db\", \"worker\"]",
     );
     only_err(&src, "role worker is listed twice for node w1", 20, 26);
+}
+
+// ---------------------------------------------------------------------------------------
+// AWS: how a VIP moves
+// ---------------------------------------------------------------------------------------
+
+/// Two AWS load balancers in one subnet; the VIP's `aws` table is appended (line 26 on).
+const AWS: &str = r#"[site]
+name = "t"
+
+[defaults]
+platform = "aws"
+interface = "ens5"
+
+[[network]]
+name = "a"
+cidr = "10.0.1.0/24"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.0.1.11"
+
+[[node]]
+name = "lb2"
+roles = ["lb"]
+address = "10.0.1.12"
+
+[[vip]]
+name = "api"
+address = "10.0.1.100"
+network = "a"
+"#;
+
+#[test]
+fn aws_vip_methods_resolve() {
+    let inv = ok(&with(AWS, "aws = { method = \"secondary-ip\" }\n"));
+    assert_eq!(inv.site.vips[0].aws, Some(AwsVipMove::SecondaryIp));
+    let inv = ok(&with(
+        AWS,
+        "[vip.aws]\nmethod = \"elastic-ip\"\nallocation_id = \"eipalloc-0123456789abcdef0\"\n",
+    ));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::ElasticIp("eipalloc-0123456789abcdef0".into()))
+    );
+    let inv = ok(&with(
+        AWS,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\", \"rtb-0123456789abcdef0\"] }\n",
+    ));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::RouteTable(vec![
+            "rtb-0a1b2c3d".into(),
+            "rtb-0123456789abcdef0".into()
+        ]))
+    );
+    // Not on AWS: none.
+    assert_eq!(ok(EXAMPLE).site.vips[0].aws, None);
+}
+
+#[test]
+fn aws_vip_needs_a_method() {
+    let d = only_err(
+        AWS,
+        "VIP api is held by AWS nodes lb1, lb2 but says not how it moves",
+        23,
+        8,
+    );
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("secondary-ip"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn aws_table_refused_off_aws() {
+    let src = with(
+        &AWS.replace("platform = \"aws\"", "platform = \"ubuntu\""),
+        "aws = { method = \"secondary-ip\" }\n",
+    );
+    only_err(
+        &src,
+        "VIP api sets aws, but none of its holders has platform aws",
+        26,
+        7,
+    );
+}
+
+#[test]
+fn aws_mixed_holders_refused() {
+    let src = with(
+        &AWS.replace(
+            "address = \"10.0.1.12\"",
+            "address = \"10.0.1.12\"\nplatform = \"ubuntu\"",
+        ),
+        "aws = { method = \"secondary-ip\" }\n",
+    );
+    only_err(
+        &src,
+        "VIP api mixes AWS holders (lb1) with holders on other platforms (lb2)",
+        24,
+        8,
+    );
+}
+
+#[test]
+fn aws_ids_checked_by_shape() {
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"elastic-ip\", allocation_id = \"eipalloc-XYZ\" }\n",
+        ),
+        "allocation_id `eipalloc-XYZ` of VIP api is not an Elastic IP allocation id",
+        26,
+        48,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"elastic-ip\" }\n"),
+        "method elastic-ip of VIP api needs allocation_id",
+        26,
+        18,
+    );
+    err_at(
+        &with(
+            AWS,
+            "aws = { method = \"route-table\", route_tables = [\"rtb-1\", \"subnet-0a1b2c3d\"] }\n",
+        ),
+        "`rtb-1` in route_tables of VIP api is not a route table id",
+        26,
+        49,
+    );
+    let d = fail(&with(
+        AWS,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-1\", \"subnet-0a1b2c3d\"] }\n",
+    ));
+    assert_eq!(d.items.len(), 2, "{d}");
+    only_err(
+        &with(AWS, "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\", \"rtb-0a1b2c3d\"] }\n"),
+        "route table rtb-0a1b2c3d is listed twice for VIP api",
+        26,
+        65,
+    );
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"route-table\", route_tables = [] }\n",
+        ),
+        "route_tables of VIP api is empty",
+        26,
+        48,
+    );
+    only_err(
+        &with(
+            AWS,
+            "aws = { method = \"secondary-ip\", route_tables = [\"rtb-0a1b2c3d\"] }\n",
+        ),
+        "route_tables does not apply to method secondary-ip (VIP api)",
+        26,
+        49,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"floating\" }\n"),
+        "unknown AWS move method `floating`; expected one of: secondary-ip, elastic-ip, route-table",
+        26,
+        18,
+    );
+    only_err(
+        &with(AWS, "aws = { method = \"secondary-ip\", eip = \"x\" }\n"),
+        "unknown key `eip` in `aws` in [[vip]]",
+        26,
+        34,
+    );
+}
+
+#[test]
+fn aws_route_table_holders_span_subnets() {
+    // Cross-AZ: each holder in its own subnet, the VIP on an overlay network of its own.
+    let src = AWS
+        .replace(
+            "[[node]]\nname = \"lb2\"",
+            "[[network]]\nname = \"b\"\ncidr = \"10.0.2.0/24\"\n\n[[network]]\nname = \"overlay\"\ncidr = \"172.31.255.0/24\"\n\n[[node]]\nname = \"lb2\"",
+        )
+        .replace("address = \"10.0.1.12\"", "address = \"10.0.2.12\"")
+        .replace(
+            "address = \"10.0.1.100\"\nnetwork = \"a\"",
+            "address = \"172.31.255.10\"\nnetwork = \"overlay\"\nholders = [\"lb1\", \"lb2\"]",
+        );
+    let inv = ok(&with(
+        &src,
+        "aws = { method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\"] }\n",
+    ));
+    assert_eq!(inv.site.vips[0].holders, vec![0, 1]);
+    assert_eq!(inv.site.nodes[1].network, 1);
+    // The same holders with a secondary IP: refused (a secondary IP stays in one subnet).
+    let d = fail(&with(&src, "aws = { method = \"secondary-ip\" }\n"));
+    assert!(
+        d.to_string()
+            .contains("node lb1 in holders of VIP api is not on network overlay"),
+        "{d}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Stages
+// ---------------------------------------------------------------------------------------
+
+fn staged(src: &str, stage: &str) -> Result<Inventory, Diagnostics> {
+    parse_stage(file(), src, Some(stage))
+}
+
+/// Asserts an error containing `msg` at `line:col` when `stage` is applied.
+fn stage_err_at(src: &str, stage: &str, msg: &str, line: usize, col: usize) {
+    let d = match staged(src, stage) {
+        Ok(_) => panic!("expected errors for stage {stage}:\n{src}"),
+        Err(d) => d,
+    };
+    let text = d.to_string();
+    let Some(item) = d.items.iter().find(|i| i.message.contains(msg)) else {
+        panic!("no error containing {msg:?}; got:\n{text}");
+    };
+    assert_eq!(
+        item.line_col(src),
+        Some((line, col)),
+        "wrong position for {msg:?}:\n{text}"
+    );
+}
+
+/// MIN (a laptop: raspios, no VIP) plus production overlays from line 18 on.
+const STAGES: &str = r#"[stage.production.defaults]
+platform = "aws"
+[stage.production.network.lan]
+cidr = "10.9.0.0/24"
+gateway = "10.9.0.1"
+[stage.production.node.lb1]
+address = "10.9.0.11"
+interface = "ens5"
+[stage.production.node.m1]
+address = "10.9.0.21"
+[stage.staging.node.lb1]
+address = "10.0.0.99"
+"#;
+
+#[test]
+fn stages_overlay_the_base() {
+    let src = format!("{MIN}[defaults]\nplatform = \"raspios\"\n{STAGES}");
+    // Without --stage: the base, and no stage name.
+    let base = ok(&src);
+    assert_eq!(base.site.nodes[0].address, "10.0.0.11");
+    assert_eq!(base.site.stage, "");
+    let prod = staged(&src, "production").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(prod.site.stage, "production");
+    assert_eq!(prod.site.networks[0].cidr, "10.9.0.0/24");
+    assert_eq!(prod.site.nodes[0].address, "10.9.0.11");
+    assert_eq!(prod.site.nodes[0].interface, "ens5");
+    assert_eq!(prod.site.nodes[0].platform, Platform::Aws);
+    assert_eq!(prod.site.nodes[1].address, "10.9.0.21");
+    let staging = staged(&src, "staging").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(staging.site.nodes[0].address, "10.0.0.99");
+    assert_eq!(staging.site.networks[0].cidr, "10.0.0.0/24");
+}
+
+#[test]
+fn stage_values_are_checked_at_the_overlay_line() {
+    // 10.0.0.99 outside the production network: reported at the overlay's address.
+    let src = format!("{MIN}[stage.production.node.lb1]\naddress = \"10.1.0.5\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "address 10.1.0.5 of node lb1 is in no [[network]]",
+        19,
+        11,
+    );
+}
+
+#[test]
+fn unknown_stage_and_unknown_overlay_targets() {
+    let src = format!("{MIN}[stage.production.node.lb1]\naddress = \"10.0.0.12\"\n");
+    stage_err_at(&src, "prod", "unknown stage `prod`", 18, 8);
+    let d = staged(&src, "prod").expect_err("unknown stage");
+    assert!(
+        d.to_string()
+            .contains("stages defined in this file: production"),
+        "{d}"
+    );
+    let d = staged(MIN, "prod").expect_err("no stages");
+    assert!(
+        d.to_string()
+            .contains("unknown stage `prod`: this site file defines no stages"),
+        "{d}"
+    );
+
+    let src = format!("{MIN}[stage.production.node.lb9]\naddress = \"10.0.0.12\"\n");
+    // Reported whichever stage is picked, and without one.
+    err_at(
+        &src,
+        "stage production overlays [[node]] `lb9`, which the base does not define",
+        18,
+        24,
+    );
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays [[node]] `lb9`, which the base does not define",
+        18,
+        24,
+    );
+    let src = format!("{MIN}[stage.production.node.lb1]\nadress = \"10.0.0.12\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays unknown key `adress` of [[node]] `lb1`",
+        19,
+        1,
+    );
+    let src = format!("{MIN}[stage.production.node.lb1]\nname = \"lb3\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production cannot rename [[node]] `lb1`",
+        19,
+        1,
+    );
+    let src = format!("{MIN}[stage.production.site]\nname = \"x\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production cannot overlay `site`",
+        18,
+        19,
+    );
+    let src = format!("{MIN}[stage.production.defaults]\nplatform = \"aws\"\n");
+    stage_err_at(
+        &src,
+        "production",
+        "stage production overlays [defaults], which the base does not have",
+        18,
+        19,
+    );
+    // An unknown word in an overlay is reported where the overlay says it.
+    let src = format!("{MIN}[defaults]\nplatform = \"raspios\"\n[stage.production.defaults]\nplatform = \"ec2\"\n");
+    stage_err_at(&src, "production", "unknown platform `ec2`", 21, 12);
+}
+
+#[test]
+fn stage_overlays_vip_aws_and_plugin_settings() {
+    let src = format!(
+        "{AWS}aws = {{ method = \"secondary-ip\" }}\n\
+         [stage.xaz.vip.api]\n\
+         aws = {{ method = \"route-table\", route_tables = [\"rtb-0a1b2c3d\"] }}\n\
+         [[plugin]]\npath = \"p.wasm\"\nsha256 = \"{}\"\nsettings = {{ a = 1, b = 2 }}\n\
+         [stage.xaz.plugin.\"p.wasm\".settings]\nb = 3\n",
+        "0".repeat(64)
+    );
+    let inv = staged(&src, "xaz").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        inv.site.vips[0].aws,
+        Some(AwsVipMove::RouteTable(vec!["rtb-0a1b2c3d".into()]))
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&inv.plugins[0].settings_json).expect("json");
+    assert_eq!(settings, serde_json::json!({"a": 1, "b": 3}));
 }

@@ -6,7 +6,7 @@ use crate::haproxy::is_ipv6;
 use crate::haseed::policy::plan::{
     KeepalivedConfig, NodePlan, VrrpInstance, VrrpScript, VrrpState,
 };
-use crate::haseed::policy::site::Platform;
+use crate::haseed::policy::site::{AwsVipMove, Platform};
 use crate::Policy;
 
 /// The script every instance tracks.
@@ -75,6 +75,26 @@ impl Policy {
             } else {
                 self.settings.vrrp_version()
             };
+            // On AWS the MASTER moves the VIP through the EC2 API; a
+            // route-table ("overlay") VIP is a host route outside every subnet.
+            let how = if aws { vip.aws.as_ref() } else { None };
+            let (notify_master, notify_backup, notify_fault) = match how {
+                Some(how) => {
+                    let (m, b, f) = crate::aws::notify_commands(name, vip, how);
+                    (Some(m), Some(b), Some(f))
+                }
+                None => (None, None, None),
+            };
+            let prefix = match how {
+                Some(AwsVipMove::RouteTable(_)) => {
+                    if is_ipv6(&vip.address) {
+                        "128"
+                    } else {
+                        "32"
+                    }
+                }
+                _ => self.index.prefixes[v as usize].as_str(),
+            };
             keepalived.instances.push(VrrpInstance {
                 name: name.clone(),
                 state,
@@ -96,15 +116,12 @@ impl Policy {
                 } else {
                     Vec::new()
                 },
-                addresses: vec![format!(
-                    "{}/{}",
-                    vip.address, self.index.prefixes[v as usize]
-                )],
+                addresses: vec![format!("{}/{prefix}", vip.address)],
                 track_scripts: vec![CHECK_NAME.into()],
                 track_files: Vec::new(),
-                notify_master: None,
-                notify_backup: None,
-                notify_fault: None,
+                notify_master,
+                notify_backup,
+                notify_fault,
                 garp_master_refresh_s: None,
             });
         }

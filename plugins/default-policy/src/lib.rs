@@ -25,6 +25,7 @@ wit_bindgen::generate!({
     world: "policy-plugin",
 });
 
+mod aws;
 mod haproxy;
 mod index;
 mod keepalived;
@@ -134,6 +135,9 @@ impl GuestDecider for Policy {
         }
         self.decide_haproxy(&mut plan, held);
         self.decide_keepalived(&mut plan, index, held);
+        if me.platform == Platform::Aws {
+            self.decide_aws(&mut plan, held);
+        }
         Ok(plan)
     }
 }
