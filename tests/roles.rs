@@ -550,3 +550,328 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
         assert!(stderr(&o).contains(says), "{bad}: {}", stderr(&o));
     }
 }
+
+/// Processes and a network namespace that go away with the test, even when
+/// an assertion fails half-way.
+struct Lab {
+    ns: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let ns = format!("haseed-galera-{}", std::process::id());
+        let lab = Lab {
+            ns,
+            children: Vec::new(),
+        };
+        lab.ip(&["netns", "add", &lab.ns]);
+        lab.exec(&["ip", "link", "set", "lo", "up"]);
+        // The site's addresses, on the namespace's loopback: no traffic
+        // leaves the namespace.
+        for address in ["10.99.0.31/32", "10.99.0.11/32", "10.99.0.10/32"] {
+            lab.exec(&["ip", "addr", "add", address, "dev", "lo"]);
+        }
+        lab
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let o = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2)");
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Runs a command in the namespace to completion; (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let (ok, _, err) = self.run(args);
+        assert!(ok, "{args:?}: {err}");
+    }
+
+    /// Starts a long-running command in the namespace, output to `log`.
+    fn spawn(&mut self, args: &[&str], log: &Path) {
+        let out = std::fs::File::create(log).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+    }
+
+    /// Polls `args` until its stdout contains `want`, for at most `secs`.
+    fn wait_for(&self, args: &[&str], want: &str, secs: u64) -> String {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let (_, out, err) = self.run(args);
+            if out.contains(want) {
+                return out;
+            }
+            if std::time::Instant::now() > end {
+                panic!("{args:?} did not answer {want:?} within {secs} s: {out}{err}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The generated Galera configuration loaded by a real MariaDB with Debian's
+/// galera-4 provider: a one-node cluster inside a network namespace, the
+/// generated health script behind a socket like its systemd unit
+/// (`systemd-socket-activate --accept`), and the generated haproxy.cfg
+/// routing a client through the VIP to it. Needs root and the Debian
+/// packages mariadb-server and galera-4 (.ci/install-deps).
+#[test]
+fn galera_one_node_cluster_is_synced_and_haproxy_routes_to_it() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespace, mariadbd); CI runs tests as root"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    // One LB holding the VIP, one db node; addresses live in the namespace.
+    let site = d.join("site.toml");
+    std::fs::write(
+        &site,
+        r#"[site]
+name = "galera-lab"
+
+[defaults]
+platform = "ubuntu"
+interface = "lo"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
+
+[[network]]
+name = "lab"
+cidr = "10.99.0.0/24"
+
+[[vip]]
+name = "db"
+address = "10.99.0.10"
+network = "lab"
+
+[[service]]
+name = "galera"
+vip = "db"
+port = 13306
+backend_role = "db"
+backend_port = 3306
+mode = "tcp"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.99.0.11"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.99.0.31"
+"#,
+    )
+    .expect("site");
+    let out = built(d, &site);
+    let galera = out.join("db1/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf");
+    let health = out.join("db1/files/usr/local/sbin/haseed-galera-health");
+    assert!(read(&galera).contains("wsrep_cluster_address = gcomm://10.99.0.31\n"));
+
+    // Where this test's server keeps its files (the node uses Debian's
+    // defaults); the generated file is included unchanged.
+    let data = d.join("data");
+    let sock = d.join("mysqld.sock");
+    let base = format!(
+        "[mysqld]\ndatadir = {}\nsocket = {}\npid-file = {}\nlog-error = {}\nport = 3306\nuser = root\n",
+        data.display(),
+        sock.display(),
+        d.join("mysqld.pid").display(),
+        d.join("error.log").display()
+    );
+    std::fs::write(d.join("base.cnf"), &base).expect("base.cnf");
+    std::fs::write(
+        d.join("my.cnf"),
+        format!("{base}\n!include {}\n", galera.display()),
+    )
+    .expect("my.cnf");
+    let o = Command::new("mariadb-install-db")
+        .arg(format!("--defaults-file={}", d.join("base.cnf").display()))
+        .args(["--user=root", "--auth-root-authentication-method=socket"])
+        .output()
+        .expect("mariadb-install-db (Debian package mariadb-server, .ci/install-deps)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The client as the health script finds it on PATH, pointed at this
+    // test's socket (the node's client uses the default one).
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let client = bin.join("mariadb");
+    std::fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
+            sock.display()
+        ),
+    )
+    .expect("client");
+    let mut perm = std::fs::metadata(&client).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&client, perm).expect("chmod");
+    let client = client.to_str().expect("utf-8").to_string();
+
+    let mut lab = Lab::new();
+    let my_cnf = format!("--defaults-file={}", d.join("my.cnf").display());
+    // What galera_new_cluster does on the first node.
+    lab.spawn(
+        &[
+            "/usr/sbin/mariadbd",
+            &my_cnf,
+            "--user=root",
+            "--wsrep-new-cluster",
+        ],
+        &d.join("mariadbd.log"),
+    );
+    let state = "SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'";
+    lab.wait_for(&[&client, "-N", "-B", "-e", state], "Synced", 90);
+    let (ok, size, err) = lab.run(&[
+        &client,
+        "-N",
+        "-B",
+        "-e",
+        "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'",
+    ]);
+    assert!(ok && size.contains("wsrep_cluster_size\t1"), "{size}{err}");
+
+    // The health endpoint, as haseed-galera-health.socket runs it.
+    let path = format!("PATH={}:/usr/bin:/bin", bin.display());
+    lab.spawn(
+        &[
+            "systemd-socket-activate",
+            "--listen=9200",
+            "--accept",
+            "--inetd",
+            "-E",
+            &path,
+            "/bin/sh",
+            health.to_str().expect("utf-8"),
+        ],
+        &d.join("health.log"),
+    );
+    let answer = lab.wait_for(
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "http://10.99.0.31:9200/",
+        ],
+        "HTTP/1.1 200 OK",
+        20,
+    );
+    assert!(answer.contains("Galera node is Synced."), "{answer}");
+
+    // haproxy from the generated configuration; only the admin socket moves
+    // (the host's /run/haproxy may not exist or may be in use).
+    let cfg = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg")).replace(
+        "stats socket /run/haproxy/admin.sock",
+        &format!("stats socket {}", d.join("admin.sock").display()),
+    );
+    let cfg_path = d.join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).expect("haproxy.cfg");
+    lab.spawn(
+        &["haproxy", "-db", "-f", cfg_path.to_str().expect("utf-8")],
+        &d.join("haproxy.log"),
+    );
+    lab.exec(&[
+        &client,
+        "-e",
+        "CREATE USER 'probe'@'%' IDENTIFIED BY 'probe'; GRANT USAGE ON *.* TO 'probe'@'%';",
+    ]);
+    // rise 2, inter 2000 ms: db1 is up after about 4 s.
+    let routed = lab.wait_for(
+        &[
+            "/usr/bin/mariadb",
+            "--no-defaults",
+            "-h",
+            "10.99.0.10",
+            "-P",
+            "13306",
+            "--protocol=tcp",
+            "--connect-timeout=3",
+            "-u",
+            "probe",
+            "-pprobe",
+            "-N",
+            "-B",
+            "-e",
+            "SELECT @@wsrep_node_name, @@wsrep_on",
+        ],
+        "db1\t1",
+        30,
+    );
+    assert_eq!(routed.trim(), "db1\t1");
+
+    // Desynced on purpose: the endpoint says 503 and haproxy takes db1 out.
+    lab.exec(&[&client, "-e", "SET GLOBAL wsrep_desync = ON"]);
+    let answer = lab.wait_for(
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "http://10.99.0.31:9200/",
+        ],
+        "503 Service Unavailable",
+        20,
+    );
+    assert!(answer.contains("not synced (Donor/Desynced)"), "{answer}");
+    drop(lab);
+    assert!(
+        !Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout)
+                .contains(&format!("haseed-galera-{}", std::process::id())))
+            .unwrap_or(true),
+        "the namespace is gone"
+    );
+}
