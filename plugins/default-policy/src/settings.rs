@@ -19,7 +19,8 @@ kubeadm/kubelet/kubectl from (default \"1.31\"); \
 with check-ssl verify none), how haproxy checks the masters' API servers; \
 \"db_balance\": \"single-writer\" (default: the first db node takes every connection, the others \
 are backup) or \"leastconn\" (every db node active, balance leastconn); \
-\"galera_sst\": \"rsync\" (default) or \"mariabackup\", Galera's state snapshot transfer; \
+\"galera_sst\": \"rsync\" (default) or \"mariabackup\" (an SST user, wsrep_sst_auth, is left to a site \
+plugin), Galera's state snapshot transfer; \
 \"galera_cluster_name\": wsrep_cluster_name (default: the site name), letters, digits, '.', '_', '-', \
 up to 32.";
 
@@ -79,7 +80,10 @@ pub enum GaleraSst {
     /// Needs no database credentials; blocks the donor while it copies.
     #[default]
     Rsync,
-    /// Non-blocking; needs the `mariadb-backup` package on every db node.
+    /// Non-blocking; needs the `mariadb-backup` package on every db node
+    /// (installed) and, where the server asks for one, an SST user
+    /// (`wsrep_sst_auth`), which this policy does not invent: a site plugin
+    /// adds it in its own configuration file.
     Mariabackup,
 }
 
