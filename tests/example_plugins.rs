@@ -105,17 +105,22 @@ fn nodeport_and_galera_single_writer_decide_and_validate() {
         cfg.contains("server node01 10.44.194.62 check inter 5000ms rise 15 fall 1 port 29499"),
         "{cfg}"
     );
-    // Galera: db2 takes the writes, the others wait as backup.
+    // Galera: db2 takes the writes, the others wait as backup (the default
+    // policy's db check: the health endpoint on 9200).
     assert!(
-        cfg.contains("server db2 10.44.194.32:3306 check inter 3000ms rise 30 fall 3\n"),
+        cfg.contains("server db2 10.44.194.32:3306 check inter 2000ms rise 2 fall 5 port 9200\n"),
         "{cfg}"
     );
     assert!(
-        cfg.contains("server db1 10.44.194.31:3306 check inter 3000ms rise 30 fall 3 backup"),
+        cfg.contains(
+            "server db1 10.44.194.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup"
+        ),
         "{cfg}"
     );
     assert!(
-        cfg.contains("server db3 10.44.194.33:3306 check inter 3000ms rise 30 fall 3 backup"),
+        cfg.contains(
+            "server db3 10.44.194.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup"
+        ),
         "{cfg}"
     );
     let rotate =

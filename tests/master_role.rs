@@ -1,7 +1,8 @@
 //! End-to-end: the default policy makes `master` nodes ready for kubeadm
 //! (swap off, overlay + br_netfilter, forwarding and bridge sysctls,
-//! containerd, a kubeadm configuration naming the VIP), and load balancers get
-//! none of it.
+//! containerd with the systemd cgroup driver, the pkgs.k8s.io repository with
+//! kubeadm/kubelet/kubectl, a kubeadm configuration naming the VIP), and load
+//! balancers get none of it.
 
 mod common;
 
@@ -66,13 +67,15 @@ fn masters_are_ready_for_kubeadm_and_lbs_are_not() {
 
     let user_data = read(&master.join("user-data"));
     for needle in [
-        "packages: [\"containerd\"]",
+        "packages: [\"containerd\",\"kubelet\",\"kubeadm\",\"kubectl\"]",
+        "deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /",
         "[\"systemctl\",\"enable\",\"containerd\"]",
         "[\"systemctl\",\"enable\",\"haseed-swapoff.service\"]",
         "[\"sysctl\",\"-w\",\"net.ipv4.ip_forward=1\"]",
         "path: \"/etc/kubeadm/haseed-kubeadm.yaml\"",
         "permissions: \"0600\"",
         "path: \"/etc/modules-load.d/k8s.conf\"",
+        "path: \"/etc/containerd/config.toml\"",
     ] {
         assert!(
             user_data.contains(needle),
@@ -86,6 +89,7 @@ fn masters_are_ready_for_kubeadm_and_lbs_are_not() {
         "files/etc/modules-load.d/k8s.conf",
         "files/etc/sysctl.d/91-haseed-k8s.conf",
         "files/etc/systemd/system/haseed-swapoff.service",
+        "files/etc/containerd/config.toml",
     ] {
         assert!(!lb.join(file).exists(), "lb1 has {file}");
     }
@@ -97,6 +101,8 @@ fn masters_are_ready_for_kubeadm_and_lbs_are_not() {
         "swapoff",
         "ip_forward",
         "bridge-nf-call",
+        "pkgs.k8s.io",
+        "kubelet",
     ] {
         assert!(
             !lb_data.contains(needle),
@@ -152,7 +158,16 @@ fn workers_are_prepared_without_a_control_plane_config() {
     assert!(worker
         .join("files/etc/systemd/system/haseed-swapoff.service")
         .exists());
-    assert!(read(&worker.join("user-data")).contains("containerd"));
+    let user_data = read(&worker.join("user-data"));
+    // Workers join with kubeadm too: the repository and its packages.
+    for needle in [
+        "containerd",
+        "https://pkgs.k8s.io/core:/stable:/v1.31/deb/",
+        "\"kubelet\",\"kubeadm\",\"kubectl\"",
+    ] {
+        assert!(user_data.contains(needle), "worker1 lacks {needle:?}");
+    }
+    assert!(read(&worker.join("files/etc/containerd/config.toml")).contains("SystemdCgroup = true"));
     assert!(
         !worker.join("files/etc/kubeadm").exists(),
         "a worker got a control-plane config"

@@ -1,12 +1,44 @@
-//! The haproxy part of a load balancer's plan: the reference haproxy.cfg
+//! The haproxy part of a VIP holder's plan: the reference haproxy.cfg
 //! (`mode tcp`, `balance roundrobin`, `check inter 3000ms rise 30 fall 3`,
 //! `retries 6`, the reference timeouts), one frontend + backend per service.
+//!
+//! The backend's defaults depend on the role behind it; the inventory's
+//! per-service `balance` and `check` fields win over all of them:
+//!
+//! - `master` (Kubernetes API): the reference; with the setting
+//!   `apiserver_check = "healthz"` the check is `option httpchk GET /healthz`
+//!   with `check-ssl verify none` (the apiserver speaks only TLS; its serving
+//!   certificate is not the LB's to verify).
+//! - `controller` (OpenStack-style APIs): `balance source` (a client keeps
+//!   its API node, so token caches and noVNC websockets stay put), `option
+//!   tcpka` on both sides (long polls and websockets through firewalls),
+//!   `check inter 2000ms rise 2 fall 5`, and for `mode http` services
+//!   `option httpchk GET /` (every OpenStack API answers its version document
+//!   there with 200 or 300, which haproxy counts as up).
+//! - `db` (MariaDB Galera): the check asks the node's health endpoint
+//!   (`GET /` on port 9200, 200 only when `wsrep_local_state_comment` is
+//!   Synced, see `db.rs`), `inter 2000ms rise 2 fall 5`, `option tcpka`; one
+//!   writer (the first db node) and the others `backup`, unless the setting
+//!   `db_balance = "leastconn"` makes them all active with `balance
+//!   leastconn`.
+//!
+//! The `defaults` timeouts are the reference's (client 3 s, server 60 s),
+//! except on a holder that fronts controllers (client and server 60 s: API
+//! calls and noVNC sessions idle longer than 3 s) or databases (1 h: pooled
+//! database connections idle for minutes). The plan has one `defaults`
+//! section per node, so the longest need wins.
+//!
+//! A holder that is itself a backend of a service on the same port (the
+//! controllers holding the database VIP while being db nodes) binds that
+//! frontend to the VIP, not to every address: the local server already
+//! listens on its own address and port (bind-address in its configuration).
 
 use crate::haseed::policy::plan::{
     Backend, Frontend, HaproxyConfig, HaproxyDefaults, HaproxyGlobal, NodePlan, Server,
     ServerCheck, Sysctl,
 };
-use crate::haseed::policy::site::{Balance, ProxyMode, Service, Vip};
+use crate::haseed::policy::site::{Balance, ProxyMode, Role, Service, Vip};
+use crate::settings::{ApiserverCheck, DbBalance};
 use crate::Policy;
 
 /// Reference `check inter 3000ms rise 30 fall 3`: a backend must answer for
@@ -15,6 +47,34 @@ use crate::Policy;
 const CHECK_INTER_MS: u32 = 3000;
 const CHECK_RISE: u32 = 30;
 const CHECK_FALL: u32 = 3;
+
+/// OpenStack-style checks (controllers and databases): up after 4 s, out
+/// after 10 s of failures.
+const FAST_INTER_MS: u32 = 2000;
+const FAST_RISE: u32 = 2;
+const FAST_FALL: u32 = 5;
+
+/// Where a db node's health endpoint listens (`db.rs`).
+pub(crate) const DB_HEALTH_PORT: u16 = 9200;
+
+/// `defaults` client/server timeouts for holders fronting controllers and
+/// databases (see the module docs).
+const CONTROLLER_TIMEOUT_MS: u32 = 60_000;
+const DB_TIMEOUT_MS: u32 = 3_600_000;
+
+/// A backend's role-dependent defaults, before the inventory's overrides.
+struct Profile {
+    inter_ms: u32,
+    rise: u32,
+    fall: u32,
+    port: Option<u16>,
+    ssl: bool,
+    balance: Balance,
+    options: Vec<String>,
+    http_check: Option<String>,
+    /// Servers after the first are `backup`.
+    single_writer: bool,
+}
 
 /// The reference `global` and `defaults` sections.
 fn reference_config() -> HaproxyConfig {
@@ -42,8 +102,27 @@ impl Policy {
     /// Adds a frontend and a backend for every service of every VIP in `held`
     /// (site order). Sections and proxies an earlier plugin proposed are kept:
     /// a frontend or backend whose name is taken is not added again.
-    pub(crate) fn decide_haproxy(&self, plan: &mut NodePlan, held: &[u32]) {
-        let haproxy = plan.haproxy.get_or_insert_with(reference_config);
+    pub(crate) fn decide_haproxy(&self, plan: &mut NodePlan, node: usize, held: &[u32]) {
+        // The longest idle time among the roles this holder fronts.
+        let mut idle_ms = None;
+        for &v in held {
+            for &s in &self.index.services_of[v as usize] {
+                let t = match self.site.services[s as usize].backend_role {
+                    Role::Db => DB_TIMEOUT_MS,
+                    Role::Controller => CONTROLLER_TIMEOUT_MS,
+                    _ => continue,
+                };
+                idle_ms = idle_ms.max(Some(t));
+            }
+        }
+        let haproxy = plan.haproxy.get_or_insert_with(|| {
+            let mut config = reference_config();
+            if let Some(ms) = idle_ms {
+                config.defaults.timeout_client_ms = ms;
+                config.defaults.timeout_server_ms = ms;
+            }
+            config
+        });
         // Binding the VIP itself: the standby does not hold the address, and
         // haproxy could not start there without non-local bind.
         let mut nonlocal_v4 = false;
@@ -60,8 +139,15 @@ impl Policy {
             for &s in services {
                 let service = &self.site.services[s as usize];
                 if !haproxy.frontends.iter().any(|f| f.name == service.name) {
-                    haproxy.frontends.push(frontend(service, vip));
-                    if service.bind_vip {
+                    // A backend of its own service on the same port: `*`
+                    // would collide with the local server's listener.
+                    let bind_vip = service.bind_vip
+                        || (service
+                            .backend_port
+                            .is_none_or(|p| (service.port_first..=service.port_last).contains(&p))
+                            && service.backends.contains(&(node as u32)));
+                    haproxy.frontends.push(frontend(service, vip, bind_vip));
+                    if bind_vip {
                         if is_ipv6(&vip.address) {
                             nonlocal_v6 = true;
                         } else {
@@ -87,20 +173,74 @@ impl Policy {
         }
     }
 
-    /// The backend of `service`: one server per backend node, in inventory
-    /// order, named after the node.
-    fn backend(&self, service: &Service) -> Backend {
-        let check = ServerCheck {
-            inter_ms: service.check.inter_ms.unwrap_or(CHECK_INTER_MS),
-            rise: service.check.rise.unwrap_or(CHECK_RISE),
-            fall: service.check.fall.unwrap_or(CHECK_FALL),
-            port: service.check.port,
+    /// The defaults for a backend of `service`'s role (module docs).
+    fn profile(&self, service: &Service) -> Profile {
+        let reference = Profile {
+            inter_ms: CHECK_INTER_MS,
+            rise: CHECK_RISE,
+            fall: CHECK_FALL,
+            port: None,
             ssl: false,
+            balance: Balance::Roundrobin,
+            // A connection whose server died is retried on another one.
+            options: vec!["redispatch".into()],
+            http_check: None,
+            single_writer: false,
+        };
+        match service.backend_role {
+            Role::Master if self.settings.apiserver_check == ApiserverCheck::Healthz => Profile {
+                ssl: true,
+                http_check: Some("GET /healthz".into()),
+                ..reference
+            },
+            Role::Controller => Profile {
+                inter_ms: FAST_INTER_MS,
+                rise: FAST_RISE,
+                fall: FAST_FALL,
+                balance: Balance::Source,
+                options: vec!["redispatch".into(), "tcpka".into()],
+                http_check: (service.mode == ProxyMode::Http).then(|| "GET /".into()),
+                ..reference
+            },
+            Role::Db => {
+                let leastconn = self.settings.db_balance == DbBalance::Leastconn;
+                Profile {
+                    inter_ms: FAST_INTER_MS,
+                    rise: FAST_RISE,
+                    fall: FAST_FALL,
+                    port: Some(DB_HEALTH_PORT),
+                    balance: if leastconn {
+                        Balance::Leastconn
+                    } else {
+                        Balance::Roundrobin
+                    },
+                    options: vec!["redispatch".into(), "tcpka".into()],
+                    http_check: Some("GET /".into()),
+                    single_writer: !leastconn,
+                    ..reference
+                }
+            }
+            _ => reference,
+        }
+    }
+
+    /// The backend of `service`: one server per backend node, in inventory
+    /// order, named after the node; the inventory's balance and check fields
+    /// override the role's profile.
+    fn backend(&self, service: &Service) -> Backend {
+        let profile = self.profile(service);
+        let check = ServerCheck {
+            inter_ms: service.check.inter_ms.unwrap_or(profile.inter_ms),
+            rise: service.check.rise.unwrap_or(profile.rise),
+            fall: service.check.fall.unwrap_or(profile.fall),
+            port: service.check.port.or(profile.port),
+            ssl: profile.ssl,
         };
         let servers = service
             .backends
             .iter()
-            .map(|&b| {
+            .enumerate()
+            .map(|(i, &b)| {
                 let node = &self.site.nodes[b as usize];
                 Server {
                     name: node.name.clone(),
@@ -108,7 +248,7 @@ impl Policy {
                     // None for port ranges: the port the client connected to.
                     port: service.backend_port,
                     check: Some(check),
-                    backup: false,
+                    backup: profile.single_writer && i > 0,
                     weight: None,
                 }
             })
@@ -116,10 +256,9 @@ impl Policy {
         Backend {
             name: service.name.clone(),
             mode: service.mode,
-            balance: service.balance.unwrap_or(Balance::Roundrobin),
-            // A connection whose server died is retried on another one.
-            options: vec!["redispatch".into()],
-            http_check: service.check.http.clone(),
+            balance: service.balance.unwrap_or(profile.balance),
+            options: profile.options,
+            http_check: service.check.http.clone().or(profile.http_check),
             servers,
         }
     }
@@ -127,15 +266,21 @@ impl Policy {
 
 /// The frontend of `service`, named like it and sending to the backend of the
 /// same name. Binds every address unless the service asks for the VIP.
-fn frontend(service: &Service, vip: &Vip) -> Frontend {
+fn frontend(service: &Service, vip: &Vip, bind_vip: bool) -> Frontend {
     Frontend {
         name: service.name.clone(),
-        bind_address: service.bind_vip.then(|| vip.address.clone()),
+        bind_address: bind_vip.then(|| vip.address.clone()),
         port_first: service.port_first,
         port_last: service.port_last,
         mode: service.mode,
         backend: service.name.clone(),
-        options: Vec::new(),
+        // Client-side keepalives for the long-lived API and database
+        // connections (the backend sets the server side).
+        options: if matches!(service.backend_role, Role::Controller | Role::Db) {
+            vec!["tcpka".into()]
+        } else {
+            Vec::new()
+        },
         monitor_uri: None,
     }
 }

@@ -14,7 +14,21 @@
 //! A `master` node (Kubernetes control plane) comes up ready for kubeadm:
 //! swap off, overlay + br_netfilter, IP forwarding and the bridge sysctls,
 //! containerd, and a kubeadm configuration naming the VIP that fronts the
-//! masters (see `master.rs`).
+//! masters (see `master.rs`), and the Kubernetes package repository with
+//! kubeadm, kubelet and kubectl (masters and workers).
+//!
+//! A `controller` node (OpenStack-style API node) gets host entries for every
+//! node that survive cloud-init's `manage_etc_hosts` and time sync pointed at
+//! its network's NTP servers (`controller.rs`); its services get `balance
+//! source`, `tcpka`, HTTP checks and `inter 2000 rise 2 fall 5` on the
+//! load balancers (`haproxy.rs`). A `db` node gets MariaDB + Galera with a
+//! one-time bootstrap of the first node and a health endpoint on port 9200
+//! for haproxy; a db backend has one writer and the others `backup`
+//! (`db.rs`, `haproxy.rs`).
+//!
+//! Any node a VIP names in `holders` gets haproxy and keepalived for that
+//! VIP, whatever its roles: controllers holding a database VIP in front of
+//! the db nodes are VIP holders like the load balancers.
 //!
 //! Cost: `open` indexes the site once (which VIPs each node holds, which
 //! services each VIP carries); `decide` is proportional to the node's own
@@ -26,6 +40,8 @@ wit_bindgen::generate!({
 });
 
 mod aws;
+mod controller;
+mod db;
 mod haproxy;
 mod index;
 mod keepalived;
@@ -49,7 +65,8 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "haseed's built-in policy: the reference active/standby keepalived + \
                           haproxy load balancers, with script security, unique VRIDs and \
-                          non-local bind fixed; Kubernetes masters made ready for kubeadm"
+                          non-local bind fixed; Kubernetes masters made ready for kubeadm; \
+                          OpenStack-style controllers; MariaDB Galera db nodes"
                 .into(),
             settings_help: settings::HELP.into(),
         }
@@ -61,6 +78,10 @@ pub(crate) struct Policy {
     site: Site,
     index: SiteIndex,
     settings: Settings,
+    /// `/etc/haseed/hosts` for controllers (None: the site has none).
+    hosts: Option<String>,
+    /// The site's Galera cluster (None: no db node).
+    galera: Option<db::Galera>,
 }
 
 impl GuestDecider for Policy {
@@ -86,10 +107,18 @@ impl GuestDecider for Policy {
                 });
             }
         }
+        let controllers = site
+            .nodes
+            .iter()
+            .any(|n| n.roles.contains(&Role::Controller));
+        let hosts = controller::hosts_file(&site, controllers);
+        let galera = db::Galera::build(&site, settings.cluster_name(&site.name));
         Ok(Decider::new(Policy {
             site,
             index,
             settings,
+            hosts,
+            galera,
         }))
     }
 
@@ -122,9 +151,21 @@ impl GuestDecider for Policy {
         if me.roles.contains(&Role::Master) {
             self.decide_master(&mut plan, index, me);
         }
+        let controller = me.roles.contains(&Role::Controller);
+        let db = me.roles.contains(&Role::Db);
+        if controller {
+            self.decide_controller(&mut plan);
+        }
+        if db {
+            self.decide_db(&mut plan, index, me);
+        }
+        if controller || db {
+            self.decide_time_sync(&mut plan, me);
+        }
 
-        // A node that may hold a VIP is a load balancer; any other node gets
-        // nothing more.
+        // A node that may hold a VIP (a load balancer, or a controller
+        // holding the database VIP) runs haproxy and keepalived; any other
+        // node gets nothing more.
         let held = &self.index.held[index];
         if held.is_empty() {
             return Ok(plan);
@@ -133,7 +174,7 @@ impl GuestDecider for Policy {
             push_unique(&mut plan.packages, name);
             push_unique(&mut plan.services, name);
         }
-        self.decide_haproxy(&mut plan, held);
+        self.decide_haproxy(&mut plan, index, held);
         self.decide_keepalived(&mut plan, index, held);
         if me.platform == Platform::Aws {
             self.decide_aws(&mut plan, held);

@@ -10,7 +10,19 @@ pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys
 \"advert_int_ms\": VRRP advert interval in ms (default 1000; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
 \"priority\": keepalived priority of every VIP holder, 1..254 (default 100; a VIP's preferred \
-master gets 50 more, at most 254).";
+master gets 50 more, at most 254); \
+\"kubernetes_version\": \"MAJOR.MINOR\" of the pkgs.k8s.io repository masters and workers install \
+kubeadm/kubelet/kubectl from (default \"1.31\"); \
+\"kubernetes_key\": the repository's ASCII-armored signing key, replacing the embedded one \
+(isv:kubernetes OBS Project, DE15B14486CD377B9E876E1A234654DA9A296436, expires 2026-12-29); \
+\"apiserver_check\": \"tcp\" (default, as in the reference) or \"healthz\" (option httpchk GET /healthz \
+with check-ssl verify none), how haproxy checks the masters' API servers; \
+\"db_balance\": \"single-writer\" (default: the first db node takes every connection, the others \
+are backup) or \"leastconn\" (every db node active, balance leastconn); \
+\"galera_sst\": \"rsync\" (default) or \"mariabackup\" (an SST user, wsrep_sst_auth, is left to a site \
+plugin), Galera's state snapshot transfer; \
+\"galera_cluster_name\": wsrep_cluster_name (default: the site name), letters, digits, '.', '_', '-', \
+up to 32.";
 
 /// How keepalived's `chk_haproxy` script checks haproxy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -35,6 +47,63 @@ impl CheckScript {
     }
 }
 
+/// How haproxy checks the Kubernetes API servers behind a `master` service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiserverCheck {
+    /// A TCP connect, as in the reference cluster.
+    #[default]
+    Tcp,
+    /// `option httpchk GET /healthz` over TLS without verifying the
+    /// apiserver's certificate (`check-ssl verify none`): a live but broken
+    /// apiserver is taken out.
+    Healthz,
+}
+
+/// How the haproxy backend of a `db` service spreads connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbBalance {
+    /// One writer, the others `backup`: no certification conflicts between
+    /// concurrent writers on different Galera nodes.
+    #[default]
+    SingleWriter,
+    /// Every node active, `balance leastconn`: only for workloads known to be
+    /// free of write conflicts.
+    Leastconn,
+}
+
+/// Galera's state snapshot transfer method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GaleraSst {
+    /// Needs no database credentials; blocks the donor while it copies.
+    #[default]
+    Rsync,
+    /// Non-blocking; needs the `mariadb-backup` package on every db node
+    /// (installed) and, where the server asks for one, an SST user
+    /// (`wsrep_sst_auth`), which this policy does not invent: a site plugin
+    /// adds it in its own configuration file.
+    Mariabackup,
+}
+
+impl GaleraSst {
+    pub fn method(self) -> &'static str {
+        match self {
+            GaleraSst::Rsync => "rsync",
+            GaleraSst::Mariabackup => "mariabackup",
+        }
+    }
+
+    /// The Debian package the SST script needs besides the server.
+    pub fn package(self) -> &'static str {
+        match self {
+            GaleraSst::Rsync => "rsync",
+            GaleraSst::Mariabackup => "mariadb-backup",
+        }
+    }
+}
+
 /// Every key is optional; an unknown key is an error (a typo must not be
 /// silently ignored).
 #[derive(Debug)]
@@ -42,6 +111,15 @@ pub struct Settings {
     pub check_script: CheckScript,
     pub advert_int_ms: u32,
     pub priority: u8,
+    /// "MAJOR.MINOR" of the pkgs.k8s.io repository.
+    pub kubernetes_version: String,
+    /// Replaces the embedded pkgs.k8s.io signing key.
+    pub kubernetes_key: Option<String>,
+    pub apiserver_check: ApiserverCheck,
+    pub db_balance: DbBalance,
+    pub galera_sst: GaleraSst,
+    /// None: the site's name, made safe.
+    pub galera_cluster_name: Option<String>,
 }
 
 impl Default for Settings {
@@ -50,12 +128,19 @@ impl Default for Settings {
             check_script: CheckScript::Pgrep,
             advert_int_ms: 1000,
             priority: 100,
+            kubernetes_version: "1.31".into(),
+            kubernetes_key: None,
+            apiserver_check: ApiserverCheck::Tcp,
+            db_balance: DbBalance::SingleWriter,
+            galera_sst: GaleraSst::Rsync,
+            galera_cluster_name: None,
         }
     }
 }
 
 /// The accepted keys, for error messages.
-const KEYS: &str = "check_script, advert_int_ms, priority";
+const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
+apiserver_check, db_balance, galera_sst, galera_cluster_name";
 
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
@@ -73,6 +158,12 @@ impl Settings {
                 "check_script" => settings.check_script = field(&key, value)?,
                 "advert_int_ms" => settings.advert_int_ms = field(&key, value)?,
                 "priority" => settings.priority = field(&key, value)?,
+                "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
+                "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
+                "apiserver_check" => settings.apiserver_check = field(&key, value)?,
+                "db_balance" => settings.db_balance = field(&key, value)?,
+                "galera_sst" => settings.galera_sst = field(&key, value)?,
+                "galera_cluster_name" => settings.galera_cluster_name = Some(field(&key, value)?),
                 _ => return Err(format!("unknown key {key:?} (expected one of {KEYS})")),
             }
         }
@@ -95,7 +186,65 @@ impl Settings {
         if !(1..=254).contains(&self.priority) {
             return Err(format!("priority: {} is not in 1..254", self.priority));
         }
+        let minor = self
+            .kubernetes_version
+            .split_once('.')
+            .is_some_and(|(a, b)| {
+                let digits = |s: &str| {
+                    !s.is_empty() && s.len() <= 3 && s.bytes().all(|c| c.is_ascii_digit())
+                };
+                digits(a) && digits(b)
+            });
+        if !minor {
+            return Err(format!(
+                "kubernetes_version: {:?} is not MAJOR.MINOR (e.g. \"1.31\"; pkgs.k8s.io has one repository per minor version)",
+                self.kubernetes_version
+            ));
+        }
+        if let Some(key) = &self.kubernetes_key {
+            let body = key.trim();
+            if !body.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+                || !body.ends_with("-----END PGP PUBLIC KEY BLOCK-----")
+            {
+                return Err(
+                    "kubernetes_key: is not an ASCII-armored PGP public key block \
+                     (-----BEGIN PGP PUBLIC KEY BLOCK----- ... -----END PGP PUBLIC KEY BLOCK-----)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(name) = &self.galera_cluster_name {
+            if !is_cluster_name(name) {
+                return Err(format!(
+                    "galera_cluster_name: {name:?} is not 1..32 letters, digits, '.', '_', '-'"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// wsrep_cluster_name: the setting, or the site's name with every other
+    /// character replaced by '_' (cut to 32).
+    pub fn cluster_name(&self, site: &str) -> String {
+        if let Some(name) = &self.galera_cluster_name {
+            return name.clone();
+        }
+        let name: String = site
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(32)
+            .collect();
+        if name.is_empty() {
+            "haseed".into()
+        } else {
+            name
+        }
     }
 
     /// VRRPv2 only carries whole-second adverts; anything finer needs v3.
@@ -111,4 +260,12 @@ impl Settings {
 /// One settings value, with the key in the error.
 fn field<T: serde::de::DeserializeOwned>(key: &str, value: serde_json::Value) -> Result<T, String> {
     T::deserialize(value).map_err(|e| format!("{key}: {e}"))
+}
+
+/// A Galera cluster name we write unquoted into my.cnf.
+fn is_cluster_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }

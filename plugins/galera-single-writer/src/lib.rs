@@ -1,9 +1,18 @@
-//! Example site plugin: Galera single writer. Writing to every Galera node at
-//! once invites certification conflicts and deadlocks, so every haproxy
-//! backend whose servers are all `db` nodes keeps one writer active and marks
-//! the others `backup`: they take over only when the writer is down.
+//! Example site plugin: Galera single writer, with the writer chosen by the
+//! site. Writing to every Galera node at once invites certification conflicts
+//! and deadlocks, so every haproxy backend whose servers are all `db` nodes
+//! keeps one writer active and marks the others `backup`: they take over only
+//! when the writer is down.
 //!
-//! Settings (all optional): `{"writer": "db1"}`: the node that takes writes
+//! The built-in default policy already does this with the first db node as
+//! the writer (unless its `db_balance = "leastconn"` setting makes every node
+//! active). This plugin is what a site adds on top to move the writer: to
+//! drain the default writer for maintenance, or to put the writer next to
+//! the controllers that write most. It also re-imposes a single writer after
+//! a `leastconn` default (the balance stays whatever the plan says; with one
+//! active server it does not matter).
+//!
+//! Settings (all optional): `{"writer": "db2"}`: the node that takes writes
 //! (default: the first server of each backend).
 
 wit_bindgen::generate!({

@@ -1,0 +1,877 @@
+//! End-to-end: the roles beyond the load balancer (Kubernetes masters' package
+//! repository and API check, OpenStack-style controllers, MariaDB Galera db
+//! nodes) through the real binary on the example sites `openstack` and
+//! `nodeport`: golden files, the real validators, and the generated scripts
+//! run (shellcheck, and for real on temporary files and a fake client).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn contains_all(what: &str, text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{what} lacks {n:?}:\n{text}");
+    }
+}
+
+/// Builds `site` into a fresh directory under `tmp`, asserting success.
+fn built(tmp: &Path, site: &Path) -> PathBuf {
+    let out = tmp.join("out");
+    let o = build(site, &out);
+    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    out
+}
+
+/// A copy of an example site with `edit` applied to its text.
+fn variant(tmp: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let site = tmp.join("site.toml");
+    std::fs::write(&site, edit(read(&example(name)))).expect("write site");
+    site
+}
+
+/// Compares the build of an example with `tests/golden/NAME`
+/// (UPDATE_GOLDEN=1 rewrites it).
+fn golden(name: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example(name));
+    let golden = repo_root().join("tests/golden").join(name);
+    let files: Vec<_> = tree(&out)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
+        .collect();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        for (rel, bytes) in &files {
+            let path = golden.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write golden");
+        }
+    }
+    let expected = tree(&golden);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&files),
+        names(&expected),
+        "the set of built files differs from tests/golden/{name} (UPDATE_GOLDEN=1 to accept)"
+    );
+    for ((rel, got), (_, want)) in files.iter().zip(&expected) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "{rel} differs from tests/golden/{name} (UPDATE_GOLDEN=1 cargo test to accept after review)"
+        );
+    }
+}
+
+fn validate(site: &Path) {
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "validate failed:\n{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+}
+
+#[test]
+fn openstack_example_matches_golden_files() {
+    golden("openstack");
+}
+
+#[test]
+fn nodeport_example_matches_golden_files() {
+    golden("nodeport");
+}
+
+#[test]
+fn real_validators_pass_on_every_node_of_the_role_examples() {
+    validate(&example("openstack"));
+    validate(&example("nodeport"));
+}
+
+#[test]
+fn controllers_get_api_listeners_hosts_time_and_the_database_vip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+
+    // The LBs: one listener per API service, the controller profile.
+    let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
+    let frontends = lb.matches("\nfrontend ").count();
+    assert_eq!(frontends, 14, "{lb}");
+    contains_all(
+        "lb1 haproxy.cfg",
+        &lb,
+        &[
+            "frontend glance-api\n    bind *:9292\n    mode http\n    option tcpka\n",
+            "backend glance-api\n    mode http\n    balance source\n    option redispatch\n    option tcpka\n    option httpchk\n    http-check send meth GET uri /\n",
+            "server ctl1 10.20.0.21:9292 check inter 2000ms rise 2 fall 5\n",
+            "server ctl3 10.20.0.23:8776 check inter 2000ms rise 2 fall 5\n",
+            // The inventory's per-service check wins.
+            "http-check send meth GET uri /v3\n",
+            "server ctl2 10.20.0.22:5000 check inter 2000ms rise 3 fall 5\n",
+            // TCP pass-through: no HTTP check.
+            "backend horizon-tls\n    mode tcp\n    balance source\n    option redispatch\n    option tcpka\n    server ctl1",
+            "timeout client 60000ms",
+        ],
+    );
+    // The database VIP is the controllers' business, not the LBs'.
+    assert!(!lb.contains("mariadb"), "{lb}");
+    let lb_ka = read(&out.join("lb1/files/etc/keepalived/keepalived.conf"));
+    assert!(
+        lb_ka.contains("10.20.0.10/24") && !lb_ka.contains("10.20.0.20/24"),
+        "{lb_ka}"
+    );
+
+    // The controllers hold the database VIP: keepalived + haproxy.
+    for ctl in ["ctl1", "ctl2", "ctl3"] {
+        let dir = out.join(ctl);
+        let ka = read(&dir.join("files/etc/keepalived/keepalived.conf"));
+        contains_all(
+            &format!("{ctl} keepalived.conf"),
+            &ka,
+            &["10.20.0.20/24", "track_script"],
+        );
+        let cfg = read(&dir.join("files/etc/haproxy/haproxy.cfg"));
+        contains_all(
+            &format!("{ctl} haproxy.cfg"),
+            &cfg,
+            &[
+                "frontend mariadb\n    bind *:3306\n",
+                "timeout client 3600000ms",
+                "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
+                "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+                "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+            ],
+        );
+        assert!(!cfg.contains("keystone"), "{cfg}");
+        // Host entries for every node of the site, and the unit that
+        // re-adds them after cloud-init rewrote /etc/hosts.
+        let hosts = read(&dir.join("files/etc/haseed/hosts"));
+        assert_eq!(
+            hosts.lines().filter(|l| !l.starts_with('#')).count(),
+            8,
+            "{hosts}"
+        );
+        contains_all(
+            "hosts",
+            &hosts,
+            &["10.20.0.11 lb1\n", "10.20.0.23 ctl3\n", "10.20.0.33 db3\n"],
+        );
+        let unit = read(&dir.join("files/etc/systemd/system/haseed-hosts.service"));
+        contains_all(
+            "haseed-hosts.service",
+            &unit,
+            &[
+                "After=",
+                "cloud-config.service",
+                "ExecStart=/usr/local/sbin/haseed-hosts",
+            ],
+        );
+        let time = read(&dir.join("files/etc/systemd/timesyncd.conf.d/haseed.conf"));
+        assert!(time.contains("[Time]\nNTP=10.20.0.1 10.20.0.2\n"), "{time}");
+        let ud = read(&dir.join("user-data"));
+        contains_all(
+            &format!("{ctl} user-data"),
+            &ud,
+            &[
+                "\"systemd-timesyncd\"",
+                "[\"systemctl\",\"enable\",\"haseed-hosts.service\"]",
+                "[\"systemctl\",\"restart\",\"systemd-timesyncd\"]",
+            ],
+        );
+    }
+    // Neither LBs nor db nodes get the hosts block.
+    assert!(!out.join("lb1/files/etc/haseed/hosts").exists());
+    assert!(!out.join("db1/files/etc/haseed/hosts").exists());
+}
+
+#[test]
+fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    for (db, address) in [
+        ("db1", "10.20.0.31"),
+        ("db2", "10.20.0.32"),
+        ("db3", "10.20.0.33"),
+    ] {
+        let dir = out.join(db);
+        let cnf = read(&dir.join("files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf"));
+        contains_all(
+            &format!("{db} galera cnf"),
+            &cnf,
+            &[
+                &format!("bind-address = {address}\n"),
+                "binlog_format = ROW\n",
+                "innodb_autoinc_lock_mode = 2\n",
+                "wsrep_on = ON\n",
+                "wsrep_provider = /usr/lib/galera/libgalera_smm.so\n",
+                "wsrep_cluster_name = openstack\n",
+                "wsrep_cluster_address = gcomm://10.20.0.31,10.20.0.32,10.20.0.33\n",
+                &format!("wsrep_node_address = {address}\n"),
+                &format!("wsrep_node_name = {db}\n"),
+                "wsrep_sst_method = rsync\n",
+            ],
+        );
+        let ud = read(&dir.join("user-data"));
+        contains_all(
+            &format!("{db} user-data"),
+            &ud,
+            &[
+                "packages: [\"mariadb-server\",\"galera-4\",\"rsync\",\"systemd-timesyncd\"]",
+                // Written after the packages: group mysql exists, and the
+                // package's first start is a plain server.
+                "owner: \"root:mysql\"\n    permissions: \"0640\"\n    defer: true\n",
+                "[\"systemctl\",\"enable\",\"haseed-galera-health.socket\"]",
+            ],
+        );
+        let socket = read(&dir.join("files/etc/systemd/system/haseed-galera-health.socket"));
+        contains_all("socket", &socket, &["ListenStream=9200\n", "Accept=yes\n"]);
+        let first = db == "db1";
+        assert_eq!(
+            dir.join("files/etc/systemd/system/haseed-galera-bootstrap.service")
+                .exists(),
+            first,
+            "{db}: only the first db node bootstraps"
+        );
+        assert_eq!(ud.contains("haseed-galera-bootstrap"), first, "{ud}");
+        // The joiners restart mariadb to join; the first node must not (a
+        // plain start would look for peers that are not there yet).
+        assert_eq!(
+            ud.contains("[\"systemctl\",\"restart\",\"mariadb\"]"),
+            !first,
+            "{ud}"
+        );
+    }
+    let unit = read(&out.join("db1/files/etc/systemd/system/haseed-galera-bootstrap.service"));
+    contains_all(
+        "bootstrap unit",
+        &unit,
+        &[
+            "ConditionPathExists=!/var/lib/haseed/galera-bootstrapped\n",
+            "Type=oneshot\n",
+        ],
+    );
+    let script = read(&out.join("db1/files/usr/local/sbin/haseed-galera-bootstrap"));
+    contains_all(
+        "bootstrap script",
+        &script,
+        &[
+            "galera_new_cluster\n",
+            "marker=/var/lib/haseed/galera-bootstrapped\n",
+        ],
+    );
+}
+
+#[test]
+fn generated_scripts_pass_shellcheck() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let scripts = [
+        out.join("ctl1/files/usr/local/sbin/haseed-hosts"),
+        out.join("db1/files/usr/local/sbin/haseed-galera-health"),
+        out.join("db1/files/usr/local/sbin/haseed-galera-bootstrap"),
+    ];
+    for s in &scripts {
+        let o = Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .arg(s)
+            .output()
+            .expect("shellcheck (Debian package shellcheck, .ci/install-deps)");
+        assert!(
+            o.status.success(),
+            "shellcheck {}:\n{}{}",
+            s.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// Runs the health script with a fake `mariadb` first on PATH that prints
+/// `reply` (or fails when None), feeding it an HTTP request.
+fn health(script: &Path, bin: &Path, reply: Option<&str>) -> String {
+    let fake = bin.join("mariadb");
+    let body = match reply {
+        Some(state) => format!("#!/bin/sh\nprintf 'wsrep_local_state_comment\\t%s\\n' '{state}'\n"),
+        None => "#!/bin/sh\necho 'ERROR 2002 (HY000): Can'\\''t connect' >&2\nexit 1\n".into(),
+    };
+    std::fs::write(&fake, body).expect("fake client");
+    let mut perm = std::fs::metadata(&fake).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&fake, perm).expect("chmod");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let mut child = Command::new("/bin/sh")
+        .arg(script)
+        .env("PATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run health script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"GET / HTTP/1.0\r\nHost: db1\r\n\r\n")
+            .expect("request");
+    }
+    let o = child.wait_with_output().expect("health output");
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+#[test]
+fn health_endpoint_is_up_only_when_synced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let script = out.join("db2/files/usr/local/sbin/haseed-galera-health");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+
+    let up = health(&script, &bin, Some("Synced"));
+    assert!(up.starts_with("HTTP/1.1 200 OK\r\n"), "{up:?}");
+    let (head, body) = up.split_once("\r\n\r\n").expect("head and body");
+    assert_eq!(body, "Galera node is Synced.\n");
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+
+    for reply in [
+        Some("Donor/Desynced"),
+        Some("Joining: receiving State Transfer"),
+        None,
+    ] {
+        let down = health(&script, &bin, reply);
+        assert!(
+            down.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{reply:?}: {down:?}"
+        );
+        let (head, body) = down.split_once("\r\n\r\n").expect("head and body");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+    }
+}
+
+#[test]
+fn hosts_block_is_merged_idempotently_and_keeps_other_lines() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let script = out.join("ctl1/files/usr/local/sbin/haseed-hosts");
+    let entries = out.join("ctl1/files/etc/haseed/hosts");
+    let hosts = tmp.path().join("hosts");
+    // What cloud-init's template renders.
+    let rendered =
+        "127.0.1.1 ctl1 ctl1\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n";
+    std::fs::write(&hosts, rendered).expect("hosts");
+    let merge = || {
+        let o = Command::new("/bin/sh")
+            .arg(&script)
+            .arg(&entries)
+            .arg(&hosts)
+            .output()
+            .expect("run haseed-hosts");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read(&hosts)
+    };
+    let once = merge();
+    assert!(once.starts_with(rendered), "{once}");
+    assert!(once.contains("10.20.0.31 db1\n"), "{once}");
+    assert_eq!(merge(), once, "a second run changes nothing");
+    // A boot later: cloud-init rendered its template again; our block comes
+    // back once, not twice.
+    std::fs::write(&hosts, format!("{once}192.0.2.9 extra\n")).expect("hosts");
+    let again = merge();
+    assert_eq!(again.matches("10.20.0.31 db1\n").count(), 1, "{again}");
+    assert!(again.contains("192.0.2.9 extra\n"), "{again}");
+    assert_eq!(again.matches("# BEGIN haseed").count(), 1, "{again}");
+}
+
+#[test]
+fn leastconn_setting_makes_every_db_node_active() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = variant(tmp.path(), "openstack", |t| {
+        format!("{t}\n[default_policy]\ndb_balance = \"leastconn\"\ngalera_sst = \"mariabackup\"\ngalera_cluster_name = \"osdb\"\n")
+    });
+    let out = built(tmp.path(), &site);
+    let cfg = read(&out.join("ctl2/files/etc/haproxy/haproxy.cfg"));
+    assert!(
+        cfg.contains("backend mariadb\n    mode tcp\n    balance leastconn\n"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains(" backup"), "{cfg}");
+    let cnf = read(&out.join("db3/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf"));
+    contains_all(
+        "cnf",
+        &cnf,
+        &[
+            "wsrep_sst_method = mariabackup\n",
+            "wsrep_cluster_name = osdb\n",
+        ],
+    );
+    assert!(read(&out.join("db3/user-data")).contains("\"mariadb-backup\""));
+
+    let site = variant(tmp.path(), "openstack", |t| {
+        format!("{t}\n[default_policy]\ndb_balance = \"all\"\n")
+    });
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("db_balance"), "{}", stderr(&o));
+}
+
+#[test]
+fn controllers_acting_as_db_bind_the_vip_and_validate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // No separate db nodes: the controllers are the Galera cluster and hold
+    // its VIP, so haproxy and MariaDB share port 3306 on each of them.
+    let site = variant(tmp.path(), "openstack", |t| {
+        let t = t.replace(
+            "roles = [\"controller\"]",
+            "roles = [\"controller\", \"db\"]",
+        );
+        let cut = t.find("[[node]]\nname = \"db1\"").expect("db1");
+        t[..cut].to_string()
+    });
+    let out = built(tmp.path(), &site);
+    let cfg = read(&out.join("ctl1/files/etc/haproxy/haproxy.cfg"));
+    contains_all(
+        "ctl1 haproxy.cfg",
+        &cfg,
+        &[
+            "frontend mariadb\n    bind 10.20.0.20:3306\n",
+            "server ctl1 10.20.0.21:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
+            "server ctl2 10.20.0.22:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+        ],
+    );
+    let ud = read(&out.join("ctl1/user-data"));
+    contains_all(
+        "ctl1 user-data",
+        &ud,
+        &[
+            "[\"sysctl\",\"-w\",\"net.ipv4.ip_nonlocal_bind=1\"]",
+            "haseed-galera-bootstrap.service",
+        ],
+    );
+    let cnf = read(&out.join("ctl2/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf"));
+    assert!(cnf.contains("bind-address = 10.20.0.22\n"), "{cnf}");
+    assert!(
+        cnf.contains("gcomm://10.20.0.21,10.20.0.22,10.20.0.23\n"),
+        "{cnf}"
+    );
+    validate(&site);
+}
+
+#[test]
+fn galera_single_writer_plugin_moves_the_writer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let entry = plugin_entry(
+        &plugin("galera_single_writer.wasm"),
+        Some(r#"{ writer = "db2" }"#),
+    );
+    let site = variant(tmp.path(), "openstack", |t| format!("{t}\n{entry}"));
+    let out = built(tmp.path(), &site);
+    let cfg = read(&out.join("ctl3/files/etc/haproxy/haproxy.cfg"));
+    contains_all(
+        "ctl3 haproxy.cfg",
+        &cfg,
+        &[
+            "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+            "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
+            "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+        ],
+    );
+}
+
+#[test]
+fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("pi-k8s"));
+    let ud = read(&out.join("master2/user-data"));
+    contains_all(
+        "master2 user-data",
+        &ud,
+        &[
+            "apt:\n  sources: {\"kubernetes\":{\"key\":\"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n",
+            "mQENBGMHoXcBCADukGOEQyleViOgtkMVa7hKifP6POCTh+98xNW4TfHK/nBJN2sm",
+            "\"source\":\"deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /\"",
+            "packages: [\"containerd\",\"kubelet\",\"kubeadm\",\"kubectl\"]",
+        ],
+    );
+    let containerd = read(&out.join("master2/files/etc/containerd/config.toml"));
+    contains_all(
+        "config.toml",
+        &containerd,
+        &[
+            "version = 2\n",
+            "runtime_type = \"io.containerd.runc.v2\"",
+            "SystemdCgroup = true\n",
+        ],
+    );
+    assert!(!read(&out.join("lb1/user-data")).contains("apt:"));
+    let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
+    assert!(!lb.contains("httpchk") && !lb.contains("check-ssl"), "{lb}");
+
+    // Settings: another minor version, the healthz check over TLS.
+    let site = variant(tmp.path(), "pi-k8s", |t| {
+        format!(
+            "{t}\n[default_policy]\nkubernetes_version = \"1.33\"\napiserver_check = \"healthz\"\n"
+        )
+    });
+    let out2 = tmp.path().join("out2");
+    let o = build(&site, &out2);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(read(&out2.join("master1/user-data"))
+        .contains("https://pkgs.k8s.io/core:/stable:/v1.33/deb/ /"));
+    let lb = read(&out2.join("lb2/files/etc/haproxy/haproxy.cfg"));
+    contains_all(
+        "lb2 haproxy.cfg",
+        &lb,
+        &[
+            "option httpchk\n    http-check send meth GET uri /healthz\n",
+            "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3 check-ssl verify none\n",
+        ],
+    );
+    validate(&site);
+
+    for (bad, says) in [
+        ("kubernetes_version = \"v1.31\"", "kubernetes_version"),
+        ("kubernetes_key = \"not a key\"", "kubernetes_key"),
+        ("apiserver_check = \"http\"", "apiserver_check"),
+    ] {
+        let site = variant(tmp.path(), "pi-k8s", |t| {
+            format!("{t}\n[default_policy]\n{bad}\n")
+        });
+        let o = run(&["plan", site.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(stderr(&o).contains(says), "{bad}: {}", stderr(&o));
+    }
+}
+
+/// Processes and a network namespace that go away with the test, even when
+/// an assertion fails half-way.
+struct Lab {
+    ns: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let ns = format!("haseed-galera-{}", std::process::id());
+        let lab = Lab {
+            ns,
+            children: Vec::new(),
+        };
+        lab.ip(&["netns", "add", &lab.ns]);
+        lab.exec(&["ip", "link", "set", "lo", "up"]);
+        // The site's addresses, on the namespace's loopback: no traffic
+        // leaves the namespace.
+        for address in ["10.99.0.31/32", "10.99.0.11/32", "10.99.0.10/32"] {
+            lab.exec(&["ip", "addr", "add", address, "dev", "lo"]);
+        }
+        lab
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let o = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2)");
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Runs a command in the namespace to completion; (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let (ok, _, err) = self.run(args);
+        assert!(ok, "{args:?}: {err}");
+    }
+
+    /// Starts a long-running command in the namespace, output to `log`.
+    fn spawn(&mut self, args: &[&str], log: &Path) {
+        let out = std::fs::File::create(log).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+    }
+
+    /// Polls `args` until its stdout contains `want`, for at most `secs`.
+    fn wait_for(&self, args: &[&str], want: &str, secs: u64) -> String {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let (_, out, err) = self.run(args);
+            if out.contains(want) {
+                return out;
+            }
+            if std::time::Instant::now() > end {
+                panic!("{args:?} did not answer {want:?} within {secs} s: {out}{err}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The generated Galera configuration loaded by a real MariaDB with Debian's
+/// galera-4 provider: a one-node cluster inside a network namespace, the
+/// generated health script behind a socket like its systemd unit
+/// (`systemd-socket-activate --accept`), and the generated haproxy.cfg
+/// routing a client through the VIP to it. Needs root and the Debian
+/// packages mariadb-server and galera-4 (.ci/install-deps).
+#[test]
+fn galera_one_node_cluster_is_synced_and_haproxy_routes_to_it() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespace, mariadbd); CI runs tests as root"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    // One LB holding the VIP, one db node; addresses live in the namespace.
+    let site = d.join("site.toml");
+    std::fs::write(
+        &site,
+        r#"[site]
+name = "galera-lab"
+
+[defaults]
+platform = "ubuntu"
+interface = "lo"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
+
+[[network]]
+name = "lab"
+cidr = "10.99.0.0/24"
+
+[[vip]]
+name = "db"
+address = "10.99.0.10"
+network = "lab"
+
+[[service]]
+name = "galera"
+vip = "db"
+port = 13306
+backend_role = "db"
+backend_port = 3306
+mode = "tcp"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.99.0.11"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.99.0.31"
+"#,
+    )
+    .expect("site");
+    let out = built(d, &site);
+    let galera = out.join("db1/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf");
+    let health = out.join("db1/files/usr/local/sbin/haseed-galera-health");
+    assert!(read(&galera).contains("wsrep_cluster_address = gcomm://10.99.0.31\n"));
+
+    // Where this test's server keeps its files (the node uses Debian's
+    // defaults); the generated file is included unchanged.
+    let data = d.join("data");
+    let sock = d.join("mysqld.sock");
+    let base = format!(
+        "[mysqld]\ndatadir = {}\nsocket = {}\npid-file = {}\nlog-error = {}\nport = 3306\nuser = root\n",
+        data.display(),
+        sock.display(),
+        d.join("mysqld.pid").display(),
+        d.join("error.log").display()
+    );
+    std::fs::write(d.join("base.cnf"), &base).expect("base.cnf");
+    std::fs::write(
+        d.join("my.cnf"),
+        format!("{base}\n!include {}\n", galera.display()),
+    )
+    .expect("my.cnf");
+    let o = Command::new("mariadb-install-db")
+        .arg(format!("--defaults-file={}", d.join("base.cnf").display()))
+        .args(["--user=root", "--auth-root-authentication-method=socket"])
+        .output()
+        .expect("mariadb-install-db (Debian package mariadb-server, .ci/install-deps)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The client as the health script finds it on PATH, pointed at this
+    // test's socket (the node's client uses the default one).
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let client = bin.join("mariadb");
+    std::fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
+            sock.display()
+        ),
+    )
+    .expect("client");
+    let mut perm = std::fs::metadata(&client).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&client, perm).expect("chmod");
+    let client = client.to_str().expect("utf-8").to_string();
+
+    let mut lab = Lab::new();
+    let my_cnf = format!("--defaults-file={}", d.join("my.cnf").display());
+    // What galera_new_cluster does on the first node.
+    lab.spawn(
+        &[
+            "/usr/sbin/mariadbd",
+            &my_cnf,
+            "--user=root",
+            "--wsrep-new-cluster",
+        ],
+        &d.join("mariadbd.log"),
+    );
+    let state = "SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'";
+    lab.wait_for(&[&client, "-N", "-B", "-e", state], "Synced", 90);
+    let (ok, size, err) = lab.run(&[
+        &client,
+        "-N",
+        "-B",
+        "-e",
+        "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'",
+    ]);
+    assert!(ok && size.contains("wsrep_cluster_size\t1"), "{size}{err}");
+
+    // The health endpoint, as haseed-galera-health.socket runs it.
+    let path = format!("PATH={}:/usr/bin:/bin", bin.display());
+    lab.spawn(
+        &[
+            "systemd-socket-activate",
+            "--listen=9200",
+            "--accept",
+            "--inetd",
+            "-E",
+            &path,
+            "/bin/sh",
+            health.to_str().expect("utf-8"),
+        ],
+        &d.join("health.log"),
+    );
+    let answer = lab.wait_for(
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "http://10.99.0.31:9200/",
+        ],
+        "HTTP/1.1 200 OK",
+        20,
+    );
+    assert!(answer.contains("Galera node is Synced."), "{answer}");
+
+    // haproxy from the generated configuration; only the admin socket moves
+    // (the host's /run/haproxy may not exist or may be in use).
+    let cfg = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg")).replace(
+        "stats socket /run/haproxy/admin.sock",
+        &format!("stats socket {}", d.join("admin.sock").display()),
+    );
+    let cfg_path = d.join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).expect("haproxy.cfg");
+    lab.spawn(
+        &["haproxy", "-db", "-f", cfg_path.to_str().expect("utf-8")],
+        &d.join("haproxy.log"),
+    );
+    lab.exec(&[
+        &client,
+        "-e",
+        "CREATE USER 'probe'@'%' IDENTIFIED BY 'probe'; GRANT USAGE ON *.* TO 'probe'@'%';",
+    ]);
+    // rise 2, inter 2000 ms: db1 is up after about 4 s.
+    let routed = lab.wait_for(
+        &[
+            "/usr/bin/mariadb",
+            "--no-defaults",
+            "-h",
+            "10.99.0.10",
+            "-P",
+            "13306",
+            "--protocol=tcp",
+            "--connect-timeout=3",
+            "-u",
+            "probe",
+            "-pprobe",
+            "-N",
+            "-B",
+            "-e",
+            "SELECT @@wsrep_node_name, @@wsrep_on",
+        ],
+        "db1\t1",
+        30,
+    );
+    assert_eq!(routed.trim(), "db1\t1");
+
+    // Desynced on purpose: the endpoint says 503 and haproxy takes db1 out.
+    lab.exec(&[&client, "-e", "SET GLOBAL wsrep_desync = ON"]);
+    let answer = lab.wait_for(
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "http://10.99.0.31:9200/",
+        ],
+        "503 Service Unavailable",
+        20,
+    );
+    assert!(answer.contains("not synced (Donor/Desynced)"), "{answer}");
+    drop(lab);
+    assert!(
+        !Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout)
+                .contains(&format!("haseed-galera-{}", std::process::id())))
+            .unwrap_or(true),
+        "the namespace is gone"
+    );
+}
