@@ -219,6 +219,11 @@ struct Planned {
 
 fn plan_site(global: &Global, site: &Path) -> anyhow::Result<Planned> {
     let inv = pipeline::load_inventory(site)?;
+    if !global.quiet {
+        for w in inv.warning_lines() {
+            eprintln!("{w}");
+        }
+    }
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;
     let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;
