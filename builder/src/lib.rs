@@ -7,6 +7,8 @@ pub mod check;
 pub mod cli;
 pub mod contract;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod output;
 pub mod pipeline;
