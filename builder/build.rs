@@ -23,9 +23,21 @@ fn main() {
         rerun_if_changed_tree(&root.join(watched));
     }
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_PROFILE");
+    println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_TOOLCHAIN");
 
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // HASEED_PLUGINS_TOOLCHAIN (e.g. "stable") builds the guests with another rustup toolchain
+    // than ours: the fuzz targets (fuzz/) build with nightly, which may lack wasm32-wasip2.
+    let toolchain = env::var("HASEED_PLUGINS_TOOLCHAIN").ok();
+    let cargo = match &toolchain {
+        Some(_) => "cargo".into(),
+        None => env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+    };
     let mut cmd = Command::new(cargo);
+    if let Some(t) = &toolchain {
+        cmd.env("RUSTUP_TOOLCHAIN", t)
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC");
+    }
     cmd.current_dir(&plugins)
         .args([
             "build",

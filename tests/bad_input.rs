@@ -207,3 +207,91 @@ fn port_range_without_a_check_port() {
         "check port",
     );
 }
+
+/// A SHA-512 crypt(3) hash (`openssl passwd -6 -salt saltsalt hunter2`).
+const SHA512: &str = "$6$saltsalt$8iYtNHxjWRl.NF6oNZ5tF.iKFlQREaXBLlSmZKP6dy9l5z3vsooWNW0/GZ6Nej73/TFug6pIPSqbJoCT6dfnj.";
+
+#[test]
+fn passwords_only_as_hashes_and_secrets_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let plaintext = "plaintext-Hunter2-do-not-write";
+    let text = broken(
+        "user = \"pi\"",
+        &format!("user = \"pi\"\npassword = \"{plaintext}\""),
+    )
+    .replacen(
+        "address = \"192.168.3.241\"",
+        &format!("address = \"192.168.3.241\"\npassword_hash = \"{SHA512}\""),
+        1,
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &text).expect("write");
+    let out = tmp.path().join("out");
+    let o = build(&site, &out);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // Warned with file:line:column, the build goes on without it.
+    let line = text[..text.find("password =").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "site.toml:{line}:1: warning: plaintext `password` is ignored"
+        )),
+        "{err}"
+    );
+
+    let lb1 = std::fs::read_to_string(out.join("lb1/user-data")).expect("lb1 user-data");
+    assert!(
+        lb1.contains(&format!(
+            "    lock_passwd: false\n    hashed_passwd: \"{SHA512}\"\n"
+        )),
+        "{lb1}"
+    );
+    let lb2 = std::fs::read_to_string(out.join("lb2/user-data")).expect("lb2 user-data");
+    assert!(lb2.contains("    lock_passwd: true\n"), "{lb2}");
+    assert!(!lb2.contains("hashed_passwd"), "{lb2}");
+
+    // The plaintext is nowhere: not in a file, not in the bundle (decompressed).
+    let mut bytes = 0;
+    for (rel, content) in tree(&out) {
+        bytes += content.len();
+        let content = if rel.ends_with(".tar.gz") {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(content.as_slice()),
+                &mut plain,
+            )
+            .expect("gunzip");
+            assert!(
+                plain.windows(SHA512.len()).any(|w| w == SHA512.as_bytes()),
+                "the bundle lacks the hash"
+            );
+            plain
+        } else {
+            content
+        };
+        assert!(
+            !content
+                .windows(plaintext.len())
+                .any(|w| w == plaintext.as_bytes()),
+            "{rel} holds the plaintext password"
+        );
+        let mode = std::fs::metadata(out.join(&rel))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        if rel.ends_with("user-data") || rel.ends_with(".tar.gz") {
+            assert_eq!(mode, 0o600, "{rel}");
+        }
+    }
+    assert!(bytes > 0);
+
+    // cloud-init's schema accepts the user entry (and every other validator the build).
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}

@@ -192,6 +192,19 @@ impl Checker<'_> {
         }
     }
 
+    /// Each entry of a list of references at most once.
+    fn listed_once(&mut self, field: &str, names: &[String]) {
+        let mut seen = HashSet::new();
+        for (i, name) in names.iter().enumerate() {
+            if !seen.insert(name.as_str()) {
+                self.fail(
+                    format!("{field}[{i}]"),
+                    format!("{} is listed twice", shown(name)),
+                );
+            }
+        }
+    }
+
     /// `option` lines of one section: known keywords, each once, meaningful
     /// in this section and mode.
     fn options(&mut self, field: &str, options: &[String], section: Option<Cap>, mode: ProxyMode) {
@@ -449,7 +462,8 @@ pub fn check_node(site: &Site, node: u32, plan: &NodePlan) -> Vec<PlanIssue> {
         check_haproxy(&mut c, h);
     }
     if let Some(k) = &plan.keepalived {
-        check_keepalived(&mut c, k);
+        let user = site.nodes.get(node as usize).map(|n| n.user.as_str());
+        check_keepalived(&mut c, k, user);
     }
     if c.at_most("packages", plan.packages.len(), MAX_LIST) {
         for (i, p) in plan.packages.iter().enumerate() {
@@ -787,9 +801,22 @@ fn check_binds(c: &mut Checker<'_>, frontends: &[Frontend]) {
     }
 }
 
-fn check_keepalived(c: &mut Checker<'_>, k: &KeepalivedConfig) {
+/// `node_user`: the login user cloud-init creates on the node (site inventory `user`).
+fn check_keepalived(c: &mut Checker<'_>, k: &KeepalivedConfig, node_user: Option<&str>) {
     c.name("keepalived.router_id", &k.router_id);
     c.name("keepalived.script_user", &k.script_user);
+    // keepalived drops every script (and the instances tracking them go unchecked) when the
+    // user does not exist: only root and the node's own user are known to.
+    if k.script_user != "root" && Some(k.script_user.as_str()) != node_user {
+        c.fail(
+            "keepalived.script_user",
+            format!(
+                "{} is not a user the node has when keepalived starts; use root or the node's user{}",
+                shown(&k.script_user),
+                node_user.map(|u| format!(" ({u})")).unwrap_or_default()
+            ),
+        );
+    }
     if !c.at_most("keepalived.scripts", k.scripts.len(), MAX_LIST)
         | !c.at_most("keepalived.track_files", k.track_files.len(), MAX_LIST)
         | !c.at_most("keepalived.instances", k.instances.len(), MAX_INSTANCES)
@@ -834,6 +861,10 @@ fn check_keepalived(c: &mut Checker<'_>, k: &KeepalivedConfig) {
         // keepalived.conf(5): 254 lets a negative value read from the file
         // still reach the fault threshold.
         c.range(&format!("{at}.weight"), t.weight.into(), -254, 254);
+        if let Some(v) = t.init_value {
+            // keepalived -t: "init value ... is outside sensible range [-254, 254]".
+            c.range(&format!("{at}.init_value"), v.into(), -254, 254);
+        }
     }
     let scripts: HashSet<&str> = k.scripts.iter().map(|s| s.name.as_str()).collect();
     let tracks: HashSet<&str> = k.track_files.iter().map(|t| t.name.as_str()).collect();
@@ -891,6 +922,11 @@ fn check_instance(
                 "{} is not an interface name (letters, digits, '.', '_', '-'; up to 15)",
                 shown(&inst.interface)
             ),
+        );
+    } else if inst.interface == "lo" {
+        c.fail(
+            format!("{at}.interface"),
+            "VRRP cannot run on the loopback interface (keepalived ignores the instance)",
         );
     }
     c.range(
@@ -1002,6 +1038,12 @@ fn check_instance(
                 );
             }
         }
+        if inst.unicast_peers.is_empty() {
+            c.fail(
+                format!("{at}.unicast_src"),
+                "unicast_src needs at least one unicast peer (keepalived falls back to multicast and warns)",
+            );
+        }
     } else if !inst.unicast_peers.is_empty() {
         c.fail(
             format!("{at}.unicast_peers"),
@@ -1034,6 +1076,9 @@ fn check_instance(
     ) {
         return None;
     }
+    // keepalived -t refuses a script or file tracked twice by one instance.
+    c.listed_once(&format!("{at}.track_scripts"), &inst.track_scripts);
+    c.listed_once(&format!("{at}.track_files"), &inst.track_files);
     for (j, s) in inst.track_scripts.iter().enumerate() {
         if !scripts.contains(s.as_str()) {
             c.fail(
@@ -1349,8 +1394,8 @@ pub fn check_site(site: &Site, plans: &[NodePlan]) -> Vec<PlanIssue> {
     issues
 }
 
-/// A hand-built reference site and plans, shared with the renderer's tests.
-#[cfg(test)]
+/// A hand-built reference site and plans, shared with the renderer's tests
+/// and the fuzz targets ([`crate::fuzzing`]).
 pub(crate) mod fixture {
     use crate::contract::*;
 
@@ -1845,10 +1890,18 @@ mod tests {
         ("track file dotdot", |p| k(p).track_files[0].path = "/run/haseed/../shadow".into(), "keepalived.track_files[0].path", "clean absolute path"),
         ("track file quote", |p| k(p).track_files[0].path = "/run/haseed/a\"b".into(), "keepalived.track_files[0].path", "clean absolute path"),
         ("track file weight", |p| k(p).track_files[0].weight = 255, "keepalived.track_files[0].weight", "out of range"),
+        // found by fuzz/ plan_render (inputs kept in fuzz/corpus/plan_render/)
+        ("track file init value", |p| k(p).track_files[0].init_value = Some(255), "keepalived.track_files[0].init_value", "out of range"),
+        ("track file init value low", |p| k(p).track_files[0].init_value = Some(-255), "keepalived.track_files[0].init_value", "out of range"),
+        ("script user unknown", |p| k(p).script_user = "lb2".into(), "keepalived.script_user", "use root or the node's user (pi)"),
+        ("track script twice", |p| i1(p).track_scripts.push("chk_haproxy".into()), "keepalived.instances[1].track_scripts[1]", "listed twice"),
+        ("track file twice", |p| i1(p).track_files.push("maint".into()), "keepalived.instances[1].track_files[1]", "listed twice"),
+        ("src without peers", |p| i1(p).unicast_peers.clear(), "keepalived.instances[1].unicast_src", "at least one unicast peer"),
         // instances
         ("interface long", |p| i1(p).interface = "a".repeat(16), "keepalived.instances[1].interface", "interface name"),
         ("interface slash", |p| i1(p).interface = "eth0/x".into(), "keepalived.instances[1].interface", "interface name"),
         ("interface dotdot", |p| i1(p).interface = "..".into(), "keepalived.instances[1].interface", "interface name"),
+        ("interface loopback", |p| i1(p).interface = "lo".into(), "keepalived.instances[1].interface", "loopback"),
         ("vrid zero", |p| i1(p).virtual_router_id = 0, "keepalived.instances[1].virtual_router_id", "out of range"),
         ("vrid twice on interface", |p| i1(p).virtual_router_id = 1, "keepalived.instances[1].virtual_router_id", "both use VRID 1"),
         ("version 4", |p| i1(p).vrrp_version = 4, "keepalived.instances[1].vrrp_version", "use 2 or 3"),

@@ -293,6 +293,11 @@ fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError
 }
 
 fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
+    if !global.quiet {
+        for w in inv.warning_lines() {
+            eprintln!("{w}");
+        }
+    }
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;
     let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;

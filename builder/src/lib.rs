@@ -8,6 +8,8 @@ pub mod check;
 pub mod cli;
 pub mod contract;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod inventory;
 pub mod output;

@@ -6,6 +6,11 @@
 //! either the previous build or nothing from this run. It must never delete a
 //! directory it did not create: an existing non-empty target without our
 //! marker file is refused.
+//!
+//! Files that hold secrets are readable by their owner only, in the directory and in the
+//! bundle: `user-data` (SSH keys, password hash, every file's content), the bundle itself, a
+//! keepalived.conf with an `auth_pass`, anything holding a PEM private key, and any file the
+//! plan already gave no group/other permissions (its mode is kept exactly).
 
 use std::fs;
 use std::io::Write;
@@ -60,13 +65,30 @@ pub fn build_tree(nodes: &[(String, NodeArtifacts)]) -> Vec<OutFile> {
             let rel = f.path.trim_start_matches('/');
             files.push(OutFile {
                 rel: base.join("files").join(rel),
-                mode: f.mode & 0o7777,
+                mode: out_mode(f.mode, &f.content),
                 content: f.content.clone().into_bytes(),
             });
         }
     }
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     files
+}
+
+/// The mode a node file gets in the build: the plan's, without group/other permissions when
+/// the content holds a secret.
+fn out_mode(mode: u32, content: &str) -> u32 {
+    let mode = mode & 0o7777;
+    if holds_secret(content) {
+        mode & !0o077
+    } else {
+        mode
+    }
+}
+
+/// Whether a file's content is a secret: a keepalived `auth_pass` or a PEM private key.
+pub fn holds_secret(content: &str) -> bool {
+    crate::render::holds_secret(content)
+        || (content.contains("-----BEGIN ") && content.contains("PRIVATE KEY-----"))
 }
 
 /// A gzip-compressed tar of `files` under `SITE/`, byte-identical for equal input.
@@ -223,4 +245,108 @@ fn write_file(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
     // The umask may have cut the mode; set it exactly.
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::render::RenderedFile;
+
+    fn file(path: &str, mode: u32, content: &str) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            mode,
+            owner: "root:root".into(),
+            content: content.into(),
+        }
+    }
+
+    fn artifacts() -> NodeArtifacts {
+        NodeArtifacts {
+            user_data: "#cloud-config\nusers: []\n".into(),
+            meta_data: "instance-id: x\n".into(),
+            network_config: "network:\n  version: 2\n".into(),
+            files: vec![
+                file("/etc/default/plain", 0o644, "A=1\n"),
+                file(
+                    "/etc/keepalived/keepalived.conf",
+                    0o644,
+                    "vrrp_instance VI_1 {\n    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n}\n",
+                ),
+                file(
+                    "/etc/ssl/private/lb.pem",
+                    0o640,
+                    "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+                ),
+                file("/etc/haseed/token", 0o600, "t0ken\n"),
+                file("/usr/local/bin/tool", 0o755, "#!/bin/sh\n"),
+            ],
+        }
+    }
+
+    /// (path relative to the build or bundle root, mode) of every secret and every control.
+    const WANT: [(&str, u32); 8] = [
+        ("lb1/user-data", 0o600),
+        ("lb1/meta-data", 0o644),
+        ("lb1/network-config", 0o644),
+        ("lb1/files/etc/default/plain", 0o644),
+        ("lb1/files/etc/keepalived/keepalived.conf", 0o600),
+        ("lb1/files/etc/ssl/private/lb.pem", 0o600),
+        ("lb1/files/etc/haseed/token", 0o600),
+        ("lb1/files/usr/local/bin/tool", 0o755),
+    ];
+
+    #[test]
+    fn secrets_are_owner_only_on_disk_and_in_the_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let nodes = vec![("lb1".to_string(), artifacts())];
+        write_build(&out, "site", &nodes).unwrap();
+        for (rel, mode) in WANT {
+            let m = fs::metadata(out.join(rel)).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(m, mode, "{rel} on disk: {m:o}");
+        }
+        let bundle = out.join("site.tar.gz");
+        assert_eq!(
+            fs::metadata(&bundle).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
+            fs::File::open(&bundle).unwrap(),
+        ));
+        let mut seen = Vec::new();
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mode = e.header().mode().unwrap();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            seen.push((path, mode));
+        }
+        for (rel, mode) in WANT {
+            let path = format!("site/{rel}");
+            let got = seen.iter().find(|(p, _)| *p == path).map(|(_, m)| *m);
+            assert_eq!(got, Some(mode), "{path} in the bundle: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn secret_detection() {
+        assert!(holds_secret("  auth_pass x\n"));
+        assert!(holds_secret(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n"
+        ));
+        // Mentioning the words is not holding a secret.
+        assert!(!holds_secret(
+            "# set auth_pass in the site\nauth_type PASS\n"
+        ));
+        assert!(!holds_secret("-----BEGIN CERTIFICATE-----\nMIIB\n"));
+        assert_eq!(out_mode(0o755, "auth_pass x\n"), 0o700);
+        assert_eq!(out_mode(0o4755, "a"), 0o4755);
+        assert_eq!(out_mode(0o100644, "a"), 0o644);
+    }
 }

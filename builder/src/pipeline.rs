@@ -144,12 +144,7 @@ pub fn render(
         .enumerate()
         .map(|(i, node)| {
             renderer
-                .render_node(
-                    &inv.site,
-                    i as u32,
-                    &plans[i],
-                    &inv.node_extras[i].ssh_authorized_keys,
-                )
+                .render_node_with(&inv.site, i as u32, &plans[i], &inv.node_extras[i])
                 .map(|a| (node.name.clone(), a))
                 .map_err(|e| BuildError::Render {
                     node: node.name.clone(),

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::contract::{HaproxyConfig, KeepalivedConfig, NodePlan, Platform, Server, Site};
+use crate::inventory::NodeExtra;
 
 /// Everything one node needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,13 +77,29 @@ impl Renderer {
         Renderer { tera }
     }
 
-    /// Renders node `node` of `site` from its checked `plan`.
+    /// Renders node `node` of `site` from its checked `plan`, with SSH keys and no password.
     pub fn render_node(
         &self,
         site: &Site,
         node: u32,
         plan: &NodePlan,
         ssh_authorized_keys: &[String],
+    ) -> anyhow::Result<NodeArtifacts> {
+        let extra = NodeExtra {
+            ssh_authorized_keys: ssh_authorized_keys.to_vec(),
+            password_hash: None,
+        };
+        self.render_node_with(site, node, plan, &extra)
+    }
+
+    /// Renders node `node` of `site` from its checked `plan` and the inventory's per-node
+    /// extras (SSH keys, password hash).
+    pub fn render_node_with(
+        &self,
+        site: &Site,
+        node: u32,
+        plan: &NodePlan,
+        extra: &NodeExtra,
     ) -> anyhow::Result<NodeArtifacts> {
         let me = site
             .nodes
@@ -102,10 +119,12 @@ impl Renderer {
             files.push(config_file(HAPROXY_CFG, self.haproxy(site, &me.name, h)?));
         }
         if let Some(k) = &plan.keepalived {
-            files.push(config_file(
-                KEEPALIVED_CONF,
-                self.keepalived(site, &me.name, k)?,
-            ));
+            let mut conf = config_file(KEEPALIVED_CONF, self.keepalived(site, &me.name, k)?);
+            if holds_secret(&conf.content) {
+                // VRRP auth_pass is a shared secret: readable by root only.
+                conf.mode = 0o600;
+            }
+            files.push(conf);
         }
         if !plan.sysctls.is_empty() {
             let mut text = format!(
@@ -127,7 +146,7 @@ impl Renderer {
         }
 
         let network_config = network_config(site, node)?;
-        let user_data = self.user_data(site, node, plan, ssh_authorized_keys, &files)?;
+        let user_data = self.user_data(site, node, plan, extra, &files)?;
         let meta_data = meta_data(&me.name, &user_data, &network_config);
         Ok(NodeArtifacts {
             user_data,
@@ -211,7 +230,7 @@ impl Renderer {
         site: &Site,
         node: u32,
         plan: &NodePlan,
-        ssh_authorized_keys: &[String],
+        extra: &NodeExtra,
         files: &[RenderedFile],
     ) -> anyhow::Result<String> {
         let me = &site.nodes[node as usize];
@@ -252,7 +271,8 @@ impl Renderer {
         ctx.insert("site", &site.name);
         ctx.insert("hostname", &plan.hostname);
         ctx.insert("user", &me.user);
-        ctx.insert("ssh_authorized_keys", ssh_authorized_keys);
+        ctx.insert("ssh_authorized_keys", &extra.ssh_authorized_keys);
+        ctx.insert("password_hash", &extra.password_hash);
         ctx.insert("bootcmd", &bootcmd);
         ctx.insert("packages", &plan.packages);
         // cloud-init's apt.sources: name -> {source, key}; the map keeps the
@@ -278,6 +298,13 @@ impl Renderer {
         }
         Ok(text)
     }
+}
+
+/// Whether a rendered configuration carries a secret (a keepalived `auth_pass`).
+pub fn holds_secret(config: &str) -> bool {
+    config
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("auth_pass"))
 }
 
 fn config_file(path: &str, content: String) -> RenderedFile {

@@ -138,7 +138,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Whether this process runs with effective uid 0 (from `/proc/self/status`).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -372,7 +372,7 @@ fn staged_command(
 // ---------------------------------------------------------------------------------------------
 // haproxy
 
-fn validate_haproxy(
+pub(crate) fn validate_haproxy(
     v: &Validators,
     node: &str,
     node_dir: &Path,
@@ -583,7 +583,7 @@ fn sweep_stale_netns(ip: &Path) {
     }
 }
 
-fn validate_keepalived(
+pub(crate) fn validate_keepalived(
     v: &Validators,
     node: &str,
     node_dir: &Path,

@@ -47,6 +47,8 @@ pub struct Inventory {
     pub node_extras: Vec<NodeExtra>,
     /// Byte span of each `[[node]]`'s name value, parallel to `site.nodes`.
     pub node_spans: Vec<Range<usize>>,
+    /// Problems that do not stop the build, sorted by position (see [`Inventory::warning_lines`]).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// One `[[plugin]]` entry.
@@ -68,6 +70,9 @@ pub struct PluginRef {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeExtra {
     pub ssh_authorized_keys: Vec<String>,
+    /// crypt(3) hash of the user's password (`password_hash`, checked); `None`: password
+    /// login stays locked. Plaintext passwords are never kept.
+    pub password_hash: Option<String>,
 }
 
 impl Inventory {
@@ -75,6 +80,23 @@ impl Inventory {
     /// a plugin that failed on that node).
     pub fn node_diagnostic(&self, node: usize, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(&self.path, self.node_spans.get(node).cloned(), message)
+    }
+
+    /// `FILE:LINE:COL: warning: MESSAGE` for each warning (with its help, if any).
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|w| {
+                let at = match w.line_col(&self.source) {
+                    Some((l, c)) => format!("{}:{l}:{c}", self.path.display()),
+                    None => self.path.display().to_string(),
+                };
+                match &w.help {
+                    Some(h) => format!("{at}: warning: {}; {h}", w.message),
+                    None => format!("{at}: warning: {}", w.message),
+                }
+            })
+            .collect()
     }
 
     /// `Diagnostics` over this site file holding `items`.
@@ -193,6 +215,8 @@ pub fn parse_stage(
     let mut diags = Diagnostics::new(path, source);
     diags.items = std::mem::take(&mut cx.diags);
     diags.finish()?;
+    let mut warnings = std::mem::take(&mut cx.warnings);
+    warnings.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     Ok(Inventory {
         path: path.to_path_buf(),
         source: source.to_string(),
@@ -201,6 +225,7 @@ pub fn parse_stage(
         default_policy_settings: resolved.default_policy_settings,
         node_extras: resolved.node_extras,
         node_spans: resolved.node_spans,
+        warnings,
     })
 }
 

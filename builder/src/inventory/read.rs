@@ -26,6 +26,8 @@ pub(super) struct Cx<'a> {
     pub file: &'a Path,
     pub source: &'a str,
     pub diags: Vec<Diagnostic>,
+    /// Problems that do not stop the build (e.g. an ignored plaintext password).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Cx<'a> {
@@ -34,6 +36,7 @@ impl<'a> Cx<'a> {
             file,
             source,
             diags: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -455,6 +458,10 @@ pub(super) struct RawHostKeys {
     pub interface: Option<Sp<String>>,
     pub user: Option<Sp<String>>,
     pub ssh_authorized_keys: Option<List<String>>,
+    /// crypt(3) hash for the user's password (console and sudo login).
+    pub password_hash: Option<Sp<String>>,
+    /// Where a plaintext `password` key is: its value is never read (nor kept).
+    pub password: Option<Span>,
 }
 
 #[derive(Debug)]
@@ -572,7 +579,14 @@ const TOP_KEYS: &[&str] = &[
     "default_policy",
 ];
 const SITE_KEYS: &[&str] = &["name", "stage"];
-pub(super) const HOST_KEYS: &[&str] = &["platform", "interface", "user", "ssh_authorized_keys"];
+pub(super) const HOST_KEYS: &[&str] = &[
+    "platform",
+    "interface",
+    "user",
+    "ssh_authorized_keys",
+    "password_hash",
+    "password",
+];
 pub(super) const NETWORK_KEYS: &[&str] = &["name", "cidr", "gateway", "dns", "ntp"];
 pub(super) const VIP_KEYS: &[&str] = &[
     "name",
@@ -607,6 +621,8 @@ pub(super) const NODE_KEYS: &[&str] = &[
     "interface",
     "user",
     "ssh_authorized_keys",
+    "password_hash",
+    "password",
 ];
 const PLUGIN_KEYS: &[&str] = &["path", "sha256", "settings"];
 
@@ -765,5 +781,11 @@ fn read_host_keys(cx: &mut Cx<'_>, t: &Tbl<'_>) -> RawHostKeys {
         interface: cx.string(t, "interface", false),
         user: cx.string(t, "user", false),
         ssh_authorized_keys: cx.strings(t, "ssh_authorized_keys", false),
+        password_hash: cx.string(t, "password_hash", false),
+        password: t
+            .t
+            .get("password")
+            .filter(|i| !i.is_none())
+            .map(|_| cx.key_span(t, "password")),
     }
 }

@@ -135,6 +135,44 @@ pub(super) fn check_ssh_key(s: &str) -> Result<(), String> {
     }
 }
 
+const PASSWORD_HASH_HELP: &str =
+    "make one with `mkpasswd -m sha-512` or `mkpasswd -m yescrypt` (Debian package whois)";
+
+/// A crypt(3) hash cloud-init can set as is: SHA-512 (`$6$[rounds=N$]SALT$HASH`, 86 hash
+/// characters) or yescrypt (`$y$PARAMS$SALT$HASH`, 43 hash characters).
+pub(super) fn check_password_hash(s: &str) -> Result<(), String> {
+    let crypt64 = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'/')
+    };
+    let fields: Vec<&str> = s.split('$').collect();
+    let ok = match fields.as_slice() {
+        ["", "6", rest @ ..] => {
+            let rest = match rest {
+                [r, tail @ ..] if r.starts_with("rounds=") => {
+                    let n = &r["rounds=".len()..];
+                    if n.is_empty() || n.len() > 9 || !n.bytes().all(|c| c.is_ascii_digit()) {
+                        return Err("has a bad rounds= field".into());
+                    }
+                    tail
+                }
+                _ => rest,
+            };
+            matches!(rest, [salt, hash] if crypt64(salt) && salt.len() <= 16 && crypt64(hash) && hash.len() == 86)
+        }
+        ["", "y", params, salt, hash] => {
+            crypt64(params) && crypt64(salt) && crypt64(hash) && hash.len() == 43
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a crypt(3) SHA-512 ($6$...) or yescrypt ($y$...) hash".into())
+    }
+}
+
 /// `METHOD /path` (optionally followed by ` HTTP/1.0` or ` HTTP/1.1`), printable ASCII, no
 /// quotes, `#` or backslash.
 pub(super) fn check_http(s: &str) -> Result<(), String> {
@@ -293,6 +331,24 @@ impl Cx<'_> {
                     self.err(k.span.clone(), format!("ssh_authorized_keys entry {e}"));
                 }
             }
+        }
+        if let Some(p) = &h.password_hash {
+            if let Err(e) = check_password_hash(&p.v) {
+                let d = self
+                    .diag(p.span.clone(), format!("password_hash {e}"))
+                    .with_help(PASSWORD_HASH_HELP);
+                self.push(d);
+            }
+        }
+        if let Some(span) = &h.password {
+            // Warn, not refuse (issue 7): the value is ignored, never stored or written out.
+            let d = self
+                .diag(
+                    span.clone(),
+                    "plaintext `password` is ignored and never written out; give password_hash instead",
+                )
+                .with_help(PASSWORD_HASH_HELP);
+            self.warnings.push(d);
         }
     }
 
@@ -714,6 +770,13 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         });
         node_extras.push(NodeExtra {
             ssh_authorized_keys: keys,
+            password_hash: n
+                .host
+                .password_hash
+                .as_ref()
+                .or(d.password_hash.as_ref())
+                .filter(|p| check_password_hash(&p.v).is_ok())
+                .map(|p| p.v.clone()),
         });
         node_ips.push(ip);
         node_nets.push(network);

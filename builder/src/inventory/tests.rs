@@ -1841,3 +1841,89 @@ fn stage_overlays_vip_aws_and_plugin_settings() {
         serde_json::from_str(&inv.plugins[0].settings_json).expect("json");
     assert_eq!(settings, serde_json::json!({"a": 1, "b": 3}));
 }
+
+// ---------------------------------------------------------------------------------------
+// Passwords: hashes only
+// ---------------------------------------------------------------------------------------
+
+const SHA512: &str = "$6$saltsalt$8iYtNHxjWRl.NF6oNZ5tF.iKFlQREaXBLlSmZKP6dy9l5z3vsooWNW0/GZ6Nej73/TFug6pIPSqbJoCT6dfnj.";
+const YESCRYPT: &str = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7";
+
+#[test]
+fn password_hash_shapes() {
+    for good in [
+        SHA512,
+        YESCRYPT,
+        "$6$rounds=10000$saltsalt$8iYtNHxjWRl.NF6oNZ5tF.iKFlQREaXBLlSmZKP6dy9l5z3vsooWNW0/GZ6Nej73/TFug6pIPSqbJoCT6dfnj.",
+    ] {
+        assert_eq!(resolve::check_password_hash(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "",
+        "hunter2",
+        "$1$salt$abc",                            // MD5: too weak
+        &SHA512[..SHA512.len() - 1],              // truncated
+        &format!("{SHA512}x"),                    // too long
+        &SHA512.replace("saltsalt", "salt salt"), // space in the salt
+        &SHA512.replace("$6$", "$6$rounds=$"),    // empty rounds
+        &YESCRYPT.replace("$y$j9T$", "$y$$"),     // no parameters
+        &format!("{YESCRYPT}\nroot::0:0"),        // a line break
+    ] {
+        assert!(resolve::check_password_hash(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn password_hash_from_defaults_or_node() {
+    let src = MIN
+        .replacen(
+            "[[network]]",
+            &format!("[defaults]\npassword_hash = \"{SHA512}\"\n\n[[network]]"),
+            1,
+        )
+        .replacen(
+            "address = \"10.0.0.21\"",
+            &format!("address = \"10.0.0.21\"\npassword_hash = '{YESCRYPT}'"),
+            1,
+        );
+    let inv = ok(&src);
+    assert_eq!(inv.node_extras[0].password_hash.as_deref(), Some(SHA512));
+    assert_eq!(inv.node_extras[1].password_hash.as_deref(), Some(YESCRYPT));
+    assert!(inv.warnings.is_empty());
+    assert_eq!(ok(MIN).node_extras[0].password_hash, None);
+}
+
+#[test]
+fn bad_password_hash_is_an_error() {
+    let src = with(MIN, "password_hash = \"hunter2\"\n");
+    let d = only_err(&src, "password_hash is not a crypt(3)", 18, 17);
+    assert!(d.help.unwrap().contains("mkpasswd"));
+    let src = with(MIN, "password_hash = 5\n");
+    only_err(&src, "`password_hash` in [[node]] must be a string", 18, 17);
+}
+
+#[test]
+fn plaintext_password_warns_and_is_dropped() {
+    let src = MIN.replacen(
+        "[[network]]",
+        "[defaults]\npassword = \"hunter2\"\n\n[[network]]",
+        1,
+    ) + "password = { nested = \"hunter3\" }\n";
+    let inv = ok(&src);
+    let lines = inv.warning_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("site.toml:5:1: warning: plaintext `password` is ignored"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("mkpasswd"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("site.toml:21:1: warning:"),
+        "{lines:?}"
+    );
+    // The value is kept nowhere.
+    assert!(inv.node_extras.iter().all(|e| e.password_hash.is_none()));
+    let dump = format!("{:?}{:?}", inv.site, inv.node_extras);
+    assert!(!dump.contains("hunter"), "{dump}");
+    assert!(!inv.default_policy_settings.contains("hunter"));
+}
