@@ -63,6 +63,9 @@ pub enum Command {
     /// `haproxy -c -dW`, `keepalived -t` (in a throwaway network namespace, needs root)
     /// and `cloud-init schema`.
     Validate(ValidateArgs),
+    /// Prove failover in network namespaces with the real haproxy and keepalived running the
+    /// site's generated configuration (needs root); non-zero exit when the objective is broken.
+    Lab(crate::lab::LabArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -211,6 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
+        Command::Lab(args) => lab_cmd(&cli.global, args),
         Command::Image(args) => crate::image::cli::image(&cli.global, args),
         Command::Flash(args) => crate::image::cli::flash_cmd(&cli.global, args),
         Command::Seed(args) => crate::image::cli::seed_cmd(&cli.global, args),
@@ -296,6 +300,13 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCode> {
+    crate::lab::require_root()?;
+    let planned = plan_site(global, &args.site)?;
+    let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    crate::lab::run(&planned.inv.site, &nodes, args)
 }
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {

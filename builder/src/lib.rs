@@ -9,6 +9,7 @@ pub mod contract;
 pub mod diag;
 pub mod image;
 pub mod inventory;
+pub mod lab;
 pub mod output;
 pub mod pipeline;
 pub mod policy;
