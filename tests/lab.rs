@@ -93,6 +93,18 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     // settings take 3.3-3.6 s).
     assert!(outages[1] <= 100.0, "median outage {outages:?}\n{json}");
     assert!(outages[2] <= 1000.0, "max outage {outages:?}\n{json}");
+    // keepalived ending on the active LB: the VIP moves; a clean stop never
+    // leaves it held twice, a crash (parent and VRRP child SIGKILLed) at
+    // most 0.5 s thanks to the generated ExecStopPost.
+    for (name, dup) in [("keepalived-stop", 0.0), ("keepalived-crash", 500.0)] {
+        let trials = scenario(&json, name);
+        assert_eq!(trials.len(), 3, "{json}");
+        for t in trials {
+            assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
+            assert!(t["duplicate_vip_ms"].as_f64() <= Some(dup), "{t}");
+            assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
+        }
+    }
     // The exit status says whether every trial met the objective.
     let all = json["trials"]
         .as_array()

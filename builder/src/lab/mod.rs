@@ -164,6 +164,11 @@ pub fn run(
         for trial in 1..=args.trials {
             results.push(lab.haproxy_killed(&topo, trial, args.max_outage_ms)?);
         }
+        for crash in [false, true] {
+            for trial in 1..=args.trials {
+                results.push(lab.keepalived_stopped(&topo, trial, args.max_outage_ms, crash)?);
+            }
+        }
         Ok::<_, anyhow::Error>(results)
     })();
     drop(lab);
@@ -804,6 +809,97 @@ impl Lab {
             None
         };
         r.passed = r.why.is_none();
+        Ok(r)
+    }
+
+    /// keepalived on the holder that has the VIP stopped cleanly (SIGTERM) or
+    /// crashed (parent and VRRP child SIGKILLed). The VIP must move within
+    /// the objective; after a crash the generated `ExecStopPost=` removes it
+    /// from the dead node, so it is held twice for at most 0.5 s (none after a
+    /// clean stop). keepalived is then started again.
+    fn keepalived_stopped(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        max_ms: u64,
+        crash: bool,
+    ) -> anyhow::Result<TrialResult> {
+        let held = self.holding(topo);
+        let active = held
+            .iter()
+            .position(|(a, b)| *a && *b)
+            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))?;
+        let pid = self.keepalived[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("keepalived not running"))?;
+        let home = self.dir.path().join(&topo.holders[active].name);
+        let vrrp_child: Option<i32> = fs::read_to_string(home.join("vrrp.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut || {
+                // SAFETY: kill(2) on processes this lab started (keepalived
+                // and the VRRP child it forked).
+                unsafe {
+                    if crash {
+                        libc::kill(pid, libc::SIGKILL);
+                        if let Some(c) = vrrp_child.filter(|c| *c > 1) {
+                            libc::kill(c, libc::SIGKILL);
+                        }
+                    } else {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let name = if crash {
+            "keepalived-crash"
+        } else {
+            "keepalived-stop"
+        };
+        let allowed_duplicate = if crash { 500.0 } else { 0.0 };
+        let mut r = figures(name, trial, &probes, &samples);
+        r.why = if r.vip_moves == 0 {
+            Some(format!(
+                "the VIP did not leave {} whose keepalived ended",
+                topo.holders[active].name
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > allowed_duplicate {
+            Some(format!(
+                "VIP held twice for {:.1} ms (allowed {allowed_duplicate} ms)",
+                r.duplicate_vip_ms
+            ))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        if let Some(mut d) = self.keepalived[active].take() {
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // The crashed VRRP child must be gone before keepalived starts again.
+        if let Some(c) = vrrp_child {
+            for _ in 0..100 {
+                if !pid_alive(c) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.start_keepalived(topo, active)?;
+        for _ in 0..30 {
+            interrupted()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.settle(topo)?;
         Ok(r)
     }
 
