@@ -105,6 +105,11 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
             assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
         }
     }
+    // A backend dying is hidden by haproxy's retries and redispatch.
+    for t in scenario(&json, "backend-killed") {
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        assert_eq!(t["vip_moves"], 0, "{t}");
+    }
     // The exit status says whether every trial met the objective.
     let all = json["trials"]
         .as_array()

@@ -164,6 +164,9 @@ pub fn run(
         for trial in 1..=args.trials {
             results.push(lab.haproxy_killed(&topo, trial, args.max_outage_ms)?);
         }
+        for trial in 1..=args.trials {
+            results.push(lab.backend_killed(&topo, trial)?);
+        }
         for crash in [false, true] {
             for trial in 1..=args.trials {
                 results.push(lab.keepalived_stopped(&topo, trial, args.max_outage_ms, crash)?);
@@ -399,8 +402,9 @@ struct Lab {
     hooks: Vec<(Hooks, Hooks)>,
     /// Set while the lab tears down: watchers then skip the stop hooks.
     closing: Arc<AtomicBool>,
-    backends_stop: Arc<AtomicBool>,
-    backend_threads: Vec<JoinHandle<()>>,
+    /// Backend servers: (node, address, port) and, while it runs, its stop
+    /// flag and thread.
+    backends: Vec<BackendServer>,
     epoch: Instant,
     vip: Ipv4Addr,
 }
@@ -419,8 +423,7 @@ impl Lab {
             keepalived: (0..n).map(|_| None).collect(),
             hooks: Vec::new(),
             closing: Arc::new(AtomicBool::new(false)),
-            backends_stop: Arc::new(AtomicBool::new(false)),
-            backend_threads: Vec::new(),
+            backends: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
         })
@@ -477,15 +480,13 @@ impl Lab {
             ip(&["-n", &m.ns, "link", "set", &m.interface, "up"])?;
         }
         for (m, ports) in &topo.backends {
-            for &p in ports {
-                let stop = self.backends_stop.clone();
-                let (ns, addr) = (m.ns.clone(), m.address);
-                let (tx, rx) = std::sync::mpsc::channel();
-                self.backend_threads
-                    .push(thread::spawn(move || backend(&ns, addr, p, &stop, tx)));
-                rx.recv_timeout(Duration::from_secs(5))
-                    .map_err(|_| anyhow!("backend {} port {p} did not start", m.name))?
-                    .map_err(|e| anyhow!("backend {} port {p}: {e}", m.name))?;
+            for &port in ports {
+                self.backends.push(BackendServer {
+                    member: m.clone(),
+                    port,
+                    running: None,
+                });
+                self.start_backend(self.backends.len() - 1)?;
             }
         }
         // The generated files, with state paths moved into the lab.
@@ -546,6 +547,61 @@ impl Lab {
             self.start_keepalived(topo, h)?;
         }
         Ok(())
+    }
+
+    fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
+        let b = &mut self.backends[i];
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ns, addr, port) = (b.member.ns.clone(), b.member.address, b.port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let t = thread::spawn(move || backend(&ns, addr, port, &flag, tx));
+        b.running = Some((stop, t));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("backend {} port {port} did not start", b.member.name))?
+            .map_err(|e| anyhow!("backend {} port {port}: {e}", b.member.name))
+    }
+
+    /// Stops a backend server: its port then refuses connections.
+    fn stop_backend(&mut self, i: usize) {
+        if let Some((stop, t)) = self.backends[i].running.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
+        }
+    }
+
+    /// A backend server dies (its port refuses connections): haproxy's
+    /// `retries` and `option redispatch` must hide it from clients.
+    fn backend_killed(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        // A different backend each trial.
+        let i = (trial as usize - 1) % self.backends.len();
+        let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut || {
+                if let Some(s) = &server {
+                    s.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            },
+        )?;
+        let mut r = figures("backend-killed", trial, &probes, &samples);
+        r.why = if r.failed_probes > 0 {
+            Some(format!(
+                "{} failed probes after backend {} port {} died",
+                r.failed_probes, self.backends[i].member.name, self.backends[i].port
+            ))
+        } else if r.vip_moves > 0 {
+            Some("the VIP moved".into())
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        self.stop_backend(i);
+        self.start_backend(i)?;
+        Ok(r)
     }
 
     fn start_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
@@ -615,8 +671,8 @@ impl Lab {
                 &p("checkers.pid"),
             ],
         )
-        .stdout(Stdio::from(fs::File::create(home.join("keepalived.log"))?))
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(home.join("keepalived.log"))?))
         .spawn()
         .with_context(|| format!("starting keepalived for {}", m.name))?;
         let d = self.watch(
@@ -687,9 +743,10 @@ impl Lab {
     /// Waits until exactly one holder has the VIP and a probe succeeds.
     fn settle(&self, topo: &Topology) -> anyhow::Result<()> {
         let start = Instant::now();
+        let mut held = 0;
         while start.elapsed() < SETTLE {
             interrupted()?;
-            let held = self.holding(topo).iter().filter(|(a, b)| *a && *b).count();
+            held = self.holding(topo).iter().filter(|(a, b)| *a && *b).count();
             if held == 1 {
                 let ok = in_ns(&topo.client.ns, {
                     let (vip, ports) = (topo.vip, topo.ports.clone());
@@ -707,7 +764,7 @@ impl Lab {
             .map(|m| {
                 let log = fs::read_to_string(self.dir.path().join(&m.name).join("keepalived.log"))
                     .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
                 format!(
                     "{}:\n  {}",
                     m.name,
@@ -716,7 +773,7 @@ impl Lab {
             })
             .collect();
         bail!(
-            "VIP {} did not settle on exactly one holder within {} s; keepalived said:\n{}",
+            "VIP {} did not settle on exactly one holder within {} s ({held} held it); keepalived said:\n{}",
             topo.vip_name,
             SETTLE.as_secs(),
             logs.join("\n")
@@ -966,7 +1023,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
-        self.backends_stop.store(true, Ordering::SeqCst);
         for d in self
             .keepalived
             .iter_mut()
@@ -1006,13 +1062,20 @@ impl Drop for Lab {
                 }
             }
         }
-        for t in self.backend_threads.drain(..) {
-            let _ = t.join();
+        for i in 0..self.backends.len() {
+            self.stop_backend(i);
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "delete", ns]).status();
         }
     }
+}
+
+/// A backend server the lab runs for a backend node.
+struct BackendServer {
+    member: Member,
+    port: u16,
+    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 /// One client probe.
