@@ -110,6 +110,12 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         assert_eq!(t["failed_probes"], 0, "{t}");
         assert_eq!(t["vip_moves"], 0, "{t}");
     }
+    // Split brain healed: one holder again and clients served within 1 s of
+    // the link's return.
+    for t in scenario(&json, "split-brain") {
+        assert_eq!(t["passed"], true, "{t}");
+        assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
+    }
     // The exit status says whether every trial met the objective.
     let all = json["trials"]
         .as_array()

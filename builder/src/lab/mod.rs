@@ -167,6 +167,9 @@ pub fn run(
         for trial in 1..=args.trials {
             results.push(lab.backend_killed(&topo, trial)?);
         }
+        for trial in 1..=args.trials {
+            results.push(lab.split_brain(&topo, trial)?);
+        }
         for crash in [false, true] {
             for trial in 1..=args.trials {
                 results.push(lab.keepalived_stopped(&topo, trial, args.max_outage_ms, crash)?);
@@ -570,6 +573,103 @@ impl Lab {
         }
     }
 
+    /// Split brain: the load balancers stop hearing each other for 2 s (their
+    /// bridge ports isolated from each other, both still reach the client
+    /// and the backends), then the link returns. Both may become MASTER while
+    /// cut (a duplicate VIP is expected then); after the link returns the VIP
+    /// must be on exactly one holder, and clients served, within 1 s
+    /// (`garp_master_refresh` moves the client's ARP entry).
+    fn split_brain(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        const CUT: Duration = Duration::from_secs(2);
+        let br = topo.bridge_ns.clone();
+        // The holders were linked first: bridge ports p0..pN.
+        let ports: Vec<String> = (0..topo.holders.len()).map(|k| format!("p{k}")).collect();
+        let isolate = |br: &str, ports: &[String], on: &str| -> anyhow::Result<()> {
+            for p in ports {
+                ip(&[
+                    "-n",
+                    br,
+                    "link",
+                    "set",
+                    p,
+                    "type",
+                    "bridge_slave",
+                    "isolated",
+                    on,
+                ])?;
+            }
+            Ok(())
+        };
+        let healed_at: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(None));
+        let mut healer: Option<JoinHandle<anyhow::Result<()>>> = None;
+        let epoch = self.epoch;
+        let measured = self.measure(
+            topo,
+            Duration::from_millis(300),
+            CUT + Duration::from_millis(2500),
+            &mut || {
+                isolate(&br, &ports, "on")?;
+                let (br, ports, healed_at) = (br.clone(), ports.clone(), healed_at.clone());
+                healer = Some(thread::spawn(move || {
+                    // Bounded: one sleep, then the link returns.
+                    thread::sleep(CUT);
+                    isolate(&br, &ports, "off")?;
+                    *healed_at.lock().expect("no panic holds it") = Some(ms(epoch.elapsed()));
+                    Ok(())
+                }));
+                Ok(())
+            },
+        );
+        let healed = match healer {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow!("healer panicked"))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        if healed.is_err() || measured.is_err() {
+            // Never leave the load balancers cut.
+            let _ = isolate(&br, &ports, "off");
+        }
+        healed?;
+        let (probes, samples) = measured?;
+        let heal = healed_at
+            .lock()
+            .expect("no panic holds it")
+            .ok_or_else(|| anyhow!("the link did not return"))?;
+        // Figures after the link returned: the split itself is expected.
+        let after: Vec<Probe> = probes.iter().filter(|p| p.t_ms >= heal).cloned().collect();
+        let after_samples: Vec<Sample> = samples
+            .iter()
+            .filter(|(t, _)| *t >= heal)
+            .cloned()
+            .collect();
+        let mut r = figures("split-brain", trial, &after, &after_samples);
+        let whole = figures("split-brain", trial, &probes, &samples);
+        r.vip_moves = whole.vip_moves;
+        // Converged: from some sample on, exactly one holder to the end.
+        let single = |h: &Vec<(bool, bool)>| h.iter().filter(|(a, b)| *a || *b).count() == 1;
+        let converged = after_samples
+            .iter()
+            .rposition(|(_, h)| !single(h))
+            .map_or(Some(heal), |k| after_samples.get(k + 1).map(|(t, _)| *t));
+        r.why = match converged {
+            None => Some("the VIP was still held twice 2.5 s after the link returned".into()),
+            Some(t) if t - heal > 1000.0 => Some(format!(
+                "the VIP converged {:.0} ms after the link returned (> 1000 ms)",
+                t - heal
+            )),
+            Some(_) if r.outage_ms > 1000.0 => Some(format!(
+                "clients saw {:.1} ms of outage after the link returned (> 1000 ms)",
+                r.outage_ms
+            )),
+            Some(_) => None,
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
     /// A backend server dies (its port refuses connections): haproxy's
     /// `retries` and `option redispatch` must hide it from clients.
     fn backend_killed(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
@@ -672,7 +772,12 @@ impl Lab {
             ],
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(home.join("keepalived.log"))?))
+        .stderr(Stdio::from(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(home.join("keepalived.log"))?,
+        ))
         .spawn()
         .with_context(|| format!("starting keepalived for {}", m.name))?;
         let d = self.watch(
@@ -1067,6 +1172,17 @@ impl Drop for Lab {
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+        // Debugging the lab itself: keep its files (configs, daemon logs).
+        if std::env::var_os("HASEED_LAB_KEEP").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("haseed-lab-")
+                    .tempdir()
+                    .expect("tempdir"),
+            );
+            eprintln!("lab: kept {}", dir.keep().display());
         }
     }
 }
