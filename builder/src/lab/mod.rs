@@ -753,6 +753,13 @@ impl Lab {
             &format!("{} keepalived ExecStartPre", m.name),
         )?;
         let p = |n: &str| home.join(n).to_string_lossy().into_owned();
+        // A crashed keepalived's VRRP child is reparented; where nothing reaps
+        // it (a container's init) it stays a zombie, and keepalived takes the
+        // stale pid file for a running daemon. systemd reaps; the lab removes
+        // the pid files.
+        for f in ["keepalived.pid", "vrrp.pid", "checkers.pid"] {
+            let _ = fs::remove_file(home.join(f));
+        }
         let child = ns_command(
             &m.ns,
             &[
