@@ -69,7 +69,18 @@ fn scenario<'j>(json: &'j serde_json::Value, name: &str) -> Vec<&'j serde_json::
 #[test]
 fn example_site_fails_over_in_tens_of_milliseconds() {
     let site = example("pi-k8s");
-    let (ok, json, pid) = lab(&[site.to_str().expect("utf-8"), "--trials", "3"]);
+    // The objective here is 250 ms, not the default 100 ms: on this shared
+    // 2-core machine (4 builds at once, load 8-10) a probe whose SYN falls
+    // into the VIP's move costs its whole 200 ms timeout in some trials (one
+    // lost SYN; a real client's first retransmit would take ~1 s). A polling
+    // check (interval 1 s, the reference: 3.3-3.6 s) cannot meet it.
+    let (ok, json, pid) = lab(&[
+        site.to_str().expect("utf-8"),
+        "--trials",
+        "3",
+        "--max-outage-ms",
+        "250",
+    ]);
     assert_cleaned_up(pid);
     // Steady state: every probe answered, the VIP on exactly one holder.
     for t in scenario(&json, "steady") {
@@ -87,12 +98,10 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         outages.push(t["outage_ms"].as_f64().expect("outage"));
     }
     outages.sort_by(f64::total_cmp);
-    // The objective (100 ms) on the median; on this shared 2-core machine a
-    // probe whose SYN falls into the VIP's move costs its whole 200 ms
-    // timeout now and then, so the max is bounded at 1 s (the reference
-    // settings take 3.3-3.6 s).
-    assert!(outages[1] <= 100.0, "median outage {outages:?}\n{json}");
-    assert!(outages[2] <= 1000.0, "max outage {outages:?}\n{json}");
+    assert!(outages[2] <= 250.0, "outages {outages:?}\n{json}");
+    for t in &killed {
+        assert_eq!(t["passed"], true, "{t}");
+    }
     // keepalived ending on the active LB: the VIP moves; a clean stop never
     // leaves it held twice, a crash (parent and VRRP child SIGKILLed) at
     // most 0.5 s thanks to the generated ExecStopPost.
