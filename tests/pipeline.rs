@@ -53,15 +53,39 @@ fn example_site_matches_golden_files() {
             "haproxy.cfg lacks {line:?}:\n{haproxy}"
         );
     }
+    let unit = |lb: &str, name: &str| {
+        std::fs::read_to_string(out.join(lb).join(format!(
+            "files/etc/systemd/system/{name}.service.d/50-haseed-failover.conf"
+        )))
+        .expect("drop-in")
+    };
+    let h = unit("lb1", "haproxy");
+    assert!(h.contains("ExecStartPost=/bin/sh -c 'mkdir -p /var/lib/haseed && echo 0 > /var/lib/haseed/haproxy-down'\n"), "{h}");
+    assert!(h.contains("ExecStopPost=/bin/sh -c 'mkdir -p /var/lib/haseed && echo 1 > /var/lib/haseed/haproxy-down'\n"), "{h}");
+    let k = unit("lb2", "keepalived");
+    for line in [
+        "After=haproxy.service",
+        "ExecStartPre=/bin/sh -c 'ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
+        "ExecStopPost=/bin/sh -c 'sleep 0.5; ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
+    ] {
+        assert!(k.lines().any(|l| l == line), "lacks {line:?}:\n{k}");
+    }
     let keepalived = std::fs::read_to_string(out.join("lb2/files/etc/keepalived/keepalived.conf"))
         .expect("conf");
     for line in [
         "state BACKUP",
         "nopreempt",
         "virtual_router_id 1",
-        "priority 100",
         "enable_script_security",
         "192.168.3.240/24",
+        // Event-driven failover (default-policy failover.rs).
+        "priority 254",
+        "version 3",
+        "advert_int 0.1",
+        "garp_master_refresh 1",
+        "file \"/var/lib/haseed/haproxy-down\"\n    weight 0\n    init_file 1\n",
+        "track_file {\n        haproxy_down\n    }",
+        "http://127.0.0.1:8404/haseed-alive",
     ] {
         assert!(
             keepalived.contains(line),
@@ -222,7 +246,7 @@ fn plan_formats_table_and_dot() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("lb1") && l.contains("BACKUP/100")),
+            .any(|l| l.starts_with("lb1") && l.contains("BACKUP/254")),
         "{table}"
     );
     assert_eq!(table.lines().count(), 6, "{table}");
@@ -317,4 +341,32 @@ fn binding_the_vip_brings_nonlocal_bind() {
     );
     let o = run(&["validate", site.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
+
+/// `failover = false` gives back the reference keepalived settings: VRRPv2,
+/// 1 s adverts, priority 100, no track file, no drop-ins, no monitor.
+#[test]
+fn failover_can_be_turned_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!("{text}\n[default_policy]\nfailover = false\n"),
+    )
+    .expect("write");
+    let out = tmp.path().join("out");
+    let o = build(&site, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let conf = std::fs::read_to_string(out.join("lb1/files/etc/keepalived/keepalived.conf"))
+        .expect("conf");
+    for line in ["priority 100", "version 2", "advert_int 1\n"] {
+        assert!(conf.contains(line), "lacks {line:?}:\n{conf}");
+    }
+    for word in ["track_file", "garp_master_refresh", "curl"] {
+        assert!(!conf.contains(word), "has {word:?}:\n{conf}");
+    }
+    assert!(!out.join("lb1/files/etc/systemd").exists());
+    let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    assert!(!cfg.contains("monitor-uri"), "{cfg}");
 }

@@ -192,8 +192,10 @@ fn out_of_range_numbers_are_refused() {
 fn duplicate_backend_is_refused() {
     let o = build_with("hostile_duplicate_names.wasm");
     assert_refused(&o, "hostile_duplicate_names.wasm", "duplicate");
+    // The default policy's backends: the service's, then its loopback
+    // monitor (failover); the plugin's copy comes third.
     assert!(
-        o.stderr.contains("haproxy.backends[1].name"),
+        o.stderr.contains("haproxy.backends[2].name"),
         "{}",
         o.stderr
     );

@@ -70,6 +70,9 @@ pub enum Command {
     /// it); when even that is too large the command fails with both sizes and the largest
     /// files to trim. --gzip compresses always.
     UserData(UserDataArgs),
+    /// Prove failover in network namespaces with the real haproxy and keepalived running the
+    /// site's generated configuration (needs root); non-zero exit when the objective is broken.
+    Lab(crate::lab::LabArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -246,6 +249,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Build(args) => build(&cli.global, args),
         Command::Validate(args) => validate_cmd(&cli.global, args),
         Command::UserData(args) => user_data(&cli.global, args),
+        Command::Lab(args) => lab_cmd(&cli.global, args),
         Command::Image(args) => crate::image::cli::image(&cli.global, args),
         Command::Flash(args) => crate::image::cli::flash_cmd(&cli.global, args),
         Command::Seed(args) => crate::image::cli::seed_cmd(&cli.global, args),
@@ -407,6 +411,13 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCode> {
+    crate::lab::require_root()?;
+    let planned = plan_site(global, &args.site, args.stage.as_deref())?;
+    let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    crate::lab::run(&planned.inv.site, &nodes, args)
 }
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {

@@ -247,12 +247,21 @@ impl Renderer {
                 ]
             })
             .collect();
-        let mut runcmd: Vec<[String; 3]> = Vec::new();
+        let mut runcmd: Vec<Vec<String>> = Vec::new();
+        // Drop-ins written after systemd loaded the units count only after a
+        // reload; the restarts below then use them.
+        if plan
+            .files
+            .iter()
+            .any(|f| f.path.starts_with("/etc/systemd/"))
+        {
+            runcmd.push(vec!["systemctl".into(), "daemon-reload".into()]);
+        }
         for service in &plan.services {
-            runcmd.push(["systemctl".into(), "enable".into(), service.clone()]);
+            runcmd.push(vec!["systemctl".into(), "enable".into(), service.clone()]);
             // The package may have started it before its configuration was
             // complete (deferred files land after the packages).
-            runcmd.push(["systemctl".into(), "restart".into(), service.clone()]);
+            runcmd.push(vec!["systemctl".into(), "restart".into(), service.clone()]);
         }
         let files: Vec<_> = files
             .iter()
@@ -627,15 +636,44 @@ vrrp_instance VI_k8s-api {
         ] {
             assert!(u.lines().any(|l| l == line), "missing {line:?} in\n{u}");
         }
-        // No sysctls: no bootcmd. Root-owned files are not deferred.
+        // No sysctls: no bootcmd. Root-owned files are not deferred. No
+        // systemd drop-in: no daemon-reload.
         assert!(!u.contains("bootcmd"), "{u}");
         assert!(!u.contains("defer"), "{u}");
+        assert!(!u.contains("daemon-reload"), "{u}");
         // The config files travel JSON-encoded, on one line each.
         let expected = format!(
             "    content: {}",
             serde_json::to_string(REFERENCE_HAPROXY).unwrap()
         );
         assert!(u.lines().any(|l| l == expected), "{u}");
+    }
+
+    #[test]
+    fn systemd_drop_ins_are_reloaded_before_the_restarts() {
+        let s = site();
+        let mut plan = lb_plan(&s, 0);
+        plan.files.push(File {
+            path: "/etc/systemd/system/haproxy.service.d/50-x.conf".into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: "[Service]\nExecStopPost=/bin/true\n".into(),
+        });
+        let u = render(&s, 0, &plan).user_data;
+        let run: Vec<&str> = u
+            .lines()
+            .skip_while(|l| *l != "runcmd:")
+            .skip(1)
+            .take(2)
+            .collect();
+        assert_eq!(
+            run,
+            [
+                "  - [\"systemctl\",\"daemon-reload\"]",
+                "  - [\"systemctl\",\"enable\",\"haproxy\"]"
+            ],
+            "{u}"
+        );
     }
 
     #[test]
@@ -762,7 +800,7 @@ vrrp_instance VI_k8s-api {
         let k = &file(&a, KEEPALIVED_CONF).content;
         for block in [
             "vrrp_script chk_haproxy {\n    script \"/usr/bin/pgrep -x haproxy\"\n    interval 1\n    timeout 2\n    rise 2\n    fall 3\n    weight -20\n}\n",
-            "track_file maint {\n    file \"/run/haseed/maint\"\n    weight -50\n    init_file 0 overwrite\n}\n",
+            "track_file maint {\n    file \"/run/haseed/maint\"\n    weight -50\n    init_file 0\n}\n",
             "vrrp_instance VI_ingress {\n    state MASTER\n    interface eth0\n    virtual_router_id 2\n    priority 150\n    version 3\n    advert_int 0.1\n    garp_master_refresh 60\n",
             "    unicast_src_ip 192.168.3.241\n    unicast_peer {\n        192.168.3.242\n    }\n",
             "    virtual_ipaddress {\n        192.168.3.239/24\n        192.168.3.238/24\n    }\n",

@@ -7,10 +7,13 @@ use serde::Deserialize;
 pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys optional: \
 \"check_script\": \"pgrep\" (default: /usr/bin/pgrep -x haproxy) or \"systemctl\" \
 (/usr/bin/systemctl is-active --quiet haproxy), how keepalived checks that haproxy runs; \
-\"advert_int_ms\": VRRP advert interval in ms (default 1000; whole seconds up to 255000 use VRRPv2, \
+\"failover\": true (default) or false, event-driven failover (haproxy.service and \
+keepalived.service drop-ins, a keepalived track file written by haproxy's start/stop hooks, an \
+HTTP check of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
+\"advert_int_ms\": VRRP advert interval in ms (default 100 with failover, else 1000; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
-\"priority\": keepalived priority of every VIP holder, 1..254 (default 100; a VIP's preferred \
-master gets 50 more, at most 254); \
+\"priority\": keepalived priority of every VIP holder, 1..254 (default 254 with failover, else 100; \
+a VIP's preferred master gets 50 more, at most 254); \
 \"kubernetes_version\": \"MAJOR.MINOR\" of the pkgs.k8s.io repository masters and workers install \
 kubeadm/kubelet/kubectl from (default \"1.31\"); \
 \"kubernetes_key\": the repository's ASCII-armored signing key, replacing the embedded one \
@@ -120,6 +123,8 @@ pub struct Settings {
     pub galera_sst: GaleraSst,
     /// None: the site's name, made safe.
     pub galera_cluster_name: Option<String>,
+    /// Event-driven failover (`failover.rs`).
+    pub failover: bool,
 }
 
 impl Default for Settings {
@@ -134,13 +139,14 @@ impl Default for Settings {
             db_balance: DbBalance::SingleWriter,
             galera_sst: GaleraSst::Rsync,
             galera_cluster_name: None,
+            failover: true,
         }
     }
 }
 
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
-apiserver_check, db_balance, galera_sst, galera_cluster_name";
+apiserver_check, db_balance, galera_sst, galera_cluster_name, failover";
 
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
@@ -153,11 +159,13 @@ impl Settings {
             return Err("must be a JSON object".into());
         };
         let mut settings = Settings::default();
+        let (mut advert, mut priority) = (None, None);
         for (key, value) in table {
             match key.as_str() {
                 "check_script" => settings.check_script = field(&key, value)?,
-                "advert_int_ms" => settings.advert_int_ms = field(&key, value)?,
-                "priority" => settings.priority = field(&key, value)?,
+                "advert_int_ms" => advert = Some(field(&key, value)?),
+                "priority" => priority = Some(field(&key, value)?),
+                "failover" => settings.failover = field(&key, value)?,
                 "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
                 "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
                 "apiserver_check" => settings.apiserver_check = field(&key, value)?,
@@ -167,6 +175,16 @@ impl Settings {
                 _ => return Err(format!("unknown key {key:?} (expected one of {KEYS})")),
             }
         }
+        // With failover, VRRPv3 0.1 s adverts and priority 254: after a FAULT
+        // advert the peer waits only the skew time (256 - priority) / 256 x
+        // advert, under 1 ms (61 ms at priority 100).
+        let (default_advert, default_priority) = if settings.failover {
+            (100, 254)
+        } else {
+            (1000, 100)
+        };
+        settings.advert_int_ms = advert.unwrap_or(default_advert);
+        settings.priority = priority.unwrap_or(default_priority);
         settings.check()?;
         Ok(settings)
     }

@@ -1,0 +1,1522 @@
+//! `haseed lab`: proves a site's failover on its own generated configuration
+//! before anything is flashed. Network namespaces mirror one VIP's holders and
+//! its services' backends on one L2 segment (a bridge in its own namespace),
+//! plus a client; the real `haproxy` and `keepalived` run with the generated
+//! files (only state paths, sockets and pid files moved into the lab's
+//! directory), and the lab runs the generated drop-ins' `ExecStartPre=`,
+//! `ExecStartPost=` and `ExecStopPost=` commands around them as systemd would.
+//!
+//! It must never touch anything it did not create: every namespace, process
+//! and file it makes is removed on success, failure and Ctrl-C (the `Lab`
+//! guard), traffic stays inside its namespaces, and every loop is bounded.
+
+pub mod unit;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+
+use crate::contract::Site;
+use crate::render::NodeArtifacts;
+use unit::{ExecCommand, Hooks};
+
+/// `haseed lab` arguments.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// The site inventory (TOML).
+    pub site: PathBuf,
+    /// Apply the inventory's [stage.NAME] overlay.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The VIP to test [default: the first VIP that carries a service].
+    #[arg(long)]
+    pub vip: Option<String>,
+    /// Trials of each scenario.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub trials: u32,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The objective: the longest outage a client may see, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub max_outage_ms: u64,
+}
+
+/// Set by SIGINT/SIGTERM: every loop of the lab checks it and unwinds, so the
+/// guard's cleanup runs.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: the lab cleaned up after itself");
+    }
+    Ok(())
+}
+
+/// Probe period and timeout of the client.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the lab waits for the VIP to settle on one holder.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// One scenario trial's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrialResult {
+    pub scenario: &'static str,
+    pub trial: u32,
+    /// Longest run of failed probes: first failure to the next success.
+    pub outage_ms: f64,
+    pub probes: usize,
+    pub failed_probes: usize,
+    /// Slowest successful probe (a SYN lost in a VIP gap costs ~1 s).
+    pub max_latency_ms: f64,
+    /// Times the VIP went to another holder.
+    pub vip_moves: usize,
+    /// Time two or more holders had the VIP (sampled every 20 ms).
+    pub duplicate_vip_ms: f64,
+    pub passed: bool,
+    /// Why it failed, when it did.
+    pub why: Option<String>,
+}
+
+/// The lab's first check, before the site is even planned.
+pub fn require_root() -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "haseed lab needs root: it creates network namespaces and runs haproxy and keepalived in them \
+             (run it with sudo)"
+        );
+    }
+    Ok(())
+}
+
+/// Median and max outage of one scenario over its trials.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub scenario: &'static str,
+    pub trials: usize,
+    pub passed: usize,
+    pub median_outage_ms: f64,
+    pub max_outage_ms: f64,
+    pub max_duplicate_vip_ms: f64,
+}
+
+fn summarize(results: &[TrialResult]) -> Vec<Summary> {
+    let mut names: Vec<&'static str> = results.iter().map(|r| r.scenario).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let rs: Vec<&TrialResult> = results.iter().filter(|r| r.scenario == name).collect();
+            let mut outages: Vec<f64> = rs.iter().map(|r| r.outage_ms).collect();
+            outages.sort_by(f64::total_cmp);
+            Summary {
+                scenario: name,
+                trials: rs.len(),
+                passed: rs.iter().filter(|r| r.passed).count(),
+                median_outage_ms: outages[outages.len() / 2],
+                max_outage_ms: outages.last().copied().unwrap_or(0.0),
+                max_duplicate_vip_ms: rs.iter().map(|r| r.duplicate_vip_ms).fold(0.0, f64::max),
+            }
+        })
+        .collect()
+}
+
+/// Runs the lab on a rendered site. Needs root.
+pub fn run(
+    site: &Site,
+    nodes: &[(String, NodeArtifacts)],
+    args: &LabArgs,
+) -> anyhow::Result<ExitCode> {
+    require_root()?;
+    for tool in ["ip", "haproxy", "keepalived"] {
+        if find_tool(tool).is_none() {
+            bail!("haseed lab needs {tool} on PATH (apt-get install iproute2 haproxy keepalived)");
+        }
+    }
+    // SAFETY: the handler only stores into an atomic.
+    unsafe {
+        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+    let topo = Topology::of(site, args.vip.as_deref())?;
+    let mut lab = Lab::new(&topo)?;
+    let result = (|| {
+        lab.build(&topo, nodes)?;
+        lab.settle(&topo)?;
+        let mut results = Vec::new();
+        for trial in 1..=args.trials {
+            results.push(lab.steady(&topo, trial)?);
+        }
+        for trial in 1..=args.trials {
+            results.push(lab.haproxy_killed(&topo, trial, args.max_outage_ms)?);
+        }
+        for trial in 1..=args.trials {
+            results.push(lab.backend_killed(&topo, trial)?);
+        }
+        for trial in 1..=args.trials {
+            results.push(lab.split_brain(&topo, trial)?);
+        }
+        for crash in [false, true] {
+            for trial in 1..=args.trials {
+                results.push(lab.keepalived_stopped(&topo, trial, args.max_outage_ms, crash)?);
+            }
+        }
+        Ok::<_, anyhow::Error>(results)
+    })();
+    drop(lab);
+    let results = result?;
+    let ok = results.iter().all(|r| r.passed);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "site": site.name,
+                "vip": topo.vip_name,
+                "max_outage_ms": args.max_outage_ms,
+                "passed": ok,
+                "summary": summarize(&results),
+                "trials": results,
+            }))?
+        );
+    } else {
+        print_table(&topo, &results, args.max_outage_ms);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
+    println!(
+        "lab: VIP {} ({}) held by {}; objective: outage <= {max} ms, VIP never held twice",
+        topo.vip_name,
+        topo.vip,
+        topo.holders
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{:<16} {:>5} {:>10} {:>7} {:>7} {:>12} {:>6} {:>13}  RESULT",
+        "SCENARIO", "TRIAL", "OUTAGE_MS", "PROBES", "FAILED", "MAX_LAT_MS", "MOVES", "DUPLICATE_MS"
+    );
+    for r in results {
+        println!(
+            "{:<16} {:>5} {:>10.1} {:>7} {:>7} {:>12.1} {:>6} {:>13.1}  {}",
+            r.scenario,
+            r.trial,
+            r.outage_ms,
+            r.probes,
+            r.failed_probes,
+            r.max_latency_ms,
+            r.vip_moves,
+            r.duplicate_vip_ms,
+            match &r.why {
+                None => "ok".to_string(),
+                Some(w) => format!("FAIL: {w}"),
+            }
+        );
+    }
+    for s in summarize(results) {
+        println!(
+            "{}: {}/{} trials met the objective; outage median {:.1} ms, max {:.1} ms; VIP held twice at most {:.1} ms",
+            s.scenario, s.passed, s.trials, s.median_outage_ms, s.max_outage_ms, s.max_duplicate_vip_ms
+        );
+    }
+}
+
+/// One lab member: a site node (or the client) in its own namespace.
+#[derive(Clone, Debug)]
+struct Member {
+    name: String,
+    ns: String,
+    interface: String,
+    address: Ipv4Addr,
+}
+
+/// What the lab mirrors of the site for one VIP.
+#[derive(Debug)]
+struct Topology {
+    vip_name: String,
+    vip: Ipv4Addr,
+    prefix: u8,
+    holders: Vec<Member>,
+    /// Backend nodes with the ports they serve.
+    backends: Vec<(Member, BTreeSet<u16>)>,
+    client: Member,
+    /// The VIP's service ports the client probes.
+    ports: Vec<u16>,
+    bridge_ns: String,
+}
+
+impl Topology {
+    fn of(site: &Site, vip: Option<&str>) -> anyhow::Result<Topology> {
+        let has_services = |i: usize| site.services.iter().any(|s| s.vip as usize == i);
+        let (vi, v) = match vip {
+            Some(name) => site
+                .vips
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.name == name)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "site {} has no VIP {name:?} (it has: {})",
+                        site.name,
+                        site.vips
+                            .iter()
+                            .map(|v| v.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+            None => site
+                .vips
+                .iter()
+                .enumerate()
+                .find(|(i, _)| has_services(*i))
+                .ok_or_else(|| anyhow!("site {} has no VIP with a service to test", site.name))?,
+        };
+        if !has_services(vi) {
+            bail!(
+                "VIP {} carries no service: nothing for the client to probe",
+                v.name
+            );
+        }
+        let vip_addr: Ipv4Addr = v
+            .address
+            .parse()
+            .map_err(|_| anyhow!("VIP {}: the lab supports IPv4 only ({})", v.name, v.address))?;
+        let net = &site.networks[v.network as usize];
+        let prefix: u8 = net
+            .cidr
+            .split_once('/')
+            .and_then(|(_, p)| p.parse().ok())
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| {
+                anyhow!(
+                    "network {}: the lab needs an IPv4 /8../30 ({})",
+                    net.name,
+                    net.cidr
+                )
+            })?;
+        let tag = format!("hsl{}", std::process::id());
+        let member = |i: usize, role: &str| -> anyhow::Result<Member> {
+            let n = &site.nodes[i];
+            Ok(Member {
+                name: n.name.clone(),
+                ns: format!("{tag}-{role}{i}"),
+                interface: n.interface.clone(),
+                address: n.address.parse().map_err(|_| {
+                    anyhow!(
+                        "node {}: the lab supports IPv4 only ({})",
+                        n.name,
+                        n.address
+                    )
+                })?,
+            })
+        };
+        let holders = v
+            .holders
+            .iter()
+            .map(|&h| member(h as usize, "lb"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut backends: Vec<(Member, BTreeSet<u16>)> = Vec::new();
+        let mut ports = Vec::new();
+        for s in site.services.iter().filter(|s| s.vip as usize == vi) {
+            ports.push(s.port_first);
+            let port = s.backend_port.unwrap_or(s.port_first);
+            for &b in &s.backends {
+                if let Some((_, p)) = backends
+                    .iter_mut()
+                    .find(|(m, _)| m.name == site.nodes[b as usize].name)
+                {
+                    p.insert(port);
+                } else {
+                    backends.push((member(b as usize, "be")?, BTreeSet::from([port])));
+                }
+            }
+        }
+        // The client takes the highest free address of the network.
+        let used: BTreeSet<Ipv4Addr> = site
+            .nodes
+            .iter()
+            .filter_map(|n| n.address.parse().ok())
+            .chain(site.vips.iter().filter_map(|v| v.address.parse().ok()))
+            .collect();
+        let mask = u32::MAX << (32 - prefix);
+        let base = u32::from(vip_addr) & mask;
+        let broadcast = base | !mask;
+        let client_addr = (1..=1024u32)
+            .filter_map(|k| broadcast.checked_sub(k))
+            .filter(|&a| a > base)
+            .map(Ipv4Addr::from)
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| anyhow!("network {}: no free address for the lab's client", net.name))?;
+        Ok(Topology {
+            vip_name: v.name.clone(),
+            vip: vip_addr,
+            prefix,
+            holders,
+            backends,
+            client: Member {
+                name: "client".into(),
+                ns: format!("{tag}-client"),
+                interface: "eth0".into(),
+                address: client_addr,
+            },
+            ports,
+            bridge_ns: format!("{tag}-br"),
+        })
+    }
+}
+
+/// A daemon the lab started, watched by a thread that runs its
+/// `ExecStopPost=` hooks however it ends (as systemd does).
+struct Daemon {
+    pid: i32,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// The lab's guard: everything it created, removed on drop.
+struct Lab {
+    namespaces: Vec<String>,
+    dir: tempfile::TempDir,
+    /// Per holder: haproxy and keepalived.
+    haproxy: Vec<Option<Daemon>>,
+    keepalived: Vec<Option<Daemon>>,
+    /// Per holder: hooks of haproxy.service and keepalived.service.
+    hooks: Vec<(Hooks, Hooks)>,
+    /// Set while the lab tears down: watchers then skip the stop hooks.
+    closing: Arc<AtomicBool>,
+    /// Backend servers: (node, address, port) and, while it runs, its stop
+    /// flag and thread.
+    backends: Vec<BackendServer>,
+    epoch: Instant,
+    vip: Ipv4Addr,
+}
+
+impl Lab {
+    fn new(topo: &Topology) -> anyhow::Result<Lab> {
+        let dir = tempfile::Builder::new()
+            .prefix("haseed-lab-")
+            .tempdir()
+            .context("creating the lab's directory")?;
+        let n = topo.holders.len();
+        Ok(Lab {
+            namespaces: Vec::new(),
+            dir,
+            haproxy: (0..n).map(|_| None).collect(),
+            keepalived: (0..n).map(|_| None).collect(),
+            hooks: Vec::new(),
+            closing: Arc::new(AtomicBool::new(false)),
+            backends: Vec::new(),
+            epoch: Instant::now(),
+            vip: topo.vip,
+        })
+    }
+
+    fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
+    /// Namespaces, links, backends, then haproxy and keepalived on every
+    /// holder (keepalived after haproxy, as the drop-in orders it).
+    fn build(&mut self, topo: &Topology, nodes: &[(String, NodeArtifacts)]) -> anyhow::Result<()> {
+        let br = topo.bridge_ns.clone();
+        self.add_ns(&br)?;
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        let members: Vec<Member> = topo
+            .holders
+            .iter()
+            .cloned()
+            .chain(topo.backends.iter().map(|(m, _)| m.clone()))
+            .chain([topo.client.clone()])
+            .collect();
+        for (k, m) in members.iter().enumerate() {
+            interrupted()?;
+            self.add_ns(&m.ns)?;
+            let port = format!("p{k}");
+            ip(&[
+                "-n",
+                &br,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &m.interface,
+                "netns",
+                &m.ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&[
+                "-n",
+                &m.ns,
+                "addr",
+                "add",
+                &format!("{}/{}", m.address, topo.prefix),
+                "dev",
+                &m.interface,
+            ])?;
+            ip(&["-n", &m.ns, "link", "set", &m.interface, "up"])?;
+        }
+        for (m, ports) in &topo.backends {
+            for &port in ports {
+                self.backends.push(BackendServer {
+                    member: m.clone(),
+                    port,
+                    running: None,
+                });
+                self.start_backend(self.backends.len() - 1)?;
+            }
+        }
+        // The generated files, with state paths moved into the lab.
+        for (h, m) in topo.holders.iter().enumerate() {
+            let art = nodes
+                .iter()
+                .find(|(n, _)| *n == m.name)
+                .map(|(_, a)| a)
+                .ok_or_else(|| anyhow!("node {} was not rendered", m.name))?;
+            let home = self.dir.path().join(&m.name);
+            fs::create_dir_all(&home)?;
+            let adapt = |text: &str| adapt_paths(text, &home);
+            let file = |path: &str| {
+                art.files
+                    .iter()
+                    .find(|f| f.path == path)
+                    .map(|f| adapt(&f.content))
+                    .ok_or_else(|| {
+                        anyhow!("node {} has no {path}: it is not a load balancer", m.name)
+                    })
+            };
+            fs::write(home.join("haproxy.cfg"), file("/etc/haproxy/haproxy.cfg")?)?;
+            fs::write(
+                home.join("keepalived.conf"),
+                file("/etc/keepalived/keepalived.conf")?,
+            )?;
+            let mut hooks = (Hooks::default(), Hooks::default());
+            let mut dropins: Vec<_> = art
+                .files
+                .iter()
+                .filter(|f| f.path.starts_with("/etc/systemd/system/"))
+                .collect();
+            dropins.sort_by(|a, b| a.path.cmp(&b.path));
+            for f in dropins {
+                let what = format!("node {} {}", m.name, f.path);
+                if f.path.starts_with("/etc/systemd/system/haproxy.service.d/") {
+                    hooks
+                        .0
+                        .add_dropin(&adapt(&f.content), &what)
+                        .map_err(|e| anyhow!(e))?;
+                } else if f
+                    .path
+                    .starts_with("/etc/systemd/system/keepalived.service.d/")
+                {
+                    hooks
+                        .1
+                        .add_dropin(&adapt(&f.content), &what)
+                        .map_err(|e| anyhow!(e))?;
+                }
+            }
+            self.hooks.push(hooks);
+            let _ = h;
+        }
+        for h in 0..topo.holders.len() {
+            self.start_haproxy(topo, h)?;
+        }
+        for h in 0..topo.holders.len() {
+            self.start_keepalived(topo, h)?;
+        }
+        Ok(())
+    }
+
+    fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
+        let b = &mut self.backends[i];
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ns, addr, port) = (b.member.ns.clone(), b.member.address, b.port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let t = thread::spawn(move || backend(&ns, addr, port, &flag, tx));
+        b.running = Some((stop, t));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("backend {} port {port} did not start", b.member.name))?
+            .map_err(|e| anyhow!("backend {} port {port}: {e}", b.member.name))
+    }
+
+    /// Stops a backend server: its port then refuses connections.
+    fn stop_backend(&mut self, i: usize) {
+        if let Some((stop, t)) = self.backends[i].running.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
+        }
+    }
+
+    /// Split brain: the load balancers stop hearing each other for 2 s (their
+    /// bridge ports isolated from each other, both still reach the client
+    /// and the backends), then the link returns. Both may become MASTER while
+    /// cut (a duplicate VIP is expected then); after the link returns the VIP
+    /// must be on exactly one holder, and clients served, within 1 s
+    /// (`garp_master_refresh` moves the client's ARP entry).
+    fn split_brain(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        const CUT: Duration = Duration::from_secs(2);
+        let br = topo.bridge_ns.clone();
+        // The holders were linked first: bridge ports p0..pN.
+        let ports: Vec<String> = (0..topo.holders.len()).map(|k| format!("p{k}")).collect();
+        let isolate = |br: &str, ports: &[String], on: &str| -> anyhow::Result<()> {
+            for p in ports {
+                ip(&[
+                    "-n",
+                    br,
+                    "link",
+                    "set",
+                    p,
+                    "type",
+                    "bridge_slave",
+                    "isolated",
+                    on,
+                ])?;
+            }
+            Ok(())
+        };
+        let healed_at: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(None));
+        let mut healer: Option<JoinHandle<anyhow::Result<()>>> = None;
+        let epoch = self.epoch;
+        let measured = self.measure(
+            topo,
+            Duration::from_millis(300),
+            CUT + Duration::from_millis(2500),
+            &mut || {
+                isolate(&br, &ports, "on")?;
+                let (br, ports, healed_at) = (br.clone(), ports.clone(), healed_at.clone());
+                healer = Some(thread::spawn(move || {
+                    // Bounded: one sleep, then the link returns.
+                    thread::sleep(CUT);
+                    isolate(&br, &ports, "off")?;
+                    *healed_at.lock().expect("no panic holds it") = Some(ms(epoch.elapsed()));
+                    Ok(())
+                }));
+                Ok(())
+            },
+        );
+        let healed = match healer {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow!("healer panicked"))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        if healed.is_err() || measured.is_err() {
+            // Never leave the load balancers cut.
+            let _ = isolate(&br, &ports, "off");
+        }
+        healed?;
+        let (probes, samples) = measured?;
+        let heal = healed_at
+            .lock()
+            .expect("no panic holds it")
+            .ok_or_else(|| anyhow!("the link did not return"))?;
+        // Figures after the link returned: the split itself is expected.
+        let after: Vec<Probe> = probes.iter().filter(|p| p.t_ms >= heal).cloned().collect();
+        let after_samples: Vec<Sample> = samples
+            .iter()
+            .filter(|(t, _)| *t >= heal)
+            .cloned()
+            .collect();
+        let mut r = figures("split-brain", trial, &after, &after_samples);
+        let whole = figures("split-brain", trial, &probes, &samples);
+        r.vip_moves = whole.vip_moves;
+        // Converged: from some sample on, exactly one holder to the end.
+        let single = |h: &Vec<(bool, bool)>| h.iter().filter(|(a, b)| *a || *b).count() == 1;
+        let converged = after_samples
+            .iter()
+            .rposition(|(_, h)| !single(h))
+            .map_or(Some(heal), |k| after_samples.get(k + 1).map(|(t, _)| *t));
+        r.why = match converged {
+            None => Some("the VIP was still held twice 2.5 s after the link returned".into()),
+            Some(t) if t - heal > 1000.0 => Some(format!(
+                "the VIP converged {:.0} ms after the link returned (> 1000 ms)",
+                t - heal
+            )),
+            Some(_) if r.outage_ms > 1000.0 => Some(format!(
+                "clients saw {:.1} ms of outage after the link returned (> 1000 ms)",
+                r.outage_ms
+            )),
+            Some(_) => None,
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// A backend server dies (its port refuses connections): haproxy's
+    /// `retries` and `option redispatch` must hide it from clients.
+    fn backend_killed(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        // A different backend each trial.
+        let i = (trial as usize - 1) % self.backends.len();
+        let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut || {
+                if let Some(s) = &server {
+                    s.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            },
+        )?;
+        let mut r = figures("backend-killed", trial, &probes, &samples);
+        r.why = if r.failed_probes > 0 {
+            Some(format!(
+                "{} failed probes after backend {} port {} died",
+                r.failed_probes, self.backends[i].member.name, self.backends[i].port
+            ))
+        } else if r.vip_moves > 0 {
+            Some("the VIP moved".into())
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        self.stop_backend(i);
+        self.start_backend(i)?;
+        Ok(r)
+    }
+
+    fn start_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let hooks = self.hooks[h].0.clone();
+        run_hooks(
+            &m.ns,
+            &hooks.start_pre,
+            &format!("{} haproxy ExecStartPre", m.name),
+        )?;
+        let cfg = home.join("haproxy.cfg");
+        let child = ns_command(&m.ns, &["haproxy", "-db", "-f", path_str(&cfg)?])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(home.join("haproxy.log"))?))
+            .spawn()
+            .with_context(|| format!("starting haproxy for {}", m.name))?;
+        // haproxy is ready within milliseconds; systemd runs ExecStartPost
+        // once it reports ready.
+        thread::sleep(Duration::from_millis(200));
+        let d = self.watch(
+            child,
+            m.ns.clone(),
+            hooks.stop_post.clone(),
+            format!("{} haproxy", m.name),
+        );
+        if !pid_alive(d.pid) {
+            bail!(
+                "haproxy for {} exited at start: {}",
+                m.name,
+                fs::read_to_string(home.join("haproxy.log")).unwrap_or_default()
+            );
+        }
+        self.haproxy[h] = Some(d);
+        run_hooks(
+            &m.ns,
+            &hooks.start_post,
+            &format!("{} haproxy ExecStartPost", m.name),
+        )
+    }
+
+    fn start_keepalived(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let hooks = self.hooks[h].1.clone();
+        run_hooks(
+            &m.ns,
+            &hooks.start_pre,
+            &format!("{} keepalived ExecStartPre", m.name),
+        )?;
+        let p = |n: &str| home.join(n).to_string_lossy().into_owned();
+        // A crashed keepalived's VRRP child is reparented; where nothing reaps
+        // it (a container's init) it stays a zombie, and keepalived takes the
+        // stale pid file for a running daemon. systemd reaps; the lab removes
+        // the pid files.
+        for f in ["keepalived.pid", "vrrp.pid", "checkers.pid"] {
+            let _ = fs::remove_file(home.join(f));
+        }
+        let child = ns_command(
+            &m.ns,
+            &[
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-P",
+                "-f",
+                &p("keepalived.conf"),
+                "-p",
+                &p("keepalived.pid"),
+                "-r",
+                &p("vrrp.pid"),
+                "-c",
+                &p("checkers.pid"),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(home.join("keepalived.log"))?,
+        ))
+        .spawn()
+        .with_context(|| format!("starting keepalived for {}", m.name))?;
+        let d = self.watch(
+            child,
+            m.ns.clone(),
+            hooks.stop_post.clone(),
+            format!("{} keepalived", m.name),
+        );
+        self.keepalived[h] = Some(d);
+        run_hooks(
+            &m.ns,
+            &hooks.start_post,
+            &format!("{} keepalived ExecStartPost", m.name),
+        )
+    }
+
+    /// A thread waits for the daemon to end, then runs its stop hooks.
+    fn watch(
+        &self,
+        mut child: Child,
+        ns: String,
+        stop_post: Vec<ExecCommand>,
+        what: String,
+    ) -> Daemon {
+        let pid = child.id() as i32;
+        let closing = self.closing.clone();
+        let watcher = thread::spawn(move || {
+            let _ = child.wait();
+            if !closing.load(Ordering::SeqCst) {
+                if let Err(e) = run_hooks(&ns, &stop_post, &format!("{what} ExecStopPost")) {
+                    eprintln!("lab: {e:#}");
+                }
+            }
+        });
+        Daemon {
+            pid,
+            watcher: Some(watcher),
+        }
+    }
+
+    /// Which holders have the VIP now, read in the order 0..n then n..0 (see
+    /// `figures`): a holder's two readings enclose those of the later ones.
+    fn holding(&self, topo: &Topology) -> Vec<(bool, bool)> {
+        let first = self.read_holders(topo.holders.iter());
+        let mut second = self.read_holders(topo.holders.iter().rev());
+        second.reverse();
+        first.into_iter().zip(second).collect()
+    }
+
+    fn read_holders<'m>(&self, holders: impl Iterator<Item = &'m Member>) -> Vec<bool> {
+        let vip = self.vip.to_string();
+        holders
+            .map(|m| {
+                Command::new("ip")
+                    .args(["-n", &m.ns, "-o", "-4", "addr", "show", "dev", &m.interface])
+                    .stderr(Stdio::null())
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .split_whitespace()
+                            .any(|w| w.split('/').next() == Some(vip.as_str()))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one holder has the VIP and a probe succeeds.
+    fn settle(&self, topo: &Topology) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut held = 0;
+        while start.elapsed() < SETTLE {
+            interrupted()?;
+            held = self.holding(topo).iter().filter(|(a, b)| *a && *b).count();
+            if held == 1 {
+                let ok = in_ns(&topo.client.ns, {
+                    let (vip, ports) = (topo.vip, topo.ports.clone());
+                    move || ports.iter().all(|&p| probe(vip, p).is_ok())
+                })?;
+                if ok {
+                    return Ok(());
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = topo
+            .holders
+            .iter()
+            .map(|m| {
+                let log = fs::read_to_string(self.dir.path().join(&m.name).join("keepalived.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                format!(
+                    "{}:\n  {}",
+                    m.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                )
+            })
+            .collect();
+        bail!(
+            "VIP {} did not settle on exactly one holder within {} s ({held} held it); keepalived said:\n{}",
+            topo.vip_name,
+            SETTLE.as_secs(),
+            logs.join("\n")
+        )
+    }
+
+    /// Probes for `before` ms, runs `action`, probes until `after` ms past it.
+    fn measure(
+        &self,
+        topo: &Topology,
+        before: Duration,
+        after: Duration,
+        action: &mut dyn FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<(Vec<Probe>, Vec<Sample>)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = self.epoch;
+        let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
+            .ports
+            .iter()
+            .map(|&port| {
+                let (stop, ns, vip) = (stop.clone(), topo.client.ns.clone(), topo.vip);
+                thread::spawn(move || {
+                    enter_netns(&ns)?;
+                    let mut out = Vec::new();
+                    // Bounded: at most 10 minutes of probes.
+                    for _ in 0..30_000 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let t0 = Instant::now();
+                        let r = probe(vip, port);
+                        out.push(Probe {
+                            t_ms: ms(t0 - epoch),
+                            ok: r.is_ok(),
+                            latency_ms: ms(t0.elapsed()),
+                        });
+                        if let Some(rest) = PROBE_EVERY.checked_sub(t0.elapsed()) {
+                            thread::sleep(rest);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let t_start = Instant::now();
+        let mut acted = false;
+        let total = before + after;
+        while t_start.elapsed() < total {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                break;
+            }
+            let t = ms(self.epoch.elapsed());
+            let h = self.holding(topo);
+            samples.lock().expect("no panic holds it").push((t, h));
+            if !acted && t_start.elapsed() >= before {
+                acted = true;
+                action()?;
+            }
+            thread::sleep(PROBE_EVERY);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut probes = Vec::new();
+        for p in probers {
+            probes.extend(p.join().map_err(|_| anyhow!("prober panicked"))??);
+        }
+        interrupted()?;
+        probes.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        let samples = std::mem::take(&mut *samples.lock().expect("no panic holds it"));
+        Ok((probes, samples))
+    }
+
+    fn steady(&self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+            &mut || Ok(()),
+        )?;
+        let mut r = figures("steady", trial, &probes, &samples);
+        let unheld = samples
+            .iter()
+            .filter(|(_, h)| h.iter().filter(|(a, b)| *a && *b).count() != 1)
+            .count();
+        r.why = if r.failed_probes > 0 {
+            Some(format!("{} failed probes", r.failed_probes))
+        } else if unheld > 0 {
+            Some(format!("{unheld} samples without exactly one holder"))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        Ok(r)
+    }
+
+    /// keepalived on the holder that has the VIP stopped cleanly (SIGTERM) or
+    /// crashed (parent and VRRP child SIGKILLed). The VIP must move within
+    /// the objective; after a crash the generated `ExecStopPost=` removes it
+    /// from the dead node, so it is held twice for at most 0.5 s (none after a
+    /// clean stop). keepalived is then started again.
+    fn keepalived_stopped(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        max_ms: u64,
+        crash: bool,
+    ) -> anyhow::Result<TrialResult> {
+        let held = self.holding(topo);
+        let active = held
+            .iter()
+            .position(|(a, b)| *a && *b)
+            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))?;
+        let pid = self.keepalived[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("keepalived not running"))?;
+        let home = self.dir.path().join(&topo.holders[active].name);
+        let vrrp_child: Option<i32> = fs::read_to_string(home.join("vrrp.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut || {
+                // SAFETY: kill(2) on processes this lab started (keepalived
+                // and the VRRP child it forked).
+                unsafe {
+                    if crash {
+                        libc::kill(pid, libc::SIGKILL);
+                        if let Some(c) = vrrp_child.filter(|c| *c > 1) {
+                            libc::kill(c, libc::SIGKILL);
+                        }
+                    } else {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let name = if crash {
+            "keepalived-crash"
+        } else {
+            "keepalived-stop"
+        };
+        let allowed_duplicate = if crash { 500.0 } else { 0.0 };
+        let mut r = figures(name, trial, &probes, &samples);
+        r.why = if r.vip_moves == 0 {
+            Some(format!(
+                "the VIP did not leave {} whose keepalived ended",
+                topo.holders[active].name
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > allowed_duplicate {
+            Some(format!(
+                "VIP held twice for {:.1} ms (allowed {allowed_duplicate} ms)",
+                r.duplicate_vip_ms
+            ))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        if let Some(mut d) = self.keepalived[active].take() {
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // The crashed VRRP child must be gone before keepalived starts again.
+        if let Some(c) = vrrp_child {
+            for _ in 0..100 {
+                if !pid_alive(c) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.start_keepalived(topo, active)?;
+        for _ in 0..30 {
+            interrupted()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// SIGKILL haproxy on the holder that has the VIP; the VIP must move
+    /// within the objective. haproxy is then started again (as systemd's
+    /// `Restart=` would) and the lab waits for the node to be healthy.
+    fn haproxy_killed(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        max_ms: u64,
+    ) -> anyhow::Result<TrialResult> {
+        let held = self.holding(topo);
+        let active = held
+            .iter()
+            .position(|(a, b)| *a && *b)
+            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))?;
+        let pid = self.haproxy[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("haproxy not running"))?;
+        let (probes, samples) = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut || {
+                // SAFETY: kill(2) on a pid this lab spawned and still watches.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                Ok(())
+            },
+        )?;
+        let mut r = figures("haproxy-killed", trial, &probes, &samples);
+        r.why = if r.vip_moves == 0 {
+            Some(format!(
+                "the VIP stayed on {} whose haproxy is dead",
+                topo.holders[active].name
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > 0.0 {
+            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        // Restore: the watcher ran ExecStopPost; start haproxy again.
+        if let Some(mut d) = self.haproxy[active].take() {
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        self.start_haproxy(topo, active)?;
+        // The HTTP check needs `rise` good answers before the node is a
+        // candidate again.
+        for _ in 0..40 {
+            interrupted()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.settle(topo)?;
+        Ok(r)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for d in self
+            .keepalived
+            .iter_mut()
+            .chain(self.haproxy.iter_mut())
+            .flatten()
+        {
+            // SAFETY: signals to processes this lab spawned.
+            unsafe { libc::kill(d.pid, libc::SIGTERM) };
+        }
+        for d in self
+            .keepalived
+            .iter_mut()
+            .chain(self.haproxy.iter_mut())
+            .flatten()
+        {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while pid_alive(d.pid) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if pid_alive(d.pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(d.pid, libc::SIGKILL) };
+            }
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // Anything else left in our namespaces (keepalived's VRRP child, a
+        // hook) was started by the lab too.
+        for ns in &self.namespaces {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: a process inside a namespace this lab made.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        for i in 0..self.backends.len() {
+            self.stop_backend(i);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+        // Debugging the lab itself: keep its files (configs, daemon logs).
+        if std::env::var_os("HASEED_LAB_KEEP").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("haseed-lab-")
+                    .tempdir()
+                    .expect("tempdir"),
+            );
+            eprintln!("lab: kept {}", dir.keep().display());
+        }
+    }
+}
+
+/// A backend server the lab runs for a backend node.
+struct BackendServer {
+    member: Member,
+    port: u16,
+    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+/// One client probe.
+#[derive(Clone, Debug)]
+struct Probe {
+    t_ms: f64,
+    ok: bool,
+    latency_ms: f64,
+}
+
+/// A VIP sample: time, and per holder its two readings (see `holding`).
+type Sample = (f64, Vec<(bool, bool)>);
+
+/// The figures of one trial from its probes and VIP samples. Reading the
+/// holders one after another, a fast move would look like a duplicate; so a
+/// sample counts as a duplicate only when a holder had the VIP in both of its
+/// readings while a later holder (read in between) had it too.
+fn figures(
+    scenario: &'static str,
+    trial: u32,
+    probes: &[Probe],
+    samples: &[Sample],
+) -> TrialResult {
+    let mut outage: f64 = 0.0;
+    let mut since: Option<f64> = None;
+    for p in probes {
+        match (p.ok, since) {
+            (false, None) => since = Some(p.t_ms),
+            (true, Some(s)) => {
+                outage = outage.max(p.t_ms - s);
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(s), Some(last)) = (since, probes.last()) {
+        outage = outage.max(last.t_ms + last.latency_ms - s);
+    }
+    let mut moves = 0;
+    let mut owner: Option<usize> = None;
+    let mut duplicate = 0.0;
+    for (k, (t, held)) in samples.iter().enumerate() {
+        let twice = held
+            .iter()
+            .enumerate()
+            .any(|(i, (a, b))| *a && *b && held[i + 1..].iter().any(|(c, d)| *c || *d));
+        let holders: Vec<usize> = held
+            .iter()
+            .enumerate()
+            .filter(|(_, (a, b))| *a && *b)
+            .map(|(i, _)| i)
+            .collect();
+        if twice {
+            let next = samples.get(k + 1).map_or(*t, |(n, _)| *n);
+            duplicate += next - t;
+        }
+        if let [one] = holders[..] {
+            if owner.is_some_and(|o| o != one) {
+                moves += 1;
+            }
+            owner = Some(one);
+        }
+    }
+    TrialResult {
+        scenario,
+        trial,
+        outage_ms: outage,
+        probes: probes.len(),
+        failed_probes: probes.iter().filter(|p| !p.ok).count(),
+        max_latency_ms: probes
+            .iter()
+            .filter(|p| p.ok)
+            .map(|p| p.latency_ms)
+            .fold(0.0, f64::max),
+        vip_moves: moves,
+        duplicate_vip_ms: duplicate,
+        passed: false,
+        why: None,
+    }
+}
+
+/// A TCP connect and one request; success is an answer within the timeout.
+fn probe(vip: Ipv4Addr, port: u16) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), PROBE_TIMEOUT)?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    s.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    if n == 0 {
+        return Err(std::io::Error::other("closed without an answer"));
+    }
+    Ok(())
+}
+
+/// A tiny backend server in its node's namespace, until `stop`.
+fn backend(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    stop: &AtomicBool,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let listener = enter_netns(ns)
+        .map_err(|e| e.to_string())
+        .and_then(|()| TcpListener::bind((addr, port)).map_err(|e| e.to_string()))
+        .and_then(|l| {
+            l.set_nonblocking(true)
+                .map(|()| l)
+                .map_err(|e| e.to_string())
+        });
+    let listener = match listener {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            }
+            Err(_) => thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let ns = ns.to_string();
+    thread::spawn(move || enter_netns(&ns).map(|()| f()))
+        .join()
+        .map_err(|_| anyhow!("lab thread panicked"))?
+        .map_err(Into::into)
+}
+
+/// Moves the calling thread (only it) into network namespace `ns`.
+fn enter_netns(ns: &str) -> std::io::Result<()> {
+    let f = fs::File::open(Path::new("/run/netns").join(ns))?;
+    // SAFETY: setns on a namespace file we opened; affects this thread only.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The generated files name the node's real paths: the lab moves state and
+/// sockets into the node's lab directory.
+fn adapt_paths(text: &str, home: &Path) -> String {
+    let h = home.display();
+    text.replace("/var/lib/haseed", &format!("{h}/var-lib-haseed"))
+        .replace("/run/haseed", &format!("{h}/run-haseed"))
+        .replace("/run/haproxy/admin.sock", &format!("{h}/admin.sock"))
+}
+
+fn ns_command(ns: &str, argv: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs hooks in order, each bounded to 10 s; a failing one stops the list
+/// unless it carries systemd's `-`.
+fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> {
+    for h in hooks {
+        let argv: Vec<&str> = h.argv.iter().map(String::as_str).collect();
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Spawned from a thread inside the namespace, as directly as systemd
+        // would (`ip netns exec` costs tens of ms under load).
+        let ns_owned = ns.to_string();
+        let mut child = thread::spawn(move || {
+            enter_netns(&ns_owned)?;
+            cmd.spawn()
+        })
+        .join()
+        .map_err(|_| anyhow!("lab thread panicked"))?
+        .with_context(|| format!("{what}: running {argv:?}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{what}: {argv:?} ran longer than 10 s");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        if !status.success() && !h.ignore_failure {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("{what}: {argv:?} failed ({status}): {}", err.trim());
+        }
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // Zombies count as gone: the watcher reaps them.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|rest| rest.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(t: f64, ok: bool) -> Probe {
+        Probe {
+            t_ms: t,
+            ok,
+            latency_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn figures_measure_outage_moves_and_duplicates() {
+        let probes = [
+            p(0.0, true),
+            p(20.0, false),
+            p(40.0, false),
+            p(60.0, true),
+            p(80.0, false),
+            p(100.0, true),
+        ];
+        let (y, n) = ((true, true), (false, false));
+        let samples = vec![
+            (0.0, vec![y, n]),
+            (20.0, vec![y, y]),
+            // lb1 let go between its readings: a move, not a duplicate.
+            (40.0, vec![(true, false), y]),
+            (60.0, vec![n, y]),
+        ];
+        let r = figures("x", 1, &probes, &samples);
+        assert_eq!(r.outage_ms, 40.0);
+        assert_eq!(r.failed_probes, 3);
+        assert_eq!(r.vip_moves, 1);
+        assert_eq!(r.duplicate_vip_ms, 20.0);
+    }
+
+    #[test]
+    fn adapts_state_paths_only() {
+        let t = adapt_paths(
+            "echo 1 > /var/lib/haseed/haproxy-down; stats socket /run/haproxy/admin.sock",
+            Path::new("/tmp/l/lb1"),
+        );
+        assert_eq!(
+            t,
+            "echo 1 > /tmp/l/lb1/var-lib-haseed/haproxy-down; stats socket /tmp/l/lb1/admin.sock"
+        );
+    }
+}

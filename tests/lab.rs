@@ -1,0 +1,174 @@
+//! End-to-end: `haseed lab` runs the example site's generated haproxy and
+//! keepalived in network namespaces it creates, kills haproxy on the active
+//! load balancer and measures what a client sees. Needs root (CI runs as
+//! root); every run is bounded (a few trials, a timeout) and must leave no
+//! namespace behind.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `haseed lab ARGS --json` with a hard time bound; returns the exit
+/// status success, the JSON and the child's pid (its namespaces' tag).
+fn lab(args: &[&str]) -> (bool, serde_json::Value, u32) {
+    let mut child = haseed()
+        .arg("lab")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haseed runs");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // SIGINT: the lab cleans up on Ctrl-C.
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+            let _ = child.wait();
+            panic!("haseed lab ran longer than 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = child.wait_with_output().expect("output");
+    let json = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("lab printed no JSON ({e}):\n{}\n{}", stdout(&o), stderr(&o)));
+    (status.success(), json, pid)
+}
+
+/// No namespace of that lab run is left.
+fn assert_cleaned_up(pid: u32) {
+    let o = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let tag = format!("hsl{pid}-");
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with(&tag)),
+        "left behind:\n{list}"
+    );
+}
+
+fn scenario<'j>(json: &'j serde_json::Value, name: &str) -> Vec<&'j serde_json::Value> {
+    json["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .filter(|t| t["scenario"] == name)
+        .collect()
+}
+
+#[test]
+fn example_site_fails_over_in_tens_of_milliseconds() {
+    let site = example("pi-k8s");
+    // The objective here is 250 ms, not the default 100 ms: on this shared
+    // 2-core machine (4 builds at once, load 8-10) a probe whose SYN falls
+    // into the VIP's move costs its whole 200 ms timeout in some trials (one
+    // lost SYN; a real client's first retransmit would take ~1 s). A polling
+    // check (interval 1 s, the reference: 3.3-3.6 s) cannot meet it.
+    let (ok, json, pid) = lab(&[
+        site.to_str().expect("utf-8"),
+        "--trials",
+        "3",
+        "--max-outage-ms",
+        "250",
+    ]);
+    assert_cleaned_up(pid);
+    // Steady state: every probe answered, the VIP on exactly one holder.
+    for t in scenario(&json, "steady") {
+        assert_eq!(t["passed"], true, "{t}");
+        assert_eq!(t["failed_probes"], 0, "{t}");
+    }
+    let killed = scenario(&json, "haproxy-killed");
+    assert_eq!(killed.len(), 3, "{json}");
+    let mut outages: Vec<f64> = Vec::new();
+    for t in &killed {
+        // The VIP left the node whose haproxy died, and was never held twice.
+        assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
+        assert_eq!(t["duplicate_vip_ms"], 0.0, "{t}");
+        assert!(t["probes"].as_u64() > Some(50), "{t}");
+        outages.push(t["outage_ms"].as_f64().expect("outage"));
+    }
+    outages.sort_by(f64::total_cmp);
+    assert!(outages[2] <= 250.0, "outages {outages:?}\n{json}");
+    for t in &killed {
+        assert_eq!(t["passed"], true, "{t}");
+    }
+    // keepalived ending on the active LB: the VIP moves; a clean stop never
+    // leaves it held twice, a crash (parent and VRRP child SIGKILLed) at
+    // most 0.5 s thanks to the generated ExecStopPost.
+    for (name, dup) in [("keepalived-stop", 0.0), ("keepalived-crash", 500.0)] {
+        let trials = scenario(&json, name);
+        assert_eq!(trials.len(), 3, "{json}");
+        for t in trials {
+            assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
+            assert!(t["duplicate_vip_ms"].as_f64() <= Some(dup), "{t}");
+            assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
+        }
+    }
+    // A backend dying is hidden by haproxy's retries and redispatch.
+    for t in scenario(&json, "backend-killed") {
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        assert_eq!(t["vip_moves"], 0, "{t}");
+    }
+    // Split brain healed: one holder again and clients served within 1 s of
+    // the link's return.
+    for t in scenario(&json, "split-brain") {
+        assert_eq!(t["passed"], true, "{t}");
+        assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
+    }
+    // The exit status says whether every trial met the objective.
+    let all = json["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .all(|t| t["passed"] == true);
+    assert_eq!(ok, all, "{json}");
+    assert_eq!(json["passed"], all, "{json}");
+}
+
+/// Without the event-driven tracking (the reference's check script), haproxy
+/// dying never moves the VIP within the window, and the lab says so.
+#[test]
+fn removing_the_tracking_is_caught() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!("{text}\n[default_policy]\nfailover = false\n"),
+    )
+    .expect("write");
+    let (ok, json, pid) = lab(&[site.to_str().expect("utf-8"), "--trials", "1"]);
+    assert_cleaned_up(pid);
+    assert!(!ok, "{json}");
+    let killed = scenario(&json, "haproxy-killed");
+    assert_eq!(killed[0]["passed"], false, "{json}");
+    let why = killed[0]["why"].as_str().expect("why");
+    assert!(why.contains("stayed on") || why.contains("outage"), "{why}");
+}
+
+#[test]
+fn lab_needs_root_and_says_so() {
+    let site = example("pi-k8s");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_haseed"))
+        .args(["lab", site.to_str().expect("utf-8")])
+        .output()
+        .expect("setpriv runs");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("haseed lab needs root"),
+        "{}",
+        stderr(&o)
+    );
+}
