@@ -19,7 +19,7 @@ cargo build --release --locked -q
 haseed=$repo/target/release/haseed
 export HASEED_CACHE_DIR="$work/cache"
 
-if [ ! -f "$work/base.img.xz" ]; then
+if [ ! -f "$work/base.img.xz" ] && [ ! -f "$work/base.img" ]; then
   echo "building the 2 GiB base image (once)"
   root=$work/root
   rm -rf "$root"
@@ -28,6 +28,9 @@ if [ ! -f "$work/base.img.xz" ]; then
   cp -a /usr/share "$root/usr/share"
   sh tests/images/make-base.sh "$work/base.img" raspios-trixie 2048 "$root"
   rm -rf "$root"
+fi
+if [ ! -f "$work/base.img.xz" ]; then
+  echo "compressing the base image (once)"
   xz -T0 -6 -k -f "$work/base.img"
 fi
 
