@@ -66,7 +66,7 @@ fn example_site_matches_golden_files() {
     for line in [
         "After=haproxy.service",
         "ExecStartPre=/bin/sh -c 'ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
-        "ExecStopPost=/bin/sh -c 'sleep 0.5; ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
+        "ExecStopPost=/bin/sh -c 'sleep 0.400; ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
     ] {
         assert!(k.lines().any(|l| l == line), "lacks {line:?}:\n{k}");
     }
