@@ -45,22 +45,22 @@ while [ $i -le 10 ]; do
 done
 "$haseed" plan "$site" -q >/dev/null   # warm the compile cache
 
-secs() { # command... -> wall seconds, peak RSS KiB in $rss
+secs() { # command... -> wall seconds (peak RSS KiB stays in time.txt: see rss)
   /usr/bin/time -f '%e %M' -o "$work/time.txt" "$@" >/dev/null 2>"$work/err.txt" || { cat "$work/err.txt"; exit 1; }
-  rss=$(cut -d' ' -f2 "$work/time.txt")
   cut -d' ' -f1 "$work/time.txt"
 }
+rss() { cut -d' ' -f2 "$work/time.txt"; }
 
 sync
 floor=$(secs sh -c "xz -dc '$work/base.img.xz' > '$work/floor.img'")
 floor_mt=$(secs sh -c "xz -T0 -dc '$work/base.img.xz' > '$work/floor.img'")
 rm -f "$work/floor.img"
 one=$(secs "$haseed" image examples/pi-k8s/site.toml --node lb1 --base "$work/base.img.xz" -o "$work/lb1.img" -q)
-one_rss=$rss
+one_rss=$(rss)
 rm -f "$work/lb1.img"
 rm -rf "$work/all"
 all10=$(secs "$haseed" image "$site" --all --base "$work/base.img.xz" -o "$work/all" -q)
-all_rss=$rss
+all_rss=$(rss)
 rm -rf "$work/all"
 
 python3 - "$floor" "$floor_mt" "$one" "$all10" "$one_rss" "$all_rss" <<'PY'
