@@ -28,33 +28,7 @@ fn golden(site: &Path, name: &str, extra: &[&str]) -> (tempfile::TempDir, PathBu
     args.extend_from_slice(extra);
     let o = run(&args);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
-    let dir = repo_root().join("tests/golden").join(name);
-    let built: Vec<_> = tree(&out)
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
-        .collect();
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_dir_all(&dir);
-        for (rel, bytes) in &built {
-            let path = dir.join(rel);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, bytes).expect("write golden");
-        }
-    }
-    let expected = tree(&dir);
-    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        names(&built),
-        names(&expected),
-        "the set of built files differs from tests/golden/{name} (UPDATE_GOLDEN=1 to accept)"
-    );
-    for ((rel, got), (_, want)) in built.iter().zip(&expected) {
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "{rel} differs from tests/golden/{name} (UPDATE_GOLDEN=1 cargo test to accept after review)"
-        );
-    }
+    assert_golden(&out, name);
     (tmp, out)
 }
 

@@ -11,33 +11,7 @@ fn example_site_matches_golden_files() {
     let out = tmp.path().join("out");
     let o = build(&example("pi-k8s"), &out);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
-    let golden = repo_root().join("tests/golden/pi-k8s");
-    let built: Vec<_> = tree(&out)
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
-        .collect();
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_dir_all(&golden);
-        for (rel, bytes) in &built {
-            let path = golden.join(rel);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, bytes).expect("write golden");
-        }
-    }
-    let expected = tree(&golden);
-    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        names(&built),
-        names(&expected),
-        "the set of built files differs from tests/golden/pi-k8s (UPDATE_GOLDEN=1 to accept)"
-    );
-    for ((rel, got), (_, want)) in built.iter().zip(&expected) {
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "{rel} differs from its golden file (UPDATE_GOLDEN=1 cargo test to accept after review)"
-        );
-    }
+    assert_golden(&out, "pi-k8s");
     // The reference decisions, spelled out where a reviewer looks first.
     let haproxy =
         std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");

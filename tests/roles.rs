@@ -40,33 +40,7 @@ fn variant(tmp: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
 fn golden(name: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = built(tmp.path(), &example(name));
-    let golden = repo_root().join("tests/golden").join(name);
-    let files: Vec<_> = tree(&out)
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with(".tar.gz") && !p.starts_with(".haseed"))
-        .collect();
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_dir_all(&golden);
-        for (rel, bytes) in &files {
-            let path = golden.join(rel);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, bytes).expect("write golden");
-        }
-    }
-    let expected = tree(&golden);
-    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        names(&files),
-        names(&expected),
-        "the set of built files differs from tests/golden/{name} (UPDATE_GOLDEN=1 to accept)"
-    );
-    for ((rel, got), (_, want)) in files.iter().zip(&expected) {
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "{rel} differs from tests/golden/{name} (UPDATE_GOLDEN=1 cargo test to accept after review)"
-        );
-    }
+    assert_golden(&out, name);
 }
 
 fn validate(site: &Path) {
