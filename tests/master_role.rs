@@ -69,8 +69,8 @@ fn masters_are_ready_for_kubeadm_and_lbs_are_not() {
     for needle in [
         "packages: [\"containerd\",\"kubelet\",\"kubeadm\",\"kubectl\"]",
         "deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /",
-        "[\"systemctl\",\"enable\",\"containerd\"]",
-        "[\"systemctl\",\"enable\",\"haseed-swapoff.service\"]",
+        "[\"systemctl\",\"--no-reload\",\"enable\",\"containerd\"]",
+        "[\"systemctl\",\"--no-reload\",\"enable\",\"haseed-swapoff.service\"]",
         "[\"sysctl\",\"-w\",\"net.ipv4.ip_forward=1\"]",
         "path: \"/etc/kubeadm/haseed-kubeadm.yaml\"",
         "permissions: \"0600\"",

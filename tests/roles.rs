@@ -154,7 +154,7 @@ fn controllers_get_api_listeners_hosts_time_and_the_database_vip() {
             &ud,
             &[
                 "\"systemd-timesyncd\"",
-                "[\"systemctl\",\"enable\",\"haseed-hosts.service\"]",
+                "[\"systemctl\",\"--no-reload\",\"enable\",\"haseed-hosts.service\"]",
                 "[\"systemctl\",\"restart\",\"systemd-timesyncd\"]",
             ],
         );
@@ -200,7 +200,7 @@ fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
                 // Written after the packages: group mysql exists, and the
                 // package's first start is a plain server.
                 "owner: \"root:mysql\"\n    permissions: \"0640\"\n    defer: true\n",
-                "[\"systemctl\",\"enable\",\"haseed-galera-health.socket\"]",
+                "[\"systemctl\",\"--no-reload\",\"enable\",\"haseed-galera-health.socket\"]",
             ],
         );
         let socket = read(&dir.join("files/etc/systemd/system/haseed-galera-health.socket"));

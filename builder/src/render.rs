@@ -247,9 +247,21 @@ impl Renderer {
                 ]
             })
             .collect();
+        // One manager reload at most: each reload costs about 30 s on an
+        // emulated first boot (tests/firstboot) and a moment on a Pi, and a
+        // plain `enable` reloads every time. Each service keeps its own
+        // `enable` and `restart`, so one that fails does not stop the others.
         let mut runcmd: Vec<Vec<String>> = Vec::new();
-        // Drop-ins written after systemd loaded the units count only after a
-        // reload; the restarts below then use them.
+        for service in &plan.services {
+            runcmd.push(vec![
+                "systemctl".into(),
+                "--no-reload".into(),
+                "enable".into(),
+                service.clone(),
+            ]);
+        }
+        // Units and drop-ins written after systemd loaded its units count only
+        // after a reload; the restarts below then use them.
         if plan
             .files
             .iter()
@@ -258,7 +270,6 @@ impl Renderer {
             runcmd.push(vec!["systemctl".into(), "daemon-reload".into()]);
         }
         for service in &plan.services {
-            runcmd.push(vec!["systemctl".into(), "enable".into(), service.clone()]);
             // The package may have started it before its configuration was
             // complete (deferred files land after the packages).
             runcmd.push(vec!["systemctl".into(), "restart".into(), service.clone()]);
@@ -631,7 +642,7 @@ vrrp_instance VI_k8s-api {
             "    permissions: \"0644\"",
             "    owner: \"root:root\"",
             "runcmd:",
-            "  - [\"systemctl\",\"enable\",\"haproxy\"]",
+            "  - [\"systemctl\",\"--no-reload\",\"enable\",\"haproxy\"]",
             "  - [\"systemctl\",\"restart\",\"keepalived\"]",
         ] {
             assert!(u.lines().any(|l| l == line), "missing {line:?} in\n{u}");
@@ -650,7 +661,7 @@ vrrp_instance VI_k8s-api {
     }
 
     #[test]
-    fn systemd_drop_ins_are_reloaded_before_the_restarts() {
+    fn systemd_drop_ins_are_reloaded_once_before_the_restarts() {
         let s = site();
         let mut plan = lb_plan(&s, 0);
         plan.files.push(File {
@@ -664,13 +675,16 @@ vrrp_instance VI_k8s-api {
             .lines()
             .skip_while(|l| *l != "runcmd:")
             .skip(1)
-            .take(2)
+            .take_while(|l| l.starts_with("  - "))
             .collect();
         assert_eq!(
             run,
             [
+                "  - [\"systemctl\",\"--no-reload\",\"enable\",\"haproxy\"]",
+                "  - [\"systemctl\",\"--no-reload\",\"enable\",\"keepalived\"]",
                 "  - [\"systemctl\",\"daemon-reload\"]",
-                "  - [\"systemctl\",\"enable\",\"haproxy\"]"
+                "  - [\"systemctl\",\"restart\",\"haproxy\"]",
+                "  - [\"systemctl\",\"restart\",\"keepalived\"]",
             ],
             "{u}"
         );
@@ -869,7 +883,9 @@ vrrp_instance VI_k8s-api {
         );
         assert_eq!(u.matches("defer:").count(), 1, "{u}");
         assert!(u.contains("packages: [\"haproxy\",\"keepalived\",\"curl=7.88.1-10+deb12u5\"]"));
-        assert!(u.contains("  - [\"systemctl\",\"enable\",\"haseed-maint.timer\"]\n"));
+        assert!(
+            u.contains("  - [\"systemctl\",\"--no-reload\",\"enable\",\"haseed-maint.timer\"]\n")
+        );
         // YAML-hostile characters are escaped, plain JSON would leave them raw.
         assert!(
             u.contains(r#"content: "A='x'\n\u007f\u0085\u2028\ufeffé\n""#),
