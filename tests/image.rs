@@ -243,6 +243,16 @@ fn all_nodes_from_one_pass_each_with_its_identity() {
         );
     }
     assert_eq!(ids.len(), nodes.len(), "every node has its own instance id");
+    // Each image is the one the per-node command makes, byte for byte.
+    for n in ["lb1", "master3"] {
+        let one = tmp.path().join(format!("{n}-alone.img"));
+        let o = image(&["--node", n, "--base", s(&base), "-o", s(&one), s(&site)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            std::fs::read(&one).unwrap() == std::fs::read(out.join(format!("{n}.img"))).unwrap(),
+            "{n}: --all and --node differ"
+        );
+    }
     // Only the images are left in the directory: no temporary files.
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()

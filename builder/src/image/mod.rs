@@ -2,7 +2,8 @@
 //! out, where only the FAT boot partition's files differ from the base.
 //!
 //! The base is decompressed once, as a stream, into every node's output at
-//! the same time (all-zero blocks become holes), then each output's boot
+//! the same time (a writer thread per output, direct I/O where the filesystem
+//! allows it; all-zero blocks become holes), then each output's boot
 //! partition is edited in place with a FAT library: the seed files (or the
 //! first-boot script) and cmdline.txt. Outputs are temporary files next to
 //! their destination until every node has succeeded; then each is renamed
@@ -132,8 +133,14 @@ pub fn make(
 
     let progress = Progress::new("decompress", quiet);
     let mut src = source::open(base_path, progress.clone())?;
-    let files: Vec<&File> = raws.iter().map(|t| t.as_file()).collect();
-    let len = fan_out(&mut src.reader, &files).with_context(|| {
+    let mut outputs: Vec<Output<'_>> = raws
+        .iter()
+        .map(|t| Output {
+            file: t.as_file(),
+            direct: open_direct(t.path()),
+        })
+        .collect();
+    let len = fan_out(&mut src.reader, &mut outputs).with_context(|| {
         format!(
             "reading base image {} ({})",
             base_path.display(),
@@ -193,24 +200,163 @@ fn parent_dir(p: &Path) -> &Path {
 
 const CHUNK: usize = 1 << 20;
 
-/// Copies the stream into every file at once; all-zero chunks are skipped
+/// The unit read from the decompressor and handed to the writers: several
+/// holes' worth, so a run of data goes to the disk in one large write (the
+/// kernel splits it into requests that are in flight together; measured on
+/// the benchmark, 8-16 MiB writes beat 4 MiB ones by 10-15%).
+const BLOCK: usize = 8 << 20;
+/// Blocks queued per output. The slowest writer holds back the reader, so at
+/// most about QUEUE + 2 blocks are alive at once, whatever the node count.
+const QUEUE: usize = 4;
+/// O_DIRECT wants the buffer, the offset and the length aligned to the
+/// device's logical block size; 4 KiB covers every disk in use.
+const ALIGN: usize = 4096;
+
+/// One block of the stream, shared read-only by every writer.
+struct Block {
+    buf: Vec<u8>,
+    /// Where the aligned BLOCK bytes start in `buf`.
+    start: usize,
+    offset: u64,
+    len: usize,
+    /// The runs of non-zero CHUNKs, as (start, length) within the block.
+    runs: Vec<(usize, usize)>,
+}
+
+impl Block {
+    fn new() -> Block {
+        let buf = vec![0u8; BLOCK + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        Block {
+            buf,
+            start,
+            offset: 0,
+            len: 0,
+            runs: Vec::new(),
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+fn all_zero(chunk: &[u8]) -> bool {
+    // OR-folding a page at a time vectorises; an early-exit byte loop does not.
+    chunk
+        .chunks(4096)
+        .all(|page| page.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
+/// One output: the file (buffered) and, where the filesystem allows it, the
+/// same file opened with O_DIRECT for the aligned writes.
+pub struct Output<'f> {
+    pub file: &'f File,
+    pub direct: Option<File>,
+}
+
+/// Opens `path` a second time for direct I/O, or None where the filesystem
+/// refuses it (tmpfs, some network filesystems).
+pub fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Copies the stream into every output at once; all-zero chunks are skipped
 /// (holes read back as zeros). Returns the stream's length.
-pub fn fan_out(reader: &mut dyn Read, files: &[&File]) -> anyhow::Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
+///
+/// This thread decompresses; each output has a writer thread fed through a
+/// bounded queue of shared blocks, so the outputs are written in parallel
+/// while decompression goes on, and memory stays bounded. Aligned writes go
+/// through O_DIRECT: no copy into the page cache (the CPU is busy
+/// decompressing), many large requests in flight for the disk, and no
+/// gigabytes of dirty pages for the final sync to wait on.
+pub fn fan_out(reader: &mut dyn Read, outputs: &mut [Output<'_>]) -> anyhow::Result<u64> {
+    let off = std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(outputs.len());
+        let mut writers = Vec::with_capacity(outputs.len());
+        for out in outputs.iter_mut() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Block>>(QUEUE);
+            queues.push(tx);
+            writers.push(scope.spawn(move || -> anyhow::Result<()> {
+                for block in rx {
+                    write_block(out, &block)?;
+                }
+                Ok(())
+            }));
+        }
+
+        let read = read_blocks(reader, &queues);
+        drop(queues);
+        // A writer's error explains a failed send; report it first.
+        let mut first_err = None;
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an image writer panicked")));
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        read
+    })?;
+    for out in outputs.iter() {
+        out.file.set_len(off)?;
+    }
+    Ok(off)
+}
+
+/// The reader's side of [`fan_out`]: fills blocks and sends each to every
+/// writer, recycling the blocks every writer has finished with.
+fn read_blocks(
+    reader: &mut dyn Read,
+    queues: &[std::sync::mpsc::SyncSender<std::sync::Arc<Block>>],
+) -> anyhow::Result<u64> {
+    use std::sync::Arc;
+    let mut pool: Vec<Arc<Block>> = Vec::new();
     let mut off = 0u64;
     loop {
-        let n = source::read_full(reader, &mut buf)?;
+        let mut block = match pool.iter().position(|b| Arc::strong_count(b) == 1) {
+            Some(i) => pool.swap_remove(i),
+            None => Arc::new(Block::new()),
+        };
+        let b = Arc::get_mut(&mut block).expect("a recycled block has no other owner");
+        let start = b.start;
+        let n = source::read_full(reader, &mut b.buf[start..start + BLOCK])?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        if chunk.iter().any(|&b| b != 0) {
-            for f in files {
-                f.write_all_at(chunk, off)?;
+        b.offset = off;
+        b.len = n;
+        b.runs.clear();
+        let mut at = 0;
+        while at < n {
+            let end = (at + CHUNK).min(n);
+            if !all_zero(&b.buf[start + at..start + end]) {
+                match b.runs.last_mut() {
+                    Some((s, l)) if *s + *l == at => *l += end - at,
+                    _ => b.runs.push((at, end - at)),
+                }
             }
+            at = end;
         }
         off += n as u64;
-        if n < CHUNK {
+        if !b.runs.is_empty() {
+            for q in queues {
+                if q.send(Arc::clone(&block)).is_err() {
+                    bail!("an image writer stopped");
+                }
+            }
+        }
+        pool.push(block);
+        if n < BLOCK {
             break;
         }
     }
@@ -219,10 +365,37 @@ pub fn fan_out(reader: &mut dyn Read, files: &[&File]) -> anyhow::Result<u64> {
     if reader.read(&mut probe)? != 0 {
         bail!("the decompressor returned a short block before the end of the stream");
     }
-    for f in files {
-        f.set_len(off)?;
-    }
     Ok(off)
+}
+
+/// Writes a block's data runs: the aligned part through O_DIRECT where
+/// possible, an unaligned tail (the last block of an odd-sized image)
+/// through the page cache.
+fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
+    let data = block.data();
+    for &(s, l) in &block.runs {
+        let at = block.offset + s as u64;
+        let run = &data[s..s + l];
+        let aligned = if at.is_multiple_of(ALIGN as u64) {
+            l / ALIGN * ALIGN
+        } else {
+            0
+        };
+        let mut done = 0;
+        if aligned > 0 {
+            if let Some(d) = &out.direct {
+                match d.write_all_at(&run[..aligned], at) {
+                    Ok(()) => done = aligned,
+                    // The filesystem took the open but not the write (a larger
+                    // logical block size, say): stay with the page cache.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => out.direct = None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        out.file.write_all_at(&run[done..], at + done as u64)?;
+    }
+    Ok(())
 }
 
 /// Checks the image against the node's base description and writes the seed.
@@ -377,5 +550,57 @@ fn pump(reader: &mut dyn Read, sink: &mut dyn Write, progress: &Progress) -> any
         }
         sink.write_all(&buf[..n])?;
         progress.advance(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream with data, whole-chunk zeros, zeros inside data chunks and
+    /// an unaligned tail, fanned out to three files (direct and buffered).
+    #[test]
+    fn fan_out_writes_every_byte_to_every_output() {
+        let mut data = Vec::new();
+        for i in 0..(3 * BLOCK + 5 * CHUNK) {
+            // Zero chunks 1, 4-6 and the first block boundary's neighbours.
+            let chunk = i / CHUNK;
+            let zero = matches!(chunk, 1 | 4..=6) || chunk == BLOCK / CHUNK;
+            data.push(if zero || i % 4099 == 0 {
+                0
+            } else {
+                (i % 251) as u8 + 1
+            });
+        }
+        data.extend_from_slice(b"odd tail");
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<tempfile::NamedTempFile> = (0..3)
+            .map(|_| tempfile::NamedTempFile::new_in(dir.path()).unwrap())
+            .collect();
+        let mut outs: Vec<Output<'_>> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Output {
+                file: f.as_file(),
+                direct: if i == 0 { None } else { open_direct(f.path()) },
+            })
+            .collect();
+        let direct = outs[1].direct.is_some();
+        let len = fan_out(&mut &data[..], &mut outs).unwrap();
+        assert_eq!(len, data.len() as u64);
+        // Where the filesystem takes O_DIRECT, the aligned writes used it.
+        assert_eq!(outs[1].direct.is_some(), direct);
+        for f in &files {
+            assert!(std::fs::read(f.path()).unwrap() == data);
+        }
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut c = vec![0u8; CHUNK];
+        assert!(all_zero(&c));
+        c[CHUNK - 1] = 1;
+        assert!(!all_zero(&c));
+        assert!(all_zero(&[]));
     }
 }
