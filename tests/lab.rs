@@ -22,7 +22,7 @@ fn lab(args: &[&str]) -> (bool, serde_json::Value, u32) {
         .spawn()
         .expect("haseed runs");
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(420);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -33,7 +33,7 @@ fn lab(args: &[&str]) -> (bool, serde_json::Value, u32) {
                 .args(["-INT", &pid.to_string()])
                 .status();
             let _ = child.wait();
-            panic!("haseed lab ran longer than 240 s");
+            panic!("haseed lab ran longer than 420 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -102,6 +102,30 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     for t in &killed {
         assert_eq!(t["passed"], true, "{t}");
     }
+    // A hung haproxy (SIGSTOP) is seen only by the HTTP check of haproxy's
+    // monitor-uri: its own bound, interval x fall + timeout from the plan
+    // plus 0.5 s (4.5 s with the default policy), not the 100 ms objective.
+    let hung = scenario(&json, "haproxy-hung");
+    assert_eq!(hung.len(), 3, "{json}");
+    for t in &hung {
+        assert_eq!(t["passed"], true, "{t}");
+        assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
+        assert_eq!(t["duplicate_vip_ms"], 0.0, "{t}");
+        assert!(t["outage_ms"].as_f64() <= Some(4500.0), "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(note.contains("chk_haproxy_http"), "{note}");
+    }
+    // The old master returns (haproxy, then keepalived restarted): with
+    // nopreempt the VIP stays where it is, no move, no failed probe.
+    let back = scenario(&json, "old-master-restored");
+    assert_eq!(back.len(), 3, "{json}");
+    for t in &back {
+        assert_eq!(t["passed"], true, "{t}");
+        assert_eq!(t["vip_moves"], 0, "{t}");
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(note.contains("no failback expected"), "{note}");
+    }
     // keepalived ending on the active LB: the VIP moves; a clean stop never
     // leaves it held twice, a crash (parent and VRRP child SIGKILLed) at
     // most 0.5 s thanks to the generated ExecStopPost.
@@ -158,6 +182,11 @@ fn removing_the_tracking_is_caught() {
     assert_eq!(killed[0]["passed"], false, "{json}");
     let why = killed[0]["why"].as_str().expect("why");
     assert!(why.contains("stayed on") || why.contains("outage"), "{why}");
+    // Nor is there a check that sees a hung haproxy.
+    let hung = scenario(&json, "haproxy-hung");
+    assert_eq!(hung[0]["passed"], false, "{json}");
+    let why = hung[0]["why"].as_str().expect("why");
+    assert!(why.contains("no tracked check"), "{why}");
 }
 
 #[test]
