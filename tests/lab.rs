@@ -74,14 +74,44 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     // into the VIP's move costs its whole 200 ms timeout in some trials (one
     // lost SYN; a real client's first retransmit would take ~1 s). A polling
     // check (interval 1 s, the reference: 3.3-3.6 s) cannot meet it.
+    let svg = tempfile::tempdir().expect("tempdir");
     let (ok, json, pid) = lab(&[
         site.to_str().expect("utf-8"),
         "--trials",
         "3",
         "--max-outage-ms",
         "250",
+        "--svg",
+        svg.path().to_str().expect("utf-8"),
     ]);
     assert_cleaned_up(pid);
+    // --svg: one timeline per scenario trial, named in the JSON.
+    let files = json["svg"].as_array().expect("svg");
+    assert_eq!(files.len(), 8 * 3, "{json}");
+    for name in [
+        "steady",
+        "haproxy-killed",
+        "haproxy-hung",
+        "old-master-restored",
+        "backend-killed",
+        "split-brain",
+        "keepalived-stop",
+        "keepalived-crash",
+    ] {
+        for trial in 1..=3 {
+            let path = svg.path().join(format!("{name}-{trial}.svg"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(text.starts_with("<svg "), "{}", path.display());
+            assert!(text.trim_end().ends_with("</svg>"), "{}", path.display());
+            assert!(
+                text.contains(&format!("{name} trial {trial}: outage ")),
+                "{}",
+                path.display()
+            );
+            assert!(text.contains(">lb1 has the VIP<"), "{}", path.display());
+        }
+    }
     // Steady state: every probe answered, the VIP on exactly one holder.
     for t in scenario(&json, "steady") {
         assert_eq!(t["passed"], true, "{t}");

@@ -10,6 +10,7 @@
 //! and file it makes is removed on success, failure and Ctrl-C (the `Lab`
 //! guard), traffic stays inside its namespaces, and every loop is bounded.
 
+pub mod svg;
 pub mod unit;
 
 use std::collections::BTreeSet;
@@ -56,6 +57,10 @@ pub struct LabArgs {
     /// backend-killed, split-brain, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub scenario: Vec<String>,
+    /// Write one SVG timeline per scenario trial (probe results, which holder
+    /// had the VIP) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
 }
 
 /// The scenarios, in the order they run.
@@ -238,6 +243,10 @@ pub fn run(
     drop(lab);
     let results = result?;
     let ok = results.iter().all(|r| r.passed);
+    let svgs = match &args.svg {
+        Some(dir) => write_svgs(dir, &results)?,
+        None => Vec::new(),
+    };
     if args.json {
         println!(
             "{}",
@@ -247,17 +256,35 @@ pub fn run(
                 "max_outage_ms": args.max_outage_ms,
                 "passed": ok,
                 "summary": summarize(&results),
+                "svg": svgs,
                 "trials": results,
             }))?
         );
     } else {
         print_table(&topo, &results, args.max_outage_ms);
+        if let Some(dir) = &args.svg {
+            println!("{} SVG timelines in {}", svgs.len(), dir.display());
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One SVG per trial, `SCENARIO-TRIAL.svg` in `dir`; returns their paths.
+fn write_svgs(dir: &Path, results: &[TrialResult]) -> anyhow::Result<Vec<String>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for r in results {
+        let Some(tl) = &r.timeline else { continue };
+        let path = dir.join(format!("{}-{}.svg", r.scenario, r.trial));
+        fs::write(&path, svg::render(r, tl))
+            .with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path.display().to_string());
+    }
+    Ok(paths)
 }
 
 fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
