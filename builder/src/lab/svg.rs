@@ -184,6 +184,8 @@ pub fn render(r: &TrialResult, tl: &Timeline) -> String {
         if tick + origin > last {
             break;
         }
+        // -0.0 (from ceil) prints as "-0".
+        tick += 0.0;
         let tx = x(tick + origin);
         let _ = writeln!(
             s,
@@ -413,6 +415,28 @@ mod tests {
             .expect("write");
         let o = child.wait_with_output().expect("xmllint");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    #[test]
+    fn the_axis_has_no_negative_zero() {
+        let probes = [Probe {
+            t_ms: 1900.0,
+            ok: true,
+            latency_ms: 1.0,
+        }];
+        let samples = vec![(970.0, vec![(true, true)])];
+        let r = figures("steady", 1, &probes, &samples);
+        let tl = Timeline {
+            holders: vec!["lb1".into()],
+            probes: probes.to_vec(),
+            samples,
+            marks: vec![(1000.0, "x".into())],
+        };
+        let svg = render(&r, &tl);
+        assert!(
+            svg.contains(">0</text>") && !svg.contains(">-0</text>"),
+            "{svg}"
+        );
     }
 
     #[test]
