@@ -563,6 +563,11 @@ impl HolderVrrp {
     }
 }
 
+/// How much longer a window waits for the VIP to leave a failed holder, and
+/// how long it goes on after it left late.
+const LEAVE_WAIT: Duration = Duration::from_secs(8);
+const AFTER_MOVE: Duration = Duration::from_millis(1000);
+
 /// Added to a hung haproxy's detection bound.
 const HUNG_MARGIN_MS: u64 = 500;
 
@@ -587,6 +592,9 @@ struct Lab {
     /// Backend servers: (node, address, port) and, while it runs, its stop
     /// flag and thread.
     backends: Vec<BackendServer>,
+    /// Per holder: a process that lives in its namespace for the lab's
+    /// whole run (`scope_pgrep`).
+    anchors: Vec<Child>,
     epoch: Instant,
     vip: Ipv4Addr,
 }
@@ -606,6 +614,7 @@ impl Lab {
             hooks: Vec::new(),
             closing: Arc::new(AtomicBool::new(false)),
             backends: Vec::new(),
+            anchors: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
         })
@@ -691,9 +700,13 @@ impl Lab {
                     })
             };
             fs::write(home.join("haproxy.cfg"), file("/etc/haproxy/haproxy.cfg")?)?;
+            // A node's `pgrep` sees its own processes only; the lab's
+            // namespaces share one process table, so scope it to the node's
+            // network namespace (through a process that lives there).
+            let anchor = self.anchor(&m.ns)?;
             fs::write(
                 home.join("keepalived.conf"),
-                file("/etc/keepalived/keepalived.conf")?,
+                scope_pgrep(&file("/etc/keepalived/keepalived.conf")?, anchor),
             )?;
             let mut hooks = (Hooks::default(), Hooks::default());
             let mut dropins: Vec<_> = art
@@ -729,6 +742,31 @@ impl Lab {
             self.start_keepalived(topo, h)?;
         }
         Ok(())
+    }
+
+    /// Starts a process that only waits inside `ns`; its pid names the
+    /// namespace to `pgrep --ns`.
+    fn anchor(&mut self, ns: &str) -> anyhow::Result<u32> {
+        let child = ns_command(ns, &["sleep", "86400"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting a process in namespace {ns}"))?;
+        let pid = child.id();
+        self.anchors.push(child);
+        // `ip netns exec` enters the namespace, then execs sleep: bounded wait
+        // until the pid is in the namespace.
+        let ns_of = |pid: u32| fs::metadata(format!("/proc/{pid}/ns/net")).ok();
+        let target = fs::metadata(Path::new("/run/netns").join(ns))
+            .with_context(|| format!("namespace {ns}"))?;
+        for _ in 0..250 {
+            use std::os::unix::fs::MetadataExt;
+            if ns_of(pid).is_some_and(|m| m.ino() == target.ino() && m.dev() == target.dev()) {
+                return Ok(pid);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the process started in namespace {ns} did not enter it within 5 s")
     }
 
     fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
@@ -1088,6 +1126,21 @@ impl Lab {
         after: Duration,
         action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
     ) -> anyhow::Result<Measured> {
+        self.measure_leaving(topo, before, after, None, action)
+    }
+
+    /// As `measure`; with `leaving: Some(h)`, while holder `h` still has the
+    /// VIP the window grows by up to `LEAVE_WAIT` past `after`, and ends
+    /// `AFTER_MOVE` after it left: a slow failover (a polling check: ~3.5 s)
+    /// is measured whole instead of cut off.
+    fn measure_leaving(
+        &mut self,
+        topo: &Topology,
+        before: Duration,
+        after: Duration,
+        leaving: Option<usize>,
+        action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Measured> {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = self.epoch;
         let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
@@ -1122,7 +1175,8 @@ impl Lab {
         let t_start = Instant::now();
         let mut acted = false;
         let mut action_ms = 0.0;
-        let total = before + after;
+        let mut total = before + after;
+        let longest = total + LEAVE_WAIT;
         let mut failed = Ok(());
         while t_start.elapsed() < total {
             if INTERRUPTED.load(Ordering::SeqCst) {
@@ -1130,6 +1184,16 @@ impl Lab {
             }
             let t = ms(self.epoch.elapsed());
             let h = self.holding(topo);
+            if let Some(old) = leaving.filter(|_| acted) {
+                let there = h.get(old).is_some_and(|(a, b)| *a || *b);
+                let end = t_start.elapsed() + AFTER_MOVE;
+                if there {
+                    total = longest;
+                } else if total == longest && end < longest {
+                    // It left late: watch a little longer, then stop.
+                    total = end.max(before + after);
+                }
+            }
             samples.lock().expect("no panic holds it").push((t, h));
             if !acted && t_start.elapsed() >= before {
                 acted = true;
@@ -1226,10 +1290,11 @@ impl Lab {
         let vrrp_child: Option<i32> = fs::read_to_string(home.join("vrrp.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        let m = self.measure(
+        let m = self.measure_leaving(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
+            Some(active),
             &mut |_| {
                 // SAFETY: kill(2) on processes this lab started (keepalived
                 // and the VRRP child it forked).
@@ -1540,10 +1605,11 @@ impl Lab {
             .as_ref()
             .map(|d| d.pid)
             .ok_or_else(|| anyhow!("haproxy not running"))?;
-        let m = self.measure(
+        let m = self.measure_leaving(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
+            Some(active),
             &mut |_| {
                 // SAFETY: kill(2) on a pid this lab spawned and still watches.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -1628,6 +1694,10 @@ impl Drop for Lab {
                     }
                 }
             }
+        }
+        for a in &mut self.anchors {
+            let _ = a.kill();
+            let _ = a.wait();
         }
         for i in 0..self.backends.len() {
             self.stop_backend(i);
@@ -1824,6 +1894,17 @@ fn adapt_paths(text: &str, home: &Path) -> String {
     text.replace("/var/lib/haseed", &format!("{h}/var-lib-haseed"))
         .replace("/run/haseed", &format!("{h}/run-haseed"))
         .replace("/run/haproxy/admin.sock", &format!("{h}/admin.sock"))
+}
+
+/// keepalived's `pgrep` checks (the reference's process check) see only the
+/// processes of the node's network namespace, as `pgrep` on the real node
+/// sees only the node's: without this, one LB's check finds the other LB's
+/// haproxy and a dead haproxy never moves the VIP.
+fn scope_pgrep(text: &str, anchor: u32) -> String {
+    text.replace(
+        "\"/usr/bin/pgrep ",
+        &format!("\"/usr/bin/pgrep --nslist net --ns {anchor} "),
+    )
 }
 
 fn ns_command(ns: &str, argv: &[&str]) -> Command {
@@ -2039,6 +2120,15 @@ mod tests {
             ..higher
         };
         assert!(master.takes_back_from(&peer));
+    }
+
+    #[test]
+    fn scopes_pgrep_checks_to_the_node() {
+        let conf = "vrrp_script chk_haproxy {\n    script \"/usr/bin/pgrep -x haproxy\"\n}\n\
+                    vrrp_script chk_http {\n    script \"/usr/bin/curl http://127.0.0.1:8404/\"\n}\n";
+        let t = scope_pgrep(conf, 4242);
+        assert!(t.contains("script \"/usr/bin/pgrep --nslist net --ns 4242 -x haproxy\""));
+        assert!(t.contains("script \"/usr/bin/curl http://127.0.0.1:8404/\""));
     }
 
     #[test]
