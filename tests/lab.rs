@@ -222,6 +222,44 @@ fn removing_the_tracking_is_caught() {
     assert!(why.contains("no tracked check"), "{why}");
 }
 
+/// A site whose VIP has a preferred master preempts: when the old master
+/// returns the VIP goes back to it, and the lab reports the move (the
+/// generated configuration asks for it) instead of failing the trial for it.
+#[test]
+fn a_preempting_site_gets_its_failback_reported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.path().join("site.toml");
+    let text = text.replacen(
+        "network = \"lan\"\n",
+        "network = \"lan\"\nmaster = \"lb1\"\n",
+        1,
+    );
+    assert!(text.contains("master = \"lb1\""));
+    std::fs::write(&site, text).expect("write");
+    let (_, json, pid) = lab(&[
+        site.to_str().expect("utf-8"),
+        "--trials",
+        "1",
+        "--scenario",
+        "old-master-restored",
+    ]);
+    assert_cleaned_up(pid);
+    let back = scenario(&json, "old-master-restored");
+    assert_eq!(back.len(), 1, "{json}");
+    assert_eq!(scenario(&json, "haproxy-killed").len(), 0, "{json}");
+    let note = back[0]["note"].as_str().expect("note");
+    assert!(note.contains("the site preempts"), "{note}");
+    assert!(note.contains("state MASTER"), "{note}");
+    assert!(back[0]["vip_moves"].as_u64() >= Some(1), "{json}");
+    // The move itself is no failure; the failback is a VIP move like any
+    // other, so its outage is still judged (one SYN lost in the move costs a
+    // probe's 200 ms here).
+    if let Some(why) = back[0]["why"].as_str() {
+        assert!(why.starts_with("outage "), "{json}");
+    }
+}
+
 #[test]
 fn lab_needs_root_and_says_so() {
     let site = example("pi-k8s");

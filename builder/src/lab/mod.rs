@@ -1549,7 +1549,7 @@ impl Lab {
         let now = &topo.holders[current].name;
         r.note = Some(if back {
             format!(
-                "{daemon} returned on {name}; the site preempts ({name}: state {}, priority {} > {now}: {}{}):                  failback expected, {} VIP moves",
+                "{daemon} returned on {name}; the site preempts ({name}: state {}, priority {} > {now}: {}{}): failback expected, {} VIP moves",
                 if o.master { "MASTER" } else { "BACKUP" },
                 o.priority,
                 c.priority,
