@@ -417,7 +417,7 @@ fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCo
     crate::lab::require_root()?;
     let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
-    crate::lab::run(&planned.inv.site, &nodes, args)
+    crate::lab::run(&planned.inv.site, &planned.plans, &nodes, args)
 }
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {

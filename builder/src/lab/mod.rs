@@ -10,6 +10,7 @@
 //! and file it makes is removed on success, failure and Ctrl-C (the `Lab`
 //! guard), traffic stays inside its namespaces, and every loop is bounded.
 
+pub mod svg;
 pub mod unit;
 
 use std::collections::BTreeSet;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use crate::contract::Site;
+use crate::contract::{NodePlan, Site, VrrpState};
 use crate::render::NodeArtifacts;
 use unit::{ExecCommand, Hooks};
 
@@ -51,7 +52,28 @@ pub struct LabArgs {
     /// The objective: the longest outage a client may see, in ms.
     #[arg(long, default_value_t = 100)]
     pub max_outage_ms: u64,
+    /// Run only this scenario (repeatable) [default: all of them]:
+    /// steady, haproxy-killed, haproxy-hung, old-master-restored,
+    /// backend-killed, split-brain, keepalived-stop, keepalived-crash.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    pub scenario: Vec<String>,
+    /// Write one SVG timeline per scenario trial (probe results, which holder
+    /// had the VIP) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
 }
+
+/// The scenarios, in the order they run.
+pub const SCENARIOS: &[&str] = &[
+    "steady",
+    "haproxy-killed",
+    "haproxy-hung",
+    "old-master-restored",
+    "backend-killed",
+    "split-brain",
+    "keepalived-stop",
+    "keepalived-crash",
+];
 
 /// Set by SIGINT/SIGTERM: every loop of the lab checks it and unwinds, so the
 /// guard's cleanup runs.
@@ -92,6 +114,25 @@ pub struct TrialResult {
     pub passed: bool,
     /// Why it failed, when it did.
     pub why: Option<String>,
+    /// What the trial expected or saw besides the figures (a bound derived
+    /// from the plan, a failback the site's configuration asks for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Probes and VIP samples, for `--svg`.
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
+}
+
+/// What a trial saw over time, for the SVG timeline. Times are ms since the
+/// lab started.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    /// Holder names, one lane each.
+    pub holders: Vec<String>,
+    pub probes: Vec<Probe>,
+    pub samples: Vec<Sample>,
+    /// Events: time and what happened (the scenario's action, a link's return).
+    pub marks: Vec<(f64, String)>,
 }
 
 /// The lab's first check, before the site is even planned.
@@ -140,6 +181,7 @@ fn summarize(results: &[TrialResult]) -> Vec<Summary> {
 /// Runs the lab on a rendered site. Needs root.
 pub fn run(
     site: &Site,
+    plans: &[NodePlan],
     nodes: &[(String, NodeArtifacts)],
     args: &LabArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -156,26 +198,44 @@ pub fn run(
         libc::signal(libc::SIGTERM, h);
     }
     let topo = Topology::of(site, args.vip.as_deref())?;
+    let vrrp = topo
+        .holders
+        .iter()
+        .map(|h| {
+            h.node
+                .and_then(|n| plans.get(n))
+                .and_then(|p| HolderVrrp::of(p, topo.vip))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "node {}: its plan has no keepalived instance for VIP {} ({})",
+                        h.name,
+                        topo.vip_name,
+                        topo.vip
+                    )
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut lab = Lab::new(&topo)?;
     let result = (|| {
         lab.build(&topo, nodes)?;
         lab.settle(&topo)?;
         let mut results = Vec::new();
-        for trial in 1..=args.trials {
-            results.push(lab.steady(&topo, trial)?);
-        }
-        for trial in 1..=args.trials {
-            results.push(lab.haproxy_killed(&topo, trial, args.max_outage_ms)?);
-        }
-        for trial in 1..=args.trials {
-            results.push(lab.backend_killed(&topo, trial)?);
-        }
-        for trial in 1..=args.trials {
-            results.push(lab.split_brain(&topo, trial)?);
-        }
-        for crash in [false, true] {
+        for &scenario in SCENARIOS {
+            if !args.scenario.is_empty() && !args.scenario.iter().any(|s| s == scenario) {
+                continue;
+            }
             for trial in 1..=args.trials {
-                results.push(lab.keepalived_stopped(&topo, trial, args.max_outage_ms, crash)?);
+                let max = args.max_outage_ms;
+                results.push(match scenario {
+                    "steady" => lab.steady(&topo, trial)?,
+                    "haproxy-killed" => lab.haproxy_killed(&topo, trial, max)?,
+                    "haproxy-hung" => lab.haproxy_hung(&topo, trial, &vrrp)?,
+                    "old-master-restored" => lab.old_master_restored(&topo, trial, &vrrp, max)?,
+                    "backend-killed" => lab.backend_killed(&topo, trial)?,
+                    "split-brain" => lab.split_brain(&topo, trial)?,
+                    "keepalived-stop" => lab.keepalived_stopped(&topo, trial, max, false)?,
+                    _ => lab.keepalived_stopped(&topo, trial, max, true)?,
+                });
             }
         }
         Ok::<_, anyhow::Error>(results)
@@ -183,6 +243,10 @@ pub fn run(
     drop(lab);
     let results = result?;
     let ok = results.iter().all(|r| r.passed);
+    let svgs = match &args.svg {
+        Some(dir) => write_svgs(dir, &results)?,
+        None => Vec::new(),
+    };
     if args.json {
         println!(
             "{}",
@@ -192,11 +256,15 @@ pub fn run(
                 "max_outage_ms": args.max_outage_ms,
                 "passed": ok,
                 "summary": summarize(&results),
+                "svg": svgs,
                 "trials": results,
             }))?
         );
     } else {
         print_table(&topo, &results, args.max_outage_ms);
+        if let Some(dir) = &args.svg {
+            println!("{} SVG timelines in {}", svgs.len(), dir.display());
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -205,9 +273,23 @@ pub fn run(
     })
 }
 
+/// One SVG per trial, `SCENARIO-TRIAL.svg` in `dir`; returns their paths.
+fn write_svgs(dir: &Path, results: &[TrialResult]) -> anyhow::Result<Vec<String>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for r in results {
+        let Some(tl) = &r.timeline else { continue };
+        let path = dir.join(format!("{}-{}.svg", r.scenario, r.trial));
+        fs::write(&path, svg::render(r, tl))
+            .with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path.display().to_string());
+    }
+    Ok(paths)
+}
+
 fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
     println!(
-        "lab: VIP {} ({}) held by {}; objective: outage <= {max} ms, VIP never held twice",
+        "lab: VIP {} ({}) held by {}; objective: outage <= {max} ms (a hung haproxy: its check's bound), VIP never held twice",
         topo.vip_name,
         topo.vip,
         topo.holders
@@ -217,12 +299,12 @@ fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
             .join(", ")
     );
     println!(
-        "{:<16} {:>5} {:>10} {:>7} {:>7} {:>12} {:>6} {:>13}  RESULT",
+        "{:<20} {:>5} {:>10} {:>7} {:>7} {:>12} {:>6} {:>13}  RESULT",
         "SCENARIO", "TRIAL", "OUTAGE_MS", "PROBES", "FAILED", "MAX_LAT_MS", "MOVES", "DUPLICATE_MS"
     );
     for r in results {
         println!(
-            "{:<16} {:>5} {:>10.1} {:>7} {:>7} {:>12.1} {:>6} {:>13.1}  {}",
+            "{:<20} {:>5} {:>10.1} {:>7} {:>7} {:>12.1} {:>6} {:>13.1}  {}",
             r.scenario,
             r.trial,
             r.outage_ms,
@@ -236,6 +318,9 @@ fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
                 Some(w) => format!("FAIL: {w}"),
             }
         );
+        if let Some(n) = &r.note {
+            println!("{:<20} {:>5} note: {n}", "", "");
+        }
     }
     for s in summarize(results) {
         println!(
@@ -248,6 +333,8 @@ fn print_table(topo: &Topology, results: &[TrialResult], max: u64) {
 /// One lab member: a site node (or the client) in its own namespace.
 #[derive(Clone, Debug)]
 struct Member {
+    /// Index of the site node (none for the client).
+    node: Option<usize>,
     name: String,
     ns: String,
     interface: String,
@@ -323,6 +410,7 @@ impl Topology {
         let member = |i: usize, role: &str| -> anyhow::Result<Member> {
             let n = &site.nodes[i];
             Ok(Member {
+                node: Some(i),
                 name: n.name.clone(),
                 ns: format!("{tag}-{role}{i}"),
                 interface: n.interface.clone(),
@@ -379,6 +467,7 @@ impl Topology {
             holders,
             backends,
             client: Member {
+                node: None,
                 name: "client".into(),
                 ns: format!("{tag}-client"),
                 interface: "eth0".into(),
@@ -389,6 +478,98 @@ impl Topology {
         })
     }
 }
+
+/// What one holder's generated keepalived section says about the VIP: the
+/// lab's expectations for a hung haproxy and a returning old master come from
+/// the plan, not from constants.
+#[derive(Clone, Debug, PartialEq)]
+struct HolderVrrp {
+    /// `state MASTER`: keepalived ignores `nopreempt` then.
+    master: bool,
+    priority: u8,
+    nopreempt: bool,
+    /// The tracked weight-0 script that asks haproxy itself (its
+    /// `monitor-uri` frontend), the only check that sees a hung haproxy: its
+    /// name, interval, fall and timeout in s.
+    hung_check: Option<(String, u32, u32, u32)>,
+    /// Longest time a tracked script needs to call a returning haproxy
+    /// healthy (interval x rise + timeout), ms.
+    rise_ms: u64,
+}
+
+impl HolderVrrp {
+    fn of(plan: &NodePlan, vip: Ipv4Addr) -> Option<HolderVrrp> {
+        let k = plan.keepalived.as_ref()?;
+        let vip = vip.to_string();
+        let inst = k.instances.iter().find(|i| {
+            i.addresses
+                .iter()
+                .any(|a| a.split('/').next() == Some(vip.as_str()))
+        })?;
+        let tracked: Vec<_> = k
+            .scripts
+            .iter()
+            .filter(|s| inst.track_scripts.contains(&s.name))
+            .collect();
+        // keepalived's script timeout defaults to its interval.
+        let timeout = |s: &crate::contract::VrrpScript| s.timeout_s.unwrap_or(s.interval_s);
+        let monitors: Vec<String> = plan
+            .haproxy
+            .iter()
+            .flat_map(|h| &h.frontends)
+            .filter_map(|f| {
+                f.monitor_uri
+                    .as_ref()
+                    .map(|u| format!(":{}{u}", f.port_first))
+            })
+            .collect();
+        let hung_check = tracked
+            .iter()
+            .filter(|s| s.weight == 0)
+            .filter(|s| {
+                s.command
+                    .iter()
+                    .any(|w| monitors.iter().any(|m| w.contains(m.as_str())))
+            })
+            .map(|s| (s.name.clone(), s.interval_s, s.fall, timeout(s)))
+            .min_by_key(|(_, i, f, t)| i * f + t);
+        let rise_ms = tracked
+            .iter()
+            .map(|s| u64::from(s.interval_s * s.rise + timeout(s)) * 1000)
+            .max()
+            .unwrap_or(0);
+        Some(HolderVrrp {
+            master: inst.state == VrrpState::Master,
+            priority: inst.priority,
+            nopreempt: inst.nopreempt,
+            hung_check,
+            rise_ms,
+        })
+    }
+
+    /// The bound on a hung haproxy's outage: the check's worst-case detection
+    /// (interval x fall + timeout) plus 0.5 s for the VIP's move and load.
+    fn hung_bound_ms(&self) -> Option<u64> {
+        self.hung_check
+            .as_ref()
+            .map(|(_, i, f, t)| u64::from(i * f + t) * 1000 + HUNG_MARGIN_MS)
+    }
+
+    /// Does this holder, returning, take the VIP back from `current`?
+    /// keepalived preempts unless `nopreempt` on a BACKUP, and only a
+    /// strictly higher priority wins.
+    fn takes_back_from(&self, current: &HolderVrrp) -> bool {
+        (self.master || !self.nopreempt) && self.priority > current.priority
+    }
+}
+
+/// How much longer a window waits for the VIP to leave a failed holder, and
+/// how long it goes on after it left late.
+const LEAVE_WAIT: Duration = Duration::from_secs(8);
+const AFTER_MOVE: Duration = Duration::from_millis(1000);
+
+/// Added to a hung haproxy's detection bound.
+const HUNG_MARGIN_MS: u64 = 500;
 
 /// A daemon the lab started, watched by a thread that runs its
 /// `ExecStopPost=` hooks however it ends (as systemd does).
@@ -411,6 +592,9 @@ struct Lab {
     /// Backend servers: (node, address, port) and, while it runs, its stop
     /// flag and thread.
     backends: Vec<BackendServer>,
+    /// Per holder: a process that lives in its namespace for the lab's
+    /// whole run (`scope_pgrep`).
+    anchors: Vec<Child>,
     epoch: Instant,
     vip: Ipv4Addr,
 }
@@ -430,6 +614,7 @@ impl Lab {
             hooks: Vec::new(),
             closing: Arc::new(AtomicBool::new(false)),
             backends: Vec::new(),
+            anchors: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
         })
@@ -515,9 +700,13 @@ impl Lab {
                     })
             };
             fs::write(home.join("haproxy.cfg"), file("/etc/haproxy/haproxy.cfg")?)?;
+            // A node's `pgrep` sees its own processes only; the lab's
+            // namespaces share one process table, so scope it to the node's
+            // network namespace (through a process that lives there).
+            let anchor = self.anchor(&m.ns)?;
             fs::write(
                 home.join("keepalived.conf"),
-                file("/etc/keepalived/keepalived.conf")?,
+                scope_pgrep(&file("/etc/keepalived/keepalived.conf")?, anchor),
             )?;
             let mut hooks = (Hooks::default(), Hooks::default());
             let mut dropins: Vec<_> = art
@@ -553,6 +742,31 @@ impl Lab {
             self.start_keepalived(topo, h)?;
         }
         Ok(())
+    }
+
+    /// Starts a process that only waits inside `ns`; its pid names the
+    /// namespace to `pgrep --ns`.
+    fn anchor(&mut self, ns: &str) -> anyhow::Result<u32> {
+        let child = ns_command(ns, &["sleep", "86400"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting a process in namespace {ns}"))?;
+        let pid = child.id();
+        self.anchors.push(child);
+        // `ip netns exec` enters the namespace, then execs sleep: bounded wait
+        // until the pid is in the namespace.
+        let ns_of = |pid: u32| fs::metadata(format!("/proc/{pid}/ns/net")).ok();
+        let target = fs::metadata(Path::new("/run/netns").join(ns))
+            .with_context(|| format!("namespace {ns}"))?;
+        for _ in 0..250 {
+            use std::os::unix::fs::MetadataExt;
+            if ns_of(pid).is_some_and(|m| m.ino() == target.ino() && m.dev() == target.dev()) {
+                return Ok(pid);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the process started in namespace {ns} did not enter it within 5 s")
     }
 
     fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
@@ -610,7 +824,7 @@ impl Lab {
             topo,
             Duration::from_millis(300),
             CUT + Duration::from_millis(2500),
-            &mut || {
+            &mut |_| {
                 isolate(&br, &ports, "on")?;
                 let (br, ports, healed_at) = (br.clone(), ports.clone(), healed_at.clone());
                 healer = Some(thread::spawn(move || {
@@ -635,7 +849,8 @@ impl Lab {
             let _ = isolate(&br, &ports, "off");
         }
         healed?;
-        let (probes, samples) = measured?;
+        let m = measured?;
+        let (probes, samples) = (&m.probes, &m.samples);
         let heal = healed_at
             .lock()
             .expect("no panic holds it")
@@ -648,8 +863,12 @@ impl Lab {
             .cloned()
             .collect();
         let mut r = figures("split-brain", trial, &after, &after_samples);
-        let whole = figures("split-brain", trial, &probes, &samples);
+        let mut whole = self.trial(topo, "split-brain", trial, &m, "LB link cut".into());
         r.vip_moves = whole.vip_moves;
+        r.timeline = whole.timeline.take().map(|mut t| {
+            t.marks.push((heal, "link back".into()));
+            t
+        });
         // Converged: from some sample on, exactly one holder to the end.
         let single = |h: &Vec<(bool, bool)>| h.iter().filter(|(a, b)| *a || *b).count() == 1;
         let converged = after_samples
@@ -679,18 +898,22 @@ impl Lab {
         // A different backend each trial.
         let i = (trial as usize - 1) % self.backends.len();
         let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
-        let (probes, samples) = self.measure(
+        let m = self.measure(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
-            &mut || {
+            &mut |_| {
                 if let Some(s) = &server {
                     s.store(true, Ordering::SeqCst);
                 }
                 Ok(())
             },
         )?;
-        let mut r = figures("backend-killed", trial, &probes, &samples);
+        let mark = format!(
+            "backend {} port {} stopped",
+            self.backends[i].member.name, self.backends[i].port
+        );
+        let mut r = self.trial(topo, "backend-killed", trial, &m, mark);
         r.why = if r.failed_probes > 0 {
             Some(format!(
                 "{} failed probes after backend {} port {} died",
@@ -897,12 +1120,27 @@ impl Lab {
 
     /// Probes for `before` ms, runs `action`, probes until `after` ms past it.
     fn measure(
-        &self,
+        &mut self,
         topo: &Topology,
         before: Duration,
         after: Duration,
-        action: &mut dyn FnMut() -> anyhow::Result<()>,
-    ) -> anyhow::Result<(Vec<Probe>, Vec<Sample>)> {
+        action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Measured> {
+        self.measure_leaving(topo, before, after, None, action)
+    }
+
+    /// As `measure`; with `leaving: Some(h)`, while holder `h` still has the
+    /// VIP the window grows by up to `LEAVE_WAIT` past `after`, and ends
+    /// `AFTER_MOVE` after it left: a slow failover (a polling check: ~3.5 s)
+    /// is measured whole instead of cut off.
+    fn measure_leaving(
+        &mut self,
+        topo: &Topology,
+        before: Duration,
+        after: Duration,
+        leaving: Option<usize>,
+        action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Measured> {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = self.epoch;
         let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
@@ -936,40 +1174,83 @@ impl Lab {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let t_start = Instant::now();
         let mut acted = false;
-        let total = before + after;
+        let mut action_ms = 0.0;
+        let mut total = before + after;
+        let longest = total + LEAVE_WAIT;
+        let mut failed = Ok(());
         while t_start.elapsed() < total {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 break;
             }
             let t = ms(self.epoch.elapsed());
             let h = self.holding(topo);
+            if let Some(old) = leaving.filter(|_| acted) {
+                let there = h.get(old).is_some_and(|(a, b)| *a || *b);
+                let end = t_start.elapsed() + AFTER_MOVE;
+                if there {
+                    total = longest;
+                } else if total == longest && end < longest {
+                    // It left late: watch a little longer, then stop.
+                    total = end.max(before + after);
+                }
+            }
             samples.lock().expect("no panic holds it").push((t, h));
             if !acted && t_start.elapsed() >= before {
                 acted = true;
-                action()?;
+                action_ms = ms(self.epoch.elapsed());
+                failed = action(self);
+                if failed.is_err() {
+                    break;
+                }
             }
             thread::sleep(PROBE_EVERY);
         }
+        // The probers stop however the window ended.
         stop.store(true, Ordering::SeqCst);
         let mut probes = Vec::new();
         for p in probers {
             probes.extend(p.join().map_err(|_| anyhow!("prober panicked"))??);
         }
+        failed?;
         interrupted()?;
         probes.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         let samples = std::mem::take(&mut *samples.lock().expect("no panic holds it"));
-        Ok((probes, samples))
+        Ok(Measured {
+            probes,
+            samples,
+            action_ms,
+        })
     }
 
-    fn steady(&self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
-        let (probes, samples) = self.measure(
+    /// A trial's figures with its timeline attached (`mark` names the action).
+    fn trial(
+        &self,
+        topo: &Topology,
+        scenario: &'static str,
+        trial: u32,
+        m: &Measured,
+        mark: String,
+    ) -> TrialResult {
+        let mut r = figures(scenario, trial, &m.probes, &m.samples);
+        r.timeline = Some(Timeline {
+            holders: topo.holders.iter().map(|h| h.name.clone()).collect(),
+            probes: m.probes.clone(),
+            samples: m.samples.clone(),
+            marks: vec![(m.action_ms, mark)],
+        });
+        r
+    }
+
+    fn steady(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        let m = self.measure(
             topo,
             Duration::from_millis(500),
             Duration::from_millis(500),
-            &mut || Ok(()),
+            &mut |_| Ok(()),
         )?;
-        let mut r = figures("steady", trial, &probes, &samples);
-        let unheld = samples
+        let mut r = self.trial(topo, "steady", trial, &m, "nothing done".into());
+        let unheld = m
+            .samples
             .iter()
             .filter(|(_, h)| h.iter().filter(|(a, b)| *a && *b).count() != 1)
             .count();
@@ -1009,11 +1290,12 @@ impl Lab {
         let vrrp_child: Option<i32> = fs::read_to_string(home.join("vrrp.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        let (probes, samples) = self.measure(
+        let m = self.measure_leaving(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
-            &mut || {
+            Some(active),
+            &mut |_| {
                 // SAFETY: kill(2) on processes this lab started (keepalived
                 // and the VRRP child it forked).
                 unsafe {
@@ -1035,7 +1317,13 @@ impl Lab {
             "keepalived-stop"
         };
         let allowed_duplicate = if crash { 500.0 } else { 0.0 };
-        let mut r = figures(name, trial, &probes, &samples);
+        let what = if crash {
+            "SIGKILL keepalived + VRRP child"
+        } else {
+            "SIGTERM keepalived"
+        };
+        let mark = format!("{what} on {}", topo.holders[active].name);
+        let mut r = self.trial(topo, name, trial, &m, mark);
         r.why = if r.vip_moves == 0 {
             Some(format!(
                 "the VIP did not leave {} whose keepalived ended",
@@ -1075,6 +1363,230 @@ impl Lab {
         Ok(r)
     }
 
+    /// The holder that has the VIP (both readings).
+    fn active(&self, topo: &Topology) -> anyhow::Result<usize> {
+        self.holding(topo)
+            .iter()
+            .position(|(a, b)| *a && *b)
+            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))
+    }
+
+    /// Sleeps `d` in 100 ms steps, unwinding on Ctrl-C.
+    fn pause(d: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + d;
+        for _ in 0..(d.as_millis() / 100 + 1) {
+            interrupted()?;
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+        Ok(())
+    }
+
+    /// haproxy hangs on the holder that has the VIP (SIGSTOP: alive, its
+    /// sockets open, nothing served). The track file does not see it; only a
+    /// tracked check that asks haproxy itself does, so the bound is that
+    /// check's interval x fall + timeout from the plan, plus a margin (not the
+    /// 100 ms objective of a dying haproxy). haproxy then continues (SIGCONT)
+    /// and the lab waits for the node to be healthy again.
+    fn haproxy_hung(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        vrrp: &[HolderVrrp],
+    ) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let name = topo.holders[active].name.clone();
+        let pid = self.haproxy[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("haproxy not running on {name}"))?;
+        let bound = vrrp[active].hung_bound_ms();
+        // Without a check that sees it, watch 4 s: the VIP stays put.
+        let window = Duration::from_millis(bound.unwrap_or(3000) + 1000);
+        let m = self.measure(topo, Duration::from_millis(300), window, &mut |_| {
+            // SAFETY: kill(2) on a pid this lab spawned and still watches.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            Ok(())
+        });
+        // Whatever happened, haproxy continues.
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let m = m?;
+        let mut r = self.trial(
+            topo,
+            "haproxy-hung",
+            trial,
+            &m,
+            format!("SIGSTOP haproxy on {name}"),
+        );
+        r.note = Some(match (&vrrp[active].hung_check, bound) {
+            (Some((check, i, f, t)), Some(b)) => format!(
+                "bound {b} ms: {check} interval {i} s x fall {f} + timeout {t} s + {HUNG_MARGIN_MS} ms"
+            ),
+            _ => format!(
+                "{name} tracks no weight-0 check of haproxy's monitor-uri: nothing sees a hung haproxy"
+            ),
+        });
+        r.why = match bound {
+            None => Some(format!(
+                "no tracked check sees a hung haproxy on {name} (the VIP moved {} times)",
+                r.vip_moves
+            )),
+            Some(_) if r.vip_moves == 0 => {
+                Some(format!("the VIP stayed on {name} whose haproxy hangs"))
+            }
+            Some(b) if r.outage_ms > b as f64 => {
+                Some(format!("outage {:.1} ms > {b} ms", r.outage_ms))
+            }
+            Some(_) if r.duplicate_vip_ms > 0.0 => {
+                Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+            }
+            Some(_) => None,
+        };
+        r.passed = r.why.is_none();
+        // The checks need `rise` good answers before the node is a
+        // candidate again.
+        Self::pause(Duration::from_millis(vrrp[active].rise_ms + 500))?;
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// The old master returns after a failover (its haproxy restarted in odd
+    /// trials, its keepalived in even ones). What must happen depends on the
+    /// generated keepalived configuration: with `nopreempt` (state BACKUP) or
+    /// equal priorities the VIP stays where it is, no move and no failed
+    /// probe; a site whose returning holder preempts gets the move reported
+    /// (in `note`), and only its outage is judged.
+    fn old_master_restored(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        vrrp: &[HolderVrrp],
+        max_ms: u64,
+    ) -> anyhow::Result<TrialResult> {
+        let old = self.active(topo)?;
+        let name = topo.holders[old].name.clone();
+        let keepalived = trial.is_multiple_of(2);
+        // The failover, not measured: the VIP leaves the old master.
+        let pid = if keepalived {
+            self.keepalived[old].as_ref().map(|d| d.pid)
+        } else {
+            self.haproxy[old].as_ref().map(|d| d.pid)
+        }
+        .ok_or_else(|| anyhow!("{name}: the daemon to stop is not running"))?;
+        let signal = if keepalived {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
+        // SAFETY: kill(2) on a pid this lab spawned and still watches.
+        unsafe { libc::kill(pid, signal) };
+        let slot = if keepalived {
+            self.keepalived[old].take()
+        } else {
+            self.haproxy[old].take()
+        };
+        if let Some(mut d) = slot {
+            // Its ExecStopPost has run once the watcher ends.
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // Bounded: the reference settings take ~3.5 s to fail over.
+        let mut moved = false;
+        for _ in 0..100 {
+            interrupted()?;
+            let held = self.holding(topo);
+            let holders: Vec<usize> = (0..held.len())
+                .filter(|&h| held[h].0 && held[h].1)
+                .collect();
+            if holders.len() == 1 && holders[0] != old {
+                moved = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        if moved {
+            self.settle(topo)?;
+        }
+        let current = if moved { self.active(topo)? } else { old };
+        let daemon = if keepalived { "keepalived" } else { "haproxy" };
+        if current == old {
+            // No failover happened: nothing to fail back from.
+            if keepalived {
+                self.start_keepalived(topo, old)?;
+            } else {
+                self.start_haproxy(topo, old)?;
+            }
+            let mut r = figures("old-master-restored", trial, &[], &[]);
+            r.why = Some(format!(
+                "the VIP stayed on {name} for 10 s after its {daemon} stopped: no failover to restore from"
+            ));
+            Self::pause(Duration::from_millis(vrrp[old].rise_ms))?;
+            self.settle(topo)?;
+            return Ok(r);
+        }
+        let back = vrrp[old].takes_back_from(&vrrp[current]);
+        let window = Duration::from_millis(vrrp[old].rise_ms + 1500);
+        let m = self.measure(topo, Duration::from_millis(300), window, &mut |lab| {
+            if keepalived {
+                lab.start_keepalived(topo, old)
+            } else {
+                lab.start_haproxy(topo, old)
+            }
+        })?;
+        let mut r = self.trial(
+            topo,
+            "old-master-restored",
+            trial,
+            &m,
+            format!("{daemon} back on {name}"),
+        );
+        let (o, c) = (&vrrp[old], &vrrp[current]);
+        let now = &topo.holders[current].name;
+        r.note = Some(if back {
+            format!(
+                "{daemon} returned on {name}; the site preempts ({name}: state {}, priority {} > {now}: {}{}): failback expected, {} VIP moves",
+                if o.master { "MASTER" } else { "BACKUP" },
+                o.priority,
+                c.priority,
+                if o.nopreempt { ", nopreempt" } else { "" },
+                r.vip_moves
+            )
+        } else {
+            format!(
+                "{daemon} returned on {name}; no failback expected (state {}{}, priority {} vs {now}'s {})",
+                if o.master { "MASTER" } else { "BACKUP" },
+                if o.nopreempt { ", nopreempt" } else { "" },
+                o.priority,
+                c.priority
+            )
+        });
+        r.why = if !back && r.vip_moves > 0 {
+            Some(format!(
+                "the VIP moved {} times when {name} returned (no failback expected)",
+                r.vip_moves
+            ))
+        } else if !back && r.failed_probes > 0 {
+            Some(format!(
+                "{} failed probes ({:.1} ms) when {name} returned",
+                r.failed_probes, r.outage_ms
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > 0.0 {
+            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
     /// SIGKILL haproxy on the holder that has the VIP; the VIP must move
     /// within the objective. haproxy is then started again (as systemd's
     /// `Restart=` would) and the lab waits for the node to be healthy.
@@ -1093,17 +1605,19 @@ impl Lab {
             .as_ref()
             .map(|d| d.pid)
             .ok_or_else(|| anyhow!("haproxy not running"))?;
-        let (probes, samples) = self.measure(
+        let m = self.measure_leaving(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
-            &mut || {
+            Some(active),
+            &mut |_| {
                 // SAFETY: kill(2) on a pid this lab spawned and still watches.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 Ok(())
             },
         )?;
-        let mut r = figures("haproxy-killed", trial, &probes, &samples);
+        let mark = format!("SIGKILL haproxy on {}", topo.holders[active].name);
+        let mut r = self.trial(topo, "haproxy-killed", trial, &m, mark);
         r.why = if r.vip_moves == 0 {
             Some(format!(
                 "the VIP stayed on {} whose haproxy is dead",
@@ -1144,8 +1658,12 @@ impl Drop for Lab {
             .chain(self.haproxy.iter_mut())
             .flatten()
         {
-            // SAFETY: signals to processes this lab spawned.
-            unsafe { libc::kill(d.pid, libc::SIGTERM) };
+            // SAFETY: signals to processes this lab spawned. A stopped
+            // (hung) haproxy only sees SIGTERM once it continues.
+            unsafe {
+                libc::kill(d.pid, libc::SIGTERM);
+                libc::kill(d.pid, libc::SIGCONT);
+            }
         }
         for d in self
             .keepalived
@@ -1177,6 +1695,10 @@ impl Drop for Lab {
                 }
             }
         }
+        for a in &mut self.anchors {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
         for i in 0..self.backends.len() {
             self.stop_backend(i);
         }
@@ -1206,14 +1728,21 @@ struct BackendServer {
 
 /// One client probe.
 #[derive(Clone, Debug)]
-struct Probe {
-    t_ms: f64,
-    ok: bool,
-    latency_ms: f64,
+pub struct Probe {
+    pub t_ms: f64,
+    pub ok: bool,
+    pub latency_ms: f64,
 }
 
 /// A VIP sample: time, and per holder its two readings (see `holding`).
-type Sample = (f64, Vec<(bool, bool)>);
+pub type Sample = (f64, Vec<(bool, bool)>);
+
+/// One measurement window: probes, VIP samples, when the action ran.
+struct Measured {
+    probes: Vec<Probe>,
+    samples: Vec<Sample>,
+    action_ms: f64,
+}
 
 /// The figures of one trial from its probes and VIP samples. Reading the
 /// holders one after another, a fast move would look like a duplicate; so a
@@ -1280,6 +1809,8 @@ fn figures(
         duplicate_vip_ms: duplicate,
         passed: false,
         why: None,
+        note: None,
+        timeline: None,
     }
 }
 
@@ -1363,6 +1894,17 @@ fn adapt_paths(text: &str, home: &Path) -> String {
     text.replace("/var/lib/haseed", &format!("{h}/var-lib-haseed"))
         .replace("/run/haseed", &format!("{h}/run-haseed"))
         .replace("/run/haproxy/admin.sock", &format!("{h}/admin.sock"))
+}
+
+/// keepalived's `pgrep` checks (the reference's process check) see only the
+/// processes of the node's network namespace, as `pgrep` on the real node
+/// sees only the node's: without this, one LB's check finds the other LB's
+/// haproxy and a dead haproxy never moves the VIP.
+fn scope_pgrep(text: &str, anchor: u32) -> String {
+    text.replace(
+        "\"/usr/bin/pgrep ",
+        &format!("\"/usr/bin/pgrep --nslist net --ns {anchor} "),
+    )
 }
 
 fn ns_command(ns: &str, argv: &[&str]) -> Command {
@@ -1506,6 +2048,87 @@ mod tests {
         assert_eq!(r.failed_probes, 3);
         assert_eq!(r.vip_moves, 1);
         assert_eq!(r.duplicate_vip_ms, 20.0);
+    }
+
+    #[test]
+    fn reads_the_hung_check_and_preemption_from_the_plan() {
+        use crate::check::fixture::{lb_plan, site};
+        use crate::contract::{Backend, Balance, Frontend, ProxyMode, VrrpScript};
+        let site = site();
+        let vip: Ipv4Addr = "192.168.3.240".parse().unwrap();
+        // The reference plan: a pgrep check only, nothing sees a hung haproxy.
+        let mut plan = lb_plan(&site, 0);
+        let v = HolderVrrp::of(&plan, vip).expect("instance");
+        assert_eq!(v.hung_check, None);
+        assert_eq!(v.hung_bound_ms(), None);
+        assert_eq!(v.rise_ms, 4000);
+        assert!(v.nopreempt && !v.master);
+        assert!(HolderVrrp::of(&plan, "10.0.0.1".parse().unwrap()).is_none());
+        // An HTTP check of haproxy's monitor-uri, tracked with weight 0.
+        let h = plan.haproxy.as_mut().unwrap();
+        h.frontends.push(Frontend {
+            name: "mon".into(),
+            bind_address: Some("127.0.0.1".into()),
+            port_first: 8404,
+            port_last: 8404,
+            mode: ProxyMode::Http,
+            backend: "mon".into(),
+            options: vec![],
+            monitor_uri: Some("/alive".into()),
+        });
+        h.backends.push(Backend {
+            name: "mon".into(),
+            mode: ProxyMode::Http,
+            balance: Balance::Roundrobin,
+            options: vec![],
+            http_check: None,
+            servers: vec![],
+        });
+        let k = plan.keepalived.as_mut().unwrap();
+        k.scripts.push(VrrpScript {
+            name: "chk_http".into(),
+            command: vec!["/usr/bin/curl".into(), "http://127.0.0.1:8404/alive".into()],
+            interval_s: 1,
+            timeout_s: Some(2),
+            rise: 2,
+            fall: 2,
+            weight: 0,
+        });
+        // Not tracked by the instance yet: it does not count.
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().hung_check, None);
+        let k = plan.keepalived.as_mut().unwrap();
+        k.instances[0].track_scripts.push("chk_http".into());
+        let v = HolderVrrp::of(&plan, vip).unwrap();
+        assert_eq!(v.hung_check, Some(("chk_http".into(), 1, 2, 2)));
+        assert_eq!(v.hung_bound_ms(), Some(4500));
+        // Failback: only a strictly higher priority without nopreempt (or
+        // from state MASTER) takes the VIP back.
+        let peer = v.clone();
+        assert!(!v.takes_back_from(&peer));
+        let higher = HolderVrrp {
+            priority: 150,
+            ..v.clone()
+        };
+        assert!(!higher.takes_back_from(&peer));
+        let preempting = HolderVrrp {
+            nopreempt: false,
+            ..higher.clone()
+        };
+        assert!(preempting.takes_back_from(&peer));
+        let master = HolderVrrp {
+            master: true,
+            ..higher
+        };
+        assert!(master.takes_back_from(&peer));
+    }
+
+    #[test]
+    fn scopes_pgrep_checks_to_the_node() {
+        let conf = "vrrp_script chk_haproxy {\n    script \"/usr/bin/pgrep -x haproxy\"\n}\n\
+                    vrrp_script chk_http {\n    script \"/usr/bin/curl http://127.0.0.1:8404/\"\n}\n";
+        let t = scope_pgrep(conf, 4242);
+        assert!(t.contains("script \"/usr/bin/pgrep --nslist net --ns 4242 -x haproxy\""));
+        assert!(t.contains("script \"/usr/bin/curl http://127.0.0.1:8404/\""));
     }
 
     #[test]

@@ -33,7 +33,9 @@
 //! 3. A hung haproxy (alive, not serving) is invisible to the track file and
 //!    to a TCP connect (the kernel completes handshakes): keepalived also
 //!    asks haproxy itself over HTTP, a `monitor-uri` frontend on 127.0.0.1
-//!    (caught in about 1-2 s).
+//!    (caught in ~1 s in the field notes; `haseed lab`'s `haproxy-hung`
+//!    measured 2.3-3.0 s on a loaded machine, within its bound of interval x
+//!    fall + timeout + 0.5 s = 4.5 s).
 //! 4. keepalived crashing (parent and VRRP child SIGKILLed) leaves the VIP on
 //!    the dead node while the peer takes it: a duplicate VIP for ~5 s. The
 //!    `keepalived.service` drop-in removes the node's VIPs three adverts
