@@ -29,6 +29,8 @@ struct Expect {
     services: Vec<String>,
     interface: String,
     address: String,
+    /// The node's default route with its address's prefix: the test bridge's address.
+    gateway: String,
     vips: Vec<String>,
     dropins: Vec<String>,
 }
@@ -94,6 +96,7 @@ impl Expect {
         // network-config: the first ethernet's name and first address.
         let mut interface = String::new();
         let mut address = String::new();
+        let mut via = String::new();
         let mut in_ethernets = false;
         for line in network.lines() {
             let t = line.trim();
@@ -104,6 +107,10 @@ impl Expect {
                     .as_str()
                     .unwrap_or(t)
                     .to_string();
+            } else if let Some(v) = t.strip_prefix("via: ") {
+                if via.is_empty() {
+                    via = json(v).as_str().expect("via").to_string();
+                }
             } else if let Some(v) = t.strip_prefix("addresses: ") {
                 if address.is_empty() && v.contains('/') {
                     let list: Vec<String> = serde_json::from_value(json(v)).expect("addresses");
@@ -112,9 +119,10 @@ impl Expect {
             }
         }
         assert!(
-            !interface.is_empty() && !address.is_empty(),
+            !interface.is_empty() && !address.is_empty() && !via.is_empty(),
             "network-config: {network}"
         );
+        let gateway = format!("{via}/{}", address.split('/').nth(1).expect("a prefix"));
 
         // The VIPs this node holds: keepalived.conf's virtual_ipaddress blocks.
         let mut vips = Vec::new();
@@ -137,6 +145,7 @@ impl Expect {
             services,
             interface,
             address,
+            gateway,
             vips,
             dropins,
         }
@@ -335,25 +344,8 @@ fn diagnosis(report: Option<&Report>, work: &Path) -> String {
     d
 }
 
-fn is_root() -> bool {
-    let o = Command::new("id").arg("-u").output().expect("id");
-    String::from_utf8_lossy(&o.stdout).trim() == "0"
-}
-
 fn script(name: &str) -> PathBuf {
     repo_root().join("tests/firstboot").join(name)
-}
-
-/// The gateway the test bridge takes: the node's default route, with the
-/// prefix of its address.
-fn gateway(node_dir: &Path, expect: &Expect) -> String {
-    let network = std::fs::read_to_string(node_dir.join("network-config")).unwrap();
-    let via = network
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("via: "))
-        .expect("a default route");
-    let prefix = expect.address.split('/').nth(1).unwrap();
-    format!("{}/{prefix}", via.trim_matches('"'))
 }
 
 #[test]
@@ -394,13 +386,14 @@ fn the_example_lb_boots_and_becomes_its_plan() {
     assert!(expect.packages.iter().any(|p| p == "haproxy"));
     assert_eq!(expect.vips, ["192.168.3.240/24"]);
     assert_eq!(expect.dropins.len(), 2, "{:?}", expect.dropins);
+    assert_eq!(expect.gateway, "192.168.3.1/24");
 
     let work = tmp.path().join("vm");
     let started = std::time::Instant::now();
     let o = Command::new("sh")
         .arg(script("boot.sh"))
         .args([&base, seed.to_str().unwrap(), work.to_str().unwrap()])
-        .arg(gateway(&node_dir, &expect))
+        .arg(&expect.gateway)
         .arg("1200")
         .output()
         .expect("boot.sh runs");

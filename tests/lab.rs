@@ -92,17 +92,8 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     assert_cleaned_up(pid);
     // --svg: one timeline per scenario trial, named in the JSON.
     let files = json["svg"].as_array().expect("svg");
-    assert_eq!(files.len(), 8 * 3, "{json}");
-    for name in [
-        "steady",
-        "haproxy-killed",
-        "haproxy-hung",
-        "old-master-restored",
-        "backend-killed",
-        "split-brain",
-        "keepalived-stop",
-        "keepalived-crash",
-    ] {
+    assert_eq!(files.len(), haseed::lab::SCENARIOS.len() * 3, "{json}");
+    for name in haseed::lab::SCENARIOS {
         for trial in 1..=3 {
             let path = svg.path().join(format!("{name}-{trial}.svg"));
             let text = std::fs::read_to_string(&path)

@@ -623,13 +623,6 @@ impl Drop for Lab {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// The generated Galera configuration loaded by a real MariaDB with Debian's
 /// galera-4 provider: a one-node cluster inside a network namespace, the
 /// generated health script behind a socket like its systemd unit

@@ -7,6 +7,14 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+/// Whether the tests run as root (CI does): network namespaces, taps, qemu.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 pub fn haseed() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_haseed"));
     // One cache for the whole test run, outside the clone, so every test does

@@ -109,10 +109,10 @@ for n in $lb1 $lb2; do
 done
 echo "pair.sh: both first boots done in $(($(date +%s) - started)) s" >&2
 
-in_vm_() { n=$1; shift; py qga "$work/$n/qga.sock" "$@"; }
+in_vm() { n=$1; shift; py qga "$work/$n/qga.sock" "$@"; }
 holders() {
   for n in $lb1 $lb2; do
-    if in_vm_ "$n" /usr/sbin/ip -4 -o addr show dev eth0 | grep -q " $vip/"; then printf '%s ' "$n"; fi
+    if in_vm "$n" /usr/sbin/ip -4 -o addr show dev eth0 | grep -q " $vip/"; then printf '%s ' "$n"; fi
   done
 }
 sleep 5
@@ -128,11 +128,11 @@ while [ "$t" -le "$trials" ]; do
   ip netns exec "$tag-client" python3 "$here/pair.py" probe "$vip" "$port" 12 "$work/probe$t.txt" &
   probe=$!
   sleep 3
-  in_vm_ "$from" /usr/bin/pkill -KILL -x haproxy || true
+  in_vm "$from" /usr/bin/pkill -KILL -x haproxy || true
   wait "$probe"
   sleep 3
   to=$(holders)
-  back=$(in_vm_ "$from" /usr/bin/systemctl is-active haproxy || true)
+  back=$(in_vm "$from" /usr/bin/systemctl is-active haproxy || true)
   read -r outage failed probes <<EOT
 $(py outage "$work/probe$t.txt")
 EOT

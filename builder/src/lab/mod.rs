@@ -137,7 +137,7 @@ pub struct Timeline {
 
 /// The lab's first check, before the site is even planned.
 pub fn require_root() -> anyhow::Result<()> {
-    if !is_root() {
+    if !crate::validate::is_root() {
         bail!(
             "haseed lab needs root: it creates network namespaces and runs haproxy and keepalived in them \
              (run it with sudo)"
@@ -1277,11 +1277,7 @@ impl Lab {
         max_ms: u64,
         crash: bool,
     ) -> anyhow::Result<TrialResult> {
-        let held = self.holding(topo);
-        let active = held
-            .iter()
-            .position(|(a, b)| *a && *b)
-            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))?;
+        let active = self.active(topo)?;
         let pid = self.keepalived[active]
             .as_ref()
             .map(|d| d.pid)
@@ -1596,11 +1592,7 @@ impl Lab {
         trial: u32,
         max_ms: u64,
     ) -> anyhow::Result<TrialResult> {
-        let held = self.holding(topo);
-        let active = held
-            .iter()
-            .position(|(a, b)| *a && *b)
-            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))?;
+        let active = self.active(topo)?;
         let pid = self.haproxy[active]
             .as_ref()
             .map(|d| d.pid)
@@ -1991,17 +1983,6 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|rest| rest.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
