@@ -59,6 +59,13 @@ fn one_subnet_secondary_ip_matches_golden_files() {
         user_data.contains("/usr/local/sbin/haseed-aws-vip"),
         "{user_data}"
     );
+    // The EC2 API moves the VIP: no local copy on lo (default policy,
+    // failover.rs 7), the crash cleanup stays.
+    let dropin = read(
+        &out.join("lb1/files/etc/systemd/system/keepalived.service.d/50-haseed-failover.conf"),
+    );
+    assert!(dropin.contains("ExecStopPost="), "{dropin}");
+    assert!(!dropin.contains("dev lo"), "{dropin}");
     // Masters hold no VIP: no script, no AWS CLI.
     let master = read(&out.join("master1/user-data"));
     assert!(!master.contains("awscli"), "{master}");

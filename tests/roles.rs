@@ -55,6 +55,35 @@ fn openstack_example_matches_golden_files() {
     golden("openstack");
 }
 
+/// The VIP stays local on lo only on plain load balancers: a controller
+/// holding the database VIP uses it itself, and a local VIP would keep its
+/// own connections on the node whoever holds the VIP.
+#[test]
+fn only_plain_load_balancers_keep_the_vip_on_lo() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let dropin = |node: &str| {
+        read(
+            &out.join(node)
+                .join("files/etc/systemd/system/keepalived.service.d/50-haseed-failover.conf"),
+        )
+    };
+    for lb in ["lb1", "lb2"] {
+        assert!(
+            dropin(lb).contains("/32 dev lo'\n"),
+            "{lb}:\n{}",
+            dropin(lb)
+        );
+        assert!(dropin(lb).contains("arp_ignore=1"), "{lb}");
+    }
+    for ctl in ["ctl1", "ctl2", "ctl3"] {
+        let text = dropin(ctl);
+        assert!(text.contains("ExecStopPost="), "{ctl}:\n{text}");
+        assert!(!text.contains("dev lo"), "{ctl}:\n{text}");
+        assert!(!text.contains("arp_ignore"), "{ctl}:\n{text}");
+    }
+}
+
 #[test]
 fn nodeport_example_matches_golden_files() {
     golden("nodeport");
