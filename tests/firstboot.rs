@@ -32,6 +32,8 @@ struct Expect {
     /// The node's default route with its address's prefix: the test bridge's address.
     gateway: String,
     vips: Vec<String>,
+    /// Addresses the keepalived drop-in keeps on lo (`X/32`).
+    local_vips: Vec<String>,
     dropins: Vec<String>,
 }
 
@@ -139,6 +141,16 @@ impl Expect {
                 }
             }
         }
+        // The VIPs the keepalived drop-in's ExecStartPre keeps on lo.
+        let local_vips = std::fs::read_to_string(
+            root.join("etc/systemd/system/keepalived.service.d/50-haseed-failover.conf"),
+        )
+        .unwrap_or_default()
+        .split("ip addr replace ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(" dev lo"))
+        .map(|(a, _)| a.to_string())
+        .collect();
         Expect {
             files,
             packages,
@@ -147,6 +159,7 @@ impl Expect {
             address,
             gateway,
             vips,
+            local_vips,
             dropins,
         }
     }
@@ -290,6 +303,13 @@ fn problems(report: &Report, expect: &Expect) -> Vec<String> {
             out.push(format!("the VIP {v} is not on {}", expect.interface));
         }
     }
+    for v in &expect.local_vips {
+        if !addrs.contains(&("lo".to_string(), v.clone())) {
+            out.push(format!(
+                "the VIP {v} is not on lo (keepalived's ExecStartPre with its sysctls did not run or failed)"
+            ));
+        }
+    }
 
     let sha: BTreeMap<&str, &str> = report
         .all("sha256")
@@ -385,6 +405,7 @@ fn the_example_lb_boots_and_becomes_its_plan() {
     let expect = Expect::of(&node_dir);
     assert!(expect.packages.iter().any(|p| p == "haproxy"));
     assert_eq!(expect.vips, ["192.168.3.240/24"]);
+    assert_eq!(expect.local_vips, ["192.168.3.240/32"]);
     assert_eq!(expect.dropins.len(), 2, "{:?}", expect.dropins);
     assert_eq!(expect.gateway, "192.168.3.1/24");
 
@@ -458,6 +479,9 @@ fn the_report_checker_catches_each_failure() {
         good.push_str(&format!("package {p} 1.0 installed\n"));
     }
     good.push_str("track-file 0\naddr lo 127.0.0.1/8\n");
+    for v in &expect.local_vips {
+        good.push_str(&format!("addr lo {v}\n"));
+    }
     good.push_str(&format!("addr {} {}\n", expect.interface, expect.address));
     for v in &expect.vips {
         good.push_str(&format!("addr {} {v}\n", expect.interface));
@@ -514,6 +538,10 @@ fn the_report_checker_catches_each_failure() {
         (
             good.replace(&format!("addr eth0 {}\n", expect.vips[0]), ""),
             "the VIP 192.168.3.240/24 is not on eth0",
+        ),
+        (
+            good.replace(&format!("addr lo {}\n", expect.local_vips[0]), ""),
+            "the VIP 192.168.3.240/32 is not on lo",
         ),
         (
             good.replace("dropins keepalived", "dropins keepalivedX"),

@@ -74,18 +74,15 @@ fn scenario<'j>(json: &'j serde_json::Value, name: &str) -> Vec<&'j serde_json::
 #[test]
 fn example_site_fails_over_in_tens_of_milliseconds() {
     let site = example("pi-k8s");
-    // The objective here is 250 ms, not the default 100 ms: on this shared
-    // 2-core machine (4 builds at once, load 8-10) a probe whose SYN falls
-    // into the VIP's move costs its whole 200 ms timeout in some trials (one
-    // lost SYN; a real client's first retransmit would take ~1 s). A polling
-    // check (interval 1 s, the reference: 3.3-3.6 s) cannot meet it.
+    // The default objective, 100 ms: a dying haproxy is an event
+    // (ExecStopPost -> track_file -> FAULT) and a SYN sent to the old holder
+    // in the VIP's move is answered or refused by its local copy of the VIP
+    // instead of being lost (a lost one cost the probe its 200 ms timeout).
     let svg = tempfile::tempdir().expect("tempdir");
     let (ok, json, pid) = lab(&[
         site.to_str().expect("utf-8"),
         "--trials",
         "3",
-        "--max-outage-ms",
-        "250",
         "--svg",
         svg.path().to_str().expect("utf-8"),
     ]);
@@ -108,10 +105,18 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
             assert!(text.contains(">lb1 has the VIP<"), "{}", path.display());
         }
     }
-    // Steady state: every probe answered, the VIP on exactly one holder.
+    assert_eq!(json["max_outage_ms"], 100, "{json}");
+    // Steady state: every probe answered, the VIP on exactly one holder,
+    // and only that holder answers ARP for it (the other keeps the VIP on lo
+    // with arp_ignore).
     for t in scenario(&json, "steady") {
         assert_eq!(t["passed"], true, "{t}");
         assert_eq!(t["failed_probes"], 0, "{t}");
+        assert_eq!(
+            t["arp_answered_by"].as_array().map(Vec::len),
+            Some(1),
+            "{t}"
+        );
     }
     let killed = scenario(&json, "haproxy-killed");
     assert_eq!(killed.len(), 3, "{json}");
@@ -121,10 +126,16 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
         assert_eq!(t["duplicate_vip_ms"], 0.0, "{t}");
         assert!(t["probes"].as_u64() > Some(50), "{t}");
+        // After the move only the new holder answers ARP for the VIP.
+        assert_eq!(
+            t["arp_answered_by"].as_array().map(Vec::len),
+            Some(1),
+            "{t}"
+        );
         outages.push(t["outage_ms"].as_f64().expect("outage"));
     }
     outages.sort_by(f64::total_cmp);
-    assert!(outages[2] <= 250.0, "outages {outages:?}\n{json}");
+    assert!(outages[2] <= 100.0, "outages {outages:?}\n{json}");
     for t in &killed {
         assert_eq!(t["passed"], true, "{t}");
     }
@@ -152,16 +163,18 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         let note = t["note"].as_str().expect("note");
         assert!(note.contains("no failback expected"), "{note}");
     }
-    // keepalived ending on the active LB: the VIP moves; a clean stop never
-    // leaves it held twice, a crash (parent and VRRP child SIGKILLed) at
-    // most 0.5 s thanks to the generated ExecStopPost.
+    // keepalived ending on the active LB: the VIP moves within the
+    // objective; a clean stop never leaves it held twice, a crash (parent
+    // and VRRP child SIGKILLed) at most 0.5 s thanks to the generated
+    // ExecStopPost.
     for (name, dup) in [("keepalived-stop", 0.0), ("keepalived-crash", 500.0)] {
         let trials = scenario(&json, name);
         assert_eq!(trials.len(), 3, "{json}");
         for t in trials {
             assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
             assert!(t["duplicate_vip_ms"].as_f64() <= Some(dup), "{t}");
-            assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
+            assert!(t["outage_ms"].as_f64() <= Some(100.0), "{t}");
+            assert_eq!(t["passed"], true, "{t}");
         }
     }
     // A backend dying is hidden by haproxy's retries and redispatch; the
@@ -254,6 +267,142 @@ fn a_preempting_site_gets_its_failback_reported() {
     if let Some(why) = back[0]["why"].as_str() {
         assert!(why.starts_with("outage "), "{json}");
     }
+}
+
+/// Two namespaces the test creates (and removes) joined by a veth pair.
+struct Pair {
+    a: String,
+    b: String,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let tag = std::process::id();
+        let (a, b) = (format!("hsarp{tag}-a"), format!("hsarp{tag}-b"));
+        let pair = Pair { a, b };
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().expect("ip");
+            assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&[
+            "-n", &pair.a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns",
+            &pair.b,
+        ]);
+        for (ns, dev, addr) in [
+            (&pair.a, "va", "10.250.0.1/24"),
+            (&pair.b, "vb", "10.250.0.2/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    fn run(&self, ns: &str, args: &[&str]) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec");
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+
+    /// Who answers ARP for `vip`, asked from a's side.
+    fn who_has(&self, vip: &str) -> Vec<String> {
+        let (ns, vip) = (self.a.clone(), vip.parse().expect("address"));
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+            // SAFETY: setns on a namespace file we opened; this thread only.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns");
+            haseed::lab::arp::who_has(
+                "va",
+                "10.250.0.1".parse().expect("address"),
+                vip,
+                Duration::from_millis(200),
+            )
+            .expect("ARP request")
+            .iter()
+            .map(haseed::lab::arp::mac_string)
+            .collect()
+        })
+        .join()
+        .expect("thread")
+    }
+
+    fn mac_b(&self) -> String {
+        let o = Command::new("ip")
+            .args(["-n", &self.b, "-o", "link", "show", "dev", "vb"])
+            .output()
+            .expect("ip");
+        let text = stdout(&o);
+        let mut w = text.split_whitespace();
+        w.find(|w| *w == "link/ether").expect("link/ether");
+        w.next().expect("mac").to_string()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// What the lab's ARP check and the default policy's local VIP rest on: a
+/// Linux node answers ARP for an address it has on lo (so the lab's check
+/// can fail), unless `arp_ignore=1` is set on the asked interface; and it
+/// answers once the address is on that interface (the holder).
+#[test]
+fn a_vip_on_lo_is_answered_in_arp_unless_ignored() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces); CI runs as root");
+        return;
+    }
+    let pair = Pair::new();
+    let b = pair.mac_b();
+    pair.run(
+        &pair.b,
+        &["ip", "addr", "add", "10.250.0.100/32", "dev", "lo"],
+    );
+    assert_eq!(
+        pair.who_has("10.250.0.100"),
+        vec![b.clone()],
+        "arp_ignore=0"
+    );
+    // What the generated keepalived drop-in runs on a load balancer.
+    pair.run(
+        &pair.b,
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net/ipv4/conf/vb/arp_ignore=1",
+            "net/ipv4/conf/vb/arp_announce=2",
+        ],
+    );
+    assert_eq!(
+        pair.who_has("10.250.0.100"),
+        Vec::<String>::new(),
+        "arp_ignore=1"
+    );
+    // Holding the VIP on the interface (keepalived MASTER) answers again.
+    pair.run(
+        &pair.b,
+        &["ip", "addr", "add", "10.250.0.100/24", "dev", "vb"],
+    );
+    assert_eq!(
+        pair.who_has("10.250.0.100"),
+        vec![b],
+        "VIP on the interface"
+    );
+    // An address nobody has: no answer.
+    assert!(pair.who_has("10.250.0.101").is_empty());
 }
 
 #[test]

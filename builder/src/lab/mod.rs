@@ -10,6 +10,7 @@
 //! and file it makes is removed on success, failure and Ctrl-C (the `Lab`
 //! guard), traffic stays inside its namespaces, and every loop is bounded.
 
+pub mod arp;
 pub mod svg;
 pub mod unit;
 
@@ -93,6 +94,8 @@ fn interrupted() -> anyhow::Result<()> {
 /// Probe period and timeout of the client.
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the client collects answers to its ARP request for the VIP.
+const ARP_WAIT: Duration = Duration::from_millis(200);
 /// How long the lab waits for the VIP to settle on one holder.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -111,6 +114,11 @@ pub struct TrialResult {
     pub vip_moves: usize,
     /// Time two or more holders had the VIP (sampled every 20 ms).
     pub duplicate_vip_ms: f64,
+    /// Who answered the client's ARP request for the VIP after the trial
+    /// (holder names; asked in the scenarios where a node that lost or never
+    /// had the VIP must stay silent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arp_answered_by: Vec<String>,
     pub passed: bool,
     /// Why it failed, when it did.
     pub why: Option<String>,
@@ -1254,15 +1262,61 @@ impl Lab {
             .iter()
             .filter(|(_, h)| h.iter().filter(|(a, b)| *a && *b).count() != 1)
             .count();
+        let arp = self.arp_check(topo, &mut r)?;
         r.why = if r.failed_probes > 0 {
             Some(format!("{} failed probes", r.failed_probes))
         } else if unheld > 0 {
             Some(format!("{unheld} samples without exactly one holder"))
         } else {
-            None
+            arp
         };
         r.passed = r.why.is_none();
         Ok(r)
+    }
+
+    /// Asks from the client who has the VIP (one ARP request) and records
+    /// who answered in `r`. Returns the problem when anyone but the one
+    /// holder that has the VIP answered, or nobody did.
+    fn arp_check(&self, topo: &Topology, r: &mut TrialResult) -> anyhow::Result<Option<String>> {
+        let c = &topo.client;
+        let macs = in_ns(&c.ns, {
+            let (interface, me, vip) = (c.interface.clone(), c.address, topo.vip);
+            move || arp::who_has(&interface, me, vip, ARP_WAIT)
+        })?
+        .context("asking who has the VIP (ARP) from the client")?;
+        let holder = self.active(topo).ok();
+        let mut ok = holder.is_some() && macs.len() == 1;
+        r.arp_answered_by = macs
+            .iter()
+            .map(|mac| {
+                let mac = arp::mac_string(mac);
+                match topo
+                    .holders
+                    .iter()
+                    .position(|h| mac_of(&h.ns, &h.interface).as_deref() == Some(mac.as_str()))
+                {
+                    Some(h) => {
+                        ok &= Some(h) == holder;
+                        topo.holders[h].name.clone()
+                    }
+                    None => {
+                        ok = false;
+                        mac
+                    }
+                }
+            })
+            .collect();
+        Ok((!ok).then(|| {
+            let holder = holder.map_or("no holder", |h| topo.holders[h].name.as_str());
+            if r.arp_answered_by.is_empty() {
+                format!("nobody answered ARP for the VIP (held by {holder})")
+            } else {
+                format!(
+                    "ARP for the VIP answered by {}; only its holder ({holder}) may answer",
+                    r.arp_answered_by.join(", ")
+                )
+            }
+        }))
     }
 
     /// keepalived on the holder that has the VIP stopped cleanly (SIGTERM) or
@@ -1610,6 +1664,9 @@ impl Lab {
         )?;
         let mark = format!("SIGKILL haproxy on {}", topo.holders[active].name);
         let mut r = self.trial(topo, "haproxy-killed", trial, &m, mark);
+        // The old holder keeps no VIP on its interface; if it keeps one
+        // locally (on lo) it must not answer ARP for it.
+        let arp = self.arp_check(topo, &mut r)?;
         r.why = if r.vip_moves == 0 {
             Some(format!(
                 "the VIP stayed on {} whose haproxy is dead",
@@ -1620,7 +1677,7 @@ impl Lab {
         } else if r.duplicate_vip_ms > 0.0 {
             Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
         } else {
-            None
+            arp
         };
         r.passed = r.why.is_none();
         // Restore: the watcher ran ExecStopPost; start haproxy again.
@@ -1799,6 +1856,7 @@ fn figures(
             .fold(0.0, f64::max),
         vip_moves: moves,
         duplicate_vip_ms: duplicate,
+        arp_answered_by: Vec::new(),
         passed: false,
         why: None,
         note: None,
@@ -1948,6 +2006,19 @@ fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// The hardware address of `interface` in namespace `ns` (`aa:bb:..`).
+fn mac_of(ns: &str, interface: &str) -> Option<String> {
+    let o = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", interface])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    words.next().map(str::to_string)
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
