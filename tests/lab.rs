@@ -178,13 +178,20 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         }
     }
     // A backend dying is hidden by haproxy's retries and redispatch; the
-    // issue allows at most the check window. Under load one probe in a
-    // trial was seen to fail (a SYN retransmit on the client side), so the
-    // bound is one probe and 1 s, far inside the check window.
+    // issue allows at most the check window. One probe in about one trial
+    // of ten fails (a connection the backend had accepted as it died, which
+    // TCP mode cannot retry), so the bound is one probe and 1 s, far inside
+    // the check window, and the lab must say why it passed.
     for t in scenario(&json, "backend-killed") {
         assert!(t["failed_probes"].as_u64() <= Some(1), "{t}");
         assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
         assert_eq!(t["vip_moves"], 0, "{t}");
+        assert_eq!(t["passed"], true, "{t}");
+        if t["failed_probes"] != 0 {
+            // The check window of the example's servers: 3000 ms x fall 3.
+            let note = t["note"].as_str().expect("note");
+            assert!(note.contains("check window for it (9000 ms)"), "{note}");
+        }
     }
     // Split brain healed: one holder again and clients served within 1 s of
     // the link's return.
@@ -239,9 +246,10 @@ fn a_preempting_site_gets_its_failback_reported() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
     let site = tmp.path().join("site.toml");
+    // A preferred master, and the VIP's own objective (no --max-outage-ms).
     let text = text.replacen(
         "network = \"lan\"\n",
-        "network = \"lan\"\nmaster = \"lb1\"\n",
+        "network = \"lan\"\nmaster = \"lb1\"\nmax_outage_ms = 300\n",
         1,
     );
     assert!(text.contains("master = \"lb1\""));
@@ -254,6 +262,10 @@ fn a_preempting_site_gets_its_failback_reported() {
         "old-master-restored",
     ]);
     assert_cleaned_up(pid);
+    assert_eq!(
+        json["max_outage_ms"], 300,
+        "the VIP's max_outage_ms: {json}"
+    );
     let back = scenario(&json, "old-master-restored");
     assert_eq!(back.len(), 1, "{json}");
     assert_eq!(scenario(&json, "haproxy-killed").len(), 0, "{json}");
@@ -262,10 +274,10 @@ fn a_preempting_site_gets_its_failback_reported() {
     assert!(note.contains("state MASTER"), "{note}");
     assert!(back[0]["vip_moves"].as_u64() >= Some(1), "{json}");
     // The move itself is no failure; the failback is a VIP move like any
-    // other, so its outage is still judged (one SYN lost in the move costs a
-    // probe's 200 ms here).
+    // other, so its outage is still judged, against the VIP's 300 ms.
     if let Some(why) = back[0]["why"].as_str() {
         assert!(why.starts_with("outage "), "{json}");
+        assert!(why.ends_with("> 300 ms"), "{json}");
     }
 }
 

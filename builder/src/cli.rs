@@ -72,6 +72,15 @@ pub enum Command {
     UserData(UserDataArgs),
     /// Prove failover in network namespaces with the real haproxy and keepalived running the
     /// site's generated configuration (needs root); non-zero exit when the objective is broken.
+    ///
+    /// The objective is the longest outage a client may see: `--max-outage-ms`, else the
+    /// VIP's `max_outage_ms` in the inventory, else 100 ms.
+    #[command(after_help = "Examples:\n  \
+        sudo haseed lab site.toml --trials 5\n  \
+        sudo haseed lab site.toml --vip k8s-api --scenario haproxy-killed --trials 10 --json\n  \
+        sudo haseed lab site.toml --svg timelines/\n\n\
+        In the inventory:\n  \
+        [[vip]]\n  name = \"db\"\n  ...\n  max_outage_ms = 250   # this VIP's objective")]
     Lab(crate::lab::LabArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
@@ -417,7 +426,13 @@ fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCo
     crate::lab::require_root()?;
     let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
-    crate::lab::run(&planned.inv.site, &planned.plans, &nodes, args)
+    crate::lab::run(
+        &planned.inv.site,
+        &planned.inv.vip_max_outage_ms,
+        &planned.plans,
+        &nodes,
+        args,
+    )
 }
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {

@@ -47,6 +47,9 @@ pub struct Inventory {
     pub node_extras: Vec<NodeExtra>,
     /// Byte span of each `[[node]]`'s name value, parallel to `site.nodes`.
     pub node_spans: Vec<Range<usize>>,
+    /// `max_outage_ms` of each `[[vip]]`, parallel to `site.vips`: the
+    /// objective `haseed lab` holds the VIP to (none: its default, 100 ms).
+    pub vip_max_outage_ms: Vec<Option<u64>>,
     /// Problems that do not stop the build, sorted by position (see [`Inventory::warning_lines`]).
     pub warnings: Vec<Diagnostic>,
 }
@@ -225,6 +228,7 @@ pub fn parse_stage(
         default_policy_settings: resolved.default_policy_settings,
         node_extras: resolved.node_extras,
         node_spans: resolved.node_spans,
+        vip_max_outage_ms: resolved.vip_max_outage_ms,
         warnings,
     })
 }

@@ -485,6 +485,8 @@ pub(super) struct RawVip {
     pub vrid: Option<Sp<i64>>,
     pub master: Option<Sp<String>>,
     pub nopreempt: Option<Sp<bool>>,
+    /// The failover objective `haseed lab` holds this VIP to.
+    pub max_outage_ms: Option<Sp<i64>>,
     /// `[vip.aws]` / `aws = { ... }`: how the VIP moves on AWS.
     pub aws: Option<RawAws>,
 }
@@ -596,6 +598,7 @@ pub(super) const VIP_KEYS: &[&str] = &[
     "vrid",
     "master",
     "nopreempt",
+    "max_outage_ms",
     "aws",
 ];
 const AWS_KEYS: &[&str] = &["method", "allocation_id", "route_tables"];
@@ -682,6 +685,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
             vrid: cx.integer(&t, "vrid", false),
             master: cx.string(&t, "master", false),
             nopreempt: cx.boolean(&t, "nopreempt"),
+            max_outage_ms: cx.integer(&t, "max_outage_ms", false),
             aws: cx.table(&t, "aws", "`aws` in [[vip]]").map(|a| {
                 cx.check_keys(&a, AWS_KEYS);
                 RawAws {

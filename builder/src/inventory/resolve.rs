@@ -24,6 +24,7 @@ pub(super) struct Resolved {
     pub default_policy_settings: String,
     pub node_extras: Vec<NodeExtra>,
     pub node_spans: Vec<Span>,
+    pub vip_max_outage_ms: Vec<Option<u64>>,
 }
 
 const DEFAULT_PLATFORM: Platform = Platform::Raspios;
@@ -789,6 +790,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
     let mut vip_by_addr: HashMap<IpAddr, usize> = HashMap::new();
     let mut vips: Vec<Vip> = Vec::with_capacity(raw.vips.len());
     let mut vip_nets: Vec<Option<usize>> = Vec::with_capacity(raw.vips.len());
+    let mut vip_max_outage_ms: Vec<Option<u64>> = Vec::with_capacity(raw.vips.len());
     for (i, v) in raw.vips.iter().enumerate() {
         if let Some(name) = &v.name {
             cx.unique_name(&mut vip_by_name, &vip_name_spans, name, i, &VIP_NAME);
@@ -1006,6 +1008,11 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             .map_or(0, |r| r as u8);
 
         let aws = aws_move(cx, v, &label, &holders, holders_ok, &nodes);
+        // Host-side only (haseed lab), not part of the plugin contract.
+        vip_max_outage_ms.push(v.max_outage_ms.as_ref().and_then(|m| {
+            cx.int_in(m, &format!("max_outage_ms of VIP {label}"), 1, 60_000)
+                .map(|m| m as u64)
+        }));
 
         vips.push(Vip {
             name: v.name.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
@@ -1319,6 +1326,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             .unwrap_or_else(|| "{}".into()),
         node_extras,
         node_spans,
+        vip_max_outage_ms,
     }
 }
 

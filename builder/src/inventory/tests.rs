@@ -877,6 +877,23 @@ fn vip(lines: &str) -> String {
 }
 
 #[test]
+fn vip_failover_objective() {
+    let inv = ok(&vip(
+        "address = \"10.0.0.5\"\nnetwork = \"lan\"\nmax_outage_ms = 250\n",
+    ));
+    assert_eq!(inv.vip_max_outage_ms, vec![Some(250)]);
+    // Without the key: none (the lab's default, 100 ms, applies).
+    let inv = ok(&vip("address = \"10.0.0.5\"\nnetwork = \"lan\"\n"));
+    assert_eq!(inv.vip_max_outage_ms, vec![None]);
+    only_err(
+        &vip("address = \"10.0.0.5\"\nnetwork = \"lan\"\nmax_outage_ms = 0\n"),
+        "max_outage_ms of VIP v must be 1..=60000, found 0",
+        22,
+        17,
+    );
+}
+
+#[test]
 fn vip_address_rules() {
     only_err(
         &vip("address = \"10.0.1.5\"\nnetwork = \"lan\"\n"),

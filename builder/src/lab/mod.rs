@@ -50,9 +50,10 @@ pub struct LabArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The objective: the longest outage a client may see, in ms.
-    #[arg(long, default_value_t = 100)]
-    pub max_outage_ms: u64,
+    /// The objective: the longest outage a client may see, in ms [default:
+    /// the VIP's `max_outage_ms` in the inventory, else 100].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub max_outage_ms: Option<u64>,
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
     /// backend-killed, split-brain, keepalived-stop, keepalived-crash.
@@ -187,8 +188,15 @@ fn summarize(results: &[TrialResult]) -> Vec<Summary> {
 }
 
 /// Runs the lab on a rendered site. Needs root.
+/// The objective when neither `--max-outage-ms` nor the VIP's
+/// `max_outage_ms` sets one (the issue's target for the default policy).
+pub const DEFAULT_MAX_OUTAGE_MS: u64 = 100;
+
+/// `objectives`: each VIP's `max_outage_ms` from the inventory, parallel to
+/// `site.vips`.
 pub fn run(
     site: &Site,
+    objectives: &[Option<u64>],
     plans: &[NodePlan],
     nodes: &[(String, NodeArtifacts)],
     args: &LabArgs,
@@ -206,6 +214,13 @@ pub fn run(
         libc::signal(libc::SIGTERM, h);
     }
     let topo = Topology::of(site, args.vip.as_deref())?;
+    let max_outage_ms = args
+        .max_outage_ms
+        .or_else(|| {
+            let v = site.vips.iter().position(|v| v.name == topo.vip_name)?;
+            objectives.get(v).copied().flatten()
+        })
+        .unwrap_or(DEFAULT_MAX_OUTAGE_MS);
     let vrrp = topo
         .holders
         .iter()
@@ -233,13 +248,13 @@ pub fn run(
                 continue;
             }
             for trial in 1..=args.trials {
-                let max = args.max_outage_ms;
+                let max = max_outage_ms;
                 results.push(match scenario {
                     "steady" => lab.steady(&topo, trial)?,
                     "haproxy-killed" => lab.haproxy_killed(&topo, trial, max)?,
                     "haproxy-hung" => lab.haproxy_hung(&topo, trial, &vrrp)?,
                     "old-master-restored" => lab.old_master_restored(&topo, trial, &vrrp, max)?,
-                    "backend-killed" => lab.backend_killed(&topo, trial)?,
+                    "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
                     "split-brain" => lab.split_brain(&topo, trial)?,
                     "keepalived-stop" => lab.keepalived_stopped(&topo, trial, max, false)?,
                     _ => lab.keepalived_stopped(&topo, trial, max, true)?,
@@ -261,7 +276,7 @@ pub fn run(
             serde_json::to_string_pretty(&serde_json::json!({
                 "site": site.name,
                 "vip": topo.vip_name,
-                "max_outage_ms": args.max_outage_ms,
+                "max_outage_ms": max_outage_ms,
                 "passed": ok,
                 "summary": summarize(&results),
                 "svg": svgs,
@@ -269,7 +284,7 @@ pub fn run(
             }))?
         );
     } else {
-        print_table(&topo, &results, args.max_outage_ms);
+        print_table(&topo, &results, max_outage_ms);
         if let Some(dir) = &args.svg {
             println!("{} SVG timelines in {}", svgs.len(), dir.display());
         }
@@ -902,9 +917,23 @@ impl Lab {
 
     /// A backend server dies (its port refuses connections): haproxy's
     /// `retries` and `option redispatch` must hide it from clients.
-    fn backend_killed(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
-        // A different backend each trial.
+    /// A backend server stops (a different one each trial). haproxy's
+    /// `retries` and `redispatch` hide a refused connect, but in TCP mode a
+    /// connection the backend had already accepted dies with it; the issue's
+    /// bound is then the health check's window (`inter x fall` of that server
+    /// in the active holder's haproxy plan), after which haproxy stops
+    /// sending to it. Any failed probe beyond that, or with no check, fails.
+    fn backend_killed(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        plans: &[NodePlan],
+    ) -> anyhow::Result<TrialResult> {
         let i = (trial as usize - 1) % self.backends.len();
+        let window_ms = self.active(topo).ok().and_then(|h| {
+            let plan = plans.get(topo.holders[h].node?)?;
+            check_window_ms(plan, self.backends[i].member.address, self.backends[i].port)
+        });
         let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
         let m = self.measure(
             topo,
@@ -922,10 +951,31 @@ impl Lab {
             self.backends[i].member.name, self.backends[i].port
         );
         let mut r = self.trial(topo, "backend-killed", trial, &m, mark);
-        r.why = if r.failed_probes > 0 {
+        let (name, port) = (&self.backends[i].member.name, self.backends[i].port);
+        if r.failed_probes > 0 {
+            if let Some(w) = window_ms.filter(|&w| r.outage_ms <= w as f64) {
+                r.note = Some(format!(
+                    "{} failed {} ({:.1} ms) after backend {name} port {port} died: within \
+                     haproxy's check window for it ({w} ms); in TCP mode a connection the \
+                     backend had accepted cannot be retried",
+                    r.failed_probes,
+                    if r.failed_probes == 1 {
+                        "probe"
+                    } else {
+                        "probes"
+                    },
+                    r.outage_ms
+                ));
+            }
+        }
+        r.why = if r.failed_probes > 0 && r.note.is_none() {
             Some(format!(
-                "{} failed probes after backend {} port {} died",
-                r.failed_probes, self.backends[i].member.name, self.backends[i].port
+                "{} failed probes after backend {name} port {port} died ({})",
+                r.failed_probes,
+                match window_ms {
+                    Some(w) => format!("outage {:.1} ms > its check window {w} ms", r.outage_ms),
+                    None => "haproxy has no health check on it".into(),
+                }
             ))
         } else if r.vip_moves > 0 {
             Some("the VIP moved".into())
@@ -2008,6 +2058,21 @@ fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `inter x fall` of the checked server at `address:port` in `plan`'s
+/// haproxy: how long haproxy may still send to it after it died.
+fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> Option<u64> {
+    let address = address.to_string();
+    plan.haproxy
+        .as_ref()?
+        .backends
+        .iter()
+        .flat_map(|b| &b.servers)
+        .filter(|s| s.address == address && s.port.is_none_or(|p| p == port))
+        .filter_map(|s| s.check.as_ref())
+        .map(|c| u64::from(c.inter_ms) * u64::from(c.fall.max(1)))
+        .max()
+}
+
 /// The hardware address of `interface` in namespace `ns` (`aa:bb:..`).
 fn mac_of(ns: &str, interface: &str) -> Option<String> {
     let o = Command::new("ip")
@@ -2100,6 +2165,32 @@ mod tests {
         assert_eq!(r.failed_probes, 3);
         assert_eq!(r.vip_moves, 1);
         assert_eq!(r.duplicate_vip_ms, 20.0);
+    }
+
+    #[test]
+    fn a_backends_check_window_comes_from_the_plan() {
+        use crate::check::fixture::{lb_plan, site};
+        let site = site();
+        let mut plan = lb_plan(&site, 0);
+        let master = site.nodes[2].address.parse().unwrap();
+        let check = plan.haproxy.as_ref().unwrap().backends[0].servers[0]
+            .check
+            .expect("a check");
+        let want = u64::from(check.inter_ms) * u64::from(check.fall);
+        assert_eq!(check_window_ms(&plan, master, 6443), Some(want));
+        // Another port, an address that is no server: no window.
+        assert_eq!(check_window_ms(&plan, master, 6444), None);
+        assert_eq!(
+            check_window_ms(&plan, "10.9.9.9".parse().unwrap(), 6443),
+            None
+        );
+        // An unchecked server: haproxy never stops sending to it.
+        for b in &mut plan.haproxy.as_mut().unwrap().backends {
+            for s in &mut b.servers {
+                s.check = None;
+            }
+        }
+        assert_eq!(check_window_ms(&plan, master, 6443), None);
     }
 
     #[test]
