@@ -209,12 +209,43 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     assert_eq!(json["passed"], all, "{json}");
 }
 
+/// A site plugin that removes keepalived's tracking (plugins/drop-tracking:
+/// every tracked check and track file gone) still gives a valid plan; the
+/// lab shows that haproxy's death then never moves the VIP.
+#[test]
+fn a_plugin_that_removes_the_tracking_is_caught() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.path().join("site.toml");
+    let entry = plugin_entry(&plugin("drop_tracking.wasm"), None);
+    std::fs::write(&site, format!("{text}{entry}")).expect("write");
+    let (ok, json, pid) = lab(&[
+        site.to_str().expect("utf-8"),
+        "--trials",
+        "1",
+        "--scenario",
+        "haproxy-killed",
+    ]);
+    assert_cleaned_up(pid);
+    assert!(!ok, "{json}");
+    assert_eq!(json["passed"], false, "{json}");
+    let killed = scenario(&json, "haproxy-killed");
+    assert_eq!(killed.len(), 1, "{json}");
+    assert_eq!(killed[0]["passed"], false, "{json}");
+    assert_eq!(killed[0]["vip_moves"], 0, "{json}");
+    let why = killed[0]["why"].as_str().expect("why");
+    assert!(
+        why.contains("stayed on") && why.contains("whose haproxy is dead"),
+        "{why}"
+    );
+}
+
 /// Without the event-driven tracking (the reference's polling check, scoped
 /// to the node's namespace by the lab), haproxy dying moves the VIP only
 /// after the check's fall count (~3 s), far over the objective, and the lab
 /// says so.
 #[test]
-fn removing_the_tracking_is_caught() {
+fn the_reference_polling_check_is_caught() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
     let site = tmp.path().join("site.toml");
