@@ -62,6 +62,23 @@ fn assert_cleaned_up(pid: u32) {
     );
 }
 
+/// The example site with `edit` applied, written into `tmp`; and the lab
+/// run on it with `args` (a few trials, some scenarios).
+fn lab_on_variant(
+    tmp: &std::path::Path,
+    edit: impl Fn(String) -> String,
+    args: &[&str],
+) -> (bool, serde_json::Value) {
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.join("site.toml");
+    std::fs::write(&site, edit(text)).expect("write");
+    let mut all = vec![site.to_str().expect("utf-8")];
+    all.extend_from_slice(args);
+    let (ok, json, pid) = lab(&all);
+    assert_cleaned_up(pid);
+    (ok, json)
+}
+
 fn scenario<'j>(json: &'j serde_json::Value, name: &str) -> Vec<&'j serde_json::Value> {
     json["trials"]
         .as_array()
@@ -215,18 +232,12 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
 #[test]
 fn a_plugin_that_removes_the_tracking_is_caught() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
-    let site = tmp.path().join("site.toml");
     let entry = plugin_entry(&plugin("drop_tracking.wasm"), None);
-    std::fs::write(&site, format!("{text}{entry}")).expect("write");
-    let (ok, json, pid) = lab(&[
-        site.to_str().expect("utf-8"),
-        "--trials",
-        "1",
-        "--scenario",
-        "haproxy-killed",
-    ]);
-    assert_cleaned_up(pid);
+    let (ok, json) = lab_on_variant(
+        tmp.path(),
+        |text| format!("{text}{entry}"),
+        &["--trials", "1", "--scenario", "haproxy-killed"],
+    );
     assert!(!ok, "{json}");
     assert_eq!(json["passed"], false, "{json}");
     let killed = scenario(&json, "haproxy-killed");
@@ -247,15 +258,11 @@ fn a_plugin_that_removes_the_tracking_is_caught() {
 #[test]
 fn the_reference_polling_check_is_caught() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
-    let site = tmp.path().join("site.toml");
-    std::fs::write(
-        &site,
-        format!("{text}\n[default_policy]\nfailover = false\n"),
-    )
-    .expect("write");
-    let (ok, json, pid) = lab(&[site.to_str().expect("utf-8"), "--trials", "1"]);
-    assert_cleaned_up(pid);
+    let (ok, json) = lab_on_variant(
+        tmp.path(),
+        |text| format!("{text}\n[default_policy]\nfailover = false\n"),
+        &["--trials", "1"],
+    );
     assert!(!ok, "{json}");
     let killed = scenario(&json, "haproxy-killed");
     assert_eq!(killed[0]["passed"], false, "{json}");
@@ -275,24 +282,20 @@ fn the_reference_polling_check_is_caught() {
 #[test]
 fn a_preempting_site_gets_its_failback_reported() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
-    let site = tmp.path().join("site.toml");
     // A preferred master, and the VIP's own objective (no --max-outage-ms).
-    let text = text.replacen(
-        "network = \"lan\"\n",
-        "network = \"lan\"\nmaster = \"lb1\"\nmax_outage_ms = 300\n",
-        1,
+    let (_, json) = lab_on_variant(
+        tmp.path(),
+        |text| {
+            let text = text.replacen(
+                "network = \"lan\"\n",
+                "network = \"lan\"\nmaster = \"lb1\"\nmax_outage_ms = 300\n",
+                1,
+            );
+            assert!(text.contains("master = \"lb1\""));
+            text
+        },
+        &["--trials", "1", "--scenario", "old-master-restored"],
     );
-    assert!(text.contains("master = \"lb1\""));
-    std::fs::write(&site, text).expect("write");
-    let (_, json, pid) = lab(&[
-        site.to_str().expect("utf-8"),
-        "--trials",
-        "1",
-        "--scenario",
-        "old-master-restored",
-    ]);
-    assert_cleaned_up(pid);
     assert_eq!(
         json["max_outage_ms"], 300,
         "the VIP's max_outage_ms: {json}"
