@@ -140,6 +140,34 @@ fn nodeport_and_galera_single_writer_decide_and_validate() {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
 }
 
+/// plugins/drop-tracking (the harmful example tests/lab.rs catches) leaves
+/// a plan the checker and the real validators accept: only the lab shows
+/// the damage.
+#[test]
+fn drop_tracking_removes_the_tracking_and_still_validates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with(tmp.path(), &[("drop_tracking.wasm", "{}")]);
+    let out = tmp.path().join("out");
+    let o = build(&site, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("drop-tracking: lb1: 3 tracked checks removed"),
+        "{}",
+        stderr(&o)
+    );
+    for lb in ["lb1", "lb2"] {
+        let conf =
+            std::fs::read_to_string(out.join(lb).join("files/etc/keepalived/keepalived.conf"))
+                .expect("keepalived.conf");
+        for word in ["track_script", "track_file", "vrrp_script"] {
+            assert!(!conf.contains(word), "{lb}: {word}\n{conf}");
+        }
+        assert!(conf.contains("vrrp_instance"), "{conf}");
+    }
+    let o = run(&["validate", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn example_plugins_refuse_bad_settings_before_any_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -155,6 +183,7 @@ fn example_plugins_refuse_bad_settings_before_any_node() {
             "settings.rise: 0 is not in 1..1000",
         ),
         ("nodeport.wasm", "{ health = 1 }", "unknown key \"health\""),
+        ("drop_tracking.wasm", "{ all = true }", "takes no settings"),
     ] {
         let site = site_with(tmp.path(), &[(file, settings)]);
         let o = run(&["plan", site.to_str().expect("utf-8")]);

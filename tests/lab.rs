@@ -358,37 +358,20 @@ impl Pair {
 
     /// Who answers ARP for `vip`, asked from a's side.
     fn who_has(&self, vip: &str) -> Vec<String> {
-        let (ns, vip) = (self.a.clone(), vip.parse().expect("address"));
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-            // SAFETY: setns on a namespace file we opened; this thread only.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns");
+        let vip = vip.parse().expect("address");
+        haseed::lab::in_ns(&self.a, move || {
             haseed::lab::arp::who_has(
                 "va",
                 "10.250.0.1".parse().expect("address"),
                 vip,
                 Duration::from_millis(200),
             )
-            .expect("ARP request")
-            .iter()
-            .map(haseed::lab::arp::mac_string)
-            .collect()
         })
-        .join()
-        .expect("thread")
-    }
-
-    fn mac_b(&self) -> String {
-        let o = Command::new("ip")
-            .args(["-n", &self.b, "-o", "link", "show", "dev", "vb"])
-            .output()
-            .expect("ip");
-        let text = stdout(&o);
-        let mut w = text.split_whitespace();
-        w.find(|w| *w == "link/ether").expect("link/ether");
-        w.next().expect("mac").to_string()
+        .expect("entering the namespace")
+        .expect("ARP request")
+        .iter()
+        .map(haseed::lab::arp::mac_string)
+        .collect()
     }
 }
 
@@ -406,12 +389,12 @@ impl Drop for Pair {
 /// answers once the address is on that interface (the holder).
 #[test]
 fn a_vip_on_lo_is_answered_in_arp_unless_ignored() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces); CI runs as root");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces); CI runs as root"
+    );
     let pair = Pair::new();
-    let b = pair.mac_b();
+    let b = haseed::lab::mac_of(&pair.b, "vb").expect("vb's MAC");
     pair.run(
         &pair.b,
         &["ip", "addr", "add", "10.250.0.100/32", "dev", "lo"],

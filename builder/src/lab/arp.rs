@@ -65,6 +65,7 @@ pub fn who_has(
         return Err(io::Error::last_os_error());
     }
     // The interface's own address, as the packet socket reports it.
+    // SAFETY: as above, plain data.
     let mut own: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     let mut own_len = len;
     // SAFETY: own is a sockaddr_ll buffer of own_len bytes.

@@ -187,13 +187,12 @@ fn summarize(results: &[TrialResult]) -> Vec<Summary> {
         .collect()
 }
 
-/// Runs the lab on a rendered site. Needs root.
 /// The objective when neither `--max-outage-ms` nor the VIP's
 /// `max_outage_ms` sets one (the target for the default policy).
 pub const DEFAULT_MAX_OUTAGE_MS: u64 = 100;
 
-/// `objectives`: each VIP's `max_outage_ms` from the inventory, parallel to
-/// `site.vips`.
+/// Runs the lab on a rendered site. Needs root. `objectives`: each VIP's
+/// `max_outage_ms` from the inventory, parallel to `site.vips`.
 pub fn run(
     site: &Site,
     objectives: &[Option<u64>],
@@ -248,16 +247,19 @@ pub fn run(
                 continue;
             }
             for trial in 1..=args.trials {
-                let max = max_outage_ms;
                 results.push(match scenario {
                     "steady" => lab.steady(&topo, trial)?,
-                    "haproxy-killed" => lab.haproxy_killed(&topo, trial, max)?,
+                    "haproxy-killed" => lab.haproxy_killed(&topo, trial, max_outage_ms)?,
                     "haproxy-hung" => lab.haproxy_hung(&topo, trial, &vrrp)?,
-                    "old-master-restored" => lab.old_master_restored(&topo, trial, &vrrp, max)?,
+                    "old-master-restored" => {
+                        lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
+                    }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
                     "split-brain" => lab.split_brain(&topo, trial)?,
-                    "keepalived-stop" => lab.keepalived_stopped(&topo, trial, max, false)?,
-                    _ => lab.keepalived_stopped(&topo, trial, max, true)?,
+                    "keepalived-stop" => {
+                        lab.keepalived_stopped(&topo, trial, max_outage_ms, false)?
+                    }
+                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true)?,
                 });
             }
         }
@@ -618,6 +620,8 @@ struct Lab {
     /// Per holder: a process that lives in its namespace for the lab's
     /// whole run (`scope_pgrep`).
     anchors: Vec<Child>,
+    /// Per holder: its interface's hardware address (for the ARP check).
+    macs: Vec<Option<String>>,
     epoch: Instant,
     vip: Ipv4Addr,
 }
@@ -638,6 +642,7 @@ impl Lab {
             closing: Arc::new(AtomicBool::new(false)),
             backends: Vec::new(),
             anchors: Vec::new(),
+            macs: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
         })
@@ -693,6 +698,11 @@ impl Lab {
             ])?;
             ip(&["-n", &m.ns, "link", "set", &m.interface, "up"])?;
         }
+        self.macs = topo
+            .holders
+            .iter()
+            .map(|h| mac_of(&h.ns, &h.interface))
+            .collect();
         for (m, ports) in &topo.backends {
             for &port in ports {
                 self.backends.push(BackendServer {
@@ -915,8 +925,6 @@ impl Lab {
         Ok(r)
     }
 
-    /// A backend server dies (its port refuses connections): haproxy's
-    /// `retries` and `option redispatch` must hide it from clients.
     /// A backend server stops (a different one each trial). haproxy's
     /// `retries` and `redispatch` hide a refused connect, but in TCP mode a
     /// connection the backend had already accepted dies with it; the issue's
@@ -1340,10 +1348,10 @@ impl Lab {
             .iter()
             .map(|mac| {
                 let mac = arp::mac_string(mac);
-                match topo
-                    .holders
+                match self
+                    .macs
                     .iter()
-                    .position(|h| mac_of(&h.ns, &h.interface).as_deref() == Some(mac.as_str()))
+                    .position(|m| m.as_deref() == Some(mac.as_str()))
                 {
                     Some(h) => {
                         ok &= Some(h) == holder;
@@ -1968,8 +1976,12 @@ fn backend(
     }
 }
 
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+/// Runs `f` on a thread inside network namespace `ns` (a name under
+/// /run/netns).
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
     let ns = ns.to_string();
     thread::spawn(move || enter_netns(&ns).map(|()| f()))
         .join()
@@ -2074,7 +2086,7 @@ fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> Option<u64>
 }
 
 /// The hardware address of `interface` in namespace `ns` (`aa:bb:..`).
-fn mac_of(ns: &str, interface: &str) -> Option<String> {
+pub fn mac_of(ns: &str, interface: &str) -> Option<String> {
     let o = Command::new("ip")
         .args(["-n", ns, "-o", "link", "show", "dev", interface])
         .stderr(Stdio::null())

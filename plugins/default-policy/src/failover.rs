@@ -34,14 +34,14 @@
 //!    to a TCP connect (the kernel completes handshakes): keepalived also
 //!    asks haproxy itself over HTTP, a `monitor-uri` frontend on 127.0.0.1
 //!    (caught in ~1 s in the field notes; `haseed lab`'s `haproxy-hung`
-//!    measured 2.3-3.0 s on a loaded machine, within its bound of interval x
+//!    measured 2.2-3.1 s over 10 trials, within its bound of interval x
 //!    fall + timeout + 0.5 s = 4.5 s).
 //! 4. keepalived crashing (parent and VRRP child SIGKILLed) leaves the VIP on
 //!    the dead node while the peer takes it: a duplicate VIP for ~5 s. The
 //!    `keepalived.service` drop-in removes the node's VIPs three adverts
-//!    plus 0.1 s (0.4 s with 0.1 s adverts) after keepalived ended (`ExecStopPost=`; at once caused outages of seconds,
-//!    the peer had not taken over yet) and flushes stale ones before it
-//!    starts (`ExecStartPre=`): duplicate VIP <= 0.5 s, outage <= 21 ms
+//!    plus 0.1 s (0.4 s with 0.1 s adverts) after keepalived ended
+//!    (`ExecStopPost=`; at once caused outages of seconds, the peer had not
+//!    taken over yet) and flushes stale ones before it starts (`ExecStartPre=`): duplicate VIP <= 0.5 s, outage <= 21 ms
 //!    (field notes, with a 0.5 s delay); `haseed lab`, 10 trials: no failed
 //!    probe, duplicate VIP 94-163 ms (6.9 s with the reference settings).
 //! 5. Gratuitous ARP every second while MASTER (`garp_master_refresh 1`): a
@@ -53,22 +53,22 @@
 //!    254. With `nopreempt` and equal priorities that is safe.
 //! 7. The VIP also stays on `lo` as a /32, with `arp_ignore=1` and
 //!    `arp_announce=2` on the VRRP interface (the `keepalived.service`
-//!    drop-in's `ExecStartPre=`). Only on plain load balancers: not on AWS,
-//!    where the EC2 API moves the VIP, nor on a node with another role (a
-//!    controller holding the database VIP), whose own connections to the
-//!    VIP would stay on the node whoever holds it. Clients learn the new holder's MAC from its gratuitous ARP a few
-//!    milliseconds after the old holder dropped the VIP; a SYN sent in that
-//!    gap still reaches the old holder. Without the local VIP it is dropped
-//!    silently: the lab's probe ran out its 200 ms timeout in 4 of 10
-//!    haproxy-killed trials (a real client waits ~1 s for its retransmit).
-//!    With it the old holder answers (its haproxy still runs: keepalived was
-//!    stopped) or refuses at once (haproxy is dead), and the next try goes
-//!    to the new holder: 10 of 10 trials at 20-41 ms, twice; keepalived
-//!    stopped cleanly then loses no probe at all (it lost one 200 ms probe
-//!    in 2 of 5 trials before). `arp_ignore=1` keeps
-//!    the node from answering ARP for an address that is not on the
-//!    interface, so only the holder is ever asked for the VIP (`haseed lab`
-//!    checks who answers).
+//!    drop-in's `ExecStartPre=`). Clients learn the new holder's MAC from
+//!    its gratuitous ARP a few milliseconds after the old holder dropped the
+//!    VIP; a SYN sent in that gap still reaches the old holder. Without the
+//!    local VIP it is dropped silently: the lab's probe ran out its 200 ms
+//!    timeout in 4 of 10 haproxy-killed trials (a real client waits ~1 s
+//!    for its retransmit). With it the old holder answers (its haproxy still
+//!    runs: keepalived was stopped) or refuses at once (haproxy is dead),
+//!    and the next try goes to the new holder: 10 of 10 trials at 20-41 ms,
+//!    twice; keepalived stopped cleanly then loses no probe at all (it lost
+//!    one 200 ms probe in 2 of 5 trials before). `arp_ignore=1` keeps the
+//!    node from answering ARP for an address that is not on the interface,
+//!    so only the holder is ever asked for the VIP (`haseed lab` checks who
+//!    answers). Only on plain load balancers: not on AWS, where the EC2 API
+//!    moves the VIP, nor on a node with another role (a controller holding
+//!    the database VIP), whose own connections to the VIP would stay on the
+//!    node whoever holds it.
 
 use crate::haseed::policy::plan::{
     Backend, File, Frontend, HaproxyConfig, NodePlan, VrrpScript, VrrpTrackFile,
