@@ -450,3 +450,182 @@ fn lab_needs_root_and_says_so() {
         stderr(&o)
     );
 }
+
+/// The adversarial review's attack: a plugin adds a `haproxy.service`
+/// drop-in and a tracked keepalived script (plugins/hostile/lab-escape), a
+/// valid plan that `haseed lab` would have run as root on this machine. The
+/// lab refuses the site before it starts anything, names each command, and
+/// nothing the plugin wrote ran.
+#[test]
+fn a_plugin_that_adds_hooks_and_checks_is_refused_and_nothing_runs() {
+    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let markers = tmp.path().join("markers");
+    std::fs::create_dir(&markers).expect("markers");
+    let entry = plugin_entry(
+        &plugin("hostile_lab_escape.wasm"),
+        Some(&format!("{{ marker_dir = \"{}\" }}", markers.display())),
+    );
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, format!("{text}{entry}")).expect("write");
+    // The plan itself is valid: the build accepts it.
+    let built = haseed()
+        .args(["plan", site.to_str().expect("utf-8")])
+        .output()
+        .expect("haseed runs");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let child = haseed()
+        .args(["lab", site.to_str().expect("utf-8"), "--trials", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haseed runs");
+    let pid = child.id();
+    let o = child.wait_with_output().expect("output");
+    let err = stderr(&o);
+    assert!(!o.status.success(), "the lab ran the site:\n{}", stdout(&o));
+    for want in [
+        "haseed lab refuses this site",
+        "node lb1: /etc/systemd/system/haproxy.service.d/60-escape.conf line 2 ExecStartPost=",
+        "node lb2: /etc/systemd/system/haproxy.service.d/60-escape.conf line 2 ExecStartPost=",
+        "cat /etc/shadow",
+        "node lb1: keepalived vrrp_script escape",
+        "/usr/bin/touch",
+        "Nothing was started",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&markers)
+        .expect("markers")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "the plugin's commands ran: {left:?}");
+    assert_cleaned_up(pid);
+}
+
+/// The lab's second wall (builder/src/lab/sandbox.rs), tested on its own:
+/// whatever runs in the sandbox sees no private file of the host, cannot
+/// write the host's files or kernel settings, cannot reach the host's root
+/// through /proc, keeps only the capabilities VRRP and haproxy need; it can
+/// write the lab's directory and its own network namespace's settings. Each
+/// probe also runs outside the sandbox, where it must give the opposite
+/// answer, so a probe that cannot fail proves nothing.
+#[test]
+fn the_lab_sandbox_hides_the_host_and_keeps_it_read_only() {
+    use haseed::lab::sandbox::{NetNs, Sandbox, KEEP};
+    let ns = format!("hsl-sbx-{}", std::process::id());
+    let ok = |c: &mut Command| c.status().expect("runs").success();
+    assert!(ok(Command::new("ip").args(["netns", "add", &ns])));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::new(tmp.path()).expect("sandbox");
+    let net = NetNs::open(&ns).expect("netns");
+    let inside = |script: &str| {
+        let o = sandbox
+            .command(&net, "/bin/sh", &["-c", script])
+            .output()
+            .expect("runs in the sandbox");
+        (o.status.success(), stdout(&o) + &stderr(&o))
+    };
+    let outside = |script: &str| {
+        Command::new("/bin/sh")
+            .args(["-c", script])
+            .output()
+            .expect("runs")
+            .status
+            .success()
+    };
+    let private = format!("/tmp/haseed-sandbox-private-{}", std::process::id());
+    let host_file = tempfile::NamedTempFile::new().expect("a file in the host's /tmp");
+    let host_file = host_file.path();
+    // A root process of the host with every capability this test has.
+    let mut host_process = Command::new("sleep").arg("60").spawn().expect("sleep");
+    for (what, probe) in [
+        (
+            "read /etc/shadow",
+            "cat /etc/shadow > /dev/null".to_string(),
+        ),
+        ("see /root", "test -e /root".to_string()),
+        ("write under /usr", "test -w /usr/bin".to_string()),
+        ("write /etc", "test -w /etc/passwd".to_string()),
+        (
+            "write the kernel's settings",
+            "test -w /proc/sys/kernel/core_pattern".to_string(),
+        ),
+        (
+            "reach the host's root through a root process's /proc/PID/root",
+            format!("ls /proc/{}/root/ > /dev/null", host_process.id()),
+        ),
+        (
+            "see the host's /tmp",
+            format!("test -e {}", host_file.display()),
+        ),
+    ] {
+        assert!(
+            outside(&probe),
+            "the probe for {what:?} fails outside the sandbox: {probe}"
+        );
+        let (ran, out) = inside(&probe);
+        assert!(
+            !ran,
+            "inside the sandbox a process could {what}: {probe}\n{out}"
+        );
+    }
+    // What it may do: write the lab's directory and its own namespace's
+    // network settings; its /tmp is its own.
+    let (ran, out) = inside(&format!(
+        "echo ok > {dir}/w && echo 1 > /proc/sys/net/ipv4/conf/lo/arp_ignore && echo x > {private}",
+        dir = tmp.path().display()
+    ));
+    assert!(ran, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("w")).expect("written"),
+        "ok\n"
+    );
+    assert!(
+        !std::path::Path::new(&private).exists(),
+        "{private} reached the host"
+    );
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "cat",
+            "/proc/sys/net/ipv4/conf/lo/arp_ignore",
+        ])
+        .output()
+        .expect("ip");
+    assert_eq!(stdout(&o).trim(), "1");
+    // Capabilities: only KEEP (of what this process has), no new privileges.
+    let (ran, status) = inside("cat /proc/self/status");
+    assert!(ran, "{status}");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+            .to_string()
+    };
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).expect("hex");
+    let keep = KEEP.iter().fold(0u64, |m, c| m | 1 << c);
+    assert_eq!(eff & !keep, 0, "capabilities beyond KEEP: {eff:x}");
+    assert_ne!(eff & (1 << 12), 0, "CAP_NET_ADMIN was dropped: {eff:x}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(
+        u64::from_str_radix(&field("CapBnd:"), 16).expect("hex") & !keep,
+        0
+    );
+    let _ = host_process.kill();
+    let _ = host_process.wait();
+}

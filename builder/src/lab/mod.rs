@@ -11,6 +11,8 @@
 //! guard), traffic stays inside its namespaces, and every loop is bounded.
 
 pub mod arp;
+pub mod hooks;
+pub mod sandbox;
 pub mod svg;
 pub mod unit;
 
@@ -31,7 +33,9 @@ use serde::Serialize;
 
 use crate::contract::{NodePlan, Site, VrrpState};
 use crate::render::NodeArtifacts;
-use unit::{ExecCommand, Hooks};
+use hooks::{Check, Hook, Refusal, ServiceHooks};
+use sandbox::{NetNs, Sandbox};
+use unit::Hooks;
 
 /// `haseed lab` arguments.
 #[derive(clap::Args, Debug)]
@@ -237,9 +241,11 @@ pub fn run(
                 })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut lab = Lab::new(&topo)?;
+    // Nothing starts unless every hook and check is one the lab knows.
+    let setups = vet(&topo, plans, nodes)?;
+    let mut lab = Lab::new(&topo, setups)?;
     let result = (|| {
-        lab.build(&topo, nodes)?;
+        lab.build(site, &topo)?;
         lab.settle(&topo)?;
         let mut results = Vec::new();
         for &scenario in SCENARIOS {
@@ -610,15 +616,19 @@ struct Lab {
     /// Per holder: haproxy and keepalived.
     haproxy: Vec<Option<Daemon>>,
     keepalived: Vec<Option<Daemon>>,
-    /// Per holder: hooks of haproxy.service and keepalived.service.
-    hooks: Vec<(Hooks, Hooks)>,
+    /// Per holder: what the lab runs for it (recognised hooks and checks).
+    setups: Vec<Setup>,
+    /// Where every process of a node runs (`sandbox.rs`).
+    sandbox: Arc<Sandbox>,
+    /// The namespaces' descriptors, by name, for the sandbox's processes.
+    netns: Vec<(String, Arc<NetNs>)>,
     /// Set while the lab tears down: watchers then skip the stop hooks.
     closing: Arc<AtomicBool>,
     /// Backend servers: (node, address, port) and, while it runs, its stop
     /// flag and thread.
     backends: Vec<BackendServer>,
     /// Per holder: a process that lives in its namespace for the lab's
-    /// whole run (`scope_pgrep`).
+    /// whole run (`Check::lab_argv` scopes `pgrep` with it).
     anchors: Vec<Child>,
     /// Per holder: its interface's hardware address (for the ARP check).
     macs: Vec<Option<String>>,
@@ -627,18 +637,21 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(topo: &Topology) -> anyhow::Result<Lab> {
+    fn new(topo: &Topology, setups: Vec<Setup>) -> anyhow::Result<Lab> {
         let dir = tempfile::Builder::new()
             .prefix("haseed-lab-")
             .tempdir()
             .context("creating the lab's directory")?;
+        let sandbox = Arc::new(Sandbox::new(dir.path())?);
         let n = topo.holders.len();
         Ok(Lab {
             namespaces: Vec::new(),
             dir,
             haproxy: (0..n).map(|_| None).collect(),
             keepalived: (0..n).map(|_| None).collect(),
-            hooks: Vec::new(),
+            setups,
+            sandbox,
+            netns: Vec::new(),
             closing: Arc::new(AtomicBool::new(false)),
             backends: Vec::new(),
             anchors: Vec::new(),
@@ -651,12 +664,29 @@ impl Lab {
     fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
         ip(&["netns", "add", ns])?;
         self.namespaces.push(ns.to_string());
+        self.netns
+            .push((ns.to_string(), Arc::new(NetNs::open(ns)?)));
         ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
+    fn net(&self, ns: &str) -> anyhow::Result<Arc<NetNs>> {
+        self.netns
+            .iter()
+            .find(|(n, _)| n == ns)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| anyhow!("namespace {ns} is not the lab's"))
+    }
+
+    /// `argv` in the sandbox, in namespace `ns`.
+    fn command(&self, ns: &str, argv: &[&str]) -> anyhow::Result<Command> {
+        let mut c = self.sandbox.command(&*self.net(ns)?, argv[0], &argv[1..]);
+        c.stdin(Stdio::null());
+        Ok(c)
     }
 
     /// Namespaces, links, backends, then haproxy and keepalived on every
     /// holder (keepalived after haproxy, as the drop-in orders it).
-    fn build(&mut self, topo: &Topology, nodes: &[(String, NodeArtifacts)]) -> anyhow::Result<()> {
+    fn build(&mut self, site: &Site, topo: &Topology) -> anyhow::Result<()> {
         let br = topo.bridge_ns.clone();
         self.add_ns(&br)?;
         ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
@@ -713,60 +743,21 @@ impl Lab {
                 self.start_backend(self.backends.len() - 1)?;
             }
         }
-        // The generated files, with state paths moved into the lab.
+        // The configurations, rendered again by the host with the lab's
+        // checks and state paths.
         for (h, m) in topo.holders.iter().enumerate() {
-            let art = nodes
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .map(|(_, a)| a)
-                .ok_or_else(|| anyhow!("node {} was not rendered", m.name))?;
             let home = self.dir.path().join(&m.name);
             fs::create_dir_all(&home)?;
-            let adapt = |text: &str| adapt_paths(text, &home);
-            let file = |path: &str| {
-                art.files
-                    .iter()
-                    .find(|f| f.path == path)
-                    .map(|f| adapt(&f.content))
-                    .ok_or_else(|| {
-                        anyhow!("node {} has no {path}: it is not a load balancer", m.name)
-                    })
-            };
-            fs::write(home.join("haproxy.cfg"), file("/etc/haproxy/haproxy.cfg")?)?;
+            fs::write(
+                home.join("haproxy.cfg"),
+                lab_haproxy_cfg(&self.setups[h].haproxy_cfg, &home),
+            )?;
             // A node's `pgrep` sees its own processes only; the lab's
             // namespaces share one process table, so scope it to the node's
             // network namespace (through a process that lives there).
             let anchor = self.anchor(&m.ns)?;
-            fs::write(
-                home.join("keepalived.conf"),
-                scope_pgrep(&file("/etc/keepalived/keepalived.conf")?, anchor),
-            )?;
-            let mut hooks = (Hooks::default(), Hooks::default());
-            let mut dropins: Vec<_> = art
-                .files
-                .iter()
-                .filter(|f| f.path.starts_with("/etc/systemd/system/"))
-                .collect();
-            dropins.sort_by(|a, b| a.path.cmp(&b.path));
-            for f in dropins {
-                let what = format!("node {} {}", m.name, f.path);
-                if f.path.starts_with("/etc/systemd/system/haproxy.service.d/") {
-                    hooks
-                        .0
-                        .add_dropin(&adapt(&f.content), &what)
-                        .map_err(|e| anyhow!(e))?;
-                } else if f
-                    .path
-                    .starts_with("/etc/systemd/system/keepalived.service.d/")
-                {
-                    hooks
-                        .1
-                        .add_dropin(&adapt(&f.content), &what)
-                        .map_err(|e| anyhow!(e))?;
-                }
-            }
-            self.hooks.push(hooks);
-            let _ = h;
+            let conf = self.setups[h].keepalived_conf(site, &home, anchor)?;
+            fs::write(home.join("keepalived.conf"), conf)?;
         }
         for h in 0..topo.holders.len() {
             self.start_haproxy(topo, h)?;
@@ -780,26 +771,16 @@ impl Lab {
     /// Starts a process that only waits inside `ns`; its pid names the
     /// namespace to `pgrep --ns`.
     fn anchor(&mut self, ns: &str) -> anyhow::Result<u32> {
-        let child = ns_command(ns, &["sleep", "86400"])
+        // In the namespace once spawn returns: the sandbox joins it before exec.
+        let child = self
+            .command(ns, &["sleep", "86400"])?
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting a process in namespace {ns}"))?;
         let pid = child.id();
         self.anchors.push(child);
-        // `ip netns exec` enters the namespace, then execs sleep: bounded wait
-        // until the pid is in the namespace.
-        let ns_of = |pid: u32| fs::metadata(format!("/proc/{pid}/ns/net")).ok();
-        let target = fs::metadata(Path::new("/run/netns").join(ns))
-            .with_context(|| format!("namespace {ns}"))?;
-        for _ in 0..250 {
-            use std::os::unix::fs::MetadataExt;
-            if ns_of(pid).is_some_and(|m| m.ino() == target.ino() && m.dev() == target.dev()) {
-                return Ok(pid);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        bail!("the process started in namespace {ns} did not enter it within 5 s")
+        Ok(pid)
     }
 
     fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
@@ -996,17 +977,32 @@ impl Lab {
         Ok(r)
     }
 
+    /// Runs hooks of holder `h` in its namespace, in the sandbox.
+    fn run_hooks(
+        &self,
+        topo: &Topology,
+        h: usize,
+        hooks: &[(Hook, bool)],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        run_hooks(
+            &self.sandbox,
+            &*self.net(&m.ns)?,
+            &self.dir.path().join(&m.name),
+            hooks,
+            &format!("{} {what}", m.name),
+        )
+    }
+
     fn start_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
         let m = &topo.holders[h];
         let home = self.dir.path().join(&m.name);
-        let hooks = self.hooks[h].0.clone();
-        run_hooks(
-            &m.ns,
-            &hooks.start_pre,
-            &format!("{} haproxy ExecStartPre", m.name),
-        )?;
+        let hooks = self.setups[h].haproxy.clone();
+        self.run_hooks(topo, h, &hooks.start_pre, "haproxy ExecStartPre")?;
         let cfg = home.join("haproxy.cfg");
-        let child = ns_command(&m.ns, &["haproxy", "-db", "-f", path_str(&cfg)?])
+        let child = self
+            .command(&m.ns, &["haproxy", "-db", "-f", path_str(&cfg)?])?
             .stdout(Stdio::null())
             .stderr(Stdio::from(fs::File::create(home.join("haproxy.log"))?))
             .spawn()
@@ -1014,12 +1010,7 @@ impl Lab {
         // haproxy is ready within milliseconds; systemd runs ExecStartPost
         // once it reports ready.
         thread::sleep(Duration::from_millis(200));
-        let d = self.watch(
-            child,
-            m.ns.clone(),
-            hooks.stop_post.clone(),
-            format!("{} haproxy", m.name),
-        );
+        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "haproxy")?;
         if !pid_alive(d.pid) {
             bail!(
                 "haproxy for {} exited at start: {}",
@@ -1028,22 +1019,14 @@ impl Lab {
             );
         }
         self.haproxy[h] = Some(d);
-        run_hooks(
-            &m.ns,
-            &hooks.start_post,
-            &format!("{} haproxy ExecStartPost", m.name),
-        )
+        self.run_hooks(topo, h, &hooks.start_post, "haproxy ExecStartPost")
     }
 
     fn start_keepalived(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
         let m = &topo.holders[h];
         let home = self.dir.path().join(&m.name);
-        let hooks = self.hooks[h].1.clone();
-        run_hooks(
-            &m.ns,
-            &hooks.start_pre,
-            &format!("{} keepalived ExecStartPre", m.name),
-        )?;
+        let hooks = self.setups[h].keepalived.clone();
+        self.run_hooks(topo, h, &hooks.start_pre, "keepalived ExecStartPre")?;
         let p = |n: &str| home.join(n).to_string_lossy().into_owned();
         // A crashed keepalived's VRRP child is reparented; where nothing reaps
         // it (a container's init) it stays a zombie, and keepalived takes the
@@ -1052,69 +1035,67 @@ impl Lab {
         for f in ["keepalived.pid", "vrrp.pid", "checkers.pid"] {
             let _ = fs::remove_file(home.join(f));
         }
-        let child = ns_command(
-            &m.ns,
-            &[
-                "keepalived",
-                "-n",
-                "-l",
-                "-D",
-                "-P",
-                "-f",
-                &p("keepalived.conf"),
-                "-p",
-                &p("keepalived.pid"),
-                "-r",
-                &p("vrrp.pid"),
-                "-c",
-                &p("checkers.pid"),
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(home.join("keepalived.log"))?,
-        ))
-        .spawn()
-        .with_context(|| format!("starting keepalived for {}", m.name))?;
-        let d = self.watch(
-            child,
-            m.ns.clone(),
-            hooks.stop_post.clone(),
-            format!("{} keepalived", m.name),
-        );
+        let child = self
+            .command(
+                &m.ns,
+                &[
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-D",
+                    "-P",
+                    "-f",
+                    &p("keepalived.conf"),
+                    "-p",
+                    &p("keepalived.pid"),
+                    "-r",
+                    &p("vrrp.pid"),
+                    "-c",
+                    &p("checkers.pid"),
+                ],
+            )?
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(home.join("keepalived.log"))?,
+            ))
+            .spawn()
+            .with_context(|| format!("starting keepalived for {}", m.name))?;
+        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "keepalived")?;
         self.keepalived[h] = Some(d);
-        run_hooks(
-            &m.ns,
-            &hooks.start_post,
-            &format!("{} keepalived ExecStartPost", m.name),
-        )
+        self.run_hooks(topo, h, &hooks.start_post, "keepalived ExecStartPost")
     }
 
     /// A thread waits for the daemon to end, then runs its stop hooks.
     fn watch(
         &self,
+        topo: &Topology,
+        h: usize,
         mut child: Child,
-        ns: String,
-        stop_post: Vec<ExecCommand>,
-        what: String,
-    ) -> Daemon {
+        stop_post: Vec<(Hook, bool)>,
+        daemon: &str,
+    ) -> anyhow::Result<Daemon> {
+        let m = &topo.holders[h];
         let pid = child.id() as i32;
         let closing = self.closing.clone();
+        let sandbox = self.sandbox.clone();
+        let net = self.net(&m.ns)?;
+        let home = self.dir.path().join(&m.name);
+        let what = format!("{} {daemon} ExecStopPost", m.name);
         let watcher = thread::spawn(move || {
             let _ = child.wait();
             if !closing.load(Ordering::SeqCst) {
-                if let Err(e) = run_hooks(&ns, &stop_post, &format!("{what} ExecStopPost")) {
+                if let Err(e) = run_hooks(&sandbox, &net, &home, &stop_post, &what) {
                     eprintln!("lab: {e:#}");
                 }
             }
         });
-        Daemon {
+        Ok(Daemon {
             pid,
             watcher: Some(watcher),
-        }
+        })
     }
 
     /// Which holders have the VIP now, read in the order 0..n then n..0 (see
@@ -1999,54 +1980,26 @@ fn enter_netns(ns: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The generated files name the node's real paths: the lab moves state and
-/// sockets into the node's lab directory.
-fn adapt_paths(text: &str, home: &Path) -> String {
-    let h = home.display();
-    text.replace("/var/lib/haseed", &format!("{h}/var-lib-haseed"))
-        .replace("/run/haseed", &format!("{h}/run-haseed"))
-        .replace("/run/haproxy/admin.sock", &format!("{h}/admin.sock"))
-}
-
-/// keepalived's `pgrep` checks (the reference's process check) see only the
-/// processes of the node's network namespace, as `pgrep` on the real node
-/// sees only the node's: without this, one LB's check finds the other LB's
-/// haproxy and a dead haproxy never moves the VIP.
-fn scope_pgrep(text: &str, anchor: u32) -> String {
-    text.replace(
-        "\"/usr/bin/pgrep ",
-        &format!("\"/usr/bin/pgrep --nslist net --ns {anchor} "),
-    )
-}
-
-fn ns_command(ns: &str, argv: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns])
-        .args(argv)
-        .stdin(Stdio::null());
-    c
-}
-
-/// Runs hooks in order, each bounded to 10 s; a failing one stops the list
-/// unless it carries systemd's `-`.
-fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> {
-    for h in hooks {
-        let argv: Vec<&str> = h.argv.iter().map(String::as_str).collect();
-        let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..])
+/// Runs hooks in order, each bounded to 10 s, in the sandbox and namespace
+/// `net`, with the node's state paths under `home`; a failing one stops the
+/// list unless it carries systemd's `-`.
+fn run_hooks(
+    sandbox: &Sandbox,
+    net: &NetNs,
+    home: &Path,
+    hooks: &[(Hook, bool)],
+    what: &str,
+) -> anyhow::Result<()> {
+    for (hook, ignore_failure) in hooks {
+        let argv = hook.lab_argv(home);
+        let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut child = sandbox
+            .command(net, words[0], &words[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Spawned from a thread inside the namespace, as directly as systemd
-        // would (`ip netns exec` costs tens of ms under load).
-        let ns_owned = ns.to_string();
-        let mut child = thread::spawn(move || {
-            enter_netns(&ns_owned)?;
-            cmd.spawn()
-        })
-        .join()
-        .map_err(|_| anyhow!("lab thread panicked"))?
-        .with_context(|| format!("{what}: running {argv:?}"))?;
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{what}: running {argv:?}"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(s) = child.try_wait()? {
@@ -2059,7 +2012,7 @@ fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> 
             }
             thread::sleep(Duration::from_millis(5));
         };
-        if !status.success() && !h.ignore_failure {
+        if !status.success() && !ignore_failure {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
@@ -2068,6 +2021,203 @@ fn run_hooks(ns: &str, hooks: &[ExecCommand], what: &str) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// haproxy.cfg for the lab: the admin socket under `home`, and haproxy left
+/// as uid 0 (in the sandbox, with its reduced capabilities) instead of
+/// switching to the `haproxy` user: the node-scoped `pgrep` check compares
+/// network namespaces through `/proc/PID/ns`, which a checker without
+/// `CAP_SYS_PTRACE` may read only for processes of its own uid.
+fn lab_haproxy_cfg(text: &str, home: &Path) -> String {
+    text.lines()
+        .filter(|l| !matches!(l.trim(), "user haproxy" | "group haproxy"))
+        .map(|l| {
+            l.replace(
+                "/run/haproxy/admin.sock",
+                &format!("{}/admin.sock", home.display()),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// What the lab runs for one holder, decided before anything starts.
+struct Setup {
+    node: u32,
+    /// Its plan: the lab renders its keepalived section again, with the
+    /// lab's own commands for the recognised checks.
+    plan: NodePlan,
+    /// Per keepalived script, in plan order.
+    checks: Vec<Check>,
+    /// haproxy.cfg as built (it names no program to run).
+    haproxy_cfg: String,
+    haproxy: ServiceHooks,
+    keepalived: ServiceHooks,
+}
+
+impl Setup {
+    /// keepalived.conf for the lab: the host renders it from the typed plan,
+    /// every check replaced by the argv the lab renders for it and every
+    /// track file moved under `home`.
+    fn keepalived_conf(&self, site: &Site, home: &Path, anchor: u32) -> anyhow::Result<String> {
+        let mut plan = self.plan.clone();
+        let k = plan
+            .keepalived
+            .as_mut()
+            .ok_or_else(|| anyhow!("no keepalived section"))?;
+        for (s, c) in k.scripts.iter_mut().zip(&self.checks) {
+            s.command = c.lab_argv(anchor);
+        }
+        for t in &mut k.track_files {
+            t.path = hooks::lab_state_path(home, &t.path)
+                .ok_or_else(|| anyhow!("track file {} is not haseed's", t.path))?;
+        }
+        plan.files.clear();
+        let art = crate::render::Renderer::new().render_node(site, self.node, &plan, &[])?;
+        art.files
+            .into_iter()
+            .find(|f| f.path == crate::render::KEEPALIVED_CONF)
+            .map(|f| f.content)
+            .ok_or_else(|| anyhow!("no keepalived.conf rendered"))
+    }
+}
+
+/// Reads every holder's drop-ins and keepalived checks and recognises each
+/// command as one the lab knows (`hooks.rs`); refuses the site, listing
+/// every other command, before anything is created or started.
+fn vet(
+    topo: &Topology,
+    plans: &[NodePlan],
+    nodes: &[(String, NodeArtifacts)],
+) -> anyhow::Result<Vec<Setup>> {
+    let mut refusals: Vec<Refusal> = Vec::new();
+    let mut setups = Vec::new();
+    for m in &topo.holders {
+        let node = m
+            .node
+            .ok_or_else(|| anyhow!("holder {} is no node", m.name))?;
+        let plan = plans
+            .get(node)
+            .ok_or_else(|| anyhow!("node {} has no plan", m.name))?;
+        let art = nodes
+            .iter()
+            .find(|(n, _)| *n == m.name)
+            .map(|(_, a)| a)
+            .ok_or_else(|| anyhow!("node {} was not rendered", m.name))?;
+        let haproxy_cfg = art
+            .files
+            .iter()
+            .find(|f| f.path == crate::render::HAPROXY_CFG)
+            .map(|f| f.content.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "node {} has no haproxy.cfg: it is not a load balancer",
+                    m.name
+                )
+            })?;
+        let mut dropins: Vec<_> = art
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("/etc/systemd/system/"))
+            .collect();
+        dropins.sort_by(|a, b| a.path.cmp(&b.path));
+        let (mut h_hooks, mut k_hooks) = (Hooks::default(), Hooks::default());
+        for f in dropins {
+            let into = match f.path.as_str() {
+                "/etc/systemd/system/haproxy.service"
+                | "/etc/systemd/system/keepalived.service" => {
+                    refusals.push(Refusal {
+                        node: m.name.clone(),
+                        place: f.path.clone(),
+                        command: String::new(),
+                        why: "replaces the distribution's unit, which the lab does not emulate"
+                            .into(),
+                    });
+                    continue;
+                }
+                p if p.starts_with("/etc/systemd/system/haproxy.service.d/") => &mut h_hooks,
+                p if p.starts_with("/etc/systemd/system/keepalived.service.d/") => &mut k_hooks,
+                _ => continue,
+            };
+            if let Err(e) = into.add_dropin(&f.content, &f.path) {
+                refusals.push(Refusal {
+                    node: m.name.clone(),
+                    place: f.path.clone(),
+                    command: String::new(),
+                    why: e,
+                });
+            }
+        }
+        let haproxy = hooks::recognise_hooks(&m.name, &h_hooks, &mut refusals);
+        let keepalived = hooks::recognise_hooks(&m.name, &k_hooks, &mut refusals);
+        let k = plan
+            .keepalived
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {} has no keepalived section", m.name))?;
+        let mut checks = Vec::new();
+        for (i, s) in k.scripts.iter().enumerate() {
+            match Check::recognise(&s.command) {
+                Ok(c) => checks.push(c),
+                Err(why) => refusals.push(Refusal {
+                    node: m.name.clone(),
+                    place: format!("keepalived vrrp_script {} (scripts[{i}])", s.name),
+                    command: s.command.join(" "),
+                    why,
+                }),
+            }
+        }
+        for (i, t) in k.track_files.iter().enumerate() {
+            if hooks::lab_state_path(Path::new("/"), &t.path).is_none() {
+                refusals.push(Refusal {
+                    node: m.name.clone(),
+                    place: format!("keepalived vrrp_track_file {} (track_files[{i}])", t.name),
+                    command: t.path.clone(),
+                    why: format!(
+                        "not a file of haseed's state directories ({})",
+                        hooks::STATE_DIRS.join(", ")
+                    ),
+                });
+            }
+        }
+        for inst in &k.instances {
+            for (key, cmd) in [
+                ("notify_master", &inst.notify_master),
+                ("notify_backup", &inst.notify_backup),
+                ("notify_fault", &inst.notify_fault),
+            ] {
+                if let Some(cmd) = cmd {
+                    refusals.push(Refusal {
+                        node: m.name.clone(),
+                        place: format!("keepalived vrrp_instance {} {key}", inst.name),
+                        command: cmd.join(" "),
+                        why: "the lab runs no notify command".into(),
+                    });
+                }
+            }
+        }
+        setups.push(Setup {
+            node: node as u32,
+            plan: plan.clone(),
+            checks,
+            haproxy_cfg,
+            haproxy,
+            keepalived,
+        });
+    }
+    if refusals.is_empty() {
+        return Ok(setups);
+    }
+    let list: Vec<String> = refusals.iter().map(|r| format!("  - {r}")).collect();
+    bail!(
+        "haseed lab refuses this site: on this machine, as root, it runs only the hooks and \
+         checks haseed's default policy writes (hooks that mark haproxy up or down in its track \
+         file, keep or remove the VIPs; checks that ask for haproxy's process or its monitor \
+         URI), and these are none of them:\n{}\nNothing was started. A plan with commands of \
+         its own is tested where they belong: on a node under real systemd (a VM or a spare \
+         machine), not on the build host.",
+        list.join("\n")
+    )
 }
 
 /// `inter x fall` of the checked server at `address:port` in `plan`'s
@@ -2275,26 +2425,5 @@ mod tests {
             ..higher
         };
         assert!(master.takes_back_from(&peer));
-    }
-
-    #[test]
-    fn scopes_pgrep_checks_to_the_node() {
-        let conf = "vrrp_script chk_haproxy {\n    script \"/usr/bin/pgrep -x haproxy\"\n}\n\
-                    vrrp_script chk_http {\n    script \"/usr/bin/curl http://127.0.0.1:8404/\"\n}\n";
-        let t = scope_pgrep(conf, 4242);
-        assert!(t.contains("script \"/usr/bin/pgrep --nslist net --ns 4242 -x haproxy\""));
-        assert!(t.contains("script \"/usr/bin/curl http://127.0.0.1:8404/\""));
-    }
-
-    #[test]
-    fn adapts_state_paths_only() {
-        let t = adapt_paths(
-            "echo 1 > /var/lib/haseed/haproxy-down; stats socket /run/haproxy/admin.sock",
-            Path::new("/tmp/l/lb1"),
-        );
-        assert_eq!(
-            t,
-            "echo 1 > /tmp/l/lb1/var-lib-haseed/haproxy-down; stats socket /tmp/l/lb1/admin.sock"
-        );
     }
 }

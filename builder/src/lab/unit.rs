@@ -9,6 +9,8 @@ pub struct ExecCommand {
     pub argv: Vec<String>,
     /// A leading `-`: systemd ignores the command's failure.
     pub ignore_failure: bool,
+    /// Where it was read: `what` given to [`Hooks::add_dropin`] and the line.
+    pub at: String,
 }
 
 /// The hooks of one service, in file order (drop-ins applied in name order).
@@ -17,6 +19,9 @@ pub struct Hooks {
     pub start_pre: Vec<ExecCommand>,
     pub start_post: Vec<ExecCommand>,
     pub stop_post: Vec<ExecCommand>,
+    /// Other `Exec*=` settings (`ExecStart=`, `ExecStop=`, `ExecReload=`,
+    /// `ExecCondition=`...), which the lab does not emulate: `(what, key)`.
+    pub other_exec: Vec<(String, String)>,
 }
 
 impl Hooks {
@@ -43,6 +48,11 @@ impl Hooks {
                 "ExecStartPre" => &mut self.start_pre,
                 "ExecStartPost" => &mut self.start_post,
                 "ExecStopPost" => &mut self.stop_post,
+                k if k.starts_with("Exec") => {
+                    self.other_exec
+                        .push((format!("{what} line {}", n + 1), k.to_string()));
+                    continue;
+                }
                 _ => continue,
             };
             let value = value.trim();
@@ -66,6 +76,7 @@ impl Hooks {
             list.push(ExecCommand {
                 argv,
                 ignore_failure,
+                at: format!("{what} line {}", n + 1),
             });
         }
         Ok(())
@@ -133,7 +144,8 @@ mod tests {
             h.start_pre,
             [ExecCommand {
                 argv: vec!["/bin/mkdir".into(), "-p".into(), "/var/lib/haseed".into()],
-                ignore_failure: true
+                ignore_failure: true,
+                at: "d.conf line 7".into(),
             }]
         );
         assert_eq!(h.start_post[0].argv, ["/bin/sh", "-c", "echo 0 > /x"]);
@@ -143,6 +155,16 @@ mod tests {
                 "/bin/sh",
                 "-c",
                 "sleep 0.5; ip addr del 10.0.0.1/24 dev eth0"
+            ]
+        );
+        // Other Exec settings are noted, for the lab to refuse.
+        h.add_dropin("[Service]\nExecStart=\nExecStart=/bin/true\n", "x.conf")
+            .expect("parses");
+        assert_eq!(
+            h.other_exec,
+            [
+                ("x.conf line 2".to_string(), "ExecStart".to_string()),
+                ("x.conf line 3".to_string(), "ExecStart".to_string())
             ]
         );
         // An empty assignment resets the list.
