@@ -1,0 +1,473 @@
+//! The lab itself: its namespaces and links, the backends, haproxy and
+//! keepalived per holder with their hooks (in the sandbox), watching who
+//! holds the VIP, and tearing everything down (the `Lab` guard).
+
+use super::*;
+
+/// A daemon the lab started, watched by a thread that runs its
+/// `ExecStopPost=` hooks however it ends (as systemd does).
+pub(super) struct Daemon {
+    pub(super) pid: i32,
+    pub(super) watcher: Option<JoinHandle<()>>,
+}
+
+/// The lab's guard: everything it created, removed on drop.
+pub(super) struct Lab {
+    pub(super) namespaces: Vec<String>,
+    pub(super) dir: tempfile::TempDir,
+    /// Per holder: haproxy and keepalived.
+    pub(super) haproxy: Vec<Option<Daemon>>,
+    pub(super) keepalived: Vec<Option<Daemon>>,
+    /// Per holder: what the lab runs for it (recognised hooks and checks).
+    pub(super) setups: Vec<Setup>,
+    /// Where every process of a node runs (`sandbox.rs`).
+    pub(super) sandbox: Arc<Sandbox>,
+    /// The namespaces' descriptors, by name, for the sandbox's processes.
+    pub(super) netns: Vec<(String, Arc<NetNs>)>,
+    /// Set while the lab tears down: watchers then skip the stop hooks.
+    pub(super) closing: Arc<AtomicBool>,
+    /// Backend servers: (node, address, port) and, while it runs, its stop
+    /// flag and thread.
+    pub(super) backends: Vec<BackendServer>,
+    /// Per holder: a process that lives in its namespace for the lab's
+    /// whole run (`Check::lab_argv` scopes `pgrep` with it).
+    pub(super) anchors: Vec<Child>,
+    /// Per holder: its interface's hardware address (for the ARP check).
+    pub(super) macs: Vec<Option<String>>,
+    pub(super) epoch: Instant,
+    pub(super) vip: Ipv4Addr,
+}
+
+impl Lab {
+    pub(super) fn new(topo: &Topology, setups: Vec<Setup>) -> anyhow::Result<Lab> {
+        let dir = tempfile::Builder::new()
+            .prefix("haseed-lab-")
+            .tempdir()
+            .context("creating the lab's directory")?;
+        let sandbox = Arc::new(Sandbox::new(dir.path())?);
+        let n = topo.holders.len();
+        Ok(Lab {
+            namespaces: Vec::new(),
+            dir,
+            haproxy: (0..n).map(|_| None).collect(),
+            keepalived: (0..n).map(|_| None).collect(),
+            setups,
+            sandbox,
+            netns: Vec::new(),
+            closing: Arc::new(AtomicBool::new(false)),
+            backends: Vec::new(),
+            anchors: Vec::new(),
+            macs: Vec::new(),
+            epoch: Instant::now(),
+            vip: topo.vip,
+        })
+    }
+
+    pub(super) fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        self.netns
+            .push((ns.to_string(), Arc::new(NetNs::open(ns)?)));
+        ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
+    pub(super) fn net(&self, ns: &str) -> anyhow::Result<Arc<NetNs>> {
+        self.netns
+            .iter()
+            .find(|(n, _)| n == ns)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| anyhow!("namespace {ns} is not the lab's"))
+    }
+
+    /// `argv` in the sandbox, in namespace `ns`.
+    pub(super) fn command(&self, ns: &str, argv: &[&str]) -> anyhow::Result<Command> {
+        let mut c = self.sandbox.command(&*self.net(ns)?, argv[0], &argv[1..]);
+        c.stdin(Stdio::null());
+        Ok(c)
+    }
+
+    /// Namespaces, links, backends, then haproxy and keepalived on every
+    /// holder (keepalived after haproxy, as the drop-in orders it).
+    pub(super) fn build(&mut self, site: &Site, topo: &Topology) -> anyhow::Result<()> {
+        let br = topo.bridge_ns.clone();
+        self.add_ns(&br)?;
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        let members: Vec<Member> = topo
+            .holders
+            .iter()
+            .cloned()
+            .chain(topo.backends.iter().map(|(m, _)| m.clone()))
+            .chain([topo.client.clone()])
+            .collect();
+        for (k, m) in members.iter().enumerate() {
+            interrupted()?;
+            self.add_ns(&m.ns)?;
+            let port = format!("p{k}");
+            ip(&[
+                "-n",
+                &br,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &m.interface,
+                "netns",
+                &m.ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&[
+                "-n",
+                &m.ns,
+                "addr",
+                "add",
+                &format!("{}/{}", m.address, topo.prefix),
+                "dev",
+                &m.interface,
+            ])?;
+            ip(&["-n", &m.ns, "link", "set", &m.interface, "up"])?;
+        }
+        self.macs = topo
+            .holders
+            .iter()
+            .map(|h| mac_of(&h.ns, &h.interface))
+            .collect();
+        for (m, ports) in &topo.backends {
+            for &port in ports {
+                self.backends.push(BackendServer {
+                    member: m.clone(),
+                    port,
+                    running: None,
+                });
+                self.start_backend(self.backends.len() - 1)?;
+            }
+        }
+        // The configurations, rendered again by the host with the lab's
+        // checks and state paths.
+        for (h, m) in topo.holders.iter().enumerate() {
+            let home = self.dir.path().join(&m.name);
+            fs::create_dir_all(&home)?;
+            fs::write(
+                home.join("haproxy.cfg"),
+                lab_haproxy_cfg(&self.setups[h].haproxy_cfg, &home),
+            )?;
+            // A node's `pgrep` sees its own processes only; the lab's
+            // namespaces share one process table, so scope it to the node's
+            // network namespace (through a process that lives there).
+            let anchor = self.anchor(&m.ns)?;
+            let conf = self.setups[h].keepalived_conf(site, &home, anchor)?;
+            fs::write(home.join("keepalived.conf"), conf)?;
+        }
+        for h in 0..topo.holders.len() {
+            self.start_haproxy(topo, h)?;
+        }
+        for h in 0..topo.holders.len() {
+            self.start_keepalived(topo, h)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a process that only waits inside `ns`; its pid names the
+    /// namespace to `pgrep --ns`.
+    pub(super) fn anchor(&mut self, ns: &str) -> anyhow::Result<u32> {
+        // In the namespace once spawn returns: the sandbox joins it before exec.
+        let child = self
+            .command(ns, &["sleep", "86400"])?
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting a process in namespace {ns}"))?;
+        let pid = child.id();
+        self.anchors.push(child);
+        Ok(pid)
+    }
+
+    pub(super) fn start_backend(&mut self, i: usize) -> anyhow::Result<()> {
+        let b = &mut self.backends[i];
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ns, addr, port) = (b.member.ns.clone(), b.member.address, b.port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let t = thread::spawn(move || backend(&ns, addr, port, &flag, tx));
+        b.running = Some((stop, t));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("backend {} port {port} did not start", b.member.name))?
+            .map_err(|e| anyhow!("backend {} port {port}: {e}", b.member.name))
+    }
+
+    /// Stops a backend server: its port then refuses connections.
+    pub(super) fn stop_backend(&mut self, i: usize) {
+        if let Some((stop, t)) = self.backends[i].running.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = t.join();
+        }
+    }
+
+    /// Runs hooks of holder `h` in its namespace, in the sandbox.
+    pub(super) fn run_hooks(
+        &self,
+        topo: &Topology,
+        h: usize,
+        hooks: &[(Hook, bool)],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        run_hooks(
+            &self.sandbox,
+            &*self.net(&m.ns)?,
+            &self.dir.path().join(&m.name),
+            hooks,
+            &format!("{} {what}", m.name),
+        )
+    }
+
+    pub(super) fn start_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let hooks = self.setups[h].haproxy.clone();
+        self.run_hooks(topo, h, &hooks.start_pre, "haproxy ExecStartPre")?;
+        let cfg = home.join("haproxy.cfg");
+        let child = self
+            .command(&m.ns, &["haproxy", "-db", "-f", path_str(&cfg)?])?
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(home.join("haproxy.log"))?))
+            .spawn()
+            .with_context(|| format!("starting haproxy for {}", m.name))?;
+        // haproxy is ready within milliseconds; systemd runs ExecStartPost
+        // once it reports ready.
+        thread::sleep(Duration::from_millis(200));
+        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "haproxy")?;
+        if !pid_alive(d.pid) {
+            bail!(
+                "haproxy for {} exited at start: {}",
+                m.name,
+                fs::read_to_string(home.join("haproxy.log")).unwrap_or_default()
+            );
+        }
+        self.haproxy[h] = Some(d);
+        self.run_hooks(topo, h, &hooks.start_post, "haproxy ExecStartPost")
+    }
+
+    pub(super) fn start_keepalived(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let hooks = self.setups[h].keepalived.clone();
+        self.run_hooks(topo, h, &hooks.start_pre, "keepalived ExecStartPre")?;
+        let p = |n: &str| home.join(n).to_string_lossy().into_owned();
+        // A crashed keepalived's VRRP child is reparented; where nothing reaps
+        // it (a container's init) it stays a zombie, and keepalived takes the
+        // stale pid file for a running daemon. systemd reaps; the lab removes
+        // the pid files.
+        for f in ["keepalived.pid", "vrrp.pid", "checkers.pid"] {
+            let _ = fs::remove_file(home.join(f));
+        }
+        let child = self
+            .command(
+                &m.ns,
+                &[
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-D",
+                    "-P",
+                    "-f",
+                    &p("keepalived.conf"),
+                    "-p",
+                    &p("keepalived.pid"),
+                    "-r",
+                    &p("vrrp.pid"),
+                    "-c",
+                    &p("checkers.pid"),
+                ],
+            )?
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(home.join("keepalived.log"))?,
+            ))
+            .spawn()
+            .with_context(|| format!("starting keepalived for {}", m.name))?;
+        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "keepalived")?;
+        self.keepalived[h] = Some(d);
+        self.run_hooks(topo, h, &hooks.start_post, "keepalived ExecStartPost")
+    }
+
+    /// A thread waits for the daemon to end, then runs its stop hooks.
+    pub(super) fn watch(
+        &self,
+        topo: &Topology,
+        h: usize,
+        mut child: Child,
+        stop_post: Vec<(Hook, bool)>,
+        daemon: &str,
+    ) -> anyhow::Result<Daemon> {
+        let m = &topo.holders[h];
+        let pid = child.id() as i32;
+        let closing = self.closing.clone();
+        let sandbox = self.sandbox.clone();
+        let net = self.net(&m.ns)?;
+        let home = self.dir.path().join(&m.name);
+        let what = format!("{} {daemon} ExecStopPost", m.name);
+        let watcher = thread::spawn(move || {
+            let _ = child.wait();
+            if !closing.load(Ordering::SeqCst) {
+                if let Err(e) = run_hooks(&sandbox, &net, &home, &stop_post, &what) {
+                    eprintln!("lab: {e:#}");
+                }
+            }
+        });
+        Ok(Daemon {
+            pid,
+            watcher: Some(watcher),
+        })
+    }
+
+    /// Which holders have the VIP now, read in the order 0..n then n..0 (see
+    /// `figures`): a holder's two readings enclose those of the later ones.
+    pub(super) fn holding(&self, topo: &Topology) -> Vec<(bool, bool)> {
+        let first = self.read_holders(topo.holders.iter());
+        let mut second = self.read_holders(topo.holders.iter().rev());
+        second.reverse();
+        first.into_iter().zip(second).collect()
+    }
+
+    pub(super) fn read_holders<'m>(&self, holders: impl Iterator<Item = &'m Member>) -> Vec<bool> {
+        let vip = self.vip.to_string();
+        holders
+            .map(|m| {
+                Command::new("ip")
+                    .args(["-n", &m.ns, "-o", "-4", "addr", "show", "dev", &m.interface])
+                    .stderr(Stdio::null())
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .split_whitespace()
+                            .any(|w| w.split('/').next() == Some(vip.as_str()))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one holder has the VIP and a probe succeeds.
+    pub(super) fn settle(&self, topo: &Topology) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut held = 0;
+        while start.elapsed() < SETTLE {
+            interrupted()?;
+            held = self.holding(topo).iter().filter(|(a, b)| *a && *b).count();
+            if held == 1 {
+                let ok = in_ns(&topo.client.ns, {
+                    let (vip, ports) = (topo.vip, topo.ports.clone());
+                    move || ports.iter().all(|&p| probe(vip, p).is_ok())
+                })?;
+                if ok {
+                    return Ok(());
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = topo
+            .holders
+            .iter()
+            .map(|m| {
+                let log = fs::read_to_string(self.dir.path().join(&m.name).join("keepalived.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                format!(
+                    "{}:\n  {}",
+                    m.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                )
+            })
+            .collect();
+        bail!(
+            "VIP {} did not settle on exactly one holder within {} s ({held} held it); keepalived said:\n{}",
+            topo.vip_name,
+            SETTLE.as_secs(),
+            logs.join("\n")
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for d in self
+            .keepalived
+            .iter_mut()
+            .chain(self.haproxy.iter_mut())
+            .flatten()
+        {
+            // SAFETY: signals to processes this lab spawned. A stopped
+            // (hung) haproxy only sees SIGTERM once it continues.
+            unsafe {
+                libc::kill(d.pid, libc::SIGTERM);
+                libc::kill(d.pid, libc::SIGCONT);
+            }
+        }
+        for d in self
+            .keepalived
+            .iter_mut()
+            .chain(self.haproxy.iter_mut())
+            .flatten()
+        {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while pid_alive(d.pid) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if pid_alive(d.pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(d.pid, libc::SIGKILL) };
+            }
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // Anything else left in our namespaces (keepalived's VRRP child, a
+        // hook) was started by the lab too.
+        for ns in &self.namespaces {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: a process inside a namespace this lab made.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        for a in &mut self.anchors {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        for i in 0..self.backends.len() {
+            self.stop_backend(i);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+        // Debugging the lab itself: keep its files (configs, daemon logs).
+        if std::env::var_os("HASEED_LAB_KEEP").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("haseed-lab-")
+                    .tempdir()
+                    .expect("tempdir"),
+            );
+            eprintln!("lab: kept {}", dir.keep().display());
+        }
+    }
+}
+
+/// A backend server the lab runs for a backend node.
+pub(super) struct BackendServer {
+    pub(super) member: Member,
+    pub(super) port: u16,
+    pub(super) running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}

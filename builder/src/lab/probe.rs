@@ -1,0 +1,209 @@
+//! The client's probes, the backends' tiny servers, the figures of a trial
+//! from its probes and VIP samples, and the namespace plumbing they share.
+
+use super::*;
+
+/// One client probe.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub t_ms: f64,
+    pub ok: bool,
+    pub latency_ms: f64,
+}
+
+/// A VIP sample: time, and per holder its two readings (see `holding`).
+pub type Sample = (f64, Vec<(bool, bool)>);
+
+/// One measurement window: probes, VIP samples, when the action ran.
+pub(super) struct Measured {
+    pub(super) probes: Vec<Probe>,
+    pub(super) samples: Vec<Sample>,
+    pub(super) action_ms: f64,
+}
+
+/// The figures of one trial from its probes and VIP samples. Reading the
+/// holders one after another, a fast move would look like a duplicate; so a
+/// sample counts as a duplicate only when a holder had the VIP in both of its
+/// readings while a later holder (read in between) had it too.
+pub(super) fn figures(
+    scenario: &'static str,
+    trial: u32,
+    probes: &[Probe],
+    samples: &[Sample],
+) -> TrialResult {
+    let mut outage: f64 = 0.0;
+    let mut since: Option<f64> = None;
+    for p in probes {
+        match (p.ok, since) {
+            (false, None) => since = Some(p.t_ms),
+            (true, Some(s)) => {
+                outage = outage.max(p.t_ms - s);
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(s), Some(last)) = (since, probes.last()) {
+        outage = outage.max(last.t_ms + last.latency_ms - s);
+    }
+    let mut moves = 0;
+    let mut owner: Option<usize> = None;
+    let mut duplicate = 0.0;
+    for (k, (t, held)) in samples.iter().enumerate() {
+        let twice = held
+            .iter()
+            .enumerate()
+            .any(|(i, (a, b))| *a && *b && held[i + 1..].iter().any(|(c, d)| *c || *d));
+        let holders: Vec<usize> = held
+            .iter()
+            .enumerate()
+            .filter(|(_, (a, b))| *a && *b)
+            .map(|(i, _)| i)
+            .collect();
+        if twice {
+            let next = samples.get(k + 1).map_or(*t, |(n, _)| *n);
+            duplicate += next - t;
+        }
+        if let [one] = holders[..] {
+            if owner.is_some_and(|o| o != one) {
+                moves += 1;
+            }
+            owner = Some(one);
+        }
+    }
+    TrialResult {
+        scenario,
+        trial,
+        outage_ms: outage,
+        probes: probes.len(),
+        failed_probes: probes.iter().filter(|p| !p.ok).count(),
+        max_latency_ms: probes
+            .iter()
+            .filter(|p| p.ok)
+            .map(|p| p.latency_ms)
+            .fold(0.0, f64::max),
+        vip_moves: moves,
+        duplicate_vip_ms: duplicate,
+        arp_answered_by: Vec::new(),
+        passed: false,
+        why: None,
+        note: None,
+        timeline: None,
+    }
+}
+
+/// A TCP connect and one request; success is an answer within the timeout.
+pub(super) fn probe(vip: Ipv4Addr, port: u16) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), PROBE_TIMEOUT)?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    s.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    if n == 0 {
+        return Err(std::io::Error::other("closed without an answer"));
+    }
+    Ok(())
+}
+
+/// A tiny backend server in its node's namespace, until `stop`.
+pub(super) fn backend(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    stop: &AtomicBool,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let listener = enter_netns(ns)
+        .map_err(|e| e.to_string())
+        .and_then(|()| TcpListener::bind((addr, port)).map_err(|e| e.to_string()))
+        .and_then(|l| {
+            l.set_nonblocking(true)
+                .map(|()| l)
+                .map_err(|e| e.to_string())
+        });
+    let listener = match listener {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            }
+            Err(_) => thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (a name under
+/// /run/netns).
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = ns.to_string();
+    thread::spawn(move || enter_netns(&ns).map(|()| f()))
+        .join()
+        .map_err(|_| anyhow!("lab thread panicked"))?
+        .map_err(Into::into)
+}
+
+/// Moves the calling thread (only it) into network namespace `ns`.
+pub(super) fn enter_netns(ns: &str) -> std::io::Result<()> {
+    let f = fs::File::open(Path::new("/run/netns").join(ns))?;
+    // SAFETY: setns on a namespace file we opened; affects this thread only.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The hardware address of `interface` in namespace `ns` (`aa:bb:..`).
+pub fn mac_of(ns: &str, interface: &str) -> Option<String> {
+    let o = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", interface])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    words.next().map(str::to_string)
+}
+
+pub(super) fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn pid_alive(pid: i32) -> bool {
+    // Zombies count as gone: the watcher reaps them.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,782 @@
+//! The scenarios: each acts on the running lab (kills, stops, cuts,
+//! restores) while the client probes, and judges the trial against the
+//! objective and the site's own plan.
+
+use super::*;
+
+/// How much longer a window waits for the VIP to leave a failed holder, and
+/// how long it goes on after it left late.
+pub(super) const LEAVE_WAIT: Duration = Duration::from_secs(8);
+pub(super) const AFTER_MOVE: Duration = Duration::from_millis(1000);
+
+/// Added to a hung haproxy's detection bound.
+pub(super) const HUNG_MARGIN_MS: u64 = 500;
+
+impl Lab {
+    /// Split brain: the load balancers stop hearing each other for 2 s (their
+    /// bridge ports isolated from each other, both still reach the client
+    /// and the backends), then the link returns. Both may become MASTER while
+    /// cut (a duplicate VIP is expected then); after the link returns the VIP
+    /// must be on exactly one holder, and clients served, within 1 s
+    /// (`garp_master_refresh` moves the client's ARP entry).
+    pub(super) fn split_brain(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+    ) -> anyhow::Result<TrialResult> {
+        const CUT: Duration = Duration::from_secs(2);
+        let br = topo.bridge_ns.clone();
+        // The holders were linked first: bridge ports p0..pN.
+        let ports: Vec<String> = (0..topo.holders.len()).map(|k| format!("p{k}")).collect();
+        let isolate = |br: &str, ports: &[String], on: &str| -> anyhow::Result<()> {
+            for p in ports {
+                ip(&[
+                    "-n",
+                    br,
+                    "link",
+                    "set",
+                    p,
+                    "type",
+                    "bridge_slave",
+                    "isolated",
+                    on,
+                ])?;
+            }
+            Ok(())
+        };
+        let healed_at: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(None));
+        let mut healer: Option<JoinHandle<anyhow::Result<()>>> = None;
+        let epoch = self.epoch;
+        let measured = self.measure(
+            topo,
+            Duration::from_millis(300),
+            CUT + Duration::from_millis(2500),
+            &mut |_| {
+                isolate(&br, &ports, "on")?;
+                let (br, ports, healed_at) = (br.clone(), ports.clone(), healed_at.clone());
+                healer = Some(thread::spawn(move || {
+                    // Bounded: one sleep, then the link returns.
+                    thread::sleep(CUT);
+                    isolate(&br, &ports, "off")?;
+                    *healed_at.lock().expect("no panic holds it") = Some(ms(epoch.elapsed()));
+                    Ok(())
+                }));
+                Ok(())
+            },
+        );
+        let healed = match healer {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow!("healer panicked"))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        if healed.is_err() || measured.is_err() {
+            // Never leave the load balancers cut.
+            let _ = isolate(&br, &ports, "off");
+        }
+        healed?;
+        let m = measured?;
+        let (probes, samples) = (&m.probes, &m.samples);
+        let heal = healed_at
+            .lock()
+            .expect("no panic holds it")
+            .ok_or_else(|| anyhow!("the link did not return"))?;
+        // Figures after the link returned: the split itself is expected.
+        let after: Vec<Probe> = probes.iter().filter(|p| p.t_ms >= heal).cloned().collect();
+        let after_samples: Vec<Sample> = samples
+            .iter()
+            .filter(|(t, _)| *t >= heal)
+            .cloned()
+            .collect();
+        let mut r = figures("split-brain", trial, &after, &after_samples);
+        let mut whole = self.trial(topo, "split-brain", trial, &m, "LB link cut".into());
+        r.vip_moves = whole.vip_moves;
+        r.timeline = whole.timeline.take().map(|mut t| {
+            t.marks.push((heal, "link back".into()));
+            t
+        });
+        // Converged: from some sample on, exactly one holder to the end.
+        let single = |h: &Vec<(bool, bool)>| h.iter().filter(|(a, b)| *a || *b).count() == 1;
+        let converged = after_samples
+            .iter()
+            .rposition(|(_, h)| !single(h))
+            .map_or(Some(heal), |k| after_samples.get(k + 1).map(|(t, _)| *t));
+        r.why = match converged {
+            None => Some("the VIP was still held twice 2.5 s after the link returned".into()),
+            Some(t) if t - heal > 1000.0 => Some(format!(
+                "the VIP converged {:.0} ms after the link returned (> 1000 ms)",
+                t - heal
+            )),
+            Some(_) if r.outage_ms > 1000.0 => Some(format!(
+                "clients saw {:.1} ms of outage after the link returned (> 1000 ms)",
+                r.outage_ms
+            )),
+            Some(_) => None,
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// A backend server stops (a different one each trial). haproxy's
+    /// `retries` and `redispatch` hide a refused connect, but in TCP mode a
+    /// connection the backend had already accepted dies with it; the issue's
+    /// bound is then the health check's window (`inter x fall` of that server
+    /// in the active holder's haproxy plan), after which haproxy stops
+    /// sending to it. Any failed probe beyond that, or with no check, fails.
+    pub(super) fn backend_killed(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        plans: &[NodePlan],
+    ) -> anyhow::Result<TrialResult> {
+        let i = (trial as usize - 1) % self.backends.len();
+        let window_ms = self.active(topo).ok().and_then(|h| {
+            let plan = plans.get(topo.holders[h].node?)?;
+            check_window_ms(plan, self.backends[i].member.address, self.backends[i].port)
+        });
+        let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            &mut |_| {
+                if let Some(s) = &server {
+                    s.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            },
+        )?;
+        let mark = format!(
+            "backend {} port {} stopped",
+            self.backends[i].member.name, self.backends[i].port
+        );
+        let mut r = self.trial(topo, "backend-killed", trial, &m, mark);
+        let (name, port) = (&self.backends[i].member.name, self.backends[i].port);
+        if r.failed_probes > 0 {
+            if let Some(w) = window_ms.filter(|&w| r.outage_ms <= w as f64) {
+                r.note = Some(format!(
+                    "{} failed {} ({:.1} ms) after backend {name} port {port} died: within \
+                     haproxy's check window for it ({w} ms); in TCP mode a connection the \
+                     backend had accepted cannot be retried",
+                    r.failed_probes,
+                    if r.failed_probes == 1 {
+                        "probe"
+                    } else {
+                        "probes"
+                    },
+                    r.outage_ms
+                ));
+            }
+        }
+        r.why = if r.failed_probes > 0 && r.note.is_none() {
+            Some(format!(
+                "{} failed probes after backend {name} port {port} died ({})",
+                r.failed_probes,
+                match window_ms {
+                    Some(w) => format!("outage {:.1} ms > its check window {w} ms", r.outage_ms),
+                    None => "haproxy has no health check on it".into(),
+                }
+            ))
+        } else if r.vip_moves > 0 {
+            Some("the VIP moved".into())
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        self.stop_backend(i);
+        self.start_backend(i)?;
+        Ok(r)
+    }
+
+    /// Probes for `before` ms, runs `action`, probes until `after` ms past it.
+    pub(super) fn measure(
+        &mut self,
+        topo: &Topology,
+        before: Duration,
+        after: Duration,
+        action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Measured> {
+        self.measure_leaving(topo, before, after, None, action)
+    }
+
+    /// As `measure`; with `leaving: Some(h)`, while holder `h` still has the
+    /// VIP the window grows by up to `LEAVE_WAIT` past `after`, and ends
+    /// `AFTER_MOVE` after it left: a slow failover (a polling check: ~3.5 s)
+    /// is measured whole instead of cut off.
+    pub(super) fn measure_leaving(
+        &mut self,
+        topo: &Topology,
+        before: Duration,
+        after: Duration,
+        leaving: Option<usize>,
+        action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Measured> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = self.epoch;
+        let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
+            .ports
+            .iter()
+            .map(|&port| {
+                let (stop, ns, vip) = (stop.clone(), topo.client.ns.clone(), topo.vip);
+                thread::spawn(move || {
+                    enter_netns(&ns)?;
+                    let mut out = Vec::new();
+                    // Bounded: at most 10 minutes of probes.
+                    for _ in 0..30_000 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let t0 = Instant::now();
+                        let r = probe(vip, port);
+                        out.push(Probe {
+                            t_ms: ms(t0 - epoch),
+                            ok: r.is_ok(),
+                            latency_ms: ms(t0.elapsed()),
+                        });
+                        if let Some(rest) = PROBE_EVERY.checked_sub(t0.elapsed()) {
+                            thread::sleep(rest);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let t_start = Instant::now();
+        let mut acted = false;
+        let mut action_ms = 0.0;
+        let mut total = before + after;
+        let longest = total + LEAVE_WAIT;
+        let mut failed = Ok(());
+        while t_start.elapsed() < total {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                break;
+            }
+            let t = ms(self.epoch.elapsed());
+            let h = self.holding(topo);
+            if let Some(old) = leaving.filter(|_| acted) {
+                let there = h.get(old).is_some_and(|(a, b)| *a || *b);
+                let end = t_start.elapsed() + AFTER_MOVE;
+                if there {
+                    total = longest;
+                } else if total == longest && end < longest {
+                    // It left late: watch a little longer, then stop.
+                    total = end.max(before + after);
+                }
+            }
+            samples.lock().expect("no panic holds it").push((t, h));
+            if !acted && t_start.elapsed() >= before {
+                acted = true;
+                action_ms = ms(self.epoch.elapsed());
+                failed = action(self);
+                if failed.is_err() {
+                    break;
+                }
+            }
+            thread::sleep(PROBE_EVERY);
+        }
+        // The probers stop however the window ended.
+        stop.store(true, Ordering::SeqCst);
+        let mut probes = Vec::new();
+        for p in probers {
+            probes.extend(p.join().map_err(|_| anyhow!("prober panicked"))??);
+        }
+        failed?;
+        interrupted()?;
+        probes.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        let samples = std::mem::take(&mut *samples.lock().expect("no panic holds it"));
+        Ok(Measured {
+            probes,
+            samples,
+            action_ms,
+        })
+    }
+
+    /// A trial's figures with its timeline attached (`mark` names the action).
+    pub(super) fn trial(
+        &self,
+        topo: &Topology,
+        scenario: &'static str,
+        trial: u32,
+        m: &Measured,
+        mark: String,
+    ) -> TrialResult {
+        let mut r = figures(scenario, trial, &m.probes, &m.samples);
+        r.timeline = Some(Timeline {
+            holders: topo.holders.iter().map(|h| h.name.clone()).collect(),
+            probes: m.probes.clone(),
+            samples: m.samples.clone(),
+            marks: vec![(m.action_ms, mark)],
+        });
+        r
+    }
+
+    pub(super) fn steady(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        let m = self.measure(
+            topo,
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+            &mut |_| Ok(()),
+        )?;
+        let mut r = self.trial(topo, "steady", trial, &m, "nothing done".into());
+        let unheld = m
+            .samples
+            .iter()
+            .filter(|(_, h)| h.iter().filter(|(a, b)| *a && *b).count() != 1)
+            .count();
+        let arp = self.arp_check(topo, &mut r)?;
+        r.why = if r.failed_probes > 0 {
+            Some(format!("{} failed probes", r.failed_probes))
+        } else if unheld > 0 {
+            Some(format!("{unheld} samples without exactly one holder"))
+        } else {
+            arp
+        };
+        r.passed = r.why.is_none();
+        Ok(r)
+    }
+
+    /// Asks from the client who has the VIP (one ARP request) and records
+    /// who answered in `r`. Returns the problem when anyone but the one
+    /// holder that has the VIP answered, or nobody did.
+    pub(super) fn arp_check(
+        &self,
+        topo: &Topology,
+        r: &mut TrialResult,
+    ) -> anyhow::Result<Option<String>> {
+        let c = &topo.client;
+        let macs = in_ns(&c.ns, {
+            let (interface, me, vip) = (c.interface.clone(), c.address, topo.vip);
+            move || arp::who_has(&interface, me, vip, ARP_WAIT)
+        })?
+        .context("asking who has the VIP (ARP) from the client")?;
+        let holder = self.active(topo).ok();
+        let mut ok = holder.is_some() && macs.len() == 1;
+        r.arp_answered_by = macs
+            .iter()
+            .map(|mac| {
+                let mac = arp::mac_string(mac);
+                match self
+                    .macs
+                    .iter()
+                    .position(|m| m.as_deref() == Some(mac.as_str()))
+                {
+                    Some(h) => {
+                        ok &= Some(h) == holder;
+                        topo.holders[h].name.clone()
+                    }
+                    None => {
+                        ok = false;
+                        mac
+                    }
+                }
+            })
+            .collect();
+        Ok((!ok).then(|| {
+            let holder = holder.map_or("no holder", |h| topo.holders[h].name.as_str());
+            if r.arp_answered_by.is_empty() {
+                format!("nobody answered ARP for the VIP (held by {holder})")
+            } else {
+                format!(
+                    "ARP for the VIP answered by {}; only its holder ({holder}) may answer",
+                    r.arp_answered_by.join(", ")
+                )
+            }
+        }))
+    }
+
+    /// keepalived on the holder that has the VIP stopped cleanly (SIGTERM) or
+    /// crashed (parent and VRRP child SIGKILLed). The VIP must move within
+    /// the objective; after a crash the generated `ExecStopPost=` removes it
+    /// from the dead node, so it is held twice for at most 0.5 s (none after a
+    /// clean stop). keepalived is then started again.
+    pub(super) fn keepalived_stopped(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        max_ms: u64,
+        crash: bool,
+    ) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let pid = self.keepalived[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("keepalived not running"))?;
+        let home = self.dir.path().join(&topo.holders[active].name);
+        let vrrp_child: Option<i32> = fs::read_to_string(home.join("vrrp.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let m = self.measure_leaving(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            Some(active),
+            &mut |_| {
+                // SAFETY: kill(2) on processes this lab started (keepalived
+                // and the VRRP child it forked).
+                unsafe {
+                    if crash {
+                        libc::kill(pid, libc::SIGKILL);
+                        if let Some(c) = vrrp_child.filter(|c| *c > 1) {
+                            libc::kill(c, libc::SIGKILL);
+                        }
+                    } else {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let name = if crash {
+            "keepalived-crash"
+        } else {
+            "keepalived-stop"
+        };
+        let allowed_duplicate = if crash { 500.0 } else { 0.0 };
+        let what = if crash {
+            "SIGKILL keepalived + VRRP child"
+        } else {
+            "SIGTERM keepalived"
+        };
+        let mark = format!("{what} on {}", topo.holders[active].name);
+        let mut r = self.trial(topo, name, trial, &m, mark);
+        r.why = if r.vip_moves == 0 {
+            Some(format!(
+                "the VIP did not leave {} whose keepalived ended",
+                topo.holders[active].name
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > allowed_duplicate {
+            Some(format!(
+                "VIP held twice for {:.1} ms (allowed {allowed_duplicate} ms)",
+                r.duplicate_vip_ms
+            ))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        if let Some(mut d) = self.keepalived[active].take() {
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // The crashed VRRP child must be gone before keepalived starts again.
+        if let Some(c) = vrrp_child {
+            for _ in 0..100 {
+                if !pid_alive(c) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.start_keepalived(topo, active)?;
+        for _ in 0..30 {
+            interrupted()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// The holder that has the VIP (both readings).
+    pub(super) fn active(&self, topo: &Topology) -> anyhow::Result<usize> {
+        self.holding(topo)
+            .iter()
+            .position(|(a, b)| *a && *b)
+            .ok_or_else(|| anyhow!("no holder has VIP {} before the trial", topo.vip_name))
+    }
+
+    /// Sleeps `d` in 100 ms steps, unwinding on Ctrl-C.
+    pub(super) fn pause(d: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + d;
+        for _ in 0..(d.as_millis() / 100 + 1) {
+            interrupted()?;
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+        Ok(())
+    }
+
+    /// haproxy hangs on the holder that has the VIP (SIGSTOP: alive, its
+    /// sockets open, nothing served). The track file does not see it; only a
+    /// tracked check that asks haproxy itself does, so the bound is that
+    /// check's interval x fall + timeout from the plan, plus a margin (not the
+    /// 100 ms objective of a dying haproxy). haproxy then continues (SIGCONT)
+    /// and the lab waits for the node to be healthy again.
+    pub(super) fn haproxy_hung(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        vrrp: &[HolderVrrp],
+    ) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let name = topo.holders[active].name.clone();
+        let pid = self.haproxy[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("haproxy not running on {name}"))?;
+        let bound = vrrp[active].hung_bound_ms();
+        // Without a check that sees it, watch 4 s: the VIP stays put.
+        let window = Duration::from_millis(bound.unwrap_or(3000) + 1000);
+        let m = self.measure(topo, Duration::from_millis(300), window, &mut |_| {
+            // SAFETY: kill(2) on a pid this lab spawned and still watches.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            Ok(())
+        });
+        // Whatever happened, haproxy continues.
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let m = m?;
+        let mut r = self.trial(
+            topo,
+            "haproxy-hung",
+            trial,
+            &m,
+            format!("SIGSTOP haproxy on {name}"),
+        );
+        r.note = Some(match (&vrrp[active].hung_check, bound) {
+            (Some((check, i, f, t)), Some(b)) => format!(
+                "bound {b} ms: {check} interval {i} s x fall {f} + timeout {t} s + {HUNG_MARGIN_MS} ms"
+            ),
+            _ => format!(
+                "{name} tracks no weight-0 check of haproxy's monitor-uri: nothing sees a hung haproxy"
+            ),
+        });
+        r.why = match bound {
+            None => Some(format!(
+                "no tracked check sees a hung haproxy on {name} (the VIP moved {} times)",
+                r.vip_moves
+            )),
+            Some(_) if r.vip_moves == 0 => {
+                Some(format!("the VIP stayed on {name} whose haproxy hangs"))
+            }
+            Some(b) if r.outage_ms > b as f64 => {
+                Some(format!("outage {:.1} ms > {b} ms", r.outage_ms))
+            }
+            Some(_) if r.duplicate_vip_ms > 0.0 => {
+                Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+            }
+            Some(_) => None,
+        };
+        r.passed = r.why.is_none();
+        // The checks need `rise` good answers before the node is a
+        // candidate again.
+        Self::pause(Duration::from_millis(vrrp[active].rise_ms + 500))?;
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// The old master returns after a failover (its haproxy restarted in odd
+    /// trials, its keepalived in even ones). What must happen depends on the
+    /// generated keepalived configuration: with `nopreempt` (state BACKUP) or
+    /// equal priorities the VIP stays where it is, no move and no failed
+    /// probe; a site whose returning holder preempts gets the move reported
+    /// (in `note`), and only its outage is judged.
+    pub(super) fn old_master_restored(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        vrrp: &[HolderVrrp],
+        max_ms: u64,
+    ) -> anyhow::Result<TrialResult> {
+        let old = self.active(topo)?;
+        let name = topo.holders[old].name.clone();
+        let keepalived = trial.is_multiple_of(2);
+        // The failover, not measured: the VIP leaves the old master.
+        let pid = if keepalived {
+            self.keepalived[old].as_ref().map(|d| d.pid)
+        } else {
+            self.haproxy[old].as_ref().map(|d| d.pid)
+        }
+        .ok_or_else(|| anyhow!("{name}: the daemon to stop is not running"))?;
+        let signal = if keepalived {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
+        // SAFETY: kill(2) on a pid this lab spawned and still watches.
+        unsafe { libc::kill(pid, signal) };
+        let slot = if keepalived {
+            self.keepalived[old].take()
+        } else {
+            self.haproxy[old].take()
+        };
+        if let Some(mut d) = slot {
+            // Its ExecStopPost has run once the watcher ends.
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        // Bounded: the reference settings take ~3.5 s to fail over.
+        let mut moved = false;
+        for _ in 0..100 {
+            interrupted()?;
+            let held = self.holding(topo);
+            let holders: Vec<usize> = (0..held.len())
+                .filter(|&h| held[h].0 && held[h].1)
+                .collect();
+            if holders.len() == 1 && holders[0] != old {
+                moved = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        if moved {
+            self.settle(topo)?;
+        }
+        let current = if moved { self.active(topo)? } else { old };
+        let daemon = if keepalived { "keepalived" } else { "haproxy" };
+        if current == old {
+            // No failover happened: nothing to fail back from.
+            if keepalived {
+                self.start_keepalived(topo, old)?;
+            } else {
+                self.start_haproxy(topo, old)?;
+            }
+            let mut r = figures("old-master-restored", trial, &[], &[]);
+            r.why = Some(format!(
+                "the VIP stayed on {name} for 10 s after its {daemon} stopped: no failover to restore from"
+            ));
+            Self::pause(Duration::from_millis(vrrp[old].rise_ms))?;
+            self.settle(topo)?;
+            return Ok(r);
+        }
+        let back = vrrp[old].takes_back_from(&vrrp[current]);
+        let window = Duration::from_millis(vrrp[old].rise_ms + 1500);
+        let m = self.measure(topo, Duration::from_millis(300), window, &mut |lab| {
+            if keepalived {
+                lab.start_keepalived(topo, old)
+            } else {
+                lab.start_haproxy(topo, old)
+            }
+        })?;
+        let mut r = self.trial(
+            topo,
+            "old-master-restored",
+            trial,
+            &m,
+            format!("{daemon} back on {name}"),
+        );
+        let (o, c) = (&vrrp[old], &vrrp[current]);
+        let now = &topo.holders[current].name;
+        r.note = Some(if back {
+            format!(
+                "{daemon} returned on {name}; the site preempts ({name}: state {}, priority {} > {now}: {}{}): failback expected, {} VIP moves",
+                if o.master { "MASTER" } else { "BACKUP" },
+                o.priority,
+                c.priority,
+                if o.nopreempt { ", nopreempt" } else { "" },
+                r.vip_moves
+            )
+        } else {
+            format!(
+                "{daemon} returned on {name}; no failback expected (state {}{}, priority {} vs {now}'s {})",
+                if o.master { "MASTER" } else { "BACKUP" },
+                if o.nopreempt { ", nopreempt" } else { "" },
+                o.priority,
+                c.priority
+            )
+        });
+        r.why = if !back && r.vip_moves > 0 {
+            Some(format!(
+                "the VIP moved {} times when {name} returned (no failback expected)",
+                r.vip_moves
+            ))
+        } else if !back && r.failed_probes > 0 {
+            Some(format!(
+                "{} failed probes ({:.1} ms) when {name} returned",
+                r.failed_probes, r.outage_ms
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > 0.0 {
+            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// SIGKILL haproxy on the holder that has the VIP; the VIP must move
+    /// within the objective. haproxy is then started again (as systemd's
+    /// `Restart=` would) and the lab waits for the node to be healthy.
+    pub(super) fn haproxy_killed(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        max_ms: u64,
+    ) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let pid = self.haproxy[active]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("haproxy not running"))?;
+        let m = self.measure_leaving(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(1700),
+            Some(active),
+            &mut |_| {
+                // SAFETY: kill(2) on a pid this lab spawned and still watches.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                Ok(())
+            },
+        )?;
+        let mark = format!("SIGKILL haproxy on {}", topo.holders[active].name);
+        let mut r = self.trial(topo, "haproxy-killed", trial, &m, mark);
+        // The old holder keeps no VIP on its interface; if it keeps one
+        // locally (on lo) it must not answer ARP for it.
+        let arp = self.arp_check(topo, &mut r)?;
+        r.why = if r.vip_moves == 0 {
+            Some(format!(
+                "the VIP stayed on {} whose haproxy is dead",
+                topo.holders[active].name
+            ))
+        } else if r.outage_ms > max_ms as f64 {
+            Some(format!("outage {:.1} ms > {max_ms} ms", r.outage_ms))
+        } else if r.duplicate_vip_ms > 0.0 {
+            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+        } else {
+            arp
+        };
+        r.passed = r.why.is_none();
+        // Restore: the watcher ran ExecStopPost; start haproxy again.
+        if let Some(mut d) = self.haproxy[active].take() {
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+        self.start_haproxy(topo, active)?;
+        // The HTTP check needs `rise` good answers before the node is a
+        // candidate again.
+        for _ in 0..40 {
+            interrupted()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.settle(topo)?;
+        Ok(r)
+    }
+}
+
+/// `inter x fall` of the checked server at `address:port` in `plan`'s
+/// haproxy: how long haproxy may still send to it after it died.
+pub(super) fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> Option<u64> {
+    let address = address.to_string();
+    plan.haproxy
+        .as_ref()?
+        .backends
+        .iter()
+        .flat_map(|b| &b.servers)
+        .filter(|s| s.address == address && s.port.is_none_or(|p| p == port))
+        .filter_map(|s| s.check.as_ref())
+        .map(|c| u64::from(c.inter_ms) * u64::from(c.fall.max(1)))
+        .max()
+}
