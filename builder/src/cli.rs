@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::inventory::Inventory;
 use crate::pipeline::{self, BuildError};
-use crate::policy::{Host, Limits, PluginLog};
+use crate::policy::{CompileLimits, Compiler, Host, Limits, PluginLog};
 use crate::{output, validate, view};
 
 #[derive(Parser, Debug)]
@@ -110,6 +110,9 @@ haseed image site.toml --all --base ubuntu-24.04.3-preinstalled-server-arm64+ras
 qemu-system-x86_64 ... -drive file=db1-seed.img,format=raw,if=virtio"
     )]
     Seed(crate::image::cli::SeedArgs),
+    /// Internal: the bounded compiler process (component on stdin, native code on stdout).
+    #[command(name = crate::policy::compile::CHILD_SUBCOMMAND, hide = true)]
+    CompileComponent,
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,6 +269,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
+        Command::CompileComponent => return crate::policy::compile::child_main(),
     };
     match result {
         Ok(code) => code,
@@ -285,7 +289,19 @@ fn host(global: &Global) -> anyhow::Result<Host> {
     } else {
         global.cache_dir.clone().or_else(Host::default_cache_dir)
     };
-    Host::new(cache, Limits::default())
+    let host = Host::new(cache, Limits::default())?
+        .with_compiler(Compiler::this_binary(CompileLimits::default()));
+    if let (Some(why), false) = (host.cache_warning(), global.quiet) {
+        eprintln!("warning: {why}");
+    }
+    Ok(host)
+}
+
+/// A plugin file as `plugin inspect/add/check` read it: a regular file under
+/// the size cap, hashed as read.
+fn read_plugin_file(path: &Path) -> anyhow::Result<crate::policy::source::Source> {
+    crate::policy::source::read_component(path)
+        .map_err(|e| anyhow::anyhow!("plugin {}: {e}", path.display()))
 }
 
 pub(crate) struct Planned {
@@ -504,9 +520,8 @@ fn indent(text: &str) -> String {
 }
 
 fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let report = host(global)?.inspect(&args.file.display().to_string(), &bytes)?;
+    let source = read_plugin_file(&args.file)?;
+    let report = host(global)?.inspect(&args.file.display().to_string(), &source.bytes)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -540,9 +555,8 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
 }
 
 fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let digest = crate::policy::sha256_hex(&bytes);
+    let source = read_plugin_file(&args.file)?;
+    let digest = source.digest.clone();
     let settings: serde_json::Value = match &args.settings {
         Some(text) => serde_json::from_str(text).context("--settings is not JSON")?,
         None => serde_json::json!({}),
@@ -645,10 +659,9 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let host = host(global)?;
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let source = read_plugin_file(&args.file)?;
     let name = args.file.display().to_string();
-    let candidate = host.load_bytes(&name, &bytes)?;
+    let candidate = host.load_source(&name, &source)?;
 
     // Without: the site's chain, minus this plugin if the site already pins it.
     let site_chain = pipeline::load_chain(&host, &inv)?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::contract::NodePlan;
 use crate::diag::Diagnostics;
 use crate::inventory::{self, Inventory};
-use crate::policy::{ChainLink, Host, LoadedPlugin, PluginLog, PolicyError};
+use crate::policy::{read_pinned, ChainLink, Host, LoadOnce, LoadedPlugin, PluginLog, PolicyError};
 use crate::render::{NodeArtifacts, Renderer};
 
 /// Everything that can stop a build, each carrying what the user needs to
@@ -71,7 +71,9 @@ pub struct Chain {
 }
 
 /// Loads the default policy and every `[[plugin]]` of the inventory,
-/// refusing any whose sha256 does not match its pin.
+/// refusing any whose sha256 does not match its pin. Each file is checked
+/// and hashed as it is read (never read whole first); a component pinned
+/// twice is compiled once.
 pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
     let mut plugins = Vec::with_capacity(inv.plugins.len() + 1);
     let mut settings = Vec::with_capacity(inv.plugins.len() + 1);
@@ -80,10 +82,11 @@ pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
             .map_err(|e| BuildError::Plugin(format!("{e:#}")))?,
     );
     settings.push(inv.default_policy_settings.clone());
+    let mut once = LoadOnce::default();
     for p in &inv.plugins {
         let at = location(inv, p.span.start);
-        let loaded = host
-            .load_file(&p.path_text, &p.path, &p.sha256)
+        let loaded = read_pinned(&p.path_text, &p.path, &p.sha256)
+            .and_then(|source| once.load(host, &p.path_text, &source))
             .map_err(|e| BuildError::Plugin(format!("{at}: {e:#}")))?;
         plugins.push(loaded);
         settings.push(p.settings_json.clone());

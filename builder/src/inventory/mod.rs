@@ -27,6 +27,15 @@ mod tests;
 
 pub use net::Cidr;
 
+/// At most this many `[[plugin]]` entries. Every distinct plugin of a chain
+/// is held compiled for the whole build (each up to
+/// [`crate::policy::MAX_COMPONENT_BYTES`] of wasm and several times that of
+/// native code) and runs once per node, so the count bounds the memory and
+/// the time of a build. Real sites use one to three (the examples, the
+/// plugins in plugins/); 32 leaves room for layered site policies while
+/// keeping the worst case near 32 distinct components.
+pub const MAX_PLUGINS: usize = 32;
+
 /// Site files larger than this are refused before parsing.
 pub const MAX_SITE_FILE_BYTES: usize = 8 * 1024 * 1024;
 

@@ -760,7 +760,19 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
         });
     }
 
-    for t in cx.tables(&root, "plugin", "[[plugin]]") {
+    let plugin_tables = cx.tables(&root, "plugin", "[[plugin]]");
+    if let Some(extra) = plugin_tables.get(super::MAX_PLUGINS) {
+        cx.err(
+            extra.span.clone(),
+            format!(
+                "{} [[plugin]] entries; at most {} are allowed: merge the policies into fewer \
+                 plugins (a plugin can read its own settings to do several jobs)",
+                plugin_tables.len(),
+                super::MAX_PLUGINS
+            ),
+        );
+    }
+    for t in plugin_tables.into_iter().take(super::MAX_PLUGINS) {
         cx.check_keys(&t, PLUGIN_KEYS);
         let settings_json = cx
             .table(&t, "settings", "`settings` in [[plugin]]")

@@ -1337,6 +1337,25 @@ fn plugin_rules() {
     only_err(&src, "settings cannot hold nan or inf", 19, 5);
 }
 
+#[test]
+fn plugin_count_is_capped() {
+    let entry = format!(
+        "[[plugin]]\npath = \"p.wasm\"\nsha256 = \"{}\"\n",
+        "ab".repeat(32)
+    );
+    // MIN has 17 lines; each entry 3: the first entry past the cap starts
+    // at line 18 + 3 * MAX_PLUGINS.
+    let at_cap = with(MIN, &entry.repeat(super::MAX_PLUGINS));
+    assert_eq!(ok(&at_cap).plugins.len(), super::MAX_PLUGINS);
+    let over = with(MIN, &entry.repeat(super::MAX_PLUGINS + 5));
+    only_err(
+        &over,
+        "37 [[plugin]] entries; at most 32 are allowed",
+        18 + 3 * super::MAX_PLUGINS,
+        1,
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Robustness and scale
 // ---------------------------------------------------------------------------------------

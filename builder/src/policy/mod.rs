@@ -9,21 +9,34 @@
 //!
 //! Cost model (see wit/policy.wit): one store per plugin per build; the site
 //! crosses the boundary once (`decider.open`); each node costs one `decide`.
+//!
+//! Submodules: [`source`] reads a plugin file (bounded, hashed as read),
+//! [`compile`] turns it into native code in a bounded child process,
+//! [`cache`] keeps that native code between builds, authenticated.
 
+pub mod cache;
+pub mod compile;
+pub mod source;
+
+pub use compile::{CompileLimits, Compiler, MAX_COMPONENT_BYTES, MAX_NATIVE_BYTES};
+
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use self::cache::CompileCache;
+use self::compile::Compiled;
 use crate::check;
 use crate::contract::{NodePlan, PluginInfo, PolicyPlugin, PolicyPluginPre, Site};
 
@@ -43,6 +56,9 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Linear memory cap of one plugin instance.
     pub memory_bytes: usize,
+    /// Cap on the elements of any one table (funcref tables cost 8 bytes an
+    /// element and escape `memory_bytes` otherwise).
+    pub table_elements: usize,
     /// Cap on what one plugin may print (stdout and stderr each) in one build.
     pub output_bytes: usize,
 }
@@ -55,6 +71,11 @@ impl Default for Limits {
             fuel_per_node_open: 200_000,
             call_timeout: Duration::from_secs(2),
             memory_bytes: 256 << 20,
+            // The largest table of any real plugin is the Python example's
+            // 5,674 entries (the Rust plugins of plugins/: at most 108;
+            // measured, README "Security"); 65,536 leaves 11 times that,
+            // and with at most 64 tables a store's tables stay under 32 MiB.
+            table_elements: 65_536,
             output_bytes: 1 << 20,
         }
     }
@@ -136,6 +157,11 @@ pub struct Host {
     ticker_stop: Arc<AtomicBool>,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
+    /// Why the cache is not used (said once by the CLI), when it is not.
+    cache_warning: Option<String>,
+    compiler: Compiler,
+    /// How many components this host compiled (cache hits not counted).
+    compilations: AtomicUsize,
     pub limits: Limits,
 }
 
@@ -146,6 +172,7 @@ impl Drop for Host {
 }
 
 /// A plugin compiled and linked, ready to be instantiated per build.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     /// How errors and logs name it: "default-policy" or the inventory path.
     pub name: String,
@@ -163,23 +190,34 @@ pub struct ChainLink<'a> {
 
 impl Host {
     /// Builds the engine. `cache_dir`: where compiled plugins are kept
-    /// (None disables the cache).
+    /// (None disables the cache). A cache directory that cannot be trusted is
+    /// not used (see [`Host::cache_warning`]). Components are compiled in this
+    /// process until [`Host::with_compiler`] says otherwise.
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Host> {
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(1 << 20);
-        config.wasm_component_model(true);
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
+        let engine = Engine::new(&compile::engine_config())
+            .map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         // A Rust std guest imports WASI even when unused; an empty context
         // satisfies those imports without granting anything.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("linking WASI: {e:#}"))?;
-        let cache = match cache_dir {
-            Some(dir) => Some(CompileCache::new(dir, &engine)?),
-            None => None,
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        let (cache, cache_warning) = match cache_dir {
+            Some(dir) => match CompileCache::open(&dir, engine_key.clone()) {
+                Ok(cache) => (Some(cache), None),
+                Err(why) => (
+                    None,
+                    Some(format!(
+                        "not using the compile cache {}: {why}. Plugins are compiled afresh; \
+                         fix the directory, pick another with --cache-dir, or pass --no-cache",
+                        dir.display()
+                    )),
+                ),
+            },
+            None => (None, None),
         };
         let ticker = engine.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -199,8 +237,29 @@ impl Host {
             engine,
             linker,
             cache,
+            cache_warning,
+            compiler: Compiler::InProcess,
+            compilations: AtomicUsize::new(0),
             limits,
         })
+    }
+
+    /// Where components get compiled: the CLI passes
+    /// [`Compiler::this_binary`], a bounded child process.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Host {
+        self.compiler = compiler;
+        self
+    }
+
+    /// How many components this host has compiled (not fetched from the
+    /// cache): what shows that a component pinned twice compiles once.
+    pub fn compilations(&self) -> usize {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Why the compile cache given to [`Host::new`] is not used, if it is not.
+    pub fn cache_warning(&self) -> Option<&str> {
+        self.cache_warning.as_deref()
     }
 
     /// The default cache directory: $HASEED_CACHE_DIR, else $XDG_CACHE_HOME/haseed,
@@ -227,22 +286,25 @@ impl Host {
         path: &Path,
         expected_sha256: &str,
     ) -> anyhow::Result<LoadedPlugin> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("plugin {name}: reading {}", path.display()))?;
-        let digest = sha256_hex(&bytes);
-        if !digest.eq_ignore_ascii_case(expected_sha256) {
-            return Err(anyhow!(
-                "plugin {name}: sha256 mismatch for {}: the inventory pins {expected_sha256} but the file has {digest}. \
-                 If you rebuilt the plugin on purpose, update the pin (sha256 = \"{digest}\").",
-                path.display()
-            ));
-        }
-        self.load_bytes(name, &bytes)
+        let source = read_pinned(name, path, expected_sha256)?;
+        self.load_source(name, &source)
     }
 
     /// Compiles (or fetches from the cache) and links a component.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
-        let digest = sha256_hex(bytes);
+        self.load_source(
+            name,
+            &source::Source {
+                digest: sha256_hex(bytes),
+                bytes: bytes.to_vec(),
+            },
+        )
+    }
+
+    /// Compiles (or fetches from the cache) and links a component read by
+    /// [`source::read_component`].
+    pub fn load_source(&self, name: &str, source: &source::Source) -> anyhow::Result<LoadedPlugin> {
+        let (bytes, digest) = (&source.bytes, source.digest.clone());
         let component = self.compile(name, &digest, bytes)?;
         let surface = Surface::of(&component, &self.engine);
         // Say which contract the plugin needs before wasmtime says "missing export".
@@ -290,11 +352,42 @@ impl Host {
                  (cargo build --target wasm32-wasip2) or with cargo-component"
             ));
         }
-        match &self.cache {
-            Some(cache) => cache.get_or_compile(&self.engine, digest, bytes),
-            None => Component::new(&self.engine, bytes),
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(anyhow!(
+                "plugin {name}: {}",
+                compile::too_large(bytes.len() as u64)
+            ));
         }
-        .map_err(|e| anyhow!("plugin {name}: cannot compile the component: {e:#}"))
+        if let Some(native) = self.cache.as_ref().and_then(|c| c.get(digest)) {
+            // SAFETY: `get` returns only bytes whose HMAC, under a key only
+            // this user can read, proves this host's haseed stored them as
+            // the native code of this very component for this engine.
+            if let Ok(component) = unsafe { Component::deserialize(&self.engine, &native) } {
+                return Ok(component);
+            }
+        }
+        let fail = |e: String| anyhow!("plugin {name}: {e}");
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        let component = match compile::compile(&self.compiler, &self.engine, bytes).map_err(fail)? {
+            Compiled::Component(component) => {
+                if let (Some(cache), Ok(native)) = (&self.cache, component.serialize()) {
+                    let _ = cache.put(digest, &native);
+                }
+                component
+            }
+            Compiled::Native(native) => {
+                // SAFETY: this process's own binary (/proc/self/exe) compiled
+                // these bytes from the component a moment ago, with the
+                // same engine configuration.
+                let component = unsafe { Component::deserialize(&self.engine, &native) }
+                    .map_err(|e| fail(format!("cannot load its compiled code: {e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    let _ = cache.put(digest, &native);
+                }
+                component
+            }
+        };
+        Ok(component)
     }
 
     fn link(&self, component: &Component) -> Result<PolicyPluginPre<HostState>, String> {
@@ -388,6 +481,7 @@ impl Host {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
+                .table_elements(self.limits.table_elements)
                 .instances(16)
                 .tables(64)
                 .memories(4)
@@ -730,103 +824,117 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Compiled components on disk, keyed by the component's sha256 and the
-/// engine's compatibility hash. `Component::deserialize` runs native code, so
-/// only files this cache wrote are read: the directory is created 0700 and
-/// refused when another user owns it or others can write to it, and every
-/// entry carries the sha256 of its bytes in its file name's companion.
-pub struct CompileCache {
-    dir: PathBuf,
-    engine_key: String,
-    /// Our effective uid: the cache directory must be ours.
-    uid: u32,
+/// Reads a plugin file ([`source::read_component`]: a regular file under the
+/// size cap, hashed as read) and refuses it unless its sha256 is `expected`.
+pub fn read_pinned(name: &str, path: &Path, expected: &str) -> anyhow::Result<source::Source> {
+    let source = source::read_component(path).map_err(|e| anyhow!("plugin {name}: {e}"))?;
+    if !source.digest.eq_ignore_ascii_case(expected) {
+        return Err(anyhow!(
+            "plugin {name}: sha256 mismatch for {}: the inventory pins {expected} but the file has {digest}. \
+             If you rebuilt the plugin on purpose, update the pin (sha256 = \"{digest}\").",
+            path.display(),
+            digest = source.digest
+        ));
+    }
+    Ok(source)
 }
 
-impl CompileCache {
-    pub fn new(dir: PathBuf, engine: &Engine) -> anyhow::Result<CompileCache> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        let engine_key = format!("{:016x}", hasher.finish());
-        Ok(CompileCache {
-            dir,
-            engine_key,
-            uid: current_uid(),
-        })
-    }
-
-    fn usable_dir(&self) -> bool {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        if std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .is_err()
-        {
-            return false;
-        }
-        match std::fs::metadata(&self.dir) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode();
-                meta.is_dir() && mode & 0o022 == 0 && meta.uid() == self.uid
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn get_or_compile(
-        &self,
-        engine: &Engine,
-        digest: &str,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Component> {
-        if !self.usable_dir() {
-            return Component::new(engine, bytes);
-        }
-        let stem = format!("{digest}-{}", self.engine_key);
-        let path = self.dir.join(format!("{stem}.cwasm"));
-        let seal = self.dir.join(format!("{stem}.sha256"));
-        if let (Ok(compiled), Ok(sealed)) = (std::fs::read(&path), std::fs::read_to_string(&seal)) {
-            if sha256_hex(&compiled) == sealed.trim() {
-                // SAFETY: these bytes were written by `store` below into a
-                // directory only this user can write, and their digest matches
-                // the seal written with them.
-                if let Ok(component) = unsafe { Component::deserialize(engine, &compiled) } {
-                    return Ok(component);
-                }
-            }
-        }
-        let component = Component::new(engine, bytes)?;
-        if let Ok(serialized) = component.serialize() {
-            let _ = self.store(&path, &seal, &serialized);
-        }
-        Ok(component)
-    }
-
-    fn store(&self, path: &Path, seal: &Path, serialized: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(serialized)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(sha256_hex(serialized).as_bytes())?;
-        tmp.persist(seal).map_err(|e| e.error)?;
-        Ok(())
-    }
+/// Loads each distinct component once: the same sha256 under another name
+/// shares the compiled code (its settings and its store stay its own).
+#[derive(Default)]
+pub struct LoadOnce {
+    by_digest: HashMap<String, LoadedPlugin>,
 }
 
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The owner of a fresh temp file is our effective uid; avoids libc.
-    tempfile::tempfile()
-        .and_then(|f| f.metadata())
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+impl LoadOnce {
+    pub fn load(
+        &mut self,
+        host: &Host,
+        name: &str,
+        source: &source::Source,
+    ) -> anyhow::Result<LoadedPlugin> {
+        if let Some(loaded) = self.by_digest.get(&source.digest) {
+            return Ok(LoadedPlugin {
+                name: name.to_string(),
+                ..loaded.clone()
+            });
+        }
+        let loaded = host.load_source(name, source)?;
+        self.by_digest.insert(source.digest.clone(), loaded.clone());
+        Ok(loaded)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::wit_compatible;
+    use super::*;
+
+    #[test]
+    fn a_component_pinned_twice_is_compiled_once() {
+        let host = Host::new(None, Limits::default()).expect("host");
+        let source = source::Source {
+            bytes: DEFAULT_POLICY_WASM.to_vec(),
+            digest: sha256_hex(DEFAULT_POLICY_WASM),
+        };
+        let mut once = LoadOnce::default();
+        let first = once.load(&host, "a.wasm", &source).expect("load");
+        let second = once.load(&host, "b.wasm", &source).expect("load");
+        assert_eq!(host.compilations(), 1);
+        assert_eq!(
+            (first.name.as_str(), second.name.as_str()),
+            ("a.wasm", "b.wasm")
+        );
+        assert_eq!(first.digest, second.digest);
+        // Each keeps its own name in what it reports.
+        assert_eq!(host.info(&second).expect("info").name, "default-policy");
+        // Without LoadOnce, the same bytes compile again (no cache here).
+        host.load_source("c.wasm", &source).expect("load");
+        assert_eq!(host.compilations(), 2);
+    }
+
+    #[test]
+    fn tables_past_the_element_cap_are_refused() {
+        // A component instantiating one core module whose table has `min`
+        // funcref elements.
+        fn with_table(min: u32) -> Vec<u8> {
+            let mut table = vec![1, 0x70, 0x00];
+            let mut n = min;
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                table.push(if n == 0 { byte } else { byte | 0x80 });
+                if n == 0 {
+                    break;
+                }
+            }
+            let mut module = b"\0asm\x01\0\0\0".to_vec();
+            module.push(4);
+            module.push(table.len() as u8);
+            module.extend_from_slice(&table);
+            let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+            component.push(1);
+            component.push(module.len() as u8);
+            component.extend_from_slice(&module);
+            // Core instance section: instantiate module 0 with no arguments.
+            component.extend_from_slice(&[2, 4, 1, 0, 0, 0]);
+            component
+        }
+        let limits = Limits::default();
+        let host = Host::new(None, limits.clone()).expect("host");
+        let instantiate = |min: u32| {
+            let component = Component::new(&host.engine, with_table(min)).expect("compiles");
+            let (mut store, _, _) = host.new_store();
+            host.linker
+                .instantiate(&mut store, &component)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        instantiate(limits.table_elements as u32).expect("a table at the cap");
+        let err = instantiate(limits.table_elements as u32 + 1).expect_err("past the cap");
+        assert!(err.contains("table"), "{err}");
+        // The review's funcref tables filled at start: 2^28 elements.
+        assert!(instantiate(1 << 28).is_err());
+    }
 
     #[test]
     fn contract_versions_follow_semver() {
