@@ -11,8 +11,13 @@
 //! option in TCP mode, a health check with no port to check, a VRRP instance
 //! mixing address families, a VRID used twice on one interface.
 //!
+//! Files go only where haseed manages files on a node ([`NODE_PATHS`], an
+//! allow-list with a reason per entry), with modes of at most [`MODE_MAX`], and
+//! never two at one path or one below another.
+//!
 //! Pure and near-linear: `check_node` is O(size of the plan) (plus a sort of
-//! the frontends), `check_site` O(total VRRP instances) with hash maps.
+//! the frontends and one of the file paths), `check_site` O(total VRRP
+//! instances) with hash maps.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
