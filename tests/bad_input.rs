@@ -295,3 +295,38 @@ fn passwords_only_as_hashes_and_secrets_owner_only() {
     let o = run(&["validate", site.to_str().expect("utf-8")]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
 }
+
+/// A site file's text reaches the terminal escaped: the quoted value and the source line of
+/// the snippet alike. Raw in the file: a right-to-left override in a node name and in a
+/// comment; through a TOML escape: ESC (clear screen) and a line separator in a value.
+#[test]
+fn bidi_and_escape_characters_in_a_site_are_printed_escaped() {
+    let text = broken(
+        "name = \"lb1\"",
+        "name = \"lb\u{202e}1\" # \u{2066}comment\u{2069}\ninterface = \"eth\\u001b[2J\\u2028x\"",
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &text).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let raw: Vec<char> = err
+        .chars()
+        .filter(|c| {
+            matches!(
+                c,
+                '\u{1b}' | '\u{202e}' | '\u{2066}' | '\u{2069}' | '\u{2028}'
+            )
+        })
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "printed {raw:?} raw:\n{}",
+        err.escape_debug()
+    );
+    // Still readable: the name and its source line, escaped.
+    assert!(err.contains("lb\\u{202e}1"), "{err}");
+    assert!(err.contains("\\u{2066}comment\\u{2069}"), "{err}");
+    assert!(err.contains("eth\\u{1b}[2J\\u{2028}x"), "{err}");
+}

@@ -62,6 +62,16 @@ fn check(path: &Path, expects: &[Expect]) -> Result<(), String> {
     if !o.stdout.is_empty() {
         return Err(format!("{name}: printed a plan:\n{}", stdout(&o)));
     }
+    // The site file is refused at its own line, before any plugin runs: an error that blames a
+    // plugin (e.g. the default policy's plan failing the checker) points at the wrong file.
+    if err
+        .lines()
+        .any(|l| l.contains("error: plugin ") && l.contains(": node "))
+    {
+        return Err(format!(
+            "{name}: blamed a plugin instead of the site file:\n{err}"
+        ));
+    }
     for e in expects {
         let head = match e.at {
             Some((l, c)) => format!("{name}:{l}:{c}: error: "),

@@ -346,3 +346,101 @@ fn failover_can_be_turned_off() {
     let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
     assert!(!cfg.contains("monitor-uri"), "{cfg}");
 }
+
+/// Every name in `dir` that a build leaves behind besides `keep` (staging or moved-aside
+/// directories would show here).
+fn leftovers(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("readable")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn concurrent_builds_into_one_directory_all_succeed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let reference = tmp.path().join("reference");
+    let o = build(&example("pi-k8s"), &reference);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = tree(&reference);
+    let out = tmp.path().join("out");
+    let site = example("pi-k8s");
+    for round in 0..8 {
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                haseed()
+                    .args(["build", site.to_str().expect("utf-8"), "-o"])
+                    .arg(&out)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("haseed runs")
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().expect("waited");
+            assert!(o.status.success(), "round {round}:\n{}", stderr(&o));
+        }
+        assert!(
+            tree(&out) == want,
+            "round {round}: the output is not one whole build"
+        );
+    }
+    let left = leftovers(
+        tmp.path(),
+        &[
+            "reference",
+            "out",
+            ".out.haseed-lock",
+            ".reference.haseed-lock",
+        ],
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_build_waits_for_the_lock_and_says_so() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    // Another build's lock, held by this test.
+    let lock = std::fs::File::create(tmp.path().join(".out.haseed-lock")).expect("lock file");
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let log = tmp.path().join("stderr");
+    let mut child = haseed()
+        .args(["build", example("pi-k8s").to_str().expect("utf-8"), "-o"])
+        .arg(&out)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("haseed runs");
+    let started = std::time::Instant::now();
+    let waiting = loop {
+        let text = std::fs::read_to_string(&log).expect("log");
+        if text.contains("waiting for another haseed build into") {
+            break text;
+        }
+        assert!(
+            child.try_wait().expect("child").is_none(),
+            "the build ended without waiting for the lock:\n{text}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no waiting message:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(waiting.contains(".out.haseed-lock"), "{waiting}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!out.exists(), "the build wrote while another held the lock");
+    assert!(
+        child.try_wait().expect("child").is_none(),
+        "the build did not wait"
+    );
+    drop(lock);
+    let status = child.wait().expect("waited");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(status.success(), "{text}");
+    assert!(out.join("pi-k8s.tar.gz").exists() && out.join("lb1/user-data").exists());
+}

@@ -263,3 +263,93 @@ fn the_world_is_hidden_and_two_builds_are_identical() {
         "two builds with hostile-reads-world differ"
     );
 }
+
+/// Characters a terminal acts on: ESC, the 8-bit CSI, BEL, CR, DEL, the bidi overrides,
+/// isolates and marks, the line and paragraph separators. Listed here, not taken from
+/// haseed's own `term`, so the test does not grade the escaping with itself.
+const TERMINAL_ACTIVE: &[char] = &[
+    '\u{1b}', '\u{9b}', '\u{7}', '\r', '\u{7f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+    '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{61c}',
+    '\u{2028}', '\u{2029}',
+];
+
+fn assert_terminal_safe(what: &str, text: &str) {
+    let found: Vec<char> = text
+        .chars()
+        .filter(|c| TERMINAL_ACTIVE.contains(c))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} printed {found:?} raw:\n{}",
+        text.escape_debug()
+    );
+}
+
+#[test]
+fn terminal_escapes_and_bidi_controls_from_a_plugin_are_printed_escaped() {
+    const WARNING: &str = "reversed: \u{202e}exe.txt\u{202c} isolated: \u{2066}x\u{2069} marks: \u{200e}\u{200f}\u{61c}";
+    const BANNER: &str =
+        "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1m \u{202e}desrever\u{202c}\u{2028}\r\n";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = site_with_plugins(tmp.path(), &[("hostile_terminal_escapes.wasm", "{}")]);
+    let site_arg = site.to_str().expect("utf-8");
+
+    // build: the warning and both log streams reach stderr, escaped but readable.
+    let out = tmp.path().join("out");
+    let o = build(&site, &out);
+    let err = stderr(&o);
+    assert!(o.status.success(), "build failed:\n{err}");
+    assert_terminal_safe("build (stderr)", &err);
+    assert_terminal_safe("build (stdout)", &stdout(&o));
+    for shown in [
+        "warning: node lb1: reversed: \\u{202e}exe.txt\\u{202c} isolated: \\u{2066}x\\u{2069} marks: \\u{200e}\\u{200f}\\u{61c}",
+        "\\u{202e}desrever\\u{202c} one\\u{2028}two",
+        "stderr: \\u{2066}isolate\\u{2069} \\u{200f}mark \\u{2029}para",
+    ] {
+        assert!(err.contains(shown), "no {shown:?} in:\n{err}");
+    }
+    // The artifact keeps the bytes: escaping is for the terminal only.
+    let banner = std::fs::read_to_string(out.join("lb1/files/etc/haseed/banner")).expect("banner");
+    assert_eq!(banner, BANNER);
+
+    // plan --json: no raw character, and the JSON still decodes to exactly what was sent.
+    let o = run(&["plan", site_arg, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = stdout(&o);
+    assert_terminal_safe("plan --json", &json);
+    assert_terminal_safe("plan --json (stderr)", &stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let lb1 = &doc["nodes"][0];
+    assert_eq!(lb1["name"], "lb1");
+    let warnings = lb1["plan"]["warnings"].as_array().expect("warnings");
+    assert!(warnings.iter().any(|w| w == WARNING), "{warnings:?}");
+    let files = lb1["plan"]["files"].as_array().expect("files");
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == "/etc/haseed/banner" && f["content"] == BANNER),
+        "{files:?}"
+    );
+
+    // plugin check: a diff of the plan and of the file.
+    let bare = tmp.path().join("bare.toml");
+    std::fs::copy(example("pi-k8s"), &bare).expect("copy");
+    let escapes = plugin("hostile_terminal_escapes.wasm");
+    let o = run(&[
+        "plugin",
+        "check",
+        escapes.to_str().expect("utf-8"),
+        "--site",
+        bare.to_str().expect("utf-8"),
+    ]);
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), shown);
+    assert_terminal_safe("plugin check", &shown);
+    assert_terminal_safe("plugin check (stderr)", &stderr(&o));
+    assert!(
+        shown.contains(
+            "+\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{9b}1m \\u{202e}desrever\\u{202c}\\u{2028}\\u{d}"
+        ),
+        "{shown}"
+    );
+}

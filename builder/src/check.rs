@@ -11,8 +11,13 @@
 //! option in TCP mode, a health check with no port to check, a VRRP instance
 //! mixing address families, a VRID used twice on one interface.
 //!
+//! Files go only where haseed manages files on a node ([`NODE_PATHS`], an
+//! allow-list with a reason per entry), with modes of at most [`MODE_MAX`], and
+//! never two at one path or one below another.
+//!
 //! Pure and near-linear: `check_node` is O(size of the plan) (plus a sort of
-//! the frontends), `check_site` O(total VRRP instances) with hash maps.
+//! the frontends and one of the file paths), `check_site` O(total VRRP
+//! instances) with hash maps.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -67,27 +72,173 @@ const HAPROXY_OPTIONS: &[(&str, Cap, bool)] = &[
     ("splice-auto", Cap::Both, false),
 ];
 
-/// Where plan files may be written on the node.
-pub const ALLOWED_ROOTS: &[&str] = &[
-    "/etc/",
-    "/usr/local/bin/",
-    "/usr/local/sbin/",
-    "/usr/local/lib/haseed/",
-    "/var/lib/haseed/",
+/// One kind of file a plugin may put on a node (`NodePlan.files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePath {
+    /// A literal path; or a directory and a name with one `*` in it (one or more name
+    /// characters, never a '/'); or a directory ending in `/**` (any file at any depth below).
+    pub pattern: &'static str,
+    /// Whether the file may have execute bits (scripts); configuration files may not (systemd
+    /// warns about an executable unit file, and a config file has no reason to run).
+    pub exec: bool,
+    /// Why haseed writes there: which policy decision or example plugin needs it.
+    pub why: &'static str,
+}
+
+/// Where plugins may write files on a node: an allow-list of what haseed manages, found by
+/// building every example (`examples/*/site.toml` with the default policy and the example
+/// plugins, then listing `DIR/NODE/files/`). Everything else is refused, so a plugin cannot
+/// write credentials or login configuration (`/etc/shadow`, `/etc/sudoers.d`, `/etc/ssh`,
+/// `/etc/pam.d`), code the system loads or schedules (`/etc/ld.so.preload`, `/etc/cron.d`,
+/// `/etc/profile.d`), units of other services (a getty autologin drop-in), cloud-init's own
+/// configuration (`/etc/cloud`), or shadow a system command: the `PATH` directories take only
+/// `haseed-*` names. The same table is in the README ("Security: what a plugin can and cannot
+/// do"); keep both in step.
+pub const NODE_PATHS: &[NodePath] = &[
+    NodePath {
+        pattern: "/etc/haseed/**",
+        exec: false,
+        why: "haseed's own settings, read by its scripts and units (aws-vip.conf, hosts)",
+    },
+    NodePath {
+        pattern: "/etc/default/haseed",
+        exec: false,
+        why: "environment of haseed's own units",
+    },
+    NodePath {
+        pattern: "/etc/default/haseed-*",
+        exec: false,
+        why: "environment of haseed's own units",
+    },
+    NodePath {
+        pattern: "/var/lib/haseed/**",
+        exec: false,
+        why: "haseed's state on the node (keepalived track files)",
+    },
+    NodePath {
+        pattern: "/usr/local/lib/haseed/**",
+        exec: true,
+        why: "helpers of haseed's scripts",
+    },
+    NodePath {
+        pattern: "/usr/local/sbin/haseed-*",
+        exec: true,
+        why: "haseed's scripts (haseed-hosts, haseed-aws-vip, haseed-galera-*); haseed-* names only, so no system command is shadowed",
+    },
+    NodePath {
+        pattern: "/usr/local/bin/haseed-*",
+        exec: true,
+        why: "haseed's commands for users; haseed-* names only, as above",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/haseed-*.service",
+        exec: false,
+        why: "haseed's own units (haseed-hosts, haseed-swapoff, haseed-galera-*)",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/haseed-*.socket",
+        exec: false,
+        why: "haseed's own socket units (haseed-galera-health)",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/haseed-*.timer",
+        exec: false,
+        why: "haseed's own timer units",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/haproxy.service.d/*.conf",
+        exec: false,
+        why: "drop-ins for haproxy, which haseed configures (failover hooks)",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/keepalived.service.d/*.conf",
+        exec: false,
+        why: "drop-ins for keepalived, which haseed configures (failover hooks)",
+    },
+    NodePath {
+        pattern: "/etc/systemd/system/mariadb.service.d/*.conf",
+        exec: false,
+        why: "drop-ins for MariaDB on db nodes (Galera start-up)",
+    },
+    NodePath {
+        pattern: "/etc/systemd/timesyncd.conf.d/*.conf",
+        exec: false,
+        why: "the inventory's NTP servers",
+    },
+    NodePath {
+        pattern: "/etc/sysctl.d/*.conf",
+        exec: false,
+        why: "kernel settings of a role (Kubernetes bridge netfilter); not 90-haseed.conf, which the host renders",
+    },
+    NodePath {
+        pattern: "/etc/modules-load.d/*.conf",
+        exec: false,
+        why: "kernel modules of a role (br_netfilter, overlay for Kubernetes)",
+    },
+    NodePath {
+        pattern: "/etc/kubeadm/*",
+        exec: false,
+        why: "the kubeadm configuration of master nodes",
+    },
+    NodePath {
+        pattern: "/etc/containerd/config.toml",
+        exec: false,
+        why: "the container runtime of master nodes",
+    },
+    NodePath {
+        pattern: "/etc/mysql/mariadb.conf.d/*.cnf",
+        exec: false,
+        why: "Galera settings of db nodes",
+    },
+    NodePath {
+        pattern: "/etc/rsyslog.d/*.conf",
+        exec: false,
+        why: "haproxy's log (example plugin nodeport)",
+    },
+    NodePath {
+        pattern: "/etc/logrotate.d/*",
+        exec: false,
+        why: "rotation of haproxy's log (example plugin nodeport)",
+    },
 ];
 
-/// Paths no plugin may write, even under an allowed root: the host renders
-/// the first three, the others hold credentials.
-const FORBIDDEN_PATHS: &[&str] = &[
+/// Files the host renders from the plan's typed fields (haproxy, keepalived, sysctls); a
+/// plugin decides them through those fields, never as text.
+const HOST_RENDERED: &[&str] = &[
     "/etc/haproxy/haproxy.cfg",
     "/etc/keepalived/keepalived.conf",
     "/etc/sysctl.d/90-haseed.conf",
-    "/etc/shadow",
-    "/etc/gshadow",
-    "/etc/passwd",
-    "/etc/group",
 ];
-const FORBIDDEN_PREFIXES: &[&str] = &["/etc/sudoers", "/etc/ssh/", "/etc/cloud/"];
+
+/// The permission bits a plan file may have: at most rwxrwxr-x. No setuid or setgid (the file
+/// would run with its owner's or group's rights for whoever starts it), no sticky bit (it means
+/// nothing on a file), no write for others (any user of the node could rewrite it). Execute bits
+/// only where [`NodePath::exec`] says so.
+pub const MODE_MAX: u32 = 0o775;
+
+/// Whether `path` (already a clean absolute path) matches `pattern` (see [`NodePath`]).
+fn path_matches(pattern: &str, path: &str) -> bool {
+    if let Some(dir) = pattern.strip_suffix("**") {
+        return path.len() > dir.len() && path.starts_with(dir);
+    }
+    match pattern.split_once('*') {
+        None => path == pattern,
+        Some((head, tail)) => {
+            path.len() > head.len() + tail.len()
+                && path.starts_with(head)
+                && path.ends_with(tail)
+                && !path[head.len()..path.len() - tail.len()].contains('/')
+        }
+    }
+}
+
+/// The allow-list entry a plan file's path falls under.
+pub fn node_path(path: &str) -> Option<&'static NodePath> {
+    if HOST_RENDERED.contains(&path) {
+        return None;
+    }
+    NODE_PATHS.iter().find(|p| path_matches(p.pattern, path))
+}
 
 const TRACK_FILE_ROOTS: &[&str] = &["/run/haseed/", "/var/run/haseed/", "/var/lib/haseed/"];
 
@@ -418,6 +569,45 @@ fn is_uri_path(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"\"'#\\{}".contains(&b))
 }
 
+/// The methods an HTTP health check may use (haproxy `http-check send meth`).
+pub const HTTP_CHECK_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "POST"];
+
+/// The one grammar of an HTTP health check, `METHOD /path`: a method of
+/// [`HTTP_CHECK_METHODS`], one space, a plain URI path. The plan checker applies it to a
+/// backend's `http_check` and the inventory to a service's `check.http`, so a site file is
+/// refused at its own line, never later in a plugin's plan. The reason reads after the value:
+/// "`GET /a b` must ...".
+pub fn http_check(s: &str) -> Result<(), String> {
+    if s.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII (no control characters or line breaks)".into());
+    }
+    if s.contains(['"', '\'', '#', '\\', '{', '}']) {
+        return Err("must not contain quotes, '#', '\\' or braces".into());
+    }
+    let shape = || {
+        format!(
+            "must look like \"METHOD /path\" with one space, e.g. \"GET /healthz\" (METHOD: {})",
+            HTTP_CHECK_METHODS.join(", ")
+        )
+    };
+    let Some((method, path)) = s.split_once(' ') else {
+        return Err(shape());
+    };
+    if path.contains(' ') || !path.starts_with('/') {
+        return Err(shape());
+    }
+    if !HTTP_CHECK_METHODS.contains(&method) {
+        return Err(format!(
+            "must use one of the methods {} (\"METHOD /path\"), not {method:?}",
+            HTTP_CHECK_METHODS.join(", ")
+        ));
+    }
+    if !is_uri_path(path) {
+        return Err("must have a path of at most 256 characters (\"METHOD /path\")".into());
+    }
+    Ok(())
+}
+
 /// "ADDRESS/PREFIX" with a prefix valid for the family.
 fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (ip, prefix) = s.split_once('/')?;
@@ -540,11 +730,14 @@ pub fn check_node(site: &Site, node: u32, plan: &NodePlan) -> Vec<PlanIssue> {
     check_files(&mut c, plan);
     if c.at_most("warnings", plan.warnings.len(), MAX_LIST) {
         for (i, w) in plan.warnings.iter().enumerate() {
-            if w.chars().count() > MAX_WARNING_CHARS || w.chars().any(char::is_control) {
+            // Bidi controls pass (right-to-left text needs its marks); the terminal gets
+            // them escaped (crate::term). Line and paragraph separators break the one line.
+            let breaks = |ch: char| ch.is_control() || matches!(ch, '\u{2028}' | '\u{2029}');
+            if w.chars().count() > MAX_WARNING_CHARS || w.chars().any(breaks) {
                 c.fail(
                     format!("warnings[{i}]"),
                     format!(
-                        "a warning must be one line of at most {MAX_WARNING_CHARS} characters with no control characters"
+                        "a warning must be one line of at most {MAX_WARNING_CHARS} characters with no control characters or line separators"
                     ),
                 );
             }
@@ -673,18 +866,8 @@ fn check_haproxy(c: &mut Checker<'_>, h: &HaproxyConfig) {
             );
         }
         if let Some(hc) = &b.http_check {
-            let mut parts = hc.split(' ');
-            let ok = matches!(parts.next(), Some("GET" | "HEAD" | "OPTIONS" | "POST"))
-                && parts.next().is_some_and(is_uri_path)
-                && parts.next().is_none();
-            if !ok {
-                c.fail(
-                    format!("{at}.http_check"),
-                    format!(
-                        "{} must be \"METHOD /path\" (GET, HEAD, OPTIONS or POST; one space; a plain path)",
-                        shown(hc)
-                    ),
-                );
+            if let Err(e) = http_check(hc) {
+                c.fail(format!("{at}.http_check"), format!("{} {e}", shown(hc)));
             }
         }
         if !c.at_most(&format!("{at}.servers"), b.servers.len(), MAX_SERVERS) {
@@ -1226,43 +1409,39 @@ fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
     if !c.at_most("files", plan.files.len(), MAX_FILES) {
         return;
     }
-    let mut seen = HashSet::new();
+    // (index, path) of every clean path, for the duplicate and prefix checks below.
+    let mut clean: Vec<(usize, &str)> = Vec::with_capacity(plan.files.len());
     for (i, f) in plan.files.iter().enumerate() {
         let at = format!("files[{i}]");
+        let mut exec_ok = true;
         if c.path(&format!("{at}.path"), &f.path) {
-            if !ALLOWED_ROOTS.iter().any(|r| f.path.starts_with(r)) {
+            clean.push((i, f.path.as_str()));
+            if HOST_RENDERED.contains(&f.path.as_str()) {
                 c.fail(
                     format!("{at}.path"),
                     format!(
-                        "{} is outside the allowed roots {}",
-                        shown(&f.path),
-                        ALLOWED_ROOTS.join(", ")
-                    ),
-                );
-            } else if FORBIDDEN_PATHS.contains(&f.path.as_str())
-                || FORBIDDEN_PREFIXES.iter().any(|p| f.path.starts_with(p))
-            {
-                c.fail(
-                    format!("{at}.path"),
-                    format!(
-                        "{} may not be written by a plugin (the host renders it, or it holds credentials)",
+                        "{} may not be written by a plugin: the host renders it from the plan's typed fields (haproxy, keepalived, sysctls)",
                         shown(&f.path)
                     ),
                 );
+            } else {
+                match node_path(&f.path) {
+                    Some(p) => exec_ok = p.exec,
+                    None => {
+                        let allowed: Vec<&str> = NODE_PATHS.iter().map(|p| p.pattern).collect();
+                        c.fail(
+                            format!("{at}.path"),
+                            format!(
+                                "{} is not a place haseed manages on a node; plugins may write only {} (README, \"Security\")",
+                                shown(&f.path),
+                                allowed.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
         }
-        if !seen.insert(f.path.as_str()) {
-            c.fail(
-                format!("{at}.path"),
-                format!("{} is written twice", shown(&f.path)),
-            );
-        }
-        if f.mode > 0o7777 {
-            c.fail(
-                format!("{at}.mode"),
-                format!("{:o} is not a permission mode (at most 7777 octal)", f.mode),
-            );
-        }
+        check_mode(c, &at, f.mode, exec_ok);
         let owner_ok = f.owner.split_once(':').is_some_and(|(u, g)| {
             [u, g].iter().all(|p| {
                 !p.is_empty()
@@ -1283,6 +1462,101 @@ fn check_files(c: &mut Checker<'_>, plan: &NodePlan) {
         } else if f.content.contains('\0') {
             c.fail(format!("{at}.content"), "contains a NUL byte");
         }
+    }
+    check_path_conflicts(c, &mut clean);
+}
+
+/// A plan file's mode: see [`MODE_MAX`].
+fn check_mode(c: &mut Checker<'_>, at: &str, mode: u32, exec_ok: bool) {
+    if mode > 0o7777 {
+        c.fail(
+            format!("{at}.mode"),
+            format!("{mode:o} is not a permission mode (at most 7777 octal)"),
+        );
+        return;
+    }
+    let mut wrong = Vec::new();
+    for (bit, what) in [
+        (
+            0o4000,
+            "setuid (it would run as its owner for whoever starts it)",
+        ),
+        (0o2000, "setgid (it would run with its group's rights)"),
+        (0o1000, "sticky (it means nothing on a file)"),
+        (
+            0o0002,
+            "world-writable (any user of the node could rewrite it)",
+        ),
+    ] {
+        if mode & bit != 0 {
+            wrong.push(what);
+        }
+    }
+    if !wrong.is_empty() {
+        c.fail(
+            format!("{at}.mode"),
+            format!(
+                "{mode:04o} is {}; a plan file's mode is at most {MODE_MAX:04o}",
+                wrong.join(", ")
+            ),
+        );
+    } else if !exec_ok && mode & 0o111 != 0 {
+        let scripts: Vec<&str> = NODE_PATHS
+            .iter()
+            .filter(|p| p.exec)
+            .map(|p| p.pattern)
+            .collect();
+        c.fail(
+            format!("{at}.mode"),
+            format!(
+                "{mode:04o} makes a configuration file executable; only scripts under {} may be (e.g. 0644, 0640 or 0600 here)",
+                scripts.join(", ")
+            ),
+        );
+    }
+}
+
+/// Two plan files at one path, or one file below another (`/etc/a` and `/etc/a/b`): the node
+/// cannot hold both. Sorted with '/' below every other byte, the paths below a file follow it
+/// directly, so one pass with a stack of the files above the current one finds every
+/// conflict: O(n log n), each entry named with the one it clashes with.
+fn check_path_conflicts(c: &mut Checker<'_>, clean: &mut [(usize, &str)]) {
+    fn key(p: &str) -> impl Iterator<Item = u8> + '_ {
+        p.bytes().map(|b| if b == b'/' { 0 } else { b })
+    }
+    let below =
+        |q: &str, p: &str| q.len() > p.len() && q.starts_with(p) && q.as_bytes()[p.len()] == b'/';
+    clean.sort_by(|a, b| key(a.1).cmp(key(b.1)).then(a.0.cmp(&b.0)));
+    let mut above: Vec<(usize, &str)> = Vec::new();
+    for &(j, q) in clean.iter() {
+        while let Some(&(_, p)) = above.last() {
+            if p == q || below(q, p) {
+                break;
+            }
+            above.pop();
+        }
+        match above.last() {
+            Some(&(i, p)) if p == q => {
+                c.fail(
+                    format!("files[{j}].path"),
+                    format!(
+                        "{} is written twice (files[{i}] and files[{j}]); merge them into one file",
+                        shown(q)
+                    ),
+                );
+                continue;
+            }
+            Some(&(i, p)) => c.fail(
+                format!("files[{j}].path"),
+                format!(
+                    "{} (files[{j}]) is below {} (files[{i}]), which is a file: the node cannot hold both; rename one",
+                    shown(q),
+                    shown(p)
+                ),
+            ),
+            None => {}
+        }
+        above.push((j, q));
     }
 }
 
@@ -1741,6 +2015,7 @@ mod tests {
     use super::fixture::{apt, full_plan, lb_plan, site};
     use super::*;
     use crate::contract::*;
+    use proptest::prelude::*;
 
     #[test]
     fn reference_and_full_plans_pass() {
@@ -1847,11 +2122,15 @@ mod tests {
         ("inherited http option", |p| { h(p).defaults.mode = ProxyMode::Http; h(p).defaults.options = vec!["forwardfor".into()] }, "haproxy.frontends[0].mode", "inherits"),
         ("inherited forwardfor backend", |p| { h(p).defaults.mode = ProxyMode::Http; h(p).defaults.options = vec!["forwardfor".into()] }, "haproxy.backends[0].mode", "inherits"),
         // http-check and monitor-uri
-        ("http check method", |p| h(p).backends[1].http_check = Some("DELETE /x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check method", |p| h(p).backends[1].http_check = Some("DELETE /x".into()), "haproxy.backends[1].http_check", "one of the methods GET, HEAD, OPTIONS, POST"),
         ("http check space", |p| h(p).backends[1].http_check = Some("GET /a b".into()), "haproxy.backends[1].http_check", "METHOD /path"),
-        ("http check quote", |p| h(p).backends[1].http_check = Some("GET /\"x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
-        ("http check hash", |p| h(p).backends[1].http_check = Some("GET /#x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
-        ("http check backslash", |p| h(p).backends[1].http_check = Some("GET /\\x".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check quote", |p| h(p).backends[1].http_check = Some("GET /\"x".into()), "haproxy.backends[1].http_check", "must not contain quotes"),
+        ("http check hash", |p| h(p).backends[1].http_check = Some("GET /#x".into()), "haproxy.backends[1].http_check", "'#'"),
+        ("http check brace", |p| h(p).backends[1].http_check = Some("GET /{x}".into()), "haproxy.backends[1].http_check", "braces"),
+        ("http check version", |p| h(p).backends[1].http_check = Some("GET /x HTTP/1.1".into()), "haproxy.backends[1].http_check", "METHOD /path"),
+        ("http check lowercase", |p| h(p).backends[1].http_check = Some("get /x".into()), "haproxy.backends[1].http_check", "one of the methods"),
+        ("http check long path", |p| h(p).backends[1].http_check = Some(format!("GET /{}", "a".repeat(256))), "haproxy.backends[1].http_check", "at most 256"),
+        ("http check backslash", |p| h(p).backends[1].http_check = Some("GET /\\x".into()), "haproxy.backends[1].http_check", "'\\'"),
         ("http check no path", |p| h(p).backends[1].http_check = Some("GET".into()), "haproxy.backends[1].http_check", "METHOD /path"),
         ("monitor uri relative", |p| h(p).frontends[1].monitor_uri = Some("alive".into()), "haproxy.frontends[1].monitor_uri", "URI path"),
         ("monitor uri newline", |p| h(p).frontends[1].monitor_uri = Some("/a\nb".into()), "haproxy.frontends[1].monitor_uri", "URI path"),
@@ -1958,16 +2237,44 @@ mod tests {
         ("file double slash", |p| p.files[0].path = "/etc//x".into(), "files[0].path", "clean absolute path"),
         ("file trailing slash", |p| p.files[0].path = "/etc/x/".into(), "files[0].path", "clean absolute path"),
         ("file space", |p| p.files[0].path = "/etc/a b".into(), "files[0].path", "clean absolute path"),
-        ("file root", |p| p.files[0].path = "/root/.ssh/authorized_keys".into(), "files[0].path", "outside the allowed roots"),
-        ("file usr lib", |p| p.files[0].path = "/usr/local/lib/other".into(), "files[0].path", "outside the allowed roots"),
-        ("file haproxy.cfg", |p| p.files[0].path = "/etc/haproxy/haproxy.cfg".into(), "files[0].path", "may not be written"),
-        ("file keepalived.conf", |p| p.files[0].path = "/etc/keepalived/keepalived.conf".into(), "files[0].path", "may not be written"),
-        ("file shadow", |p| p.files[0].path = "/etc/shadow".into(), "files[0].path", "may not be written"),
-        ("file passwd", |p| p.files[0].path = "/etc/passwd".into(), "files[0].path", "may not be written"),
-        ("file sudoers.d", |p| p.files[0].path = "/etc/sudoers.d/x".into(), "files[0].path", "may not be written"),
-        ("file ssh", |p| p.files[0].path = "/etc/ssh/sshd_config".into(), "files[0].path", "may not be written"),
-        ("file twice", |p| p.files[1].path = p.files[0].path.clone(), "files[1].path", "written twice"),
-        ("file mode", |p| p.files[0].mode = 0o10000, "files[0].mode", "permission mode"),
+        ("file root", |p| p.files[0].path = "/root/.ssh/authorized_keys".into(), "files[0].path", "not a place haseed manages"),
+        ("file usr lib", |p| p.files[0].path = "/usr/local/lib/other".into(), "files[0].path", "not a place haseed manages"),
+        ("file haproxy.cfg", |p| p.files[0].path = "/etc/haproxy/haproxy.cfg".into(), "files[0].path", "the host renders it"),
+        ("file keepalived.conf", |p| p.files[0].path = "/etc/keepalived/keepalived.conf".into(), "files[0].path", "the host renders it"),
+        ("file sysctl 90-haseed", |p| p.files[0].path = "/etc/sysctl.d/90-haseed.conf".into(), "files[0].path", "the host renders it"),
+        ("file shadow", |p| p.files[0].path = "/etc/shadow".into(), "files[0].path", "not a place haseed manages"),
+        ("file passwd", |p| p.files[0].path = "/etc/passwd".into(), "files[0].path", "not a place haseed manages"),
+        ("file sudoers.d", |p| p.files[0].path = "/etc/sudoers.d/x".into(), "files[0].path", "not a place haseed manages"),
+        ("file ssh", |p| p.files[0].path = "/etc/ssh/sshd_config".into(), "files[0].path", "not a place haseed manages"),
+        // The review's cases: each got past the old deny-list.
+        ("file pam.d", |p| p.files[0].path = "/etc/pam.d/x".into(), "files[0].path", "not a place haseed manages"),
+        ("file ld.so.preload", |p| p.files[0].path = "/etc/ld.so.preload".into(), "files[0].path", "not a place haseed manages"),
+        ("file cron.d", |p| p.files[0].path = "/etc/cron.d/x".into(), "files[0].path", "not a place haseed manages"),
+        ("file getty autologin", |p| p.files[0].path = "/etc/systemd/system/getty@tty1.service.d/autologin.conf".into(), "files[0].path", "not a place haseed manages"),
+        ("file ssh as a file", |p| p.files[0].path = "/etc/ssh".into(), "files[0].path", "not a place haseed manages"),
+        ("file cloud as a file", |p| p.files[0].path = "/etc/cloud".into(), "files[0].path", "not a place haseed manages"),
+        // Near misses of the allow-list.
+        ("file sbin not haseed", |p| p.files[0].path = "/usr/local/sbin/iptables".into(), "files[0].path", "not a place haseed manages"),
+        ("file bin prefix only", |p| p.files[0].path = "/usr/local/bin/haseed-".into(), "files[0].path", "not a place haseed manages"),
+        ("file sbin below", |p| p.files[0].path = "/usr/local/sbin/haseed-x/y".into(), "files[0].path", "not a place haseed manages"),
+        ("file other unit", |p| p.files[0].path = "/etc/systemd/system/ssh.service".into(), "files[0].path", "not a place haseed manages"),
+        ("file unit in drop-in dir", |p| p.files[0].path = "/etc/systemd/system/haproxy.service.d/x.service".into(), "files[0].path", "not a place haseed manages"),
+        ("file haseed dir itself", |p| p.files[0].path = "/etc/haseed".into(), "files[0].path", "not a place haseed manages"),
+        ("file sysctl not conf", |p| p.files[0].path = "/etc/sysctl.d/x".into(), "files[0].path", "not a place haseed manages"),
+        ("file names the list", |p| p.files[0].path = "/etc/x".into(), "files[0].path", "/etc/haseed/**, /etc/default/haseed,"),
+        ("file twice", |p| p.files[1].path = p.files[0].path.clone(), "files[1].path", "written twice (files[0] and files[1])"),
+        ("file twice reversed", |p| { p.files[1].path = p.files[0].path.clone(); p.files.swap(0, 1) }, "files[1].path", "written twice (files[0] and files[1])"),
+        ("file below a file", |p| { p.files[0].path = "/etc/haseed/a".into(); p.files[1].path = "/etc/haseed/a/b".into() }, "files[1].path", "\"/etc/haseed/a/b\" (files[1]) is below \"/etc/haseed/a\" (files[0]), which is a file"),
+        ("file below a file, listed first", |p| { p.files[0].path = "/etc/haseed/a/b/c".into(); p.files[1].path = "/etc/haseed/a".into() }, "files[0].path", "(files[0]) is below \"/etc/haseed/a\" (files[1])"),
+        ("file below a file, sibling between", |p| { p.files[0].path = "/etc/haseed/a".into(); p.files[1].path = "/etc/haseed/a/b".into(); p.files.push(File { path: "/etc/haseed/a-b".into(), ..p.files[1].clone() }) }, "files[1].path", "is below \"/etc/haseed/a\" (files[0])"),
+        ("file mode too big", |p| p.files[0].mode = 0o10000, "files[0].mode", "permission mode"),
+        ("file setuid", |p| p.files[0].mode = 0o4755, "files[0].mode", "setuid"),
+        ("file setgid", |p| p.files[0].mode = 0o2755, "files[0].mode", "setgid"),
+        ("file sticky", |p| p.files[0].mode = 0o1755, "files[0].mode", "sticky"),
+        ("file world-writable", |p| p.files[1].mode = 0o646, "files[1].mode", "world-writable"),
+        ("file all special bits", |p| p.files[0].mode = 0o7777, "files[0].mode", "7777 is setuid (it would run as its owner for whoever starts it), setgid (it would run with its group's rights), sticky (it means nothing on a file), world-writable"),
+        ("file config executable", |p| p.files[1].mode = 0o750, "files[1].mode", "makes a configuration file executable"),
+        ("file unit executable", |p| { p.files[1].path = "/etc/systemd/system/haseed-x.service".into(); p.files[1].mode = 0o744 }, "files[1].mode", "only scripts under /usr/local/lib/haseed/**, /usr/local/sbin/haseed-*, /usr/local/bin/haseed-*"),
         ("file owner no group", |p| p.files[0].owner = "root".into(), "files[0].owner", "user:group"),
         ("file owner upper", |p| p.files[0].owner = "Root:root".into(), "files[0].owner", "user:group"),
         ("file owner injection", |p| p.files[0].owner = "root:root\nx".into(), "files[0].owner", "user:group"),
@@ -1977,6 +2284,8 @@ mod tests {
         // warnings
         ("warning newline", |p| p.warnings.push("a\nb".into()), "warnings[1]", "one line"),
         ("warning escape", |p| p.warnings.push("a\u{1b}[2J".into()), "warnings[1]", "one line"),
+        ("warning line separator", |p| p.warnings.push("a\u{2028}b".into()), "warnings[1]", "one line"),
+        ("warning paragraph separator", |p| p.warnings.push("a\u{2029}b".into()), "warnings[1]", "one line"),
         ("warning long", |p| p.warnings.push("é".repeat(1001)), "warnings[1]", "one line"),
         // sizes
         ("too many servers", |p| { let s = h(p).backends[0].servers[0].clone(); h(p).backends[0].servers = (0..=MAX_SERVERS) .map(|i| Server { name: format!("s{i}"), ..s.clone() }) .collect() }, "haproxy.backends[0].servers", "at most 10000"),
@@ -2032,7 +2341,10 @@ mod tests {
         plan.services.push("systemd-networkd-wait-online".into());
         plan.sysctls[0].value = String::new();
         plan.sysctls[1].key = "net/ipv4/conf/eth0.100/arp_ignore".into();
-        plan.files[0].mode = 0o7777;
+        plan.files[0].mode = MODE_MAX;
+        plan.files[1].mode = 0o660;
+        plan.warnings
+            .push("right-to-left \u{202e}text\u{202c} is escaped when printed".into());
         plan.files[0].content = "x".repeat(MAX_FILE_BYTES);
         plan.warnings.push("é".repeat(1000));
         let got = check_node(&s, 0, &plan);
@@ -2123,5 +2435,222 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(check_site(&s, &plans).is_empty());
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    /// Every file the default policy and the example plugins write (examples/*/site.toml built
+    /// with them: DIR/NODE/files/) falls under the allow-list, with its mode.
+    #[test]
+    fn what_haseed_writes_is_allowed() {
+        const WRITTEN: &[(&str, u32)] = &[
+            ("/etc/containerd/config.toml", 0o644),
+            ("/etc/haseed/aws-vip.conf", 0o644),
+            ("/etc/haseed/hosts", 0o644),
+            ("/etc/kubeadm/haseed-kubeadm.yaml", 0o600),
+            ("/etc/logrotate.d/haproxy", 0o644),
+            ("/etc/modules-load.d/k8s.conf", 0o644),
+            ("/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf", 0o640),
+            ("/etc/rsyslog.d/49-haproxy.conf", 0o644),
+            ("/etc/sysctl.d/91-haseed-k8s.conf", 0o644),
+            (
+                "/etc/systemd/system/haproxy.service.d/50-haseed-failover.conf",
+                0o644,
+            ),
+            ("/etc/systemd/system/haseed-galera-bootstrap.service", 0o644),
+            ("/etc/systemd/system/haseed-galera-health.socket", 0o644),
+            ("/etc/systemd/system/haseed-galera-health@.service", 0o644),
+            ("/etc/systemd/system/haseed-hosts.service", 0o644),
+            ("/etc/systemd/system/haseed-swapoff.service", 0o644),
+            (
+                "/etc/systemd/system/keepalived.service.d/50-haseed-failover.conf",
+                0o644,
+            ),
+            (
+                "/etc/systemd/system/mariadb.service.d/haseed-galera.conf",
+                0o644,
+            ),
+            ("/etc/systemd/timesyncd.conf.d/haseed.conf", 0o644),
+            ("/usr/local/sbin/haseed-aws-vip", 0o755),
+            ("/usr/local/sbin/haseed-galera-bootstrap", 0o755),
+            ("/usr/local/sbin/haseed-galera-health", 0o755),
+            ("/usr/local/sbin/haseed-hosts", 0o755),
+        ];
+        let s = site();
+        let mut plan = lb_plan(&s, 0);
+        let f = |path: &str, mode: u32| File {
+            path: path.into(),
+            mode,
+            owner: "root:root".into(),
+            content: String::new(),
+        };
+        plan.files = WRITTEN.iter().map(|&(p, m)| f(p, m)).collect();
+        let got = check_node(&s, 0, &plan);
+        assert!(got.is_empty(), "{got:#?}");
+        // And every pattern of the table is used by at least one of them or the fixture.
+        let fixture = full_plan(&s, 0);
+        for p in NODE_PATHS {
+            let used = WRITTEN
+                .iter()
+                .map(|w| w.0)
+                .chain(fixture.files.iter().map(|f| f.path.as_str()))
+                .any(|w| path_matches(p.pattern, w));
+            let reserved = [
+                "/usr/local/lib/haseed/**",
+                "/usr/local/bin/haseed-*",
+                "/etc/default/haseed-*",
+                "/var/lib/haseed/**",
+                "/etc/systemd/system/haseed-*.timer",
+            ];
+            assert!(
+                used || reserved.contains(&p.pattern),
+                "{} is allowed but nothing writes there",
+                p.pattern
+            );
+        }
+    }
+
+    #[test]
+    fn path_patterns() {
+        for (pattern, path, want) in [
+            ("/etc/haseed/**", "/etc/haseed/a/b", true),
+            ("/etc/haseed/**", "/etc/haseed/", false),
+            ("/etc/haseed/**", "/etc/haseed", false),
+            ("/etc/haseed/**", "/etc/haseedx/a", false),
+            ("/usr/local/sbin/haseed-*", "/usr/local/sbin/haseed-x", true),
+            ("/usr/local/sbin/haseed-*", "/usr/local/sbin/haseed-", false),
+            (
+                "/usr/local/sbin/haseed-*",
+                "/usr/local/sbin/haseed-x/y",
+                false,
+            ),
+            (
+                "/etc/systemd/system/haseed-*.service",
+                "/etc/systemd/system/haseed-a@.service",
+                true,
+            ),
+            (
+                "/etc/systemd/system/haseed-*.service",
+                "/etc/systemd/system/haseed-.service",
+                false,
+            ),
+            (
+                "/etc/systemd/system/haseed-*.service",
+                "/etc/systemd/system/haseed-a/b.service",
+                false,
+            ),
+            (
+                "/etc/containerd/config.toml",
+                "/etc/containerd/config.toml",
+                true,
+            ),
+            (
+                "/etc/containerd/config.toml",
+                "/etc/containerd/config.tom",
+                false,
+            ),
+        ] {
+            assert_eq!(path_matches(pattern, path), want, "{pattern} {path}");
+        }
+    }
+
+    /// The plan of `full_plan` with its files replaced by `paths` (mode 0644).
+    fn plan_with_files(s: &Site, paths: &[String]) -> NodePlan {
+        let mut plan = full_plan(s, 0);
+        let model = plan.files[1].clone();
+        plan.files = paths
+            .iter()
+            .map(|p| File {
+                path: p.clone(),
+                mode: 0o644,
+                ..model.clone()
+            })
+            .collect();
+        plan
+    }
+
+    /// Paths made of segments near the allow-list's edges.
+    fn node_paths() -> impl Strategy<Value = String> {
+        let segment = prop::sample::select(vec![
+            "etc",
+            "haseed",
+            "haseed-",
+            "haseed-x",
+            "usr",
+            "local",
+            "sbin",
+            "bin",
+            "lib",
+            "var",
+            "systemd",
+            "system",
+            "haproxy.service.d",
+            "getty@tty1.service.d",
+            "x.conf",
+            "ssh",
+            "pam.d",
+            "cron.d",
+            "cloud",
+            "sudoers.d",
+            "shadow",
+            "ld.so.preload",
+            "sysctl.d",
+            "90-haseed.conf",
+            "haseed-a.service",
+            "haseed-a.timer",
+            "default",
+            "root",
+            ".",
+            "..",
+            "",
+            "a",
+            "a b",
+            "haproxy",
+            "haproxy.cfg",
+            "kubeadm",
+            "logrotate.d",
+            "profile.d",
+        ]);
+        prop::collection::vec(segment, 1..6).prop_map(|v| format!("/{}", v.join("/")))
+    }
+
+    proptest! {
+        /// The path policy, whatever the path: an accepted file is a clean path under one
+        /// pattern of the table, never a host-rendered file, and never in a place that holds
+        /// credentials, login, scheduling or loader configuration.
+        #[test]
+        fn accepted_paths_are_allowed_and_harmless(path in node_paths()) {
+            let s = site();
+            let plan = plan_with_files(&s, std::slice::from_ref(&path));
+            let issues = check_node(&s, 0, &plan);
+            let refused = issues.iter().any(|i| i.field == "files[0].path");
+            let clean = path[1..].split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+                && !path.contains(' ');
+            let listed = NODE_PATHS.iter().any(|p| path_matches(p.pattern, &path));
+            let rendered = HOST_RENDERED.contains(&path.as_str());
+            prop_assert_eq!(!refused, clean && listed && !rendered, "{}: {:#?}", path, issues);
+            if !refused {
+                for bad in ["/etc/ssh", "/etc/pam.d", "/etc/cron.d", "/etc/cloud", "/etc/sudoers", "/etc/shadow", "/etc/ld.so", "/etc/profile.d", "/root", "/etc/systemd/system/getty", "/usr/local/sbin/haseed-/", "/etc/haproxy"] {
+                    prop_assert!(!path.starts_with(bad), "{} accepted", path);
+                }
+            }
+        }
+
+        /// Prefix conflicts and duplicates: the sorted pass reports a path exactly when some
+        /// other entry equals it or lies above it (checked against all pairs).
+        #[test]
+        fn path_conflicts_match_all_pairs(paths in prop::collection::vec(
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "a-b", "a.b", "ab", "0", "-"]), 1..4)
+                .prop_map(|v| format!("/etc/haseed/{}", v.join("/"))), 1..12)) {
+            let s = site();
+            let plan = plan_with_files(&s, &paths);
+            let issues = check_node(&s, 0, &plan);
+            for (j, q) in paths.iter().enumerate() {
+                let field = format!("files[{j}].path");
+                let reported = issues.iter().any(|i| i.field == field);
+                let clash = paths.iter().enumerate().any(|(i, p)| {
+                    (p == q && i < j) || (q.len() > p.len() && q.starts_with(p.as_str()) && q.as_bytes()[p.len()] == b'/')
+                });
+                prop_assert_eq!(reported, clash, "{:?}: {:#?}", paths, issues);
+            }
+        }
     }
 }

@@ -11,7 +11,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::inventory::Inventory;
 use crate::pipeline::{self, BuildError};
 use crate::policy::{CompileLimits, Compiler, Host, Limits, PluginLog};
-use crate::{output, validate, view};
+use crate::{output, term, validate, view};
+
+/// `println!` through [`term::safe`]: every line this module prints may quote a plugin or the
+/// site file, so none reaches the terminal raw. Use these, never `println!`/`eprintln!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        println!("{}", term::safe(&format!($($arg)*)))
+    };
+}
+
+/// `eprintln!` through [`term::safe`] (see [`outln`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        eprintln!("{}", term::safe(&format!($($arg)*)))
+    };
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -275,8 +290,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             match e.downcast_ref::<BuildError>() {
-                Some(build) => eprintln!("{build}"),
-                None => eprintln!("error: {e:#}"),
+                Some(build) => errln!("{build}"),
+                None => errln!("error: {e:#}"),
             }
             ExitCode::FAILURE
         }
@@ -292,7 +307,7 @@ fn host(global: &Global) -> anyhow::Result<Host> {
     let host = Host::new(cache, Limits::default())?
         .with_compiler(Compiler::this_binary(CompileLimits::default()));
     if let (Some(why), false) = (host.cache_warning(), global.quiet) {
-        eprintln!("warning: {why}");
+        errln!("warning: {why}");
     }
     Ok(host)
 }
@@ -324,7 +339,7 @@ fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError
 fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
     if !global.quiet {
         for w in inv.warning_lines() {
-            eprintln!("{w}");
+            errln!("{w}");
         }
     }
     let host = host(global)?;
@@ -334,7 +349,7 @@ fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
         print_logs(&logs);
         for (node, plan) in inv.site.nodes.iter().zip(&plans) {
             for w in &plan.warnings {
-                eprintln!("warning: node {}: {}", node.name, w);
+                errln!("warning: node {}: {}", node.name, w);
             }
         }
     }
@@ -345,7 +360,11 @@ fn print_logs(logs: &[PluginLog]) {
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     for log in logs {
-        let _ = writeln!(err, "[{}] {}", log.plugin, log.line);
+        let _ = writeln!(
+            err,
+            "{}",
+            term::safe(&format!("[{}] {}", log.plugin, log.line))
+        );
     }
 }
 
@@ -353,9 +372,11 @@ fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let format = if args.json { Format::Json } else { args.format };
     let text = match format {
-        Format::Table => view::table(&planned.inv.site, &planned.plans),
-        Format::Json => view::json(&planned.inv.site, &planned.plans)?,
-        Format::Dot => view::dot(&planned.inv.site, &planned.plans),
+        Format::Table => term::safe(&view::table(&planned.inv.site, &planned.plans)).into_owned(),
+        Format::Json => {
+            term::safe_json(&view::json(&planned.inv.site, &planned.plans)?).into_owned()
+        }
+        Format::Dot => term::safe(&view::dot(&planned.inv.site, &planned.plans)).into_owned(),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -372,7 +393,7 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("writing {}", args.output.display()))?;
     if !global.quiet {
-        eprintln!(
+        errln!(
             "built {} node(s) of site {} into {} (bundle {}.tar.gz)",
             nodes.len(),
             planned.inv.site.name,
@@ -424,7 +445,7 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
     if !global.quiet {
-        eprintln!(
+        errln!(
             "user-data of node {}: {} bytes{}",
             args.node,
             packed.bytes.len(),
@@ -493,18 +514,18 @@ fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode
                 .to_string();
             if f.ok {
                 passed += 1;
-                println!("ok    {:<10} {:<11} {}", f.node, f.validator, rel);
+                outln!("ok    {:<10} {:<11} {}", f.node, f.validator, rel);
                 if args.verbose && !f.output.is_empty() {
-                    println!("{}", indent(&f.output));
+                    outln!("{}", indent(&f.output));
                 }
             } else {
                 failed += 1;
-                println!("FAIL  {:<10} {:<11} {}", f.node, f.validator, rel);
-                println!("{}", indent(&f.output));
+                outln!("FAIL  {:<10} {:<11} {}", f.node, f.validator, rel);
+                outln!("{}", indent(&f.output));
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -523,28 +544,31 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
     let source = read_plugin_file(&args.file)?;
     let report = host(global)?.inspect(&args.file.display().to_string(), &source.bytes)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!(
+            "{}",
+            term::safe_json(&serde_json::to_string_pretty(&report)?)
+        );
     } else {
         let none = "-".to_string();
-        println!("file:         {}", args.file.display());
-        println!("sha256:       {}", report.sha256);
-        println!("size:         {} bytes", report.size);
-        println!(
+        outln!("file:         {}", args.file.display());
+        outln!("sha256:       {}", report.sha256);
+        outln!("size:         {} bytes", report.size);
+        outln!(
             "built for:    {}",
             report.wit_package.as_ref().unwrap_or(&none)
         );
-        println!("host offers:  {}", report.host_wit_package);
+        outln!("host offers:  {}", report.host_wit_package);
         if let Some(info) = &report.info {
-            println!("name:         {}", info.name);
-            println!("version:      {}", info.version);
-            println!("description:  {}", info.description);
-            println!("settings:     {}", info.settings_help);
+            outln!("name:         {}", info.name);
+            outln!("version:      {}", info.version);
+            outln!("description:  {}", info.description);
+            outln!("settings:     {}", info.settings_help);
         }
-        println!("imports:      {}", report.imports.join(", "));
-        println!("exports:      {}", report.exports.join(", "));
+        outln!("imports:      {}", report.imports.join(", "));
+        outln!("exports:      {}", report.exports.join(", "));
         match &report.reason {
-            None => println!("runnable:     yes"),
-            Some(why) => println!("runnable:     no: {why}"),
+            None => outln!("runnable:     yes"),
+            Some(why) => outln!("runnable:     no: {why}"),
         }
     }
     Ok(if report.runnable {
@@ -633,7 +657,7 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     tmp.persist(&args.site)
         .map_err(|e| e.error)
         .with_context(|| format!("replacing {}", args.site.display()))?;
-    eprintln!(
+    errln!(
         "{} plugin {} in {} (sha256 {})",
         if updated { "updated" } else { "added" },
         path_text,
@@ -690,8 +714,8 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (after, logs) = match pipeline::plan(&host, &inv, &with) {
         Ok(ok) => ok,
         Err(e) => {
-            eprintln!("{e}");
-            println!("plugin {name} FAILED on this site (errors above)");
+            errln!("{e}");
+            outln!("plugin {name} FAILED on this site (errors above)");
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -720,19 +744,19 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .filter(|w| !before[i].warnings.contains(w))
             .collect();
         if sections.is_empty() && new_warnings.is_empty() {
-            println!("= node {}: unchanged", node.name);
+            outln!("= node {}: unchanged", node.name);
             continue;
         }
         changed_nodes += 1;
-        println!("~ node {}:", node.name);
+        outln!("~ node {}:", node.name);
         for w in new_warnings {
-            println!("  warning: {w}");
+            outln!("  warning: {w}");
         }
         for s in sections {
-            print!("{s}");
+            print!("{}", term::safe(&s));
         }
     }
-    println!(
+    outln!(
         "plugin {name}: changed {changed_nodes} of {} node(s); no errors",
         if focus.is_some() {
             1
@@ -879,7 +903,7 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
             "componentize-py -d wit -w policy-plugin componentize app -o {krate}.wasm\n  haseed plugin inspect {krate}.wasm"
         ),
     };
-    println!(
+    outln!(
         "created {dir}: a {lang:?} plugin for haseed:policy@{v}\n\n  cd {dir}\n  {steps}",
         dir = dir.display(),
         lang = args.lang,

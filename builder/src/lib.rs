@@ -17,5 +17,6 @@ pub mod output;
 pub mod pipeline;
 pub mod policy;
 pub mod render;
+pub mod term;
 pub mod validate;
 pub mod view;

@@ -7,6 +7,12 @@
 //! directory it did not create: an existing non-empty target without our
 //! marker file is refused.
 //!
+//! Builds into one directory are serialised: each holds an exclusive `flock(2)` on a lock file
+//! beside the target (`.NAME.haseed-lock` in its parent) from the check of the old target to
+//! the rename, so a concurrent build waits (and says so) instead of finding the directory it
+//! was about to move aside gone. The lock file stays: removing it would let a third build lock
+//! a new file while the second still holds the old one.
+//!
 //! Files that hold secrets are readable by their owner only, in the directory and in the
 //! bundle: `user-data` (SSH keys, password hash, every file's content), the bundle itself, a
 //! keepalived.conf with an `auth_pass`, anything holding a PEM private key, and any file the
@@ -75,9 +81,11 @@ pub fn build_tree(nodes: &[(String, NodeArtifacts)]) -> Vec<OutFile> {
 }
 
 /// The mode a node file gets in the build: the plan's, without group/other permissions when
-/// the content holds a secret.
+/// the content holds a secret. Never setuid, setgid, sticky or world-writable, here and in
+/// the bundle, whatever reaches this point: the plan checker refuses such modes
+/// ([`crate::check::MODE_MAX`]), and this keeps them off the build host if anything skipped it.
 fn out_mode(mode: u32, content: &str) -> u32 {
-    let mode = mode & 0o7777;
+    let mode = mode & crate::check::MODE_MAX;
     if holds_secret(content) {
         mode & !0o077
     } else {
@@ -161,6 +169,7 @@ pub fn write_build_with(
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let _lock = lock_build_dir(dir, &parent)?;
     if dir.exists() {
         let empty = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -211,6 +220,55 @@ pub fn write_build_with(
         return Err(e);
     }
     Ok(())
+}
+
+/// An exclusive lock on a build directory, released when dropped (closing the file).
+struct BuildLock {
+    _file: fs::File,
+}
+
+/// Takes the build lock of `dir` (see the module docs), waiting for another build that holds it.
+fn lock_build_dir(dir: &Path, parent: &Path) -> anyhow::Result<BuildLock> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = parent.join(format!(".{name}.haseed-lock"));
+    // O_NOFOLLOW: in a shared directory another user may have planted a symlink there.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening the build lock {}", path.display()))?;
+    let lock = |how: libc::c_int| loop {
+        // SAFETY: flock on a file descriptor we own, no pointers involved.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), how) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    match lock(libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            eprintln!(
+                "{}",
+                crate::term::safe(&format!(
+                    "waiting for another haseed build into {} to finish (lock {})",
+                    dir.display(),
+                    path.display()
+                ))
+            );
+            lock(libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    Ok(BuildLock { _file: file })
 }
 
 /// Writes one file through a temporary sibling renamed into place (no
@@ -346,7 +404,45 @@ mod tests {
         ));
         assert!(!holds_secret("-----BEGIN CERTIFICATE-----\nMIIB\n"));
         assert_eq!(out_mode(0o755, "auth_pass x\n"), 0o700);
-        assert_eq!(out_mode(0o4755, "a"), 0o4755);
+        assert_eq!(out_mode(0o4755, "a"), 0o755);
+        assert_eq!(out_mode(0o7777, "a"), 0o775);
+        assert_eq!(out_mode(0o646, "a"), 0o644);
         assert_eq!(out_mode(0o100644, "a"), 0o644);
+    }
+
+    /// Concurrent builds into one directory: each takes the lock in turn, none fails moving
+    /// the other's output aside, and the directory ends complete.
+    #[test]
+    fn concurrent_builds_into_one_directory_serialise() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        for round in 0..8 {
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let nodes = vec![("lb1".to_string(), artifacts())];
+                            write_build(&out, "site", &nodes)
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    let r = w.join().unwrap();
+                    assert!(r.is_ok(), "round {round}: {:#}", r.unwrap_err());
+                }
+            });
+            for (rel, _) in WANT {
+                assert!(out.join(rel).is_file(), "round {round}: {rel} missing");
+            }
+            assert!(out.join("site.tar.gz").is_file());
+            assert!(out.join(MARKER).is_file());
+            // Nothing staged or moved aside is left behind; only the lock file stays.
+            let left: Vec<String> = fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "out" && n != ".out.haseed-lock")
+                .collect();
+            assert!(left.is_empty(), "round {round}: {left:?}");
+        }
     }
 }

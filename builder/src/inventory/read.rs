@@ -72,7 +72,9 @@ pub(super) fn show(s: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() || c == '`' {
+        // Bidi controls and line separators too (crate::term): a quoted value must not
+        // reorder or break the message around it.
+        if c.is_control() || crate::term::is_unsafe(c) || c == '`' {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -174,27 +174,6 @@ pub(super) fn check_password_hash(s: &str) -> Result<(), String> {
     }
 }
 
-/// `METHOD /path` (optionally followed by ` HTTP/1.0` or ` HTTP/1.1`), printable ASCII, no
-/// quotes, `#` or backslash.
-pub(super) fn check_http(s: &str) -> Result<(), String> {
-    if s.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
-        return Err("must be printable ASCII (no control characters or line breaks)".into());
-    }
-    if s.contains(['"', '\'', '#', '\\']) {
-        return Err("must not contain quotes, '#' or '\\'".into());
-    }
-    let parts: Vec<&str> = s.split(' ').collect();
-    let shape_ok = matches!(parts.len(), 2 | 3)
-        && (1..=16).contains(&parts[0].len())
-        && parts[0].bytes().all(|b| b.is_ascii_uppercase())
-        && parts[1].starts_with('/')
-        && (parts.len() == 2 || parts[2] == "HTTP/1.0" || parts[2] == "HTTP/1.1");
-    if !shape_ok {
-        return Err("must look like \"METHOD /path\", e.g. \"GET /healthz\"".into());
-    }
-    Ok(())
-}
-
 /// `FIRST-LAST`.
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let shape = || {
@@ -1352,16 +1331,19 @@ fn check_override(cx: &mut Cx<'_>, c: &RawCheck, label: &str) -> CheckOverride {
         .port
         .as_ref()
         .and_then(|v| cx.int_in(v, &format!("check port of service {label}"), 1, 65535));
-    let http = c.http.as_ref().and_then(|h| match check_http(&h.v) {
-        Ok(()) => Some(h.v.clone()),
-        Err(e) => {
-            cx.err(
-                h.span.clone(),
-                format!("check http {} of service {label} {e}", show(&h.v)),
-            );
-            None
-        }
-    });
+    let http = c
+        .http
+        .as_ref()
+        .and_then(|h| match crate::check::http_check(&h.v) {
+            Ok(()) => Some(h.v.clone()),
+            Err(e) => {
+                cx.err(
+                    h.span.clone(),
+                    format!("check http {} of service {label} {e}", show(&h.v)),
+                );
+                None
+            }
+        });
     CheckOverride {
         inter_ms: u32_of(inter_ms),
         rise: u32_of(rise),

@@ -1230,7 +1230,7 @@ fn service_check_values() {
     );
     only_err(
         &check("http = \"GET /a#b\""),
-        "must not contain quotes, '#' or '\\'",
+        "must not contain quotes, '#', '\\' or braces",
         35,
         18,
     );
@@ -1246,9 +1246,33 @@ fn service_check_values() {
         35,
         18,
     );
+    // One grammar with the plan checker (crate::check::http_check): what the site may say,
+    // the checker accepts, so an error always points here, never at a plugin's plan.
+    only_err(
+        &check("http = \"HEAD /readyz HTTP/1.1\""),
+        "must look like \"METHOD /path\" with one space",
+        35,
+        18,
+    );
+    only_err(
+        &check("http = \"DELETE /x\""),
+        "must use one of the methods GET, HEAD, OPTIONS, POST",
+        35,
+        18,
+    );
+    only_err(
+        &check("http = \"GET /{x}\""),
+        "must not contain quotes, '#', '\\' or braces",
+        35,
+        18,
+    );
     ok(&check(
-        "http = \"HEAD /readyz HTTP/1.1\", inter_ms = 100, rise = 1000",
+        "http = \"HEAD /readyz\", inter_ms = 100, rise = 1000",
     ));
+    for good in ["GET /", "OPTIONS /x?y=1", "POST /a/b-c_d.e"] {
+        ok(&check(&format!("http = \"{good}\"")));
+        assert_eq!(crate::check::http_check(good), Ok(()), "{good}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
