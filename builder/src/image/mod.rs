@@ -12,6 +12,9 @@
 pub mod base;
 pub mod cli;
 pub mod disk;
+pub mod fatcheck;
+#[doc(hidden)]
+pub mod fatfuzz;
 pub mod firstrun;
 pub mod flash;
 pub mod progress;
@@ -402,6 +405,7 @@ fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
 fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow::Result<Made> {
     let desc = job.base;
     let part = disk::fat_partition(raw, len, desc.boot_partition)?;
+    let checked = disk::check_fat(raw, &part)?;
     let fs = disk::open_fat(raw, &part)?;
     let label = disk::label(&fs);
     let looks_like = identify(&fs, &label, all);
@@ -461,7 +465,7 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         }
     };
     files.push(("cmdline.txt", cmdline.as_bytes()));
-    let (need, have) = disk::room(&fs, &files)?;
+    let (need, have) = disk::room(&checked, &files);
     if need > have {
         bail!(
             "its boot partition has {} free but the seed needs {}: free space on the boot partition or use a larger base",
