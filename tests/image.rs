@@ -907,3 +907,67 @@ fn corrupt_fat_bases_are_refused_in_bounded_time_and_memory() {
         eprintln!("{name}: refused in {took:?}, {rss_kib} KiB peak");
     }
 }
+
+/// `-o` naming the base itself, by any path, is refused and the base is
+/// untouched.
+#[test]
+fn output_that_is_the_base_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let dir = tmp.path().join("bases");
+    std::fs::create_dir(&dir).unwrap();
+    let base = base(&dir, "raspios-trixie", "");
+    let before = std::fs::read(&base).unwrap();
+    let link = tmp.path().join("link.img");
+    std::os::unix::fs::symlink(&base, &link).unwrap();
+    let hard = tmp.path().join("hard.img");
+    std::fs::hard_link(&base, &hard).unwrap();
+    let spelled = dir
+        .join("..")
+        .join("bases")
+        .join(".")
+        .join("raspios-trixie.img");
+    for out in [base.clone(), link, hard, spelled] {
+        let o = image(&[
+            "--node",
+            "lb1",
+            "--base",
+            s(&base),
+            "-o",
+            s(&out),
+            s(&site),
+            "-q",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: {}",
+            out.display(),
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("is the base image") && err.contains("would replace the base"),
+            "{}: {err}",
+            out.display()
+        );
+    }
+    // The base given through the symlink, the output its real path.
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&tmp.path().join("link.img")),
+        "-o",
+        s(&base),
+        s(&site),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["raspios-trixie.img"], "a temporary file was left");
+}

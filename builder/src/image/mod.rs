@@ -122,6 +122,9 @@ pub fn make(
     quiet: bool,
 ) -> anyhow::Result<Vec<Made>> {
     anyhow::ensure!(!jobs.is_empty(), "no node to make an image for");
+    for job in jobs {
+        refuse_overwriting_base(base_path, &job.output)?;
+    }
     let mut raws = Vec::with_capacity(jobs.len());
     for job in jobs {
         let dir = parent_dir(&job.output);
@@ -192,6 +195,24 @@ pub fn make(
             .with_context(|| format!("moving the image into place at {}", dest.display()))?;
     }
     Ok(made)
+}
+
+/// An output that is the base itself (the same file by device and inode:
+/// the same name, another spelling of it, a symlink or a hard link) would
+/// replace the base once the image is moved into place.
+fn refuse_overwriting_base(base: &Path, output: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(b), Ok(o)) = (std::fs::metadata(base), std::fs::metadata(output)) else {
+        return Ok(());
+    };
+    if (b.dev(), b.ino()) == (o.dev(), o.ino()) {
+        bail!(
+            "the output {} is the base image {} (the same file): writing it would replace the base; choose another output path",
+            output.display(),
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 fn parent_dir(p: &Path) -> &Path {
