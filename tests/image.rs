@@ -971,3 +971,82 @@ fn output_that_is_the_base_is_refused() {
         .collect();
     assert_eq!(left, ["raspios-trixie.img"], "a temporary file was left");
 }
+
+/// SIGINT and SIGTERM while the images are being written: the run stops,
+/// every temporary output is removed, the exit status is 128 + the signal.
+#[test]
+fn a_signal_while_writing_leaves_no_partial_image() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    // A 2 GiB base that is mostly data, not holes: the copy takes seconds.
+    let base = base(tmp.path(), "raspios-trixie", "");
+    {
+        use std::io::Write;
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&base)
+            .unwrap();
+        let mut w = std::io::BufWriter::new(f);
+        let block: Vec<u8> = (0..(16 << 20)).map(|i| (i % 251) as u8 | 1).collect();
+        for _ in 0..120 {
+            w.write_all(&block).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    for (sig, code, args) in [
+        (libc::SIGINT, 130, vec!["--node", "lb1"]),
+        (libc::SIGTERM, 143, vec!["--all"]),
+    ] {
+        let out = tmp.path().join(format!("out-{sig}"));
+        std::fs::create_dir(&out).unwrap();
+        let dest = if args[0] == "--all" {
+            out.clone()
+        } else {
+            out.join("lb1.img")
+        };
+        let child = common::haseed()
+            .arg("image")
+            .args(&args)
+            .args(["--base", s(&base), "-o", s(&dest), s(&site), "-q"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("haseed runs");
+        // Wait until a temporary output holds data, then signal.
+        let start = Instant::now();
+        loop {
+            let writing = std::fs::read_dir(&out).unwrap().any(|e| {
+                let e = e.unwrap();
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().unwrap().len() > (64 << 20)
+            });
+            if writing {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "haseed never started writing"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let signalled = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(
+            err.contains("interrupted by SIG")
+                && err.contains("every temporary output was removed"),
+            "{err}"
+        );
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "took {:?} to stop",
+            signalled.elapsed()
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}

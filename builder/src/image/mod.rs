@@ -166,6 +166,7 @@ pub fn make(
             )
         })?;
         made.push(m);
+        crate::interrupt::check()?;
     }
 
     // Every node succeeded: compress where asked, then move into place.
@@ -186,6 +187,8 @@ pub fn make(
         out.as_file().sync_all()?;
         finals.push((out, &job.output));
     }
+    // The last moment to stop with nothing in place.
+    crate::interrupt::check()?;
     for (tmp, dest) in finals {
         let mut perms = tmp.as_file().metadata()?.permissions();
         // The seed may carry password hashes and keys: owner only.
@@ -308,6 +311,7 @@ pub fn fan_out(reader: &mut dyn Read, outputs: &mut [Output<'_>]) -> anyhow::Res
             queues.push(tx);
             writers.push(scope.spawn(move || -> anyhow::Result<()> {
                 for block in rx {
+                    crate::interrupt::check()?;
                     write_block(out, &block)?;
                 }
                 Ok(())
@@ -347,6 +351,7 @@ fn read_blocks(
     let mut pool: Vec<Arc<Block>> = Vec::new();
     let mut off = 0u64;
     loop {
+        crate::interrupt::check()?;
         let mut block = match pool.iter().position(|b| Arc::strong_count(b) == 1) {
             Some(i) => pool.swap_remove(i),
             None => Arc::new(Block::new()),
@@ -569,6 +574,7 @@ fn compress(
 fn pump(reader: &mut dyn Read, sink: &mut dyn Write, progress: &Progress) -> anyhow::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     loop {
+        crate::interrupt::check()?;
         let n = source::read_full(reader, &mut buf)?;
         if n == 0 {
             return Ok(());
