@@ -1050,3 +1050,53 @@ fn a_signal_while_writing_leaves_no_partial_image() {
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
+
+/// SIGHUP (a closed terminal) stops a run like SIGINT does, unless the
+/// parent ignored it (`nohup`): then the run goes on to the end.
+#[test]
+fn sighup_stops_a_run_unless_nohup_ignored_it() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "");
+    for ignored in [false, true] {
+        let out = tmp.path().join(format!("out-{ignored}"));
+        std::fs::create_dir(&out).unwrap();
+        let mut cmd = common::haseed();
+        cmd.args(["image", "--node", "lb1", "--base", s(&base), "-o"])
+            .arg(out.join("lb1.img"))
+            .args([s(&site), "-q"])
+            .stderr(Stdio::piped());
+        if ignored {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("haseed runs");
+        // Planning and rendering take over a second; the handler is in place
+        // from the start of the command.
+        std::thread::sleep(Duration::from_millis(400));
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        let o = child.wait_with_output().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        if ignored {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(left, ["lb1.img"]);
+        } else {
+            assert_eq!(o.status.code(), Some(129), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("interrupted by SIGHUP"),
+                "{}",
+                stderr(&o)
+            );
+            assert!(left.is_empty(), "left behind: {left:?}");
+        }
+    }
+}

@@ -36,12 +36,21 @@ fn name(sig: i32) -> &'static str {
 
 /// Catches SIGINT, SIGTERM and SIGHUP from now on. With SA_RESTART (what
 /// `signal(2)` gives on glibc, which the lab relied on): system calls go on,
-/// the loops notice at their next [`check`].
+/// the loops notice at their next [`check`]. A signal the parent left
+/// ignored stays ignored (POSIX's convention, which `nohup` and a shell's
+/// background jobs rely on: `nohup haseed image ...` must outlive the
+/// terminal).
 pub fn install() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores into
-        // an atomic.
+        // SAFETY: zeroed sigactions are valid; sigaction with a null new
+        // action only reads the current one; the handler only stores into an
+        // atomic.
         unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old);
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::sigemptyset(&mut sa.sa_mask);
