@@ -391,7 +391,7 @@ fn volume<R: Read + Seek>(r: &mut R, len: u64) -> Result<Volume, Corrupt> {
             .map(|c| {
                 let at = c + c / 2;
                 let v = le16(&raw, at);
-                if c % 2 == 0 {
+                if c.is_multiple_of(2) {
                     v & 0x0FFF
                 } else {
                     v >> 4
