@@ -972,27 +972,78 @@ fn output_that_is_the_base_is_refused() {
     assert_eq!(left, ["raspios-trixie.img"], "a temporary file was left");
 }
 
+/// A 2 GiB trixie base that is mostly data, not holes: copying it takes
+/// seconds.
+fn big_base(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let base = base(dir, "raspios-trixie", "");
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&base)
+        .unwrap();
+    let mut w = std::io::BufWriter::new(f);
+    let block: Vec<u8> = (0..(16 << 20)).map(|i| (i % 251) as u8 | 1).collect();
+    for _ in 0..120 {
+        w.write_all(&block).unwrap();
+    }
+    w.flush().unwrap();
+    base
+}
+
+/// SIGINT while `flash` writes the card: it stops, says the card does not
+/// boot (its first MiB, written last, is not there), exits 130 and removes
+/// its scratch image.
+#[test]
+fn a_signal_while_flashing_stops_with_an_unbootable_card_and_no_scratch() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = big_base(tmp.path());
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let card = tmp.path().join("card.bin");
+    std::fs::write(&card, b"").unwrap();
+    let child = common::haseed()
+        .args(["flash", s(&site), "--node", "lb1", "--base", s(&base)])
+        .args(["--tmp-dir", s(&scratch), "--force", "-q", s(&card)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haseed runs");
+    // The card file is sized first, then filled: wait for 64 MiB of data.
+    let start = Instant::now();
+    while std::fs::metadata(&card).unwrap().blocks() * 512 < 64 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "flash never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("partly written") && err.contains("does not boot") && err.contains("SIGINT"),
+        "{err}"
+    );
+    let mut head = [0u8; 512];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&card).unwrap(), &mut head, 0)
+        .unwrap();
+    assert_ne!(head[510..], [0x55, 0xAA], "the card has a partition table");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch left: {left:?}");
+}
+
 /// SIGINT and SIGTERM while the images are being written: the run stops,
 /// every temporary output is removed, the exit status is 128 + the signal.
 #[test]
 fn a_signal_while_writing_leaves_no_partial_image() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = example("pi-k8s");
-    // A 2 GiB base that is mostly data, not holes: the copy takes seconds.
-    let base = base(tmp.path(), "raspios-trixie", "");
-    {
-        use std::io::Write;
-        let f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&base)
-            .unwrap();
-        let mut w = std::io::BufWriter::new(f);
-        let block: Vec<u8> = (0..(16 << 20)).map(|i| (i % 251) as u8 | 1).collect();
-        for _ in 0..120 {
-            w.write_all(&block).unwrap();
-        }
-        w.flush().unwrap();
-    }
+    let base = big_base(tmp.path());
     for (sig, code, args) in [
         (libc::SIGINT, 130, vec!["--node", "lb1"]),
         (libc::SIGTERM, 143, vec!["--all"]),
