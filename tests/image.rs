@@ -7,7 +7,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{example, repo_root, run, stderr};
 
@@ -635,4 +636,518 @@ fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
             .starts_with("haseed-flash-")),
         "scratch left behind"
     );
+}
+
+/// Runs `haseed image` with a deadline; returns the exit status, stderr, the
+/// time taken and the peak resident memory in KiB, the kernel's VmHWM of the
+/// process, polled every 10 ms while it runs (wait4's ru_maxrss would count
+/// this test process's memory, shared with the child until its exec). A run
+/// past the deadline is killed and fails the test.
+fn image_bounded(args: &[&str], deadline: Duration) -> (Option<i32>, String, Duration, u64) {
+    let err = tempfile::NamedTempFile::new().expect("stderr file");
+    let start = Instant::now();
+    let mut child = common::haseed()
+        .arg("image")
+        .args(args)
+        .arg("-q")
+        .stdout(Stdio::null())
+        .stderr(err.reopen().expect("reopen"))
+        .spawn()
+        .expect("haseed runs");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "haseed image {args:?} still ran after {deadline:?}: {}",
+                std::fs::read_to_string(err.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(err.path()).unwrap_or_default(),
+        start.elapsed(),
+        peak,
+    )
+}
+
+/// The boot partition's geometry, read from its boot sector (FAT32, as
+/// make-base.sh makes it): (bytes per sector, FAT offset, data offset,
+/// cluster size), offsets from the start of the image.
+fn fat32_geometry(img: &[u8]) -> (u64, u64, u64, u64) {
+    let b = &img[BOOT_OFFSET as usize..];
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let u32_at =
+        |at: usize| u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+    let bps = u16_at(0x0B);
+    let spc = u64::from(b[0x0D]);
+    let fat = BOOT_OFFSET + u16_at(0x0E) * bps;
+    let data = fat + u64::from(b[0x10]) * u32_at(0x24) * bps;
+    (bps, fat, data, bps * spc)
+}
+
+/// The clusters of a file on the boot partition, as mtools' mshowfat
+/// lists them ("<2345>" or "<2345-2350>").
+fn clusters_of(img: &Path, name: &str) -> Vec<u32> {
+    let out = sh(Command::new("mshowfat")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", img.display()))
+        .arg(format!("::{name}")));
+    let inner = out
+        .split('<')
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .unwrap_or_else(|| panic!("mshowfat {name}: {out}"));
+    let mut v = Vec::new();
+    for run in inner.split(',') {
+        let run = run.trim();
+        let (a, b) = run.split_once('-').unwrap_or((run, run));
+        v.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap());
+    }
+    v
+}
+
+fn set_fat32(img: &mut [u8], cluster: u32, value: u32) {
+    let (_, fat, _, _) = fat32_geometry(img);
+    let at = (fat + u64::from(cluster) * 4) as usize;
+    img[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// The root directory entry of an 8.3 name (as stored: "CMDLINE TXT").
+fn dir_entry(img: &[u8], short: &[u8; 11]) -> usize {
+    let (_, _, data, _) = fat32_geometry(img);
+    let from = data as usize;
+    from + img[from..from + (1 << 20)]
+        .windows(11)
+        .position(|w| w == short)
+        .expect("the entry is in the root directory")
+}
+
+/// Corrupt FAT bases and broken partition tables: each is refused with a
+/// message saying what is wrong, within seconds and a bounded memory, and
+/// leaves nothing behind. fsck.vfat agrees each FAT case is corrupt, so the
+/// corruption is real and not an artefact of haseed's reading.
+#[test]
+fn corrupt_fat_bases_are_refused_in_bounded_time_and_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let good = base(tmp.path(), "raspios-trixie", "");
+    let bytes = std::fs::read(&good).unwrap();
+    let (bps, _, _, cluster) = fat32_geometry(&bytes);
+    assert_eq!((bps, cluster), (512, 512), "make-base.sh's layout");
+    let cmdline = clusters_of(&good, "cmdline.txt");
+    let config = clusters_of(&good, "config.txt");
+    assert_eq!((cmdline.len(), config.len()), (1, 1));
+    let (c, k) = (cmdline[0], config[0]);
+    let cmdline_entry = dir_entry(&bytes, b"CMDLINE TXT");
+
+    // (name, image, what the error says, whether fsck.vfat must object)
+    let mut cases: Vec<(&str, Vec<u8>, &str, bool)> = Vec::new();
+    let mut poke =
+        |name: &'static str, want: &'static str, fsck: bool, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = bytes.clone();
+            f(&mut b);
+            cases.push((name, b, want, fsck));
+        };
+    // The FAT32 root directory starts at cluster 2; make it its own successor.
+    poke(
+        "root-loop",
+        "the cluster chain of the root directory loops: cluster 2",
+        true,
+        &|b| set_fat32(b, 2, 2),
+    );
+    poke(
+        "file-loop",
+        "the cluster chain of cmdline.txt loops",
+        true,
+        &|b| set_fat32(b, c, c),
+    );
+    // 4 GiB claimed over a chain that loops: refused before anything is read.
+    poke(
+        "4gib-loop",
+        "the cluster chain of cmdline.txt loops",
+        true,
+        &|b| {
+            set_fat32(b, c, c);
+            b[cmdline_entry + 28..cmdline_entry + 32].copy_from_slice(&u32::MAX.to_le_bytes());
+        },
+    );
+    poke(
+        "out-of-range",
+        "points at cluster 268435440 after cluster",
+        true,
+        &|b| set_fat32(b, c, 0x0FFF_FFF0),
+    );
+    poke("cross-link", "cross-linked with", true, &|b| {
+        set_fat32(b, k, c)
+    });
+    poke("free-in-chain", "runs into the free cluster", true, &|b| {
+        set_fat32(b, c, 0)
+    });
+    // A size the chain does not hold (one cluster for 4 GiB).
+    poke(
+        "size-mismatch",
+        "cmdline.txt claims 4294967295 bytes but its cluster chain holds 1 clusters",
+        true,
+        &|b| b[cmdline_entry + 28..cmdline_entry + 32].copy_from_slice(&u32::MAX.to_le_bytes()),
+    );
+    poke("bad-cluster-size", "3 sectors per cluster", true, &|b| {
+        b[BOOT_OFFSET as usize + 0x0D] = 3
+    });
+    poke(
+        "fat-past-partition",
+        "but the partition holds only",
+        false,
+        &|b| {
+            let at = BOOT_OFFSET as usize + 0x20;
+            b[at..at + 4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        },
+    );
+    // The MBR: partition 2 moved into partition 1, then onto sector 0.
+    let entry2 = 446 + 16;
+    poke(
+        "overlap",
+        "partitions 1 (sectors 8192..139264) and 2 (sectors 10000..",
+        false,
+        &|b| b[entry2 + 8..entry2 + 12].copy_from_slice(&10000u32.to_le_bytes()),
+    );
+    poke(
+        "over-mbr",
+        "partition 2 starts at sector 0, over the MBR",
+        false,
+        &|b| b[entry2 + 8..entry2 + 12].copy_from_slice(&0u32.to_le_bytes()),
+    );
+
+    // A real, clean cmdline.txt that is too large to read whole.
+    let big = tmp.path().join("big.img");
+    std::fs::copy(&good, &big).unwrap();
+    let text = tmp.path().join("cmdline.txt");
+    std::fs::write(&text, "quiet ".repeat(12 << 10)).unwrap();
+    sh(Command::new("mcopy")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", big.display()))
+        .arg(&text)
+        .arg("::cmdline.txt"));
+    sh(Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(boot_partition(&big, tmp.path())));
+    cases.push((
+        "big-cmdline",
+        std::fs::read(&big).unwrap(),
+        "cmdline.txt is 73728 bytes, more than haseed reads (65536 bytes)",
+        false,
+    ));
+
+    for (name, data, want, fsck) in cases {
+        let input = tmp.path().join("in").join(format!("{name}.img"));
+        std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+        std::fs::write(&input, &data).unwrap();
+        if fsck {
+            let o = Command::new("fsck.vfat")
+                .arg("-n")
+                .arg(boot_partition(&input, tmp.path()))
+                .output()
+                .expect("fsck.vfat runs");
+            assert!(
+                !o.status.success(),
+                "{name}: fsck.vfat -n finds nothing wrong: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
+        let out = tmp.path().join("out").join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let (code, err, took, rss_kib) = image_bounded(
+            &[
+                "--node",
+                "lb1",
+                "--base",
+                s(&input),
+                "-o",
+                s(&out.join("lb1.img")),
+                s(&site),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(err.contains(want), "{name}: want {want:?} in {err}");
+        if !name.starts_with("over") {
+            assert!(
+                err.contains("partition 1") && err.contains("use an unmodified base image"),
+                "{name}: {err}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        // The good base takes about as long and as much; a loop would not end,
+        // a 4 GiB read would take 4 GiB.
+        assert!(took < Duration::from_secs(30), "{name}: took {took:?}");
+        assert!(
+            rss_kib > 0 && rss_kib < 256 << 10,
+            "{name}: {rss_kib} KiB resident"
+        );
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "{name}: left a file"
+        );
+        eprintln!("{name}: refused in {took:?}, {rss_kib} KiB peak");
+    }
+}
+
+/// `-o` naming the base itself, by any path, is refused and the base is
+/// untouched.
+#[test]
+fn output_that_is_the_base_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let dir = tmp.path().join("bases");
+    std::fs::create_dir(&dir).unwrap();
+    let base = base(&dir, "raspios-trixie", "");
+    let before = std::fs::read(&base).unwrap();
+    let link = tmp.path().join("link.img");
+    std::os::unix::fs::symlink(&base, &link).unwrap();
+    let hard = tmp.path().join("hard.img");
+    std::fs::hard_link(&base, &hard).unwrap();
+    let spelled = dir
+        .join("..")
+        .join("bases")
+        .join(".")
+        .join("raspios-trixie.img");
+    for out in [base.clone(), link, hard, spelled] {
+        let o = image(&[
+            "--node",
+            "lb1",
+            "--base",
+            s(&base),
+            "-o",
+            s(&out),
+            s(&site),
+            "-q",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: {}",
+            out.display(),
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("is the base image") && err.contains("would replace the base"),
+            "{}: {err}",
+            out.display()
+        );
+    }
+    // The base given through the symlink, the output its real path.
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&tmp.path().join("link.img")),
+        "-o",
+        s(&base),
+        s(&site),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["raspios-trixie.img"], "a temporary file was left");
+}
+
+/// A 2 GiB trixie base that is mostly data, not holes: copying it takes
+/// seconds.
+fn big_base(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let base = base(dir, "raspios-trixie", "");
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&base)
+        .unwrap();
+    let mut w = std::io::BufWriter::new(f);
+    let block: Vec<u8> = (0..(16 << 20)).map(|i| (i % 251) as u8 | 1).collect();
+    for _ in 0..120 {
+        w.write_all(&block).unwrap();
+    }
+    w.flush().unwrap();
+    base
+}
+
+/// SIGINT while `flash` writes the card: it stops, says the card does not
+/// boot (its first MiB, written last, is not there), exits 130 and removes
+/// its scratch image.
+#[test]
+fn a_signal_while_flashing_stops_with_an_unbootable_card_and_no_scratch() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = big_base(tmp.path());
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let card = tmp.path().join("card.bin");
+    std::fs::write(&card, b"").unwrap();
+    let child = common::haseed()
+        .args(["flash", s(&site), "--node", "lb1", "--base", s(&base)])
+        .args(["--tmp-dir", s(&scratch), "--force", "-q", s(&card)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haseed runs");
+    // The card file is sized first, then filled: wait for 64 MiB of data.
+    let start = Instant::now();
+    while std::fs::metadata(&card).unwrap().blocks() * 512 < 64 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "flash never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("partly written") && err.contains("does not boot") && err.contains("SIGINT"),
+        "{err}"
+    );
+    let mut head = [0u8; 512];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&card).unwrap(), &mut head, 0)
+        .unwrap();
+    assert_ne!(head[510..], [0x55, 0xAA], "the card has a partition table");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch left: {left:?}");
+}
+
+/// SIGINT and SIGTERM while the images are being written: the run stops,
+/// every temporary output is removed, the exit status is 128 + the signal.
+#[test]
+fn a_signal_while_writing_leaves_no_partial_image() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = big_base(tmp.path());
+    for (sig, code, args) in [
+        (libc::SIGINT, 130, vec!["--node", "lb1"]),
+        (libc::SIGTERM, 143, vec!["--all"]),
+    ] {
+        let out = tmp.path().join(format!("out-{sig}"));
+        std::fs::create_dir(&out).unwrap();
+        let dest = if args[0] == "--all" {
+            out.clone()
+        } else {
+            out.join("lb1.img")
+        };
+        let child = common::haseed()
+            .arg("image")
+            .args(&args)
+            .args(["--base", s(&base), "-o", s(&dest), s(&site), "-q"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("haseed runs");
+        // Wait until a temporary output holds data, then signal.
+        let start = Instant::now();
+        loop {
+            let writing = std::fs::read_dir(&out).unwrap().any(|e| {
+                let e = e.unwrap();
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().unwrap().len() > (64 << 20)
+            });
+            if writing {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "haseed never started writing"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let signalled = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(
+            err.contains("interrupted by SIG")
+                && err.contains("every temporary output was removed"),
+            "{err}"
+        );
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "took {:?} to stop",
+            signalled.elapsed()
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+/// SIGHUP (a closed terminal) stops a run like SIGINT does, unless the
+/// parent ignored it (`nohup`): then the run goes on to the end.
+#[test]
+fn sighup_stops_a_run_unless_nohup_ignored_it() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "");
+    for ignored in [false, true] {
+        let out = tmp.path().join(format!("out-{ignored}"));
+        std::fs::create_dir(&out).unwrap();
+        let mut cmd = common::haseed();
+        cmd.args(["image", "--node", "lb1", "--base", s(&base), "-o"])
+            .arg(out.join("lb1.img"))
+            .args([s(&site), "-q"])
+            .stderr(Stdio::piped());
+        if ignored {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("haseed runs");
+        // Planning and rendering take over a second; the handler is in place
+        // from the start of the command.
+        std::thread::sleep(Duration::from_millis(400));
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        let o = child.wait_with_output().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        if ignored {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(left, ["lb1.img"]);
+        } else {
+            assert_eq!(o.status.code(), Some(129), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("interrupted by SIGHUP"),
+                "{}",
+                stderr(&o)
+            );
+            assert!(left.is_empty(), "left behind: {left:?}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image;
+pub mod interrupt;
 pub mod inventory;
 pub mod lab;
 pub mod output;

@@ -169,7 +169,34 @@ fn report(global: &Global, made: &[Made], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGINT, SIGTERM or SIGHUP during `image` or `flash`: the temporary
+/// outputs are gone by the time the error gets here (they remove themselves
+/// as the error unwinds); say so and exit 128 + the signal.
+fn interruptible(
+    what: &str,
+    run: impl FnOnce() -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    crate::interrupt::install();
+    match run() {
+        Err(e) => match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::interrupt::Interrupted>())
+        {
+            Some(i) => {
+                eprintln!("haseed {what}: {e:#}; every temporary output was removed");
+                Ok(ExitCode::from(i.exit_code()))
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
 pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
+    interruptible("image", || image_inner(global, args))
+}
+
+fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     let all = base::all()?;
     let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
     let site = &planned.inv.site;
@@ -234,6 +261,10 @@ pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
+    interruptible("flash", || flash_inner(global, args))
+}
+
+fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     // Refuse a wrong target before the long work.
     let target = flash::inspect(&args.device)?;
     if !target.refusals.is_empty() {

@@ -38,6 +38,7 @@ pub fn fat_partition(image: &File, image_len: u64, number: u8) -> anyhow::Result
     if entries.iter().any(|e| e.sys == 0xEE) {
         bail!("the image is GPT-partitioned (protective MBR, type 0xEE): haseed writes MBR Raspberry Pi images (Raspberry Pi OS, Ubuntu for Raspberry Pi)");
     }
+    check_layout(&entries)?;
     let Some(e) = entries.get(usize::from(number) - 1).filter(|e| e.is_used()) else {
         bail!("the image has no partition {number} (its boot partition)");
     };
@@ -63,6 +64,56 @@ pub fn fat_partition(image: &File, image_len: u64, number: u8) -> anyhow::Result
         kind: e.sys,
         start,
         len,
+    })
+}
+
+/// Refuses a partition table whose partitions overlap each other or the MBR
+/// itself: editing one would then write into another (or into the table).
+/// Raspberry Pi OS and Ubuntu images have two primary partitions, the first
+/// at 4 or 8 MiB.
+fn check_layout(entries: &[mbrman::MBRPartitionEntry]) -> anyhow::Result<()> {
+    let used: Vec<(usize, u64, u64)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.is_used())
+        .map(|(i, e)| {
+            let start = u64::from(e.starting_lba);
+            (i + 1, start, start + u64::from(e.sectors))
+        })
+        .collect();
+    for &(n, start, end) in &used {
+        if start == 0 {
+            bail!(
+                "partition {n} starts at sector 0, over the MBR itself (sectors 0..{end}): the partition table is broken; use an unmodified base image"
+            );
+        }
+    }
+    for (i, &(a, a0, a1)) in used.iter().enumerate() {
+        for &(b, b0, b1) in &used[i + 1..] {
+            if a0 < b1 && b0 < a1 {
+                bail!(
+                    "partitions {a} (sectors {a0}..{a1}) and {b} (sectors {b0}..{b1}) overlap: the partition table is broken; use an unmodified base image"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks partition `p`'s FAT before the FAT library touches it (see
+/// [`super::fatcheck`]): a corrupt table would make the library loop forever
+/// or read gigabytes.
+pub fn check_fat(file: &File, p: &Partition) -> anyhow::Result<super::fatcheck::Checked> {
+    use super::fatcheck::Corrupt;
+    super::fatcheck::check(&mut Slice::new(file, p), p.len).map_err(|e| match e {
+        Corrupt::TooBig { .. } => anyhow::anyhow!(
+            "the boot partition (partition {}): {e}; use an unmodified base image",
+            p.number
+        ),
+        e => anyhow::anyhow!(
+            "the boot partition's FAT (partition {}) is corrupt: {e}; `fsck.vfat -n` reports such damage too; use an unmodified base image (download or decompress it again)",
+            p.number
+        ),
     })
 }
 
@@ -162,29 +213,34 @@ static FIXED_TIME: FixedTime = FixedTime;
 
 pub type Fat<'f> = fatfs::FileSystem<Slice<'f>>;
 
-/// Opens a FAT file system on a partition.
+/// Opens a FAT file system on a partition. Call [`check_fat`] first.
 pub fn open_fat<'f>(file: &'f File, p: &Partition) -> anyhow::Result<Fat<'f>> {
-    fatfs::FileSystem::new(
-        Slice::new(file, p),
-        fatfs::FsOptions::new().time_provider(&FIXED_TIME),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "partition {} is not a readable FAT file system: {e}",
-            p.number
-        )
-    })
+    open_fat_on(Slice::new(file, p), p.number)
 }
 
-pub fn label(fs: &Fat<'_>) -> String {
+/// Opens a FAT file system on any disk (the fuzz harness's in-memory one).
+pub fn open_fat_on<T: fatfs::ReadWriteSeek>(
+    disk: T,
+    number: u8,
+) -> anyhow::Result<fatfs::FileSystem<T>> {
+    fatfs::FileSystem::new(disk, fatfs::FsOptions::new().time_provider(&FIXED_TIME))
+        .map_err(|e| anyhow::anyhow!("partition {number} is not a readable FAT file system: {e}"))
+}
+
+pub fn label<T: fatfs::ReadWriteSeek>(fs: &fatfs::FileSystem<T>) -> String {
     fs.volume_label().trim_end().to_string()
 }
 
-pub fn exists(fs: &Fat<'_>, name: &str) -> bool {
+pub fn exists<T: fatfs::ReadWriteSeek>(fs: &fatfs::FileSystem<T>, name: &str) -> bool {
     fs.root_dir().open_file(name).is_ok()
 }
 
-pub fn read(fs: &Fat<'_>, name: &str) -> anyhow::Result<Vec<u8>> {
+/// Reads a whole file; only for the files of [`super::fatcheck::READ_WHOLE`],
+/// whose size the check capped.
+pub fn read<T: fatfs::ReadWriteSeek>(
+    fs: &fatfs::FileSystem<T>,
+    name: &str,
+) -> anyhow::Result<Vec<u8>> {
     let mut f = fs
         .root_dir()
         .open_file(name)
@@ -196,28 +252,28 @@ pub fn read(fs: &Fat<'_>, name: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Bytes a set of files needs on this file system (whole clusters each),
-/// and the bytes free.
-pub fn room(fs: &Fat<'_>, files: &[(&str, &[u8])]) -> anyhow::Result<(u64, u64)> {
-    let stats = fs
-        .stats()
-        .context("reading the boot partition's free space")?;
-    let cluster = u64::from(stats.cluster_size());
+/// and the bytes free, from the checked FAT (FSInfo's free count may be stale
+/// and `fatfs` trusts it).
+pub fn room(fat: &super::fatcheck::Checked, files: &[(&str, &[u8])]) -> (u64, u64) {
+    let cluster = fat.cluster_size;
     let mut need = 0;
-    let mut have = stats.free_clusters() as u64 * cluster;
+    let mut have = fat.free_clusters * cluster;
     for (name, bytes) in files {
         need += (bytes.len() as u64).div_ceil(cluster) * cluster;
         // Space a replaced file frees.
-        if let Ok(f) = fs.root_dir().open_file(name) {
-            let mut f = f;
-            let old = f.seek(SeekFrom::End(0)).unwrap_or(0);
-            have += old.div_ceil(cluster) * cluster;
+        if let Some(e) = fat.find(name) {
+            have += e.clusters * cluster;
         }
     }
-    Ok((need, have))
+    (need, have)
 }
 
 /// Creates or replaces a file in the root directory.
-pub fn write(fs: &Fat<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write<T: fatfs::ReadWriteSeek>(
+    fs: &fatfs::FileSystem<T>,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
     let mut f = fs
         .root_dir()
         .create_file(name)
@@ -308,5 +364,26 @@ mod tests {
         tmp.write_all_at(&mbr, 0).unwrap();
         let p = fat_partition(&tmp, 4 << 20, 1).unwrap();
         assert_eq!((p.start, p.len), (1 << 20, 2 << 20));
+
+        // A second partition: adjacent is fine, one sector of overlap is not,
+        // nor is one over the MBR (even when the boot partition is sound).
+        entry(&mut mbr, 1, 0x83, 6144, 2048);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        fat_partition(&tmp, 4 << 20, 1).unwrap();
+        entry(&mut mbr, 1, 0x83, 6143, 2048);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("partitions 1 (sectors 2048..6144) and 2 (sectors 6143..8191) overlap"),
+            "{err}"
+        );
+        entry(&mut mbr, 3, 0x83, 0, 100);
+        entry(&mut mbr, 1, 0x83, 6144, 2048);
+        tmp.write_all_at(&mbr, 0).unwrap();
+        let err = fat_partition(&tmp, 4 << 20, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("partition 4 starts at sector 0, over the MBR"),
+            "{err}"
+        );
     }
 }

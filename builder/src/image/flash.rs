@@ -165,6 +165,12 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
     let mut buf = vec![0u8; CHUNK];
     let mut off = HEAD.min(len);
     while off < len {
+        crate::interrupt::check().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "{} is partly written, without its first MiB (partition table), so it does not boot; flash it again",
+                target.path.display()
+            ))
+        })?;
         let n = (len - off).min(CHUNK as u64) as usize;
         image.read_exact_at(&mut buf[..n], off)?;
         dev.write_all_at(&buf[..n], off)
@@ -188,6 +194,12 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
     let mut back = vec![0u8; CHUNK];
     let mut off = 0;
     while off < len {
+        crate::interrupt::check().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "{} is written but was not verified; flash it again to be sure",
+                target.path.display()
+            ))
+        })?;
         let n = (len - off).min(CHUNK as u64) as usize;
         image.read_exact_at(&mut buf[..n], off)?;
         dev.read_exact_at(&mut back[..n], off)?;

@@ -12,6 +12,9 @@
 pub mod base;
 pub mod cli;
 pub mod disk;
+pub mod fatcheck;
+#[doc(hidden)]
+pub mod fatfuzz;
 pub mod firstrun;
 pub mod flash;
 pub mod progress;
@@ -119,6 +122,9 @@ pub fn make(
     quiet: bool,
 ) -> anyhow::Result<Vec<Made>> {
     anyhow::ensure!(!jobs.is_empty(), "no node to make an image for");
+    for job in jobs {
+        refuse_overwriting_base(base_path, &job.output)?;
+    }
     let mut raws = Vec::with_capacity(jobs.len());
     for job in jobs {
         let dir = parent_dir(&job.output);
@@ -160,6 +166,7 @@ pub fn make(
             )
         })?;
         made.push(m);
+        crate::interrupt::check()?;
     }
 
     // Every node succeeded: compress where asked, then move into place.
@@ -180,6 +187,8 @@ pub fn make(
         out.as_file().sync_all()?;
         finals.push((out, &job.output));
     }
+    // The last moment to stop with nothing in place.
+    crate::interrupt::check()?;
     for (tmp, dest) in finals {
         let mut perms = tmp.as_file().metadata()?.permissions();
         // The seed may carry password hashes and keys: owner only.
@@ -189,6 +198,24 @@ pub fn make(
             .with_context(|| format!("moving the image into place at {}", dest.display()))?;
     }
     Ok(made)
+}
+
+/// An output that is the base itself (the same file by device and inode:
+/// the same name, another spelling of it, a symlink or a hard link) would
+/// replace the base once the image is moved into place.
+fn refuse_overwriting_base(base: &Path, output: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(b), Ok(o)) = (std::fs::metadata(base), std::fs::metadata(output)) else {
+        return Ok(());
+    };
+    if (b.dev(), b.ino()) == (o.dev(), o.ino()) {
+        bail!(
+            "the output {} is the base image {} (the same file): writing it would replace the base; choose another output path",
+            output.display(),
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 fn parent_dir(p: &Path) -> &Path {
@@ -284,6 +311,7 @@ pub fn fan_out(reader: &mut dyn Read, outputs: &mut [Output<'_>]) -> anyhow::Res
             queues.push(tx);
             writers.push(scope.spawn(move || -> anyhow::Result<()> {
                 for block in rx {
+                    crate::interrupt::check()?;
                     write_block(out, &block)?;
                 }
                 Ok(())
@@ -323,6 +351,7 @@ fn read_blocks(
     let mut pool: Vec<Arc<Block>> = Vec::new();
     let mut off = 0u64;
     loop {
+        crate::interrupt::check()?;
         let mut block = match pool.iter().position(|b| Arc::strong_count(b) == 1) {
             Some(i) => pool.swap_remove(i),
             None => Arc::new(Block::new()),
@@ -402,6 +431,7 @@ fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
 fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow::Result<Made> {
     let desc = job.base;
     let part = disk::fat_partition(raw, len, desc.boot_partition)?;
+    let checked = disk::check_fat(raw, &part)?;
     let fs = disk::open_fat(raw, &part)?;
     let label = disk::label(&fs);
     let looks_like = identify(&fs, &label, all);
@@ -461,7 +491,7 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         }
     };
     files.push(("cmdline.txt", cmdline.as_bytes()));
-    let (need, have) = disk::room(&fs, &files)?;
+    let (need, have) = disk::room(&checked, &files);
     if need > have {
         bail!(
             "its boot partition has {} free but the seed needs {}: free space on the boot partition or use a larger base",
@@ -544,6 +574,7 @@ fn compress(
 fn pump(reader: &mut dyn Read, sink: &mut dyn Write, progress: &Progress) -> anyhow::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     loop {
+        crate::interrupt::check()?;
         let n = source::read_full(reader, &mut buf)?;
         if n == 0 {
             return Ok(());

@@ -106,16 +106,10 @@ pub const SCENARIOS: &[&str] = &[
     "keepalived-crash",
 ];
 
-/// Set by SIGINT/SIGTERM: every loop of the lab checks it and unwinds, so the
-/// guard's cleanup runs.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
+/// Fails once SIGINT/SIGTERM/SIGHUP came (`crate::interrupt`): every loop of
+/// the lab checks it and unwinds, so the guard's cleanup runs.
 fn interrupted() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if crate::interrupt::received().is_some() {
         bail!("interrupted: the lab cleaned up after itself");
     }
     Ok(())
@@ -203,12 +197,7 @@ pub fn run(
             bail!("haseed lab needs {tool} on PATH (apt-get install iproute2 haproxy keepalived)");
         }
     }
-    // SAFETY: the handler only stores into an atomic.
-    unsafe {
-        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGINT, h);
-        libc::signal(libc::SIGTERM, h);
-    }
+    crate::interrupt::install();
     let topo = Topology::of(site, args.vip.as_deref())?;
     let max_outage_ms = args
         .max_outage_ms

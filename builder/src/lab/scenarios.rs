@@ -251,7 +251,7 @@ impl Lab {
         let longest = total + LEAVE_WAIT;
         let mut failed = Ok(());
         while t_start.elapsed() < total {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if crate::interrupt::received().is_some() {
                 break;
             }
             let t = ms(self.epoch.elapsed());
