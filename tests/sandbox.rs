@@ -5,7 +5,21 @@
 mod common;
 
 use common::*;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Held by every test while its `haseed` runs plugins: each call has a 2 s wall-clock deadline,
+/// and two hostile builds side by side on a loaded 2-core runner pushed the huge-result plugin
+/// past it (refused by the deadline, not by the checker the test is about). The file takes ~4 s
+/// in all, so running its builds one at a time costs little.
+static ONE_BUILD_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the others still run one at a time.
+    ONE_BUILD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 struct Outcome {
     ok: bool,
@@ -15,6 +29,7 @@ struct Outcome {
 }
 
 fn build_with(plugin_file: &str) -> Outcome {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = site_with_plugins(tmp.path(), &[(plugin_file, "{}")]);
     let out = tmp.path().join("out");
@@ -224,6 +239,7 @@ fn world_seen_by_lb1(site: &std::path::Path) -> Vec<String> {
 fn the_world_is_hidden_and_two_builds_are_identical() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = site_with_plugins(tmp.path(), &[("hostile_reads_world.wasm", "{}")]);
+    let _turn = one_at_a_time();
 
     let first = world_seen_by_lb1(&site);
     let second = world_seen_by_lb1(&site);
@@ -292,6 +308,7 @@ fn terminal_escapes_and_bidi_controls_from_a_plugin_are_printed_escaped() {
         "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1m \u{202e}desrever\u{202c}\u{2028}\r\n";
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = site_with_plugins(tmp.path(), &[("hostile_terminal_escapes.wasm", "{}")]);
+    let _turn = one_at_a_time();
     let site_arg = site.to_str().expect("utf-8");
 
     // build: the warning and both log streams reach stderr, escaped but readable.
