@@ -182,9 +182,9 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
     }
     // keepalived ending on the active LB: the VIP moves within the
     // objective; a clean stop never leaves it held twice, a crash (parent
-    // and VRRP child SIGKILLed) at most 0.5 s thanks to the generated
-    // ExecStopPost.
-    for (name, dup) in [("keepalived-stop", 0.0), ("keepalived-crash", 500.0)] {
+    // and VRRP child SIGKILLed) at most one advert (1 s) + 0.5 s thanks to
+    // the generated ExecStopPost.
+    for (name, dup) in [("keepalived-stop", 0.0), ("keepalived-crash", 1500.0)] {
         let trials = scenario(&json, name);
         assert_eq!(trials.len(), 3, "{json}");
         for t in trials {
@@ -210,6 +210,19 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
             assert!(note.contains("check window for it (9000 ms)"), "{note}");
         }
     }
+    // The active holder stalls 500 ms (its VRRP child alone, then every
+    // process of the node): nothing failed, so nothing moves, and clients
+    // only wait (issue 19: 0.1 s adverts moved the VIP after 250 ms).
+    for name in ["vrrp-stall", "node-stall"] {
+        let trials = scenario(&json, name);
+        assert_eq!(trials.len(), 3, "{json}");
+        for t in trials {
+            assert_eq!(t["vip_moves"], 0, "{t}");
+            assert_eq!(t["duplicate_vip_ms"], 0.0, "{t}");
+            assert_eq!(t["failed_probes"], 0, "{t}");
+            assert_eq!(t["passed"], true, "{t}");
+        }
+    }
     // Split brain healed: one holder again and clients served within 1 s of
     // the link's return.
     for t in scenario(&json, "split-brain") {
@@ -224,6 +237,31 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         .all(|t| t["passed"] == true);
     assert_eq!(ok, all, "{json}");
     assert_eq!(json["passed"], all, "{json}");
+}
+
+/// Sub-second adverts (what the default policy shipped before issue 19):
+/// the peer declares a holder dead after three missed adverts, so a 500 ms
+/// stall of the VRRP process moves the VIP (and, the stalled holder having
+/// the higher address, moves it back): the lab fails the trial and says so.
+#[test]
+fn a_stall_moves_the_vip_when_adverts_are_sub_second() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ok, json) = lab_on_variant(
+        tmp.path(),
+        |text| format!("{text}\n[default_policy]\nadvert_int_ms = 100\n"),
+        &["--trials", "2", "--scenario", "vrrp-stall"],
+    );
+    assert!(!ok, "{json}");
+    let stalls = scenario(&json, "vrrp-stall");
+    assert_eq!(stalls.len(), 2, "{json}");
+    for t in stalls {
+        assert_eq!(t["passed"], false, "{t}");
+        let why = t["why"].as_str().expect("why");
+        assert!(
+            why.contains("the VIP moved") || why.contains("VIP held twice"),
+            "{why}"
+        );
+    }
 }
 
 /// A site plugin that removes keepalived's tracking (plugins/drop-tracking:

@@ -40,7 +40,7 @@ fn example_site_matches_golden_files() {
     for line in [
         "After=haproxy.service",
         "ExecStartPre=/bin/sh -c 'ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
-        "ExecStopPost=/bin/sh -c 'sleep 0.400; ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
+        "ExecStopPost=/bin/sh -c 'sleep 3.100; ip addr del 192.168.3.240/24 dev eth0 2>/dev/null; true'",
         // The VIP stays local on lo, never answered in ARP (failover.rs, 7).
         "ExecStartPre=-/bin/sh -c 'sysctl -q -w net/ipv4/conf/eth0/arp_ignore=1 net/ipv4/conf/eth0/arp_announce=2 && ip addr replace 192.168.3.240/32 dev lo'",
     ] {
@@ -56,8 +56,8 @@ fn example_site_matches_golden_files() {
         "192.168.3.240/24",
         // Event-driven failover (default-policy failover.rs).
         "priority 254",
-        "version 3",
-        "advert_int 0.1",
+        "version 2",
+        "advert_int 1\n",
         "garp_master_refresh 1",
         "file \"/var/lib/haseed/haproxy-down\"\n    weight 0\n    init_file 1\n",
         "track_file {\n        haproxy_down\n    }",

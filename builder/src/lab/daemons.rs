@@ -36,6 +36,9 @@ pub(super) struct Lab {
     pub(super) macs: Vec<Option<String>>,
     pub(super) epoch: Instant,
     pub(super) vip: Ipv4Addr,
+    /// How long a probe waits for its answer: `PROBE_TIMEOUT`, longer only
+    /// where a scenario freezes a node on purpose (`stall`).
+    pub(super) probe_timeout: Duration,
 }
 
 impl Lab {
@@ -60,6 +63,7 @@ impl Lab {
             macs: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
+            probe_timeout: PROBE_TIMEOUT,
         })
     }
 
@@ -364,7 +368,7 @@ impl Lab {
             if held == 1 {
                 let ok = in_ns(&topo.client.ns, {
                     let (vip, ports) = (topo.vip, topo.ports.clone());
-                    move || ports.iter().all(|&p| probe(vip, p).is_ok())
+                    move || ports.iter().all(|&p| probe(vip, p, PROBE_TIMEOUT).is_ok())
                 })?;
                 if ok {
                     return Ok(());

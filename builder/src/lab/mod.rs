@@ -102,6 +102,8 @@ pub const SCENARIOS: &[&str] = &[
     "old-master-restored",
     "backend-killed",
     "split-brain",
+    "vrrp-stall",
+    "node-stall",
     "keepalived-stop",
     "keepalived-crash",
 ];
@@ -243,11 +245,13 @@ pub fn run(
                         lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
-                    "split-brain" => lab.split_brain(&topo, trial)?,
+                    "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
+                    "vrrp-stall" => lab.stall(&topo, trial, false)?,
+                    "node-stall" => lab.stall(&topo, trial, true)?,
                     "keepalived-stop" => {
-                        lab.keepalived_stopped(&topo, trial, max_outage_ms, false)?
+                        lab.keepalived_stopped(&topo, trial, max_outage_ms, false, &vrrp)?
                     }
-                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true)?,
+                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true, &vrrp)?,
                 });
             }
         }

@@ -93,10 +93,10 @@ pub(super) fn figures(
 }
 
 /// A TCP connect and one request; success is an answer within the timeout.
-pub(super) fn probe(vip: Ipv4Addr, port: u16) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), PROBE_TIMEOUT)?;
-    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    s.set_write_timeout(Some(PROBE_TIMEOUT))?;
+pub(super) fn probe(vip: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf)?;

@@ -9,6 +9,36 @@ use super::*;
 pub(super) const LEAVE_WAIT: Duration = Duration::from_secs(8);
 pub(super) const AFTER_MOVE: Duration = Duration::from_millis(1000);
 
+/// How long `stall` freezes a holder: the issue's figure, twice the 250 ms
+/// that already moved the VIP with 0.1 s adverts.
+pub(super) const STALL: Duration = Duration::from_millis(500);
+/// A probe's patience during `stall`: the stall plus room to answer.
+pub(super) const STALL_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Every process in network namespace `ns` but this one (`ip netns pids`).
+fn node_pids(ns: &str) -> anyhow::Result<Vec<i32>> {
+    let o = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .context("running ip netns pids")?;
+    if !o.status.success() {
+        bail!(
+            "ip netns pids {ns}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    let me = std::process::id() as i32;
+    let pids: Vec<i32> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p| p != me && p > 1)
+        .collect();
+    if pids.is_empty() {
+        bail!("no process in namespace {ns} to stall");
+    }
+    Ok(pids)
+}
+
 /// Added to a hung haproxy's detection bound.
 pub(super) const HUNG_MARGIN_MS: u64 = 500;
 
@@ -23,8 +53,12 @@ impl Lab {
         &mut self,
         topo: &Topology,
         trial: u32,
+        vrrp: &[HolderVrrp],
     ) -> anyhow::Result<TrialResult> {
-        const CUT: Duration = Duration::from_secs(2);
+        // Long enough for both to become MASTER: the peer waits three
+        // adverts (plus the skew) before it takes over, 3 s with 1 s adverts.
+        let longest_advert = vrrp.iter().map(|v| v.advert_ms).max().unwrap_or(1000);
+        let cut = Duration::from_millis((3 * longest_advert + 1000).max(2000));
         let br = topo.bridge_ns.clone();
         // The holders were linked first: bridge ports p0..pN.
         let ports: Vec<String> = (0..topo.holders.len()).map(|k| format!("p{k}")).collect();
@@ -50,13 +84,13 @@ impl Lab {
         let measured = self.measure(
             topo,
             Duration::from_millis(300),
-            CUT + Duration::from_millis(2500),
+            cut + Duration::from_millis(2500),
             &mut |_| {
                 isolate(&br, &ports, "on")?;
                 let (br, ports, healed_at) = (br.clone(), ports.clone(), healed_at.clone());
                 healer = Some(thread::spawn(move || {
                     // Bounded: one sleep, then the link returns.
-                    thread::sleep(CUT);
+                    thread::sleep(cut);
                     isolate(&br, &ports, "off")?;
                     *healed_at.lock().expect("no panic holds it") = Some(ms(epoch.elapsed()));
                     Ok(())
@@ -215,6 +249,7 @@ impl Lab {
     ) -> anyhow::Result<Measured> {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = self.epoch;
+        let timeout = self.probe_timeout;
         let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
             .ports
             .iter()
@@ -229,7 +264,7 @@ impl Lab {
                             break;
                         }
                         let t0 = Instant::now();
-                        let r = probe(vip, port);
+                        let r = probe(vip, port, timeout);
                         out.push(Probe {
                             t_ms: ms(t0 - epoch),
                             ok: r.is_ok(),
@@ -398,6 +433,7 @@ impl Lab {
         trial: u32,
         max_ms: u64,
         crash: bool,
+        vrrp: &[HolderVrrp],
     ) -> anyhow::Result<TrialResult> {
         let active = self.active(topo)?;
         let pid = self.keepalived[active]
@@ -434,7 +470,16 @@ impl Lab {
         } else {
             "keepalived-stop"
         };
-        let allowed_duplicate = if crash { 500.0 } else { 0.0 };
+        // After a crash the dead node keeps its VIP until the generated
+        // ExecStopPost removes it, three adverts + 0.1 s later; the peer's
+        // master-down timer started at the last advert it heard, up to one
+        // interval before the crash, so it takes over 2-3 adverts after it.
+        // Held twice: 0.1 s up to one advert + 0.1 s; 0.5 s of margin on top.
+        let allowed_duplicate = if crash {
+            500.0 + vrrp[active].advert_ms as f64
+        } else {
+            0.0
+        };
         let what = if crash {
             "SIGKILL keepalived + VRRP child"
         } else {
@@ -761,6 +806,107 @@ impl Lab {
             interrupted()?;
             thread::sleep(Duration::from_millis(100));
         }
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// The holder that has the VIP stops for [`STALL`] and goes on, as on an
+    /// SD card's write stall, CPU steal or a paused VM: with `whole_node` every
+    /// process of its namespace (keepalived, haproxy, their hooks), else only
+    /// keepalived's VRRP child. Nothing failed, so nothing may change: no VIP
+    /// move, no VIP held twice, no failed probe. Probes wait up to
+    /// [`STALL_PROBE_TIMEOUT`] here: a frozen haproxy answers late, as a real
+    /// client with a 1 s timeout sees it. An advert interval under a third of
+    /// the stall fails it: the peer declares the holder dead after three
+    /// missed adverts (keepalived.conf(5), `advert_int`; RFC 5798 6.4.2
+    /// Master_Down_Interval) and the VIP moves, and stays (issue 19: 250 ms
+    /// frozen moved it with 0.1 s adverts).
+    pub(super) fn stall(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        whole_node: bool,
+    ) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let name = topo.holders[active].name.clone();
+        let pids: Vec<i32> = if whole_node {
+            node_pids(&topo.holders[active].ns)?
+        } else {
+            let home = self.dir.path().join(&name);
+            let child = fs::read_to_string(home.join("vrrp.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|&p| p > 1 && pid_alive(p))
+                .ok_or_else(|| anyhow!("no running VRRP child of keepalived on {name}"))?;
+            vec![child]
+        };
+        let scenario = if whole_node {
+            "node-stall"
+        } else {
+            "vrrp-stall"
+        };
+        self.probe_timeout = STALL_PROBE_TIMEOUT;
+        // The stall ends on its own thread: the window keeps sampling who
+        // holds the VIP meanwhile (a move undone right after the stall is
+        // still a move: every connection to the VIP was reset by it).
+        let mut waker: Option<JoinHandle<()>> = None;
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            STALL + Duration::from_millis(1700),
+            &mut |_| {
+                for &p in &pids {
+                    // SAFETY: kill(2) on processes of this lab's own namespace.
+                    unsafe { libc::kill(p, libc::SIGSTOP) };
+                }
+                let pids = pids.clone();
+                waker = Some(thread::spawn(move || {
+                    // Bounded: one sleep, then everything goes on.
+                    thread::sleep(STALL);
+                    for &p in &pids {
+                        // SAFETY: as above.
+                        unsafe { libc::kill(p, libc::SIGCONT) };
+                    }
+                }));
+                Ok(())
+            },
+        );
+        if let Some(w) = waker {
+            let _ = w.join();
+        }
+        self.probe_timeout = PROBE_TIMEOUT;
+        // Whatever happened, everything goes on.
+        for &p in &pids {
+            // SAFETY: as above.
+            unsafe { libc::kill(p, libc::SIGCONT) };
+        }
+        let m = m?;
+        let what = if whole_node {
+            format!("SIGSTOP {} processes", pids.len())
+        } else {
+            "SIGSTOP VRRP child".to_string()
+        };
+        let mark = format!("{what} on {name} for {} ms", STALL.as_millis());
+        let mut r = self.trial(topo, scenario, trial, &m, mark);
+        r.note = Some(format!(
+            "{name} frozen {} ms; slowest probe {:.1} ms",
+            STALL.as_millis(),
+            r.max_latency_ms
+        ));
+        r.why = if r.vip_moves > 0 {
+            Some(format!(
+                "the VIP moved ({} moves) although {name} only stalled {} ms",
+                r.vip_moves,
+                STALL.as_millis()
+            ))
+        } else if r.failed_probes > 0 {
+            Some(format!("{} failed probes", r.failed_probes))
+        } else if r.duplicate_vip_ms > 0.0 {
+            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
         self.settle(topo)?;
         Ok(r)
     }

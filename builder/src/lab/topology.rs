@@ -169,6 +169,10 @@ pub(super) struct HolderVrrp {
     /// Longest time a tracked script needs to call a returning haproxy
     /// healthy (interval x rise + timeout), ms.
     pub(super) rise_ms: u64,
+    /// The instance's VRRP advert interval, ms: the peer declares this
+    /// holder dead after three of them (plus the skew), so a stall shorter
+    /// than that must not move the VIP.
+    pub(super) advert_ms: u64,
 }
 
 impl HolderVrrp {
@@ -218,6 +222,7 @@ impl HolderVrrp {
             nopreempt: inst.nopreempt,
             hung_check,
             rise_ms,
+            advert_ms: u64::from(inst.advert_int_ms),
         })
     }
 

@@ -39,7 +39,7 @@
 //! 4. keepalived crashing (parent and VRRP child SIGKILLed) leaves the VIP on
 //!    the dead node while the peer takes it: a duplicate VIP for ~5 s. The
 //!    `keepalived.service` drop-in removes the node's VIPs three adverts
-//!    plus 0.1 s (0.4 s with 0.1 s adverts) after keepalived ended
+//!    plus 0.1 s (3.1 s with the default 1 s adverts) after keepalived ended
 //!    (`ExecStopPost=`; at once caused outages of seconds, the peer had not
 //!    taken over yet) and flushes stale ones before it starts (`ExecStartPre=`): duplicate VIP <= 0.5 s, outage <= 21 ms
 //!    (field notes, with a 0.5 s delay); `haseed lab`, 10 trials: no failed
@@ -47,10 +47,14 @@
 //! 5. Gratuitous ARP every second while MASTER (`garp_master_refresh 1`): a
 //!    healed split brain converges in ~0.3 s instead of 6-9 s (field notes;
 //!    `haseed lab`, 10 trials: no failed probe after the link returned).
-//! 6. VRRPv3 with 0.1 s adverts and priority 254 (see `settings.rs`): after a
+//! 6. Priority 254 with keepalived's 1 s adverts (see `settings.rs`): after a
 //!    FAULT advert the peer still waits the skew time
-//!    `(256 - priority) / 256 x advert`, 61 ms at priority 100, under 1 ms at
-//!    254. With `nopreempt` and equal priorities that is safe.
+//!    `(256 - priority) / 256 x advert`, 0.6 s at priority 100, 7.8 ms at
+//!    254. With `nopreempt` and equal priorities that is safe. The advert
+//!    interval stays at 1 s: the failover is event-driven (decisions 1, 4),
+//!    and a holder that stalls less than three adverts keeps the VIP
+//!    (`haseed lab` scenarios vrrp-stall and node-stall; with 0.1 s adverts
+//!    a 250 ms stall moved the VIP).
 //! 7. The VIP also stays on `lo` as a /32, with `arp_ignore=1` and
 //!    `arp_announce=2` on the VRRP interface (the `keepalived.service`
 //!    drop-in's `ExecStartPre=`). Clients learn the new holder's MAC from

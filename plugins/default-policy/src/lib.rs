@@ -34,7 +34,7 @@
 //! see `failover.rs` for the decisions and the measured figures): haproxy's
 //! systemd hooks write a file keepalived tracks (weight 0), keepalived starts
 //! after haproxy and removes a crashed node's VIPs, an HTTP check catches a
-//! hung haproxy, VRRPv3 with 0.1 s adverts, priority 254, gratuitous ARP
+//! hung haproxy, 1 s adverts (a stall under three adverts moves nothing), priority 254, gratuitous ARP
 //! refresh. Clients then see 20-80 ms when haproxy dies, not 3.3-3.6 s.
 //!
 //! Cost: `open` indexes the site once (which VIPs each node holds, which

@@ -10,7 +10,8 @@ pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys
 \"failover\": true (default) or false, event-driven failover (haproxy.service and \
 keepalived.service drop-ins, a keepalived track file written by haproxy's start/stop hooks, an \
 HTTP check of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
-\"advert_int_ms\": VRRP advert interval in ms (default 100 with failover, else 1000; whole seconds up to 255000 use VRRPv2, \
+\"advert_int_ms\": VRRP advert interval in ms (default 1000: a holder stalled for less than three \
+adverts keeps the VIP; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
 \"priority\": keepalived priority of every VIP holder, 1..254 (default 254 with failover, else 100; \
 a VIP's preferred master gets 50 more, at most 254); \
@@ -175,14 +176,19 @@ impl Settings {
                 _ => return Err(format!("unknown key {key:?} (expected one of {KEYS})")),
             }
         }
-        // With failover, VRRPv3 0.1 s adverts and priority 254: after a FAULT
-        // advert the peer waits only the skew time (256 - priority) / 256 x
-        // advert, under 1 ms (61 ms at priority 100).
-        let (default_advert, default_priority) = if settings.failover {
-            (100, 254)
-        } else {
-            (1000, 100)
-        };
+        // 1 s adverts, as keepalived's own default (keepalived.conf(5),
+        // `advert_int`) and the reference: the peer declares a holder dead
+        // after three missed adverts (RFC 5798 6.4.2, Master_Down_Interval),
+        // so a holder that stalls up to ~3 s (an SD card's write stall, CPU
+        // steal, a switch blip) keeps the VIP. With 0.1 s adverts a 250 ms
+        // stall moved the VIP and reset every connection (issue 19; `haseed
+        // lab` scenario vrrp-stall). The fast failover comes from the track
+        // file's priority-0 advert, not from the interval (failover.rs).
+        // With failover, priority 254: after a FAULT advert the peer waits
+        // only the skew time (256 - priority) / 256 x advert, 7.8 ms (0.6 s at
+        // priority 100).
+        let default_advert = 1000;
+        let default_priority = if settings.failover { 254 } else { 100 };
         settings.advert_int_ms = advert.unwrap_or(default_advert);
         settings.priority = priority.unwrap_or(default_priority);
         settings.check()?;
