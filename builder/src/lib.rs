@@ -12,6 +12,7 @@ pub mod diag;
 pub mod fuzzing;
 pub mod image;
 pub mod inventory;
+pub mod kubernetes;
 pub mod lab;
 pub mod output;
 pub mod pipeline;
