@@ -662,3 +662,95 @@ fn the_kubeadm_config_has_only_fields_of_the_upstream_types() {
         assert!(found.iter().any(|p| p.contains(says)), "{bad:?}: {found:?}");
     }
 }
+
+/// The whole unit run with apt replaced by stubs that log their arguments:
+/// the key is checked before the repository is enabled (the list names the
+/// checked keyring), the missing packages are installed, then all three are
+/// held (`apt-mark hold`, as the kubeadm install guide does). With the
+/// repository configured elsewhere (`K8S_REPO` empty) nothing is fetched and
+/// the packages are still held.
+#[test]
+fn the_unit_enables_the_repository_after_the_key_and_holds_the_packages() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let o = build(&example("pi-k8s"), &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = out.join("master1/files/usr/local/sbin/haseed-kubernetes-apt");
+
+    let dir = tmp.path();
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let log = dir.join("apt.log");
+    for (name, body) in [
+        // Nothing installed yet; each call logged.
+        ("dpkg-query", "exit 1"),
+        ("apt-get", "exit 0"),
+        ("apt-mark", "exit 0"),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >>'{}'\n{body}\n",
+                log.display()
+            ),
+        )
+        .expect("stub");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let keys = Keys::new();
+    let (pin, armor) = keys.make("repo <repo@example.invalid>", "never", None);
+    let url = serve(vec![("deb/Release.key", armor)]);
+    let keyring = dir.join("keyrings/kubernetes-apt-keyring.gpg");
+    let list = dir.join("kubernetes.list");
+    let run_unit = |repo: &str| {
+        std::process::Command::new("sh")
+            .arg(&script)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("K8S_KEY_URL", format!("{url}/deb/Release.key"))
+            .env("K8S_KEY_FINGERPRINT", &pin)
+            .env("K8S_FALLBACK_KEY", dir.join("none.asc"))
+            .env("K8S_KEYRING", &keyring)
+            .env("K8S_REPO", repo)
+            .env("K8S_LIST", &list)
+            .env("K8S_PACKAGES", "kubelet kubeadm kubectl")
+            .output()
+            .expect("sh runs")
+    };
+
+    let o = run_unit(&format!("{url}/deb/"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fingerprints(&keyring), vec![pin.clone()]);
+    assert_eq!(
+        read(&list),
+        format!("deb [signed-by={}] {url}/deb/ /\n", keyring.display())
+    );
+    let calls = read(&log);
+    let apt: Vec<&str> = calls.lines().filter(|l| l.starts_with("apt-")).collect();
+    assert_eq!(
+        apt,
+        [
+            "apt-get -o DPkg::Lock::Timeout=600 update",
+            "apt-get -o DPkg::Lock::Timeout=600 install -y kubelet kubeadm kubectl",
+            "apt-mark hold kubelet kubeadm kubectl",
+        ],
+        "{calls}"
+    );
+
+    // Repository configured elsewhere (an earlier plugin's mirror).
+    std::fs::remove_file(&log).expect("rm");
+    std::fs::remove_file(&list).expect("rm");
+    std::fs::remove_file(&keyring).expect("rm");
+    let o = run_unit("");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!keyring.exists() && !list.exists());
+    assert!(read(&log).ends_with("apt-mark hold kubelet kubeadm kubectl\n"));
+}
