@@ -129,9 +129,11 @@ impl Policy {
 }
 
 /// The kubeadm configuration API for a Kubernetes minor ("1.37"):
-/// `kubeadm.k8s.io/v1beta4` from 1.31 on (the kubeadm 1.31 release
-/// introduced it, kubernetes CHANGELOG-1.31), `v1beta3` before (v1beta4 is
-/// unknown to older kubeadm). The fields written here, `controlPlaneEndpoint`
+/// `kubeadm.k8s.io/v1beta4` from 1.31 on, `v1beta3` before (v1beta4 is
+/// unknown to older kubeadm). kubernetes/kubernetes
+/// `CHANGELOG/CHANGELOG-1.31.md` at f72233c6 (v1.31.0-alpha.2, PR #125029):
+/// "Kubeadm: enabled the v1beta4 API ... v1beta3 is now marked as deprecated
+/// but will continue to be supported until version 1.34 or later". The fields written here, `controlPlaneEndpoint`
 /// and `apiServer.certSANs`, have the same names and types in both
 /// (kubernetes/kubernetes `cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go` and
 /// `v1beta3/types.go`); what v1beta4 changed (`extraArgs` from a map to a list
