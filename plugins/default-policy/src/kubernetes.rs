@@ -47,9 +47,13 @@
 //!
 //! The settings (`settings.rs`): `kubernetes_version` (the minor; default
 //! [`DEFAULT_MINOR`]), `kubernetes_key_fingerprint` (the pin) and
-//! `kubernetes_key` (the embedded copy). An earlier plugin's APT source named
-//! `kubernetes` (a mirror) wins: the packages then come through cloud-init
-//! from that source and the unit only holds them.
+//! `kubernetes_key` (the embedded copy). A site plugin (it runs after this
+//! policy) pins a mirror by rewriting `K8S_REPO`, `K8S_KEY_URL` and
+//! `K8S_KEY_FINGERPRINT` in [`ENV_PATH`]. A plan that already carries an APT
+//! source named `kubernetes` when this policy sees it keeps it: the packages
+//! then come through cloud-init from that source and the unit only holds them
+//! (`K8S_REPO` empty; in haseed's own chain this policy runs first, so that
+//! plan only comes from another host).
 //!
 //! The host reads [`ENV_PATH`] (`K8S_MINOR`, `K8S_KEY_FINGERPRINT`) to warn
 //! when the minor is past its end of life or the pinned key expires within
