@@ -493,10 +493,30 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
         "master2 user-data",
         &ud,
         &[
-            "apt:\n  sources: {\"kubernetes\":{\"key\":\"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n",
+            "packages: [\"containerd\",\"curl\",\"gpg\",\"ca-certificates\"]",
+            "[\"systemctl\",\"restart\",\"haseed-kubernetes-apt.service\"]",
+        ],
+    );
+    // No APT source: the repository is enabled by the unit once its key is
+    // checked (plugins/default-policy/src/kubernetes.rs).
+    assert!(!ud.contains("\napt:\n"), "{ud}");
+    contains_all(
+        "embedded key copy",
+        &read(&out.join("master2/files/usr/local/lib/haseed/pkgs-k8s-io.asc")),
+        &[
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
             "mQENBGMHoXcBCADukGOEQyleViOgtkMVa7hKifP6POCTh+98xNW4TfHK/nBJN2sm",
-            "\"source\":\"deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /\"",
-            "packages: [\"containerd\",\"kubelet\",\"kubeadm\",\"kubectl\"]",
+        ],
+    );
+    contains_all(
+        "kubernetes-apt.env",
+        &read(&out.join("master2/files/etc/haseed/kubernetes-apt.env")),
+        &[
+            "K8S_MINOR=1.37\n",
+            "K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.37/deb/\n",
+            "K8S_KEY_URL=https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key\n",
+            "K8S_KEY_FINGERPRINT=DE15B14486CD377B9E876E1A234654DA9A296436\n",
+            "K8S_KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg\n",
         ],
     );
     let containerd = read(&out.join("master2/files/etc/containerd/config.toml"));
@@ -522,8 +542,10 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
     let out2 = tmp.path().join("out2");
     let o = build(&site, &out2);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(read(&out2.join("master1/user-data"))
-        .contains("https://pkgs.k8s.io/core:/stable:/v1.33/deb/ /"));
+    assert!(
+        read(&out2.join("master1/files/etc/haseed/kubernetes-apt.env"))
+            .contains("K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.33/deb/\n")
+    );
     let lb = read(&out2.join("lb2/files/etc/haproxy/haproxy.cfg"));
     contains_all(
         "lb2 haproxy.cfg",
@@ -538,6 +560,14 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
     for (bad, says) in [
         ("kubernetes_version = \"v1.31\"", "kubernetes_version"),
         ("kubernetes_key = \"not a key\"", "kubernetes_key"),
+        (
+            "kubernetes_key_fingerprint = \"DE15B144\"",
+            "kubernetes_key_fingerprint",
+        ),
+        (
+            "kubernetes_key_fingerprint = \"XE15B14486CD377B9E876E1A234654DA9A296436\"",
+            "kubernetes_key_fingerprint",
+        ),
         ("apiserver_check = \"http\"", "apiserver_check"),
     ] {
         let site = variant(tmp.path(), "pi-k8s", |t| {

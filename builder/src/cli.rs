@@ -62,6 +62,15 @@ pub struct Global {
     /// Print only errors (no plugin log, no warnings).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// The date (YYYY-MM-DD, UTC) the build-date warnings are judged against: a Kubernetes minor
+    /// past its end of life, a pinned signing key expiring within 60 days [default: today].
+    /// Changes no artifact.
+    #[arg(long, global = true, value_name = "DATE", value_parser = parse_day)]
+    pub today: Option<crate::kubernetes::Day>,
+}
+
+fn parse_day(text: &str) -> Result<crate::kubernetes::Day, String> {
+    crate::kubernetes::Day::parse(text).ok_or_else(|| format!("{text:?} is not a date YYYY-MM-DD"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -351,6 +360,10 @@ fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
             for w in &plan.warnings {
                 errln!("warning: node {}: {}", node.name, w);
             }
+        }
+        let today = global.today.unwrap_or_else(crate::kubernetes::Day::today);
+        for w in crate::kubernetes::warnings(&inv.site, &plans, today) {
+            eprintln!("{w}");
         }
     }
     Ok(Planned { inv, plans })

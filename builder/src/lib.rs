@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod interrupt;
 pub mod inventory;
+pub mod kubernetes;
 pub mod lab;
 pub mod output;
 pub mod pipeline;

@@ -14,8 +14,9 @@
 //! A `master` node (Kubernetes control plane) comes up ready for kubeadm:
 //! swap off, overlay + br_netfilter, IP forwarding and the bridge sysctls,
 //! containerd, and a kubeadm configuration naming the VIP that fronts the
-//! masters (see `master.rs`), and the Kubernetes package repository with
-//! kubeadm, kubelet and kubectl (masters and workers).
+//! masters (see `master.rs`), and kubeadm, kubelet and kubectl from
+//! pkgs.k8s.io with a signing key checked against a pinned fingerprint at
+//! boot, held (masters and workers; `kubernetes.rs`).
 //!
 //! A `controller` node (OpenStack-style API node) gets host entries for every
 //! node that survive cloud-init's `manage_etc_hosts` and time sync pointed at
@@ -53,6 +54,7 @@ mod failover;
 mod haproxy;
 mod index;
 mod keepalived;
+mod kubernetes;
 mod master;
 mod settings;
 

@@ -16,9 +16,13 @@ anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
 \"priority\": keepalived priority of every VIP holder, 1..254 (default 254 with failover, else 100; \
 a VIP's preferred master gets 50 more, at most 254); \
 \"kubernetes_version\": \"MAJOR.MINOR\" of the pkgs.k8s.io repository masters and workers install \
-kubeadm/kubelet/kubectl from (default \"1.31\"); \
-\"kubernetes_key\": the repository's ASCII-armored signing key, replacing the embedded one \
-(isv:kubernetes OBS Project, DE15B14486CD377B9E876E1A234654DA9A296436, expires 2026-12-29); \
+kubeadm/kubelet/kubectl from (default \"1.37\", the newest minor upstream supports that haseed knows; \
+kubeadm config API v1beta4 from 1.31 on, v1beta3 before); \
+\"kubernetes_key_fingerprint\": the 40-hex-digit fingerprint the repository's signing key must have, \
+checked on the node when it fetches the key at boot (default DE15B14486CD377B9E876E1A234654DA9A296436, \
+isv:kubernetes OBS Project); \
+\"kubernetes_key\": the ASCII-armored copy of that key a node uses when the fetch fails, replacing the \
+embedded one (which expires 2026-12-29); \
 \"apiserver_check\": \"tcp\" (default, as in the reference) or \"healthz\" (option httpchk GET /healthz \
 with check-ssl verify none), how haproxy checks the masters' API servers; \
 \"db_balance\": \"single-writer\" (default: the first db node takes every connection, the others \
@@ -117,8 +121,10 @@ pub struct Settings {
     pub priority: u8,
     /// "MAJOR.MINOR" of the pkgs.k8s.io repository.
     pub kubernetes_version: String,
-    /// Replaces the embedded pkgs.k8s.io signing key.
+    /// Replaces the embedded copy of the pkgs.k8s.io signing key.
     pub kubernetes_key: Option<String>,
+    /// The pin: 40 upper-case hex digits.
+    pub kubernetes_key_fingerprint: String,
     pub apiserver_check: ApiserverCheck,
     pub db_balance: DbBalance,
     pub galera_sst: GaleraSst,
@@ -134,8 +140,9 @@ impl Default for Settings {
             check_script: CheckScript::Pgrep,
             advert_int_ms: 1000,
             priority: 100,
-            kubernetes_version: "1.31".into(),
+            kubernetes_version: crate::kubernetes::DEFAULT_MINOR.into(),
             kubernetes_key: None,
+            kubernetes_key_fingerprint: crate::kubernetes::DEFAULT_FINGERPRINT.into(),
             apiserver_check: ApiserverCheck::Tcp,
             db_balance: DbBalance::SingleWriter,
             galera_sst: GaleraSst::Rsync,
@@ -147,6 +154,7 @@ impl Default for Settings {
 
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
+kubernetes_key_fingerprint, \
 apiserver_check, db_balance, galera_sst, galera_cluster_name, failover";
 
 impl Settings {
@@ -169,6 +177,10 @@ impl Settings {
                 "failover" => settings.failover = field(&key, value)?,
                 "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
                 "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
+                "kubernetes_key_fingerprint" => {
+                    let fpr: String = field(&key, value)?;
+                    settings.kubernetes_key_fingerprint = fpr.to_ascii_uppercase();
+                }
                 "apiserver_check" => settings.apiserver_check = field(&key, value)?,
                 "db_balance" => settings.db_balance = field(&key, value)?,
                 "galera_sst" => settings.galera_sst = field(&key, value)?,
@@ -221,8 +233,15 @@ impl Settings {
             });
         if !minor {
             return Err(format!(
-                "kubernetes_version: {:?} is not MAJOR.MINOR (e.g. \"1.31\"; pkgs.k8s.io has one repository per minor version)",
+                "kubernetes_version: {:?} is not MAJOR.MINOR (e.g. \"1.37\"; pkgs.k8s.io has one repository per minor version)",
                 self.kubernetes_version
+            ));
+        }
+        let fpr = &self.kubernetes_key_fingerprint;
+        if fpr.len() != 40 || !fpr.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "kubernetes_key_fingerprint: {fpr:?} is not a 40-hex-digit OpenPGP v4 fingerprint \
+                 (gpg --show-keys --with-colons KEYFILE, the fpr line after pub)"
             ));
         }
         if let Some(key) = &self.kubernetes_key {
