@@ -27,7 +27,7 @@ fn lab(args: &[&str]) -> (bool, serde_json::Value, u32) {
         .spawn()
         .expect("haseed runs");
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(420);
+    let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -38,7 +38,7 @@ fn lab(args: &[&str]) -> (bool, serde_json::Value, u32) {
                 .args(["-INT", &pid.to_string()])
                 .status();
             let _ = child.wait();
-            panic!("haseed lab ran longer than 420 s");
+            panic!("haseed lab ran longer than 600 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -223,6 +223,15 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
             assert_eq!(t["passed"], true, "{t}");
         }
     }
+    // Long-lived connections through the VIP (a watch silent for 60 s, an
+    // API call answered after 10 s) are answered: haproxy's client and
+    // server timeouts are 1 h for Kubernetes holders.
+    for t in scenario(&json, "long-lived") {
+        assert_eq!(t["passed"], true, "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(note.contains("idle 60 s then asked: answered at"), "{note}");
+        assert!(note.contains("answer after 10 s: answered at"), "{note}");
+    }
     // Split brain healed: one holder again and clients served within 1 s of
     // the link's return.
     for t in scenario(&json, "split-brain") {
@@ -312,6 +321,17 @@ fn the_reference_polling_check_is_caught() {
     assert_eq!(hung[0]["passed"], false, "{json}");
     let why = hung[0]["why"].as_str().expect("why");
     assert!(why.contains("no tracked check"), "{why}");
+    // The reference's `timeout client 3000ms` closes a silent connection
+    // (a watch) and a request waiting for its answer after 3 s.
+    let long = scenario(&json, "long-lived");
+    assert_eq!(long[0]["passed"], false, "{json}");
+    let note = long[0]["note"].as_str().expect("note");
+    for cut in [
+        "idle 60 s then asked: closed by the load balancer after 3.",
+        "answer after 10 s: closed by the load balancer after 3.",
+    ] {
+        assert!(note.contains(cut), "{note}");
+    }
 }
 
 /// A site whose VIP has a preferred master preempts: when the old master

@@ -21,6 +21,9 @@ fn example_site_matches_golden_files() {
         "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3",
         "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3",
         "retries 6",
+        // Not the reference's client 3 s / server 60 s: watches stay up
+        // (default-policy haproxy.rs; `haseed lab` scenario long-lived).
+        "timeout client 3600000ms\n    timeout server 3600000ms\n",
     ] {
         assert!(
             haproxy.contains(line),
@@ -345,6 +348,11 @@ fn failover_can_be_turned_off() {
     assert!(!out.join("lb1/files/etc/systemd").exists());
     let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
     assert!(!cfg.contains("monitor-uri"), "{cfg}");
+    // The reference's timeouts, as the write-up has them.
+    assert!(
+        cfg.contains("timeout client 3000ms\n    timeout server 60000ms\n"),
+        "{cfg}"
+    );
 }
 
 /// Every name in `dir` that a build leaves behind besides `keep` (staging or moved-aside

@@ -195,7 +195,7 @@ impl Lab {
         let (ns, addr, port) = (b.member.ns.clone(), b.member.address, b.port);
         let (tx, rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
-        let t = thread::spawn(move || backend(&ns, addr, port, &flag, tx));
+        let t = thread::spawn(move || backend(&ns, addr, port, flag, tx));
         b.running = Some((stop, t));
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| anyhow!("backend {} port {port} did not start", b.member.name))?

@@ -104,6 +104,7 @@ pub const SCENARIOS: &[&str] = &[
     "split-brain",
     "vrrp-stall",
     "node-stall",
+    "long-lived",
     "keepalived-stop",
     "keepalived-crash",
 ];
@@ -248,6 +249,7 @@ pub fn run(
                     "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
                     "vrrp-stall" => lab.stall(&topo, trial, false)?,
                     "node-stall" => lab.stall(&topo, trial, true)?,
+                    "long-lived" => lab.long_lived(&topo, trial)?,
                     "keepalived-stop" => {
                         lab.keepalived_stopped(&topo, trial, max_outage_ms, false, &vrrp)?
                     }

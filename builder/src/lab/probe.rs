@@ -106,12 +106,23 @@ pub(super) fn probe(vip: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Res
     Ok(())
 }
 
-/// A tiny backend server in its node's namespace, until `stop`.
+/// Most connections one backend serves at once, each on its own thread.
+const BACKEND_CONNECTIONS: usize = 64;
+/// How long a backend connection waits for its request: longer than
+/// `long-lived`'s idle connection (a watch that hears nothing for a while).
+const BACKEND_WAIT: Duration = Duration::from_secs(90);
+/// `GET /slow` is answered after this long (`long-lived`: an API call the
+/// server answers late).
+pub(super) const SLOW_ANSWER: Duration = Duration::from_secs(10);
+
+/// A tiny backend server in its node's namespace, until `stop`: each
+/// connection gets `ok` once its request arrives (after [`SLOW_ANSWER`] for
+/// `GET /slow`), and is closed when the server stops.
 pub(super) fn backend(
     ns: &str,
     addr: Ipv4Addr,
     port: u16,
-    stop: &AtomicBool,
+    stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let listener = enter_netns(ns)
@@ -132,18 +143,80 @@ pub(super) fn backend(
             return;
         }
     };
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((mut s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
-                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            Ok((s, _)) => {
+                threads.retain(|t| !t.is_finished());
+                if live.load(Ordering::SeqCst) >= BACKEND_CONNECTIONS {
+                    continue; // dropped: closed at once
+                }
+                live.fetch_add(1, Ordering::SeqCst);
+                let (stop, live) = (stop.clone(), live.clone());
+                threads.push(thread::spawn(move || {
+                    serve(s, &stop);
+                    live.fetch_sub(1, Ordering::SeqCst);
+                }));
             }
             Err(_) => thread::sleep(Duration::from_millis(2)),
         }
     }
+    // Stopped: the port refuses, and every open connection closes with it.
+    drop(listener);
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// One backend connection: waits for the request (up to [`BACKEND_WAIT`],
+/// checking `stop` every 100 ms) and answers it; a peer that closes first
+/// (a TCP health check) gets nothing.
+fn serve(mut s: TcpStream, stop: &AtomicBool) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 512];
+    let start = Instant::now();
+    let n = loop {
+        if stop.load(Ordering::SeqCst) || start.elapsed() > BACKEND_WAIT {
+            return;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => break n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    };
+    if buf[..n].starts_with(b"GET /slow ") {
+        // While it works on the answer the server watches the connection,
+        // as Go's net/http does (the kube-apiserver): a read of end-of-file
+        // (the load balancer half-closed it after the client's timeout)
+        // cancels the request and the connection closes unanswered
+        // (net/http server.go, `connReader.backgroundRead` and
+        // `handleReadError` cancel the request's context).
+        let end = Instant::now() + SLOW_ANSWER;
+        while Instant::now() < end {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+    let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
 }
 
 /// Runs `f` on a thread inside network namespace `ns` (a name under

@@ -15,6 +15,76 @@ pub(super) const STALL: Duration = Duration::from_millis(500);
 /// A probe's patience during `stall`: the stall plus room to answer.
 pub(super) const STALL_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long `long-lived` keeps a connection silent: the issue's 60 s, more
+/// than a Kubernetes watch between events and HTTP/2 pings (client-go pings
+/// after 30 s of silence).
+pub(super) const IDLE: Duration = Duration::from_secs(60);
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects, stays silent for [`IDLE`] (watching for a close), then sends a
+/// request and waits 2 s for the answer. Ok: seconds until the answer.
+fn quiet_then_ask(vip: Ipv4Addr, port: u16) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), Duration::from_secs(1))
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut buf = [0u8; 64];
+    s.set_read_timeout(Some(IDLE)).map_err(|e| e.to_string())?;
+    match s.read(&mut buf) {
+        Ok(0) => {
+            return Err(format!(
+                "closed by the load balancer after {:.1} s of silence",
+                t0.elapsed().as_secs_f64()
+            ))
+        }
+        Ok(_) => return Err("data arrived before any request".into()),
+        Err(e) if is_timeout(&e) => {}
+        Err(e) => return Err(format!("{e} after {:.1} s", t0.elapsed().as_secs_f64())),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| {
+        format!(
+            "request after {:.1} s of silence: {e}",
+            t0.elapsed().as_secs_f64()
+        )
+    })?;
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => Ok(t0.elapsed().as_secs_f64()),
+        Ok(_) => Err(format!(
+            "closed without an answer after {:.1} s of silence",
+            IDLE.as_secs_f64()
+        )),
+        Err(e) => Err(format!("no answer after the silence: {e}")),
+    }
+}
+
+/// Sends `GET /slow` (answered after [`probe::SLOW_ANSWER`]) and waits up to
+/// 5 s longer. Ok: seconds until the answer.
+fn ask_slow(vip: Ipv4Addr, port: u16) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((vip, port)), Duration::from_secs(1))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(probe::SLOW_ANSWER + Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /slow HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("request: {e}"))?;
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => Ok(t0.elapsed().as_secs_f64()),
+        Ok(_) => Err(format!(
+            "closed by the load balancer after {:.1} s, before the answer",
+            t0.elapsed().as_secs_f64()
+        )),
+        Err(e) => Err(format!("{e} after {:.1} s", t0.elapsed().as_secs_f64())),
+    }
+}
+
 /// Every process in network namespace `ns` but this one (`ip netns pids`).
 fn node_pids(ns: &str) -> anyhow::Result<Vec<i32>> {
     let o = Command::new("ip")
@@ -905,6 +975,83 @@ impl Lab {
             Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
         } else {
             None
+        };
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
+    /// Connections that live long, as Kubernetes clients keep them (`kubectl
+    /// get -w`, `logs -f`, kubelet's watches) or wait long for an answer:
+    /// one connection through the VIP stays silent for [`IDLE`] and then asks,
+    /// another asks for an answer the backend gives after
+    /// [`probe::SLOW_ANSWER`]. Both must be answered, with the VIP in place and
+    /// the probes answered meanwhile. haproxy closes a connection idle for
+    /// its `timeout client` (or `timeout server`): the reference's 3 s cut
+    /// both (issue 19: real kubectl lost its watch after 3.4 s).
+    pub(super) fn long_lived(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+    ) -> anyhow::Result<TrialResult> {
+        let port = *topo
+            .ports
+            .first()
+            .ok_or_else(|| anyhow!("VIP {} carries no port", topo.vip_name))?;
+        type Answer = JoinHandle<Result<f64, String>>;
+        let (mut quiet, mut slow): (Option<Answer>, Option<Answer>) = (None, None);
+        let (ns, vip) = (topo.client.ns.clone(), topo.vip);
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            IDLE + Duration::from_secs(2),
+            &mut |_| {
+                let ns2 = ns.clone();
+                quiet = Some(thread::spawn(move || {
+                    enter_netns(&ns2).map_err(|e| e.to_string())?;
+                    quiet_then_ask(vip, port)
+                }));
+                let ns2 = ns.clone();
+                slow = Some(thread::spawn(move || {
+                    enter_netns(&ns2).map_err(|e| e.to_string())?;
+                    ask_slow(vip, port)
+                }));
+                Ok(())
+            },
+        );
+        let join = |h: Option<Answer>| -> Result<f64, String> {
+            h.ok_or_else(|| "not started".to_string())?
+                .join()
+                .map_err(|_| "its thread panicked".to_string())?
+        };
+        let (quiet, slow) = (join(quiet), join(slow));
+        let m = m?;
+        let mut r = self.trial(
+            topo,
+            "long-lived",
+            trial,
+            &m,
+            format!(
+                "port {port}: one connection idle {} s, one slow answer",
+                IDLE.as_secs()
+            ),
+        );
+        r.note = Some(format!(
+            "idle {} s then asked: {}; answer after {} s: {}",
+            IDLE.as_secs(),
+            quiet
+                .as_ref()
+                .map_or_else(|e| e.clone(), |s| format!("answered at {s:.1} s")),
+            probe::SLOW_ANSWER.as_secs(),
+            slow.as_ref()
+                .map_or_else(|e| e.clone(), |s| format!("answered at {s:.1} s")),
+        ));
+        r.why = match (&quiet, &slow) {
+            (Err(e), _) => Some(format!("the idle connection: {e}")),
+            (_, Err(e)) => Some(format!("the slow request: {e}")),
+            _ if r.failed_probes > 0 => Some(format!("{} failed probes", r.failed_probes)),
+            _ if r.vip_moves > 0 => Some(format!("the VIP moved ({} moves)", r.vip_moves)),
+            _ => None,
         };
         r.passed = r.why.is_none();
         self.settle(topo)?;
