@@ -293,15 +293,28 @@ fn frontend(service: &Service, vip: &Vip, bind_vip: bool) -> Frontend {
         port_last: service.port_last,
         mode: service.mode,
         backend: service.name.clone(),
-        // Client-side keepalives for the long-lived API and database
-        // connections (the backend sets the server side).
-        options: if matches!(service.backend_role, Role::Controller | Role::Db) {
-            vec!["tcpka".into()]
-        } else {
-            Vec::new()
-        },
+        options: frontend_options(service),
         monitor_uri: None,
     }
+}
+
+/// A service frontend's options:
+/// - `tcpka`: client-side keepalives for the long-lived API and database
+///   connections (the backend sets the server side);
+/// - `forwardfor` on HTTP frontends: the API servers behind see the client's
+///   address in `X-Forwarded-For` instead of the load balancer's (their logs,
+///   rate limits and audit records); kubeadm's HA guide sets it in its
+///   defaults (kubernetes/kubeadm docs/ha-considerations.md at 0afcc43,
+///   `option forwardfor except 127.0.0.0/8`). Issue 19 item 8.
+fn frontend_options(service: &Service) -> Vec<String> {
+    let mut options = Vec::new();
+    if matches!(service.backend_role, Role::Controller | Role::Db) {
+        options.push("tcpka".into());
+    }
+    if service.mode == ProxyMode::Http {
+        options.push("forwardfor".into());
+    }
+    options
 }
 
 /// The host hands over checked addresses: an IPv6 one is the one with a ':'.
