@@ -162,12 +162,24 @@ fn keypair(dir: &Path) -> (PathBuf, String) {
     (key, public.trim().to_string())
 }
 
-#[test]
-fn the_example_lb_card_boots_on_the_trixie_twin_and_answers_ssh() {
+/// One VM at a time: two TCG guests on a 2-core machine starve each other.
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What one boot of lb1's card produced.
+struct Boot {
+    found: Vec<String>,
+    diagnosis: String,
+}
+
+/// Builds the twin (cached), writes lb1's card with the real `haseed image`
+/// for a copy of the example site holding a fresh key, lets `edit` change the
+/// card (a defect case), boots it and judges it.
+fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     assert!(
         is_root(),
         "the card test needs root (network namespace, tap, qemu); CI runs as root"
     );
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
     let o = Command::new("sh")
         .arg(twins("make-twin.sh"))
@@ -200,6 +212,7 @@ fn the_example_lb_card_boots_on_the_trixie_twin_and_answers_ssh() {
         card.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "haseed image: {}", stderr(&o));
+    edit(&card);
 
     let expect = Expect::of(&out.join("lb1"));
     let address = expect.address.split('/').next().unwrap().to_string();
@@ -241,12 +254,77 @@ fn the_example_lb_card_boots_on_the_trixie_twin_and_answers_ssh() {
     }
     let mut found = card_problems(&report, &login, "lb1", "pi", &address);
     found.extend(problems(&report, &expect));
+    Boot {
+        found,
+        diagnosis: diagnosis(Some(&report), &work),
+    }
+}
+
+#[test]
+fn the_example_lb_card_boots_on_the_trixie_twin_and_answers_ssh() {
+    let boot = boot_lb1_card(|_| {});
     assert!(
-        found.is_empty(),
+        boot.found.is_empty(),
         "lb1's card did not come up as planned:\n  - {}\n{}",
-        found.join("\n  - "),
-        diagnosis(Some(&report), &work)
+        boot.found.join("\n  - "),
+        boot.diagnosis
     );
+}
+
+/// The defect case of the login check: the same card with the user-data's
+/// ssh enable taken out (today's Raspberry Pi OS ships sshd disabled) must
+/// not be reachable, and the check must say so.
+#[test]
+fn without_the_ssh_enable_the_trixie_card_refuses_ssh() {
+    let boot = boot_lb1_card(|card| {
+        let fat = boot_partition(card);
+        let o = Command::new("mtype")
+            .args(["-i", &fat, "::user-data"])
+            .output()
+            .expect("mtype");
+        assert!(o.status.success(), "mtype: {}", stderr(&o));
+        let user_data = stdout(&o);
+        let ssh = r#"  - ["systemctl","enable","--now","--no-reload","ssh"]"#;
+        assert!(user_data.contains(ssh), "{user_data}");
+        let edited = user_data.replace(&format!("{ssh}\n"), "");
+        let path = card.with_file_name("user-data");
+        std::fs::write(&path, edited).unwrap();
+        let o = Command::new("mcopy")
+            .args(["-o", "-i", &fat])
+            .arg(&path)
+            .arg("::user-data")
+            .output()
+            .expect("mcopy");
+        assert!(o.status.success(), "mcopy: {}", stderr(&o));
+    });
+    assert!(
+        boot.found.iter().any(|p| p.contains("did not succeed")),
+        "the login worked without the ssh enable: {:?}",
+        boot.found
+    );
+    assert!(
+        boot.found.iter().any(|p| p.contains("ssh.service is")),
+        "{:?}",
+        boot.found
+    );
+}
+
+/// `IMG@@OFFSET` of partition 1, for mtools.
+fn boot_partition(card: &Path) -> String {
+    let o = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(card)
+        .output()
+        .expect("sfdisk");
+    let dump = stdout(&o);
+    let start: u64 = dump
+        .lines()
+        .find(|l| l.contains("1 : start="))
+        .and_then(|l| l.split("start=").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no partition 1 in {dump}"));
+    format!("{}@@{}", card.display(), start * 512)
 }
 
 /// The card checks themselves: a report and login that match pass, and each
