@@ -493,7 +493,8 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
         "master2 user-data",
         &ud,
         &[
-            "apt:\n  sources: {\"kubernetes\":{\"key\":\"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n",
+            // raspios keeps the image's own sources (Raspberry Pi Imager does too).
+            "apt:\n  preserve_sources_list: true\n  sources: {\"kubernetes\":{\"key\":\"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n",
             "mQENBGMHoXcBCADukGOEQyleViOgtkMVa7hKifP6POCTh+98xNW4TfHK/nBJN2sm",
             "\"source\":\"deb [signed-by=$KEY_FILE] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /\"",
             "packages: [\"containerd\",\"kubelet\",\"kubeadm\",\"kubectl\"]",
@@ -509,7 +510,7 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
             "SystemdCgroup = true\n",
         ],
     );
-    assert!(!read(&out.join("lb1/user-data")).contains("apt:"));
+    assert!(!read(&out.join("lb1/user-data")).contains("\n  sources: "));
     let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
     assert!(!lb.contains("httpchk") && !lb.contains("check-ssl"), "{lb}");
 
