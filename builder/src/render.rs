@@ -257,9 +257,10 @@ impl Renderer {
         let mut runcmd: Vec<Vec<String>> = Vec::new();
         if me.platform == Platform::Raspios {
             // Raspberry Pi OS ships sshd disabled (pi-gen
-            // stage2/01-sys-tweaks/01-run.sh, ENABLE_SSH=0) and cloud-init's
-            // ssh module never enables it; Raspberry Pi Imager sends
-            // `systemctl enable --now ssh` (src/customization_generator.cpp).
+            // stage2/01-sys-tweaks/01-run.sh, ENABLE_SSH=0, at tag
+            // 2026-04-13-raspios-trixie-arm64) and cloud-init's ssh module
+            // never enables it; Raspberry Pi Imager sends `systemctl enable
+            // --now ssh` (src/customization_generator.cpp at 72ad1179).
             // --no-reload: only symlinks change, and a reload costs ~30 s on
             // an emulated first boot.
             runcmd.push(
@@ -328,7 +329,8 @@ impl Renderer {
         ctx.insert("apt_sources", &apt_sources);
         // Raspberry Pi OS's cloud-init would rewrite the APT sources
         // (Raspberry Pi's archive among them); Raspberry Pi Imager always sends
-        // `apt: preserve_sources_list: true` (src/customization_generator.cpp).
+        // `apt: preserve_sources_list: true` (src/customization_generator.cpp
+        // at 72ad1179).
         ctx.insert("preserve_sources_list", &(me.platform == Platform::Raspios));
         ctx.insert("files", &files);
         ctx.insert("runcmd", &runcmd);
@@ -345,7 +347,8 @@ impl Renderer {
 /// every boot (cloud-init's bootcmd) and do nothing once done.
 ///
 /// 1. The rename wizard: `rename-user -f -s` at image build (pi-gen
-///    export-image/01-user-rename) enables userconf-pi's `userconfig.service`,
+///    export-image/01-user-rename/01-run.sh at tag
+///    2026-04-13-raspios-trixie-arm64) enables userconf-pi's `userconfig.service`,
 ///    a oneshot wanted by multi-user.target that asks for a user name on tty8
 ///    on a Lite image. cloud-final (packages, runcmd) runs after
 ///    multi-user.target, so the dialog holds first boot. bootcmd runs before

@@ -22,8 +22,8 @@
 # its FAT partition 1, as the Pi firmware reads it) plus console=ttyS0 only. The
 # NIC is a tap on a bridge inside a network namespace this script creates and
 # removes on every exit path. Login is retried until it works or TIMEOUT_S
-# (default 1500) passes; once the node has reported (cloud-init done), it gets
-# 90 s more. The VM is killed at the end.
+# (default 1500) passes; once the node has reported (cloud-init done, so a
+# seed's runcmd has run: sshd is up by then or never will be), it gets 30 s more. The VM is killed at the end.
 set -eu
 [ $# -ge 7 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
 base=$1 card=$2 work=$3 gateway=$4 key=$5 user=$6 address=$7 limit=${8:-1500}
@@ -86,7 +86,7 @@ while kill -0 "$qpid" 2>/dev/null && [ "$(elapsed)" -lt "$limit" ]; do
   echo "--- $(elapsed) s: no login yet" >>"$work/ssh.log"
   if reported; then
     [ -n "$reported_at" ] || reported_at=$(elapsed)
-    [ $(( $(elapsed) - reported_at )) -lt 90 ] || break
+    [ $(( $(elapsed) - reported_at )) -lt 30 ] || break
   fi
   sleep 5
 done
