@@ -50,7 +50,7 @@ report() {
   systemctl --failed --no-legend --plain 2>&1 | awk 'NF {print "failed-unit", $1}'
   # The cloud-init log lines that matter when something went wrong.
   grep -E ' (WARNING|ERROR|CRITICAL)|Traceback' /var/log/cloud-init.log 2>/dev/null | tail -n 40 | sed 's/^/log /'
-  for unit in haproxy keepalived; do
+  for unit in haproxy keepalived ssh; do
     if ! systemctl is-active --quiet "$unit"; then
       journalctl -u "$unit" -n 15 --no-pager -o cat 2>&1 | sed "s/^/journal $unit /"
     fi
