@@ -250,9 +250,10 @@ impl Renderer {
         if me.platform == Platform::Raspios {
             bootcmd.extend(raspios_bootcmd(&me.user));
         }
-        // One manager reload at most: each reload costs about 30 s on an
-        // emulated first boot (tests/firstboot) and a moment on a Pi, and a
-        // plain `enable` reloads every time. Each service keeps its own
+        // One manager reload for the plan's services at most (and sshd's own
+        // on Raspberry Pi OS, below): each reload costs about 5-30 s on an
+        // emulated first boot (tests/firstboot, tests/twins) and a moment on a
+        // Pi, and a plain `enable` reloads every time. Each service keeps its own
         // `enable` and `restart`, so one that fails does not stop the others.
         let mut runcmd: Vec<Vec<String>> = Vec::new();
         if me.platform == Platform::Raspios {
@@ -261,10 +262,20 @@ impl Renderer {
             // 2026-04-13-raspios-trixie-arm64) and cloud-init's ssh module
             // never enables it; Raspberry Pi Imager sends `systemctl enable
             // --now ssh` (src/customization_generator.cpp at 72ad1179).
-            // --no-reload: only symlinks change, and a reload costs ~30 s on
-            // an emulated first boot.
+            // With the manager reload, not --no-reload: `systemctl disable
+            // ssh` at image build also removed the alias sshd.service, and
+            // cloud-init's network stage wants and orders itself before
+            // sshd.service (systemd/cloud-init-network.service.tmpl at
+            // 25.1.4), so systemd holds an empty sshd.service of its own. If
+            // enable only restores the alias link and sshd starts, the next
+            // reload (a package's, or ours below) merges the two names into
+            // one unit and, in hash order, may take the empty unit's state:
+            // sshd keeps serving but ssh.service is inactive with no main PID
+            // (systemd issue 38817, 257.x as in Trixie; seen on the card
+            // twin in 4 of 6 boots, tests/twins/README.md). Reloading before
+            // the start merges two stopped units.
             runcmd.push(
-                ["systemctl", "enable", "--now", "--no-reload", "ssh"]
+                ["systemctl", "enable", "--now", "ssh"]
                     .map(String::from)
                     .to_vec(),
             );
@@ -750,7 +761,7 @@ vrrp_instance VI_k8s-api {
         assert_eq!(
             run,
             [
-                "  - [\"systemctl\",\"enable\",\"--now\",\"--no-reload\",\"ssh\"]",
+                "  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]",
                 "  - [\"systemctl\",\"--no-reload\",\"enable\",\"haproxy\"]",
                 "  - [\"systemctl\",\"--no-reload\",\"enable\",\"keepalived\"]",
                 "  - [\"systemctl\",\"daemon-reload\"]",
@@ -779,7 +790,7 @@ vrrp_instance VI_k8s-api {
             .collect();
         assert_eq!(
             run,
-            ["  - [\"systemctl\",\"enable\",\"--now\",\"--no-reload\",\"ssh\"]"],
+            ["  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]"],
             "{}",
             a.user_data
         );
@@ -816,7 +827,7 @@ vrrp_instance VI_k8s-api {
         assert_eq!(section("apt:"), ["  preserve_sources_list: true"], "{u}");
         assert_eq!(
             section("runcmd:")[0],
-            "  - [\"systemctl\",\"enable\",\"--now\",\"--no-reload\",\"ssh\"]"
+            "  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]"
         );
 
         s.nodes[0].platform = Platform::Ubuntu;

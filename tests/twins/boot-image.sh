@@ -14,7 +14,9 @@
 #               line used), ssh.log (every login attempt), known_hosts (the
 #               node's host key) and ssh-result: "ok SECONDS" (first login
 #               and `sudo -n true` succeeded, seconds after qemu started) or
-#               "failed SECONDS".
+#               "failed SECONDS"; after a login, ssh-state: systemd's view of
+#               ssh.service, sshd.service and ssh.socket, the sshd processes and
+#               the journal's reload and ssh lines.
 # GATEWAY_CIDR  the address the test bridge takes (the node's gateway).
 # KEY USER ADDRESS  `ssh -i KEY USER@ADDRESS sudo -n true`, from the namespace.
 #
@@ -42,7 +44,7 @@ base_files="vmlinuz initrd.img"
 . "$(dirname "$0")/../firstboot/qemu.sh"
 
 mkdir -p "$work"
-for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result; do
+for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state; do
   rm -f "${work:?}/$f"
 done
 printf '%s\n' "$append" >"$work/cmdline"
@@ -99,4 +101,18 @@ done
 if ! reported; then
   echo "boot-image.sh: no report from the VM within ${limit}s" >&2
   exit 124
+fi
+# What systemd itself holds about sshd after first boot, next to the sshd
+# processes: a unit that lost track of its running daemon shows here (names,
+# state and main PID against the processes in its cgroup).
+if [ "$result" = ok ]; then
+  # shellcheck disable=SC2016 # expanded on the node
+  ip netns exec "$ns" ssh -i "$key" -o BatchMode=yes -o ConnectTimeout=10 \
+    -o UserKnownHostsFile="$work/known_hosts" -o LogLevel=ERROR "$user@$address" \
+    'for u in ssh.service sshd.service ssh.socket; do
+       echo "$u: $(systemctl show -p Names,ActiveState,SubState,MainPID,UnitFileState,TriggeredBy "$u" | tr "\n" " ")"
+     done
+     echo "sshd processes: $(pgrep -d " " -x sshd) (cgroups: $(for p in $(pgrep -x sshd); do cut -d: -f3 /proc/$p/cgroup; done | sort -u | tr "\n" " "))"
+     sudo -n journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -E "Reload|ssh" | tail -n 30' \
+    >"$work/ssh-state" 2>&1 || echo "boot-image.sh: reading the node's ssh state failed (see $work/ssh-state)" >&2
 fi
