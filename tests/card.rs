@@ -284,7 +284,7 @@ fn without_the_ssh_enable_the_trixie_card_refuses_ssh() {
         let o = Command::new("mtype")
             .args(["-i", &fat, "::user-data"])
             .output()
-            .expect("mtype");
+            .expect("mtype runs (mtools, .ci/install-deps)");
         assert!(o.status.success(), "mtype: {}", stderr(&o));
         let user_data = stdout(&o);
         let ssh = r#"  - ["systemctl","enable","--now","ssh"]"#;
@@ -297,7 +297,7 @@ fn without_the_ssh_enable_the_trixie_card_refuses_ssh() {
             .arg(&path)
             .arg("::user-data")
             .output()
-            .expect("mcopy");
+            .expect("mcopy runs (mtools, .ci/install-deps)");
         assert!(o.status.success(), "mcopy: {}", stderr(&o));
     });
     assert!(
@@ -318,7 +318,7 @@ fn boot_partition(card: &Path) -> String {
         .arg("--dump")
         .arg(card)
         .output()
-        .expect("sfdisk");
+        .expect("sfdisk runs (fdisk, .ci/install-deps)");
     let dump = stdout(&o);
     let start: u64 = dump
         .lines()

@@ -31,7 +31,9 @@ set -eu
 base=$1 card=$2 work=$3 gateway=$4 key=$5 user=$6 address=$7 limit=${8:-1500}
 [ "$(id -u)" -eq 0 ] || { echo "boot-image.sh: needs root (network namespace, tap)" >&2; exit 1; }
 [ -f "$card" ] || { echo "boot-image.sh: no card image at $card" >&2; exit 1; }
-command -v ssh >/dev/null || { echo "boot-image.sh: ssh (OpenSSH client) is missing (run .ci/install-deps)" >&2; exit 1; }
+for tool in ssh sfdisk mtype qemu-img ip; do
+  command -v "$tool" >/dev/null || { echo "boot-image.sh: $tool is missing (run .ci/install-deps)" >&2; exit 1; }
+done
 
 # The firmware's part: cmdline.txt from the boot partition (MBR partition 1).
 start=$(sfdisk --dump "$card" | sed -n 's/^[^ ]*1 : start= *\([0-9]*\),.*/\1/p' | head -n1)
