@@ -500,9 +500,11 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
             "[\"systemctl\",\"restart\",\"haseed-kubernetes-apt.service\"]",
         ],
     );
-    // No APT source: the repository is enabled by the unit once its key is
-    // checked (plugins/default-policy/src/kubernetes.rs).
-    assert!(!ud.contains("\napt:\n"), "{ud}");
+    // raspios keeps the image's own sources (Raspberry Pi Imager does too),
+    // and there is no APT source: the repository is enabled by the unit once
+    // its key is checked (plugins/default-policy/src/kubernetes.rs).
+    assert!(ud.contains("apt:\n  preserve_sources_list: true\n"), "{ud}");
+    assert!(!ud.contains("sources:"), "{ud}");
     contains_all(
         "embedded key copy",
         &read(&out.join("master2/files/usr/local/lib/haseed/pkgs-k8s-io.asc")),
@@ -532,7 +534,7 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
             "SystemdCgroup = true\n",
         ],
     );
-    assert!(!read(&out.join("lb1/user-data")).contains("apt:"));
+    assert!(!read(&out.join("lb1/user-data")).contains("\n  sources: "));
     let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
     assert!(!lb.contains("httpchk") && !lb.contains("check-ssl"), "{lb}");
 

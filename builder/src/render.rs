@@ -236,22 +236,50 @@ impl Renderer {
         let me = &site.nodes[node as usize];
         // systemd-sysctl has run before cloud-init writes /etc/sysctl.d: apply
         // the sysctls at once too, or haproxy may fail to bind the VIP.
-        let bootcmd: Vec<[String; 3]> = plan
+        let mut bootcmd: Vec<Vec<String>> = plan
             .sysctls
             .iter()
             .map(|s| {
-                [
+                vec![
                     "sysctl".into(),
                     "-w".into(),
                     format!("{}={}", s.key, s.value),
                 ]
             })
             .collect();
-        // One manager reload at most: each reload costs about 30 s on an
-        // emulated first boot (tests/firstboot) and a moment on a Pi, and a
-        // plain `enable` reloads every time. Each service keeps its own
+        if me.platform == Platform::Raspios {
+            bootcmd.extend(raspios_bootcmd(&me.user));
+        }
+        // One manager reload for the plan's services at most (and sshd's own
+        // on Raspberry Pi OS, below): each reload costs about 5-30 s on an
+        // emulated first boot (tests/firstboot, tests/twins) and a moment on a
+        // Pi, and a plain `enable` reloads every time. Each service keeps its own
         // `enable` and `restart`, so one that fails does not stop the others.
         let mut runcmd: Vec<Vec<String>> = Vec::new();
+        if me.platform == Platform::Raspios {
+            // Raspberry Pi OS ships sshd disabled (pi-gen
+            // stage2/01-sys-tweaks/01-run.sh, ENABLE_SSH=0, at tag
+            // 2026-04-13-raspios-trixie-arm64) and cloud-init's ssh module
+            // never enables it; Raspberry Pi Imager sends `systemctl enable
+            // --now ssh` (src/customization_generator.cpp at 72ad1179).
+            // With the manager reload, not --no-reload: `systemctl disable
+            // ssh` at image build also removed the alias sshd.service, and
+            // cloud-init's network stage wants and orders itself before
+            // sshd.service (systemd/cloud-init-network.service.tmpl at
+            // 25.1.4), so systemd holds an empty sshd.service of its own. If
+            // enable only restores the alias link and sshd starts, the next
+            // reload (a package's, or ours below) merges the two names into
+            // one unit and, in hash order, may take the empty unit's state:
+            // sshd keeps serving but ssh.service is inactive with no main PID
+            // (systemd issue 38817, 257.x as in Trixie; seen on the card
+            // twin in 4 of 6 boots, tests/twins/README.md). Reloading before
+            // the start merges two stopped units.
+            runcmd.push(
+                ["systemctl", "enable", "--now", "ssh"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
         for service in &plan.services {
             runcmd.push(vec![
                 "systemctl".into(),
@@ -310,6 +338,11 @@ impl Renderer {
             })
             .collect();
         ctx.insert("apt_sources", &apt_sources);
+        // Raspberry Pi OS's cloud-init would rewrite the APT sources
+        // (Raspberry Pi's archive among them); Raspberry Pi Imager always sends
+        // `apt: preserve_sources_list: true` (src/customization_generator.cpp
+        // at 72ad1179).
+        ctx.insert("preserve_sources_list", &(me.platform == Platform::Raspios));
         ctx.insert("files", &files);
         ctx.insert("runcmd", &runcmd);
         let mut text = self.tera.render("user-data", &ctx)?;
@@ -318,6 +351,48 @@ impl Renderer {
         }
         Ok(text)
     }
+}
+
+/// First-boot commands that undo what a Raspberry Pi OS card holds before any
+/// seed is read (sources and commits: tests/twins/README.md). Both run on
+/// every boot (cloud-init's bootcmd) and do nothing once done.
+///
+/// 1. The rename wizard: `rename-user -f -s` at image build (pi-gen
+///    export-image/01-user-rename/01-run.sh at tag
+///    2026-04-13-raspios-trixie-arm64) enables userconf-pi's `userconfig.service`,
+///    a oneshot wanted by multi-user.target that asks for a user name on tty8
+///    on a Lite image. cloud-final (packages, runcmd) runs after
+///    multi-user.target, so the dialog holds first boot. bootcmd runs before
+///    the wizard starts (cloud-init-network is ordered before
+///    systemd-user-sessions, which the wizard follows): stopping the queued
+///    job cancels it; then what userconf-pi's `cancel-rename` undoes (the
+///    unit, getty@tty1, the sshd banner).
+/// 2. The pre-created first user: from the 2026-04-13 images (pi-gen
+///    4b9cd15c) it exists with the nologin shell, and cloud-init skips an
+///    existing user ("User ... already exists, skipping": cloud-init
+///    cloudinit/distros/__init__.py `add_user`, 25.1), so its `shell:` and
+///    `groups:` are not applied while the keys and the sudo rule are. Give
+///    the inventory's user, if it already exists, the shell and group the
+///    users entry asks for.
+fn raspios_bootcmd(user: &str) -> Vec<Vec<String>> {
+    let wizard = "if [ -e /etc/systemd/system/multi-user.target.wants/userconfig.service ]; then \
+        systemctl --no-block stop userconfig.service; \
+        systemctl --no-reload disable userconfig.service; \
+        systemctl --no-reload enable getty@tty1.service; \
+        systemctl --no-block start getty@tty1.service; \
+        rm -f /etc/ssh/sshd_config.d/rename_user.conf; fi";
+    let existing_user =
+        "if id -u \"$1\" >/dev/null 2>&1; then usermod -s /bin/bash -a -G sudo \"$1\"; fi";
+    vec![
+        vec!["sh".into(), "-c".into(), wizard.into()],
+        vec![
+            "sh".into(),
+            "-c".into(),
+            existing_user.into(),
+            "haseed-user".into(),
+            user.into(),
+        ],
+    ]
 }
 
 /// Whether a rendered configuration carries a secret (a keepalived `auth_pass`).
@@ -471,6 +546,12 @@ fn network_config(site: &Site, node: u32) -> anyhow::Result<String> {
     if me.platform == Platform::UbuntuRaspi {
         // Without it Ubuntu for Raspberry Pi has been seen to fall back to DHCP.
         text.push_str("  renderer: networkd\n");
+    }
+    if me.platform == Platform::Raspios {
+        // Raspberry Pi OS runs NetworkManager, not systemd-networkd (pi-gen
+        // stage2/02-net-tweaks); netplan's own default renderer is networkd,
+        // so name it rather than rely on a file of the image.
+        text.push_str("  renderer: NetworkManager\n");
     }
     let _ = write!(
         text,
@@ -647,9 +728,9 @@ vrrp_instance VI_k8s-api {
         ] {
             assert!(u.lines().any(|l| l == line), "missing {line:?} in\n{u}");
         }
-        // No sysctls: no bootcmd. Root-owned files are not deferred. No
-        // systemd drop-in: no daemon-reload.
-        assert!(!u.contains("bootcmd"), "{u}");
+        // No sysctls: no sysctl in bootcmd. Root-owned files are not
+        // deferred. No systemd drop-in: no daemon-reload.
+        assert!(!u.contains("\"sysctl\""), "{u}");
         assert!(!u.contains("defer"), "{u}");
         assert!(!u.contains("daemon-reload"), "{u}");
         // The config files travel JSON-encoded, on one line each.
@@ -680,6 +761,7 @@ vrrp_instance VI_k8s-api {
         assert_eq!(
             run,
             [
+                "  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]",
                 "  - [\"systemctl\",\"--no-reload\",\"enable\",\"haproxy\"]",
                 "  - [\"systemctl\",\"--no-reload\",\"enable\",\"keepalived\"]",
                 "  - [\"systemctl\",\"daemon-reload\"]",
@@ -699,8 +781,60 @@ vrrp_instance VI_k8s-api {
         assert!(a.files.is_empty());
         assert!(!a.user_data.contains("write_files"), "{}", a.user_data);
         assert!(!a.user_data.contains("packages"), "{}", a.user_data);
-        assert!(!a.user_data.contains("runcmd"), "{}", a.user_data);
+        // Raspberry Pi OS: only sshd is enabled.
+        let run: Vec<&str> = a
+            .user_data
+            .lines()
+            .skip_while(|l| *l != "runcmd:")
+            .skip(1)
+            .collect();
+        assert_eq!(
+            run,
+            ["  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]"],
+            "{}",
+            a.user_data
+        );
         assert!(a.network_config.contains("[\"192.168.3.251/24\"]"));
+    }
+
+    /// What a Raspberry Pi OS card holds before its seed is read, undone by
+    /// the seed (tests/twins boots it); other platforms get none of it.
+    #[test]
+    fn raspios_seed_undoes_the_card_first_boot_state() {
+        let mut s = site();
+        assert_eq!(s.nodes[0].platform, Platform::Raspios);
+        let u = render(&s, 0, &lb_plan(&s, 0)).user_data;
+        let section = |name: &str| -> Vec<String> {
+            u.lines()
+                .skip_while(|l| *l != name)
+                .skip(1)
+                .take_while(|l| l.starts_with("  "))
+                .map(String::from)
+                .collect()
+        };
+        let boot = section("bootcmd:");
+        assert_eq!(boot.len(), 2, "{u}");
+        assert!(
+            boot[0].contains("systemctl --no-block stop userconfig.service")
+                && boot[0].contains("enable getty@tty1.service")
+                && boot[0].contains("rename_user.conf"),
+            "{u}"
+        );
+        assert_eq!(
+            boot[1],
+            "  - [\"sh\",\"-c\",\"if id -u \\\"$1\\\" >/dev/null 2>&1; then usermod -s /bin/bash -a -G sudo \\\"$1\\\"; fi\",\"haseed-user\",\"pi\"]"
+        );
+        assert_eq!(section("apt:"), ["  preserve_sources_list: true"], "{u}");
+        assert_eq!(
+            section("runcmd:")[0],
+            "  - [\"systemctl\",\"enable\",\"--now\",\"ssh\"]"
+        );
+
+        s.nodes[0].platform = Platform::Ubuntu;
+        let u = render(&s, 0, &lb_plan(&s, 0)).user_data;
+        for absent in ["bootcmd", "apt:", "\"ssh\"", "userconfig"] {
+            assert!(!u.contains(absent), "{absent} in {u}");
+        }
     }
 
     #[test]
@@ -709,7 +843,7 @@ vrrp_instance VI_k8s-api {
         let a = render(&s, 1, &lb_plan(&s, 1));
         assert_eq!(
             a.network_config,
-            "network:\n  version: 2\n  ethernets:\n    \"eth0\":\n      dhcp4: false\n      dhcp6: false\n      \
+            "network:\n  version: 2\n  renderer: NetworkManager\n  ethernets:\n    \"eth0\":\n      dhcp4: false\n      dhcp6: false\n      \
              addresses: [\"192.168.3.242/24\"]\n      routes:\n        - to: \"0.0.0.0/0\"\n          \
              via: \"192.168.3.1\"\n      nameservers:\n        addresses: [\"192.168.3.1\"]\n"
         );

@@ -40,14 +40,7 @@ pick_accel
 # shellcheck disable=SC2154 # set by pick_accel
 echo "$accel" >"$work/accel"
 
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add br0 type bridge
-ip -n "$ns" addr add "$gateway" dev br0
-ip -n "$ns" tuntap add tap0 mode tap
-ip -n "$ns" link set tap0 master br0
-ip -n "$ns" link set tap0 up
-ip -n "$ns" link set br0 up
+test_net "$ns" "$gateway"
 
 echo "boot.sh: booting under $accel (limit ${limit}s); console: $work/console.log" >&2
 rc=0

@@ -5,8 +5,8 @@
 # mount on the host), vmlinuz and initrd.img (for qemu's direct kernel boot).
 #
 # The base is a cloud-init node as a Pi ships it, minus what the seed installs:
-# systemd, a kernel, cloud-init with netplan (no ifupdown, so cloud-init renders
-# netplan -> systemd-networkd), sudo, ssh. haproxy, keepalived and curl are NOT
+# systemd, a kernel, cloud-init with netplan (no ifupdown), NetworkManager (the
+# renderer a raspios seed names, as on a Pi), sudo, ssh. haproxy, keepalived and curl are NOT
 # installed: their .debs sit in an offline APT repository in the base
 # (/opt/haseed-repo, indexed by dpkg-scanpackages, the only APT source), so the
 # seed's `packages:` installs them at first boot the way a Pi does from its mirror.
@@ -21,11 +21,11 @@ cache=${HASEED_FIRSTBOOT_CACHE:-/var/cache/haseed-firstboot}
 mirror=${HASEED_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 packages="systemd,systemd-sysv,udev,dbus,kmod,linux-image-amd64,initramfs-tools,\
-cloud-init,netplan.io,systemd-resolved,iproute2,procps,sudo,openssh-server,\
+cloud-init,netplan.io,systemd-resolved,network-manager,iproute2,procps,sudo,openssh-server,\
 e2fsprogs,ca-certificates,qemu-guest-agent,less"
 seeded="haproxy keepalived curl"
 
-key=$(cat "$0" "$here/report.sh" "$here/haseed-report.service" | sha256sum | cut -c1-16)
+key=$(cat "$0" "$here/offline-repo.sh" "$here/report.sh" "$here/haseed-report.service" | sha256sum | cut -c1-16)
 dir=$cache/$key
 if [ -f "$dir/ready" ]; then
   echo "$dir"
@@ -42,17 +42,12 @@ root=$tmp/root
 
 echo "make-base.sh: building the trixie base in $dir (once; a few minutes)" >&2
 # --customize-hook runs with the finished tree at $1:
-#   1. download the seeded packages' .debs (and what they need) into an offline repo;
-#   2. make that repo the only APT source, with no lists, as on a node that has
-#      not yet run apt-get update;
-#   3. install the harness's report unit and the root file system's fstab.
+#   1. the seeded packages' .debs (and what they need) in an offline repo, the
+#      only APT source, with no lists, as on a node that has not yet run
+#      apt-get update (offline-repo.sh, shared with tests/twins/make-twin.sh);
+#   2. install the harness's report unit and the root file system's fstab.
 mmdebstrap --mode=root --variant=apt --include="$packages" \
-  --customize-hook='chroot "$1" apt-get install --download-only --yes '"$seeded" \
-  --customize-hook='mkdir -p "$1/opt/haseed-repo" && mv "$1"/var/cache/apt/archives/*.deb "$1/opt/haseed-repo/"' \
-  --customize-hook='cd "$1/opt/haseed-repo" && dpkg-scanpackages --multiversion . /dev/null > Packages 2>/dev/null' \
-  --customize-hook='rm -f "$1/etc/apt/sources.list" "$1"/etc/apt/sources.list.d/*' \
-  --customize-hook='echo "deb [trusted=yes] file:/opt/haseed-repo ./" > "$1/etc/apt/sources.list.d/haseed-offline.list"' \
-  --customize-hook='rm -rf "$1"/var/lib/apt/lists/*' \
+  --customize-hook="sh '$here/offline-repo.sh' \"\$1\" $seeded" \
   --customize-hook='printf "/dev/vda / ext4 defaults 0 1\n" > "$1/etc/fstab"' \
   --customize-hook="install -m 0755 '$here/report.sh' \"\$1/usr/local/sbin/haseed-report\"" \
   --customize-hook="install -m 0644 '$here/haseed-report.service' \"\$1/etc/systemd/system/haseed-report.service\"" \

@@ -1,12 +1,15 @@
 # shellcheck shell=sh disable=SC2154 # $base and $work come from the sourcing script
-# Sourced by boot.sh and pair.sh (POSIX sh): finds qemu, picks KVM or TCG, runs a VM.
-# Needs $base (make-base.sh's directory) and $work.
+# Sourced by boot.sh, pair.sh and tests/twins/boot-image.sh (POSIX sh): finds
+# qemu, picks KVM or TCG, runs a VM. Needs $base (make-base.sh's or
+# make-twin.sh's directory) and $work. A caller may set before sourcing:
+#   base_files  the files $base must hold (default: root.img vmlinuz initrd.img)
+#   append      the kernel command line (default: the synthetic base's)
 #
 # HASEED_QEMU       qemu-system-x86_64 to use (default: /opt/haseed-qemu, then PATH)
 # HASEED_QEMU_ACCEL kvm or tcg: skip the probe
 
-for f in root.img vmlinuz initrd.img; do
-  [ -f "$base/$f" ] || { echo "$0: $base/$f is missing (run make-base.sh)" >&2; exit 1; }
+for f in ${base_files:-root.img vmlinuz initrd.img}; do
+  [ -f "$base/$f" ] || { echo "$0: $base/$f is missing (run make-base.sh or make-twin.sh)" >&2; exit 1; }
 done
 qemu=${HASEED_QEMU:-}
 if [ -z "$qemu" ]; then
@@ -18,7 +21,7 @@ if [ -z "$qemu" ]; then
 fi
 # Firmware: the unpacked qemu's own data, then Debian's seabios and ipxe packages.
 firmware="-L $(dirname "$qemu")/../share/qemu -L /usr/share/seabios -L /usr/lib/ipxe/qemu"
-append="root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=0"
+append=${append:-root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=0}
 netns=''
 
 # vm ACCEL SECONDS CONSOLE REPORT QEMU-ARGS...: one VM booting the base's kernel,
@@ -50,4 +53,18 @@ pick_accel() {
     fi
   fi
   rm -f "$work/probe-console.log" "$work/probe.log"
+}
+
+# test_net NS GATEWAY_CIDR: a network namespace NS with a bridge br0 that holds
+# GATEWAY_CIDR (the node's gateway) and a tap0 on it for the VM's NIC. The
+# caller removes NS on every exit path.
+test_net() {
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+  ip -n "$1" link add br0 type bridge
+  ip -n "$1" addr add "$2" dev br0
+  ip -n "$1" tuntap add tap0 mode tap
+  ip -n "$1" link set tap0 master br0
+  ip -n "$1" link set tap0 up
+  ip -n "$1" link set br0 up
 }

@@ -3,7 +3,10 @@
 # (tests/firstboot/make-base.sh), never into a seed. It waits for cloud-init to
 # finish, writes what the node became to the second serial port (ttyS1, which
 # qemu writes to a file), then powers the VM off, unless the kernel command line
-# says haseed.stay (tests/firstboot/pair.sh keeps its two VMs running).
+# says haseed.stay (tests/firstboot/pair.sh keeps its two VMs running) or the
+# environment HASEED_REPORT_STAY is set (the twins of tests/twins, which the test
+# logs in to afterwards). HASEED_REPORT_WAIT bounds the wait for cloud-init
+# (seconds, default 1500).
 #
 # Every line is "<kind> <fields...>", between HASEED-REPORT-BEGIN and
 # HASEED-REPORT-END; tests/firstboot.rs parses it.
@@ -12,8 +15,10 @@ dirs="/etc /usr/local /var/lib/haseed"
 
 report() {
   echo "HASEED-REPORT-BEGIN"
-  timeout 1500 cloud-init status --wait >/dev/null 2>&1
+  timeout "${HASEED_REPORT_WAIT:-1500}" cloud-init status --wait >/dev/null 2>&1
   echo "cloud-init-exit $?"
+  echo "uptime $(cut -d' ' -f1 /proc/uptime)"
+  echo "hostname $(hostname)"
   echo "cloud-init-status-json-begin"
   cloud-init status --format json 2>&1
   echo "cloud-init-status-json-end"
@@ -27,12 +32,16 @@ report() {
     done
     journalctl -u keepalived -o cat 2>/dev/null | grep -E "Entering|FAULT|track" | tail -n 10 | sed 's/^/vrrp /'
   fi
-  for unit in haproxy keepalived; do
+  for unit in haproxy keepalived ssh userconfig; do
     echo "service $unit $(systemctl is-enabled "$unit" 2>&1) $(systemctl is-active "$unit" 2>&1)"
     echo "dropins $unit $(systemctl show -p DropInPaths --value "$unit" 2>&1)"
   done
   dpkg-query -W -f='package ${Package} ${Version} ${db:Status-Status}\n' haproxy keepalived curl 2>&1
   echo "track-file $(cat /var/lib/haseed/haproxy-down 2>&1)"
+  # Who configured each interface (NetworkManager on a Pi OS twin).
+  nmcli -t -f DEVICE,STATE,CONNECTION device 2>/dev/null | sed 's/^/nm-device /'
+  # shellcheck disable=SC2046 # one passwd line per login user
+  getent passwd $(awk -F: '$3 >= 1000 && $3 < 60000 {print $1}' /etc/passwd) 2>/dev/null | awk -F: '{print "user", $1, $7}'
   ip -4 -o addr show | awk '{print "addr", $2, $4}'
   # shellcheck disable=SC2086 # $dirs is a list of paths
   find $dirs -xdev -type f -printf 'mode %m %u:%g %p\n' 2>/dev/null
@@ -41,7 +50,7 @@ report() {
   systemctl --failed --no-legend --plain 2>&1 | awk 'NF {print "failed-unit", $1}'
   # The cloud-init log lines that matter when something went wrong.
   grep -E ' (WARNING|ERROR|CRITICAL)|Traceback' /var/log/cloud-init.log 2>/dev/null | tail -n 40 | sed 's/^/log /'
-  for unit in haproxy keepalived; do
+  for unit in haproxy keepalived ssh; do
     if ! systemctl is-active --quiet "$unit"; then
       journalctl -u "$unit" -n 15 --no-pager -o cat 2>&1 | sed "s/^/journal $unit /"
     fi
@@ -51,4 +60,4 @@ report() {
 
 report >"$out" 2>&1
 sync
-grep -qw haseed.stay /proc/cmdline || systemctl poweroff
+[ -n "${HASEED_REPORT_STAY:-}" ] || grep -qw haseed.stay /proc/cmdline || systemctl poweroff

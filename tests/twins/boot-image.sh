@@ -1,0 +1,120 @@
+#!/bin/sh
+# shellcheck disable=SC2034 # base and base_files are read by the sourced qemu.sh
+# Boot a card image written by `haseed image` under qemu, as a Pi would boot
+# the card, and log in to it with the real OpenSSH client.
+#
+#   sh tests/twins/boot-image.sh TWIN_DIR CARD_IMG WORK_DIR GATEWAY_CIDR KEY USER ADDRESS [TIMEOUT_S]
+#
+# TWIN_DIR      made by make-twin.sh: vmlinuz and initrd.img stand in for the
+#               Pi's firmware and kernel (qemu's direct kernel boot).
+# CARD_IMG      the raw image `haseed image --base TWIN_DIR/twin.img.xz` wrote;
+#               never written: the VM writes to a qcow2 overlay in WORK_DIR.
+# WORK_DIR      gets console.log (ttyS0), report.txt (ttyS1, the twin's
+#               haseed-report unit), qemu.log, accel, cmdline (the kernel command
+#               line used), ssh.log (every login attempt), known_hosts (the
+#               node's host key) and ssh-result: "ok SECONDS" (first login
+#               and `sudo -n true` succeeded, seconds after qemu started) or
+#               "failed SECONDS"; after a login, ssh-state: systemd's view of
+#               ssh.service, sshd.service and ssh.socket, the sshd processes and
+#               the journal's reload and ssh lines.
+# GATEWAY_CIDR  the address the test bridge takes (the node's gateway).
+# KEY USER ADDRESS  `ssh -i KEY USER@ADDRESS sudo -n true`, from the namespace.
+#
+# The kernel command line is the image's own cmdline.txt (read with mtype from
+# its FAT partition 1, as the Pi firmware reads it) plus console=ttyS0 only. The
+# NIC is a tap on a bridge inside a network namespace this script creates and
+# removes on every exit path. Login is retried until it works or TIMEOUT_S
+# (default 1500) passes; once the node has reported (cloud-init done, so a
+# seed's runcmd has run: sshd is up by then or never will be), it gets 30 s more. The VM is killed at the end.
+set -eu
+[ $# -ge 7 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
+base=$1 card=$2 work=$3 gateway=$4 key=$5 user=$6 address=$7 limit=${8:-1500}
+[ "$(id -u)" -eq 0 ] || { echo "boot-image.sh: needs root (network namespace, tap)" >&2; exit 1; }
+[ -f "$card" ] || { echo "boot-image.sh: no card image at $card" >&2; exit 1; }
+for tool in ssh sfdisk mtype qemu-img ip; do
+  command -v "$tool" >/dev/null || { echo "boot-image.sh: $tool is missing (run .ci/install-deps)" >&2; exit 1; }
+done
+
+# The firmware's part: cmdline.txt from the boot partition (MBR partition 1).
+start=$(sfdisk --dump "$card" | sed -n 's/^[^ ]*1 : start= *\([0-9]*\),.*/\1/p' | head -n1)
+[ -n "$start" ] || { echo "boot-image.sh: $card has no partition 1" >&2; exit 1; }
+cmdline=$(mtype -i "$card@@$((start * 512))" ::cmdline.txt | tr -d '\r' | head -n1)
+[ -n "$cmdline" ] || { echo "boot-image.sh: $card has no cmdline.txt on partition 1" >&2; exit 1; }
+append="$cmdline console=ttyS0"
+base_files="vmlinuz initrd.img"
+# shellcheck disable=SC1091 # checked on its own
+. "$(dirname "$0")/../firstboot/qemu.sh"
+
+mkdir -p "$work"
+for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state; do
+  rm -f "${work:?}/$f"
+done
+printf '%s\n' "$append" >"$work/cmdline"
+qemu-img create -q -f qcow2 -b "$(cd "$(dirname "$card")" && pwd)/$(basename "$card")" -F raw "$work/overlay.qcow2"
+
+ns=haseed-card-$$
+qpid=''
+cleanup() {
+  [ -z "$qpid" ] || kill "$qpid" 2>/dev/null || true
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -f "$work/overlay.qcow2"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pick_accel
+# shellcheck disable=SC2154 # set by pick_accel
+echo "$accel" >"$work/accel"
+test_net "$ns" "$gateway"
+
+echo "boot-image.sh: booting $card under $accel (limit ${limit}s); console: $work/console.log" >&2
+began=$(date +%s)
+netns=$ns vm "$accel" "$limit" "$work/console.log" "$work/report.txt" \
+  -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
+  -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
+  -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >"$work/qemu.log" 2>&1 &
+qpid=$!
+
+elapsed() { echo $(( $(date +%s) - began )); }
+reported() { grep -q HASEED-REPORT-END "$work/report.txt" 2>/dev/null; }
+result=failed
+reported_at=''
+while kill -0 "$qpid" 2>/dev/null && [ "$(elapsed)" -lt "$limit" ]; do
+  if ip netns exec "$ns" ssh -i "$key" -o BatchMode=yes -o ConnectTimeout=5 \
+    -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$work/known_hosts" \
+    -o LogLevel=ERROR "$user@$address" sudo -n true >>"$work/ssh.log" 2>&1; then
+    result=ok
+    break
+  fi
+  echo "--- $(elapsed) s: no login yet" >>"$work/ssh.log"
+  if reported; then
+    [ -n "$reported_at" ] || reported_at=$(elapsed)
+    [ $(( $(elapsed) - reported_at )) -lt 30 ] || break
+  fi
+  sleep 5
+done
+echo "$result $(elapsed)" >"$work/ssh-result"
+echo "boot-image.sh: ssh $user@$address: $result after $(elapsed) s" >&2
+# The report comes once cloud-init is done (or its bounded wait ran out).
+while kill -0 "$qpid" 2>/dev/null && [ "$(elapsed)" -lt "$limit" ] && ! reported; do
+  sleep 5
+done
+if ! reported; then
+  echo "boot-image.sh: no report from the VM within ${limit}s" >&2
+  exit 124
+fi
+# What systemd itself holds about sshd after first boot, next to the sshd
+# processes: a unit that lost track of its running daemon shows here (names,
+# state and main PID against the processes in its cgroup).
+if [ "$result" = ok ]; then
+  # shellcheck disable=SC2016 # expanded on the node
+  ip netns exec "$ns" ssh -i "$key" -o BatchMode=yes -o ConnectTimeout=10 \
+    -o UserKnownHostsFile="$work/known_hosts" -o LogLevel=ERROR "$user@$address" \
+    'for u in ssh.service sshd.service ssh.socket; do
+       echo "$u: $(systemctl show -p Names,ActiveState,SubState,MainPID,UnitFileState,TriggeredBy "$u" | tr "\n" " ")"
+     done
+     echo "sshd processes: $(pgrep -d " " -x sshd) (cgroups: $(for p in $(pgrep -x sshd); do cut -d: -f3 /proc/$p/cgroup; done | sort -u | tr "\n" " "))"
+     sudo -n journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -E "Reload|ssh" | tail -n 30' \
+    >"$work/ssh-state" 2>&1 || echo "boot-image.sh: reading the node's ssh state failed (see $work/ssh-state)" >&2
+fi
