@@ -330,3 +330,49 @@ fn bidi_and_escape_characters_in_a_site_are_printed_escaped() {
     assert!(err.contains("\\u{2066}comment\\u{2069}"), "{err}");
     assert!(err.contains("eth\\u{1b}[2J\\u{2028}x"), "{err}");
 }
+
+/// A site with no SSH key builds nodes nobody can log into (issue 18 item 8: exit 0 and no
+/// word): every such node is an error at its name, and nothing is written. An explicit empty
+/// list says so on purpose (console-only nodes): one warning at the list, and the build goes
+/// on.
+#[test]
+fn a_node_nobody_could_log_into_is_refused_unless_the_site_says_so() {
+    const KEYS: &str = "ssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example\"]";
+    let keyless = broken(&format!("{KEYS}\n"), "");
+    expect_error(
+        "no ssh_authorized_keys",
+        &keyless,
+        "name = \"lb1\"",
+        "node lb1 has no ssh_authorized_keys: nobody could log into it over SSH",
+    );
+    // Every node is named, not only the first.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, &keyless).expect("write");
+    let err = stderr(&build(&site, &tmp.path().join("out")));
+    for node in ["lb1", "lb2", "master1", "master2", "master3"] {
+        assert!(
+            err.contains(&format!("node {node} has no ssh_authorized_keys")),
+            "{node}:\n{err}"
+        );
+    }
+    assert!(
+        err.contains("ssh_authorized_keys = []"),
+        "no way out named:\n{err}"
+    );
+
+    // Console-only on purpose: built, with one warning at the list's line.
+    let console = broken(KEYS, "ssh_authorized_keys = []");
+    std::fs::write(&site, &console).expect("write");
+    let out = tmp.path().join("console");
+    let o = build(&site, &out);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let line = console[..console.find("ssh_authorized_keys = []").expect("list")]
+        .matches('\n')
+        .count()
+        + 1;
+    let warning = format!("site.toml:{line}:23: warning: ssh_authorized_keys is empty");
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+    assert!(out.join("lb1/user-data").exists());
+}

@@ -342,7 +342,9 @@ pub(crate) fn plan_site(
 }
 
 fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError> {
-    crate::inventory::load_stage(site, stage).map_err(BuildError::Inventory)
+    crate::inventory::load_stage(site, stage)
+        .and_then(Inventory::refuse_unreachable)
+        .map_err(BuildError::Inventory)
 }
 
 fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {

@@ -159,7 +159,9 @@ pub fn render(
 
 /// Parses the site file (all problems reported at once).
 pub fn load_inventory(path: &std::path::Path) -> Result<Inventory, BuildError> {
-    inventory::load(path).map_err(BuildError::Inventory)
+    inventory::load(path)
+        .and_then(Inventory::refuse_unreachable)
+        .map_err(BuildError::Inventory)
 }
 
 /// "FILE:LINE:COL" for a byte offset into the inventory source.

@@ -87,7 +87,7 @@ impl Renderer {
     ) -> anyhow::Result<NodeArtifacts> {
         let extra = NodeExtra {
             ssh_authorized_keys: ssh_authorized_keys.to_vec(),
-            password_hash: None,
+            ..NodeExtra::default()
         };
         self.render_node_with(site, node, plan, &extra)
     }

@@ -82,6 +82,9 @@ pub struct PluginRef {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeExtra {
     pub ssh_authorized_keys: Vec<String>,
+    /// Span of the `ssh_authorized_keys` list that applies (the node's, else `[defaults]`);
+    /// `None`: neither has one (see [`Inventory::login_checks`]).
+    pub keys_span: Option<Range<usize>>,
     /// crypt(3) hash of the user's password (`password_hash`, checked); `None`: password
     /// login stays locked. Plaintext passwords are never kept.
     pub password_hash: Option<String>,
@@ -109,6 +112,62 @@ impl Inventory {
                 }
             })
             .collect()
+    }
+
+    /// Nodes nobody could log into (issue 18 item 8: such a site built and flashed with exit
+    /// 0): errors for nodes with no `ssh_authorized_keys` in the node or `[defaults]`, at the
+    /// node; warnings for an explicit empty list (console-only nodes, or an EC2 key pair on
+    /// AWS: a site says so on purpose), once per list. Returns (errors, warnings). The
+    /// commands that make nodes run it ([`Inventory::refuse_unreachable`]); the parser does
+    /// not, so a keyless site still parses for tools that only read it.
+    pub fn login_checks(&self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let mut warned: Vec<&Range<usize>> = Vec::new();
+        for (i, (node, extra)) in self.site.nodes.iter().zip(&self.node_extras).enumerate() {
+            match &extra.keys_span {
+                None => errors.push(
+                    self.node_diagnostic(
+                        i,
+                        format!(
+                            "node {} has no ssh_authorized_keys: nobody could log into it over SSH",
+                            node.name
+                        ),
+                    )
+                    .with_help(
+                        "add ssh_authorized_keys = [\"ssh-ed25519 AAAA... you@host\"] to [defaults] \
+                         or to the node; for nodes reached only on the console (or through an EC2 \
+                         key pair) write ssh_authorized_keys = [] to say so",
+                    ),
+                ),
+                Some(span) if extra.ssh_authorized_keys.is_empty() && !warned.contains(&span) => {
+                    warned.push(span);
+                    warnings.push(Diagnostic::error(
+                        &self.path,
+                        Some(span.clone()),
+                        format!(
+                            "ssh_authorized_keys is empty (node {} and any other node using this \
+                             list): nobody can log in over SSH with a key from the site",
+                            node.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        (errors, warnings)
+    }
+
+    /// [`Inventory::login_checks`] for a command that makes nodes: its errors refuse the
+    /// site (all at once, at their lines); its warnings join [`Inventory::warnings`].
+    pub fn refuse_unreachable(mut self) -> Result<Inventory, Diagnostics> {
+        let (errors, warnings) = self.login_checks();
+        if !errors.is_empty() {
+            return Err(self.diagnostics(errors));
+        }
+        self.warnings.extend(warnings);
+        self.warnings
+            .sort_by_key(|w| w.span.as_ref().map_or(0, |s| s.start));
+        Ok(self)
     }
 
     /// `Diagnostics` over this site file holding `items`.

@@ -721,10 +721,12 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
 
         cx.check_host_keys(&n.host);
         let h = &n.host;
-        let keys = h
+        let key_list = h
             .ssh_authorized_keys
             .as_ref()
-            .or(d.ssh_authorized_keys.as_ref())
+            .or(d.ssh_authorized_keys.as_ref());
+        let keys_span = key_list.map(|l| l.span.clone());
+        let keys = key_list
             .map(|l: &List<String>| l.v.iter().map(|k| k.v.clone()).collect())
             .unwrap_or_default();
         nodes.push(Node {
@@ -750,6 +752,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         });
         node_extras.push(NodeExtra {
             ssh_authorized_keys: keys,
+            keys_span,
             password_hash: n
                 .host
                 .password_hash
