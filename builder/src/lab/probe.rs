@@ -169,6 +169,15 @@ pub(super) fn backend(
     }
 }
 
+/// A read or write that ran out its timeout (Linux reports `WouldBlock`
+/// for `SO_RCVTIMEO`), not a failed connection.
+pub(super) fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// One backend connection: waits for the request (up to [`BACKEND_WAIT`],
 /// checking `stop` every 100 ms) and answers it; a peer that closes first
 /// (a TCP health check) gets nothing.
@@ -184,11 +193,7 @@ fn serve(mut s: TcpStream, stop: &AtomicBool) {
         match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => break n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(_) => return,
         }
     };
@@ -207,11 +212,7 @@ fn serve(mut s: TcpStream, stop: &AtomicBool) {
             match s.read(&mut buf) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) => return,
             }
         }

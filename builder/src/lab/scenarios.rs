@@ -20,13 +20,6 @@ pub(super) const STALL_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// after 30 s of silence).
 pub(super) const IDLE: Duration = Duration::from_secs(60);
 
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    )
-}
-
 /// Connects, stays silent for [`IDLE`] (watching for a close), then sends a
 /// request and waits 2 s for the answer. Ok: seconds until the answer.
 fn quiet_then_ask(vip: Ipv4Addr, port: u16) -> Result<f64, String> {
