@@ -2,6 +2,9 @@
 //! and VRIDs of VIPs, backends of services). Every independent problem is reported; a value
 //! that is already wrong does not cause follow-on errors where that can be avoided.
 //!
+//! One function per kind of table, in the order the later ones need the earlier ones:
+//! `site`, `networks`, `nodes`, `vips` (then `assign_vrids`), `services`, `plugins`.
+//!
 //! Cost: one pass over each list plus hash lookups; the only sort is per-VIP over its
 //! services' port ranges. Network lookup by address is a hash lookup per distinct prefix
 //! length (at most 33 + 129).
@@ -402,7 +405,36 @@ fn name_spans<T>(items: &[T], f: impl Fn(&T) -> Option<&Sp<String>>) -> Vec<Opti
 }
 
 pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resolved {
-    // ---- [site] --------------------------------------------------------------------
+    let (name, stage) = site(cx, raw);
+    cx.check_host_keys(&raw.defaults);
+    let nets = networks(cx, raw);
+    let nodes = nodes(cx, raw, &nets);
+    let mut vips = vips(cx, raw, &nets, &nodes);
+    assign_vrids(cx, raw, &nets, &mut vips);
+    let services = services(cx, raw, &nodes, &vips);
+    let plugins = plugins(cx, raw, site_path);
+    Resolved {
+        site: Site {
+            name,
+            stage,
+            networks: nets.list,
+            vips: vips.list,
+            services,
+            nodes: nodes.list,
+        },
+        plugins,
+        default_policy_settings: raw
+            .default_policy_json
+            .clone()
+            .unwrap_or_else(|| "{}".into()),
+        node_extras: nodes.extras,
+        node_spans: nodes.spans,
+        vip_max_outage_ms: vips.max_outage_ms,
+    }
+}
+
+/// `[site]`: its name and stage.
+fn site(cx: &mut Cx<'_>, raw: &RawFile) -> (String, String) {
     let mut site_name = String::new();
     if let Some(n) = &raw.site.name {
         if !valid_name(&n.v) {
@@ -423,11 +455,32 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         }
         stage = s.v.clone();
     }
+    (site_name, stage)
+}
 
-    // ---- [defaults] ----------------------------------------------------------------
-    cx.check_host_keys(&raw.defaults);
+/// The `[[network]]` table, resolved, and the lookups the later tables need.
+struct Networks<'r> {
+    list: Vec<Network>,
+    by_name: HashMap<&'r str, usize>,
+    cidrs: Vec<Option<Cidr>>,
+    gateways: Vec<Option<(IpAddr, Span)>>,
+    /// (is_v6, prefix, network bits) -> networks with exactly that cidr
+    by_cidr: HashMap<(bool, u8, u128), Vec<usize>>,
+    /// distinct (family, prefix), longest first
+    prefixes: Vec<(bool, u8)>,
+}
 
-    // ---- [[network]] ---------------------------------------------------------------
+/// The defined network names, for "unknown network" help.
+fn network_names(raw: &RawFile) -> String {
+    name_list(
+        raw.networks
+            .iter()
+            .filter_map(|n| n.name.as_ref())
+            .map(|n| n.v.as_str()),
+    )
+}
+
+fn networks<'r>(cx: &mut Cx<'_>, raw: &'r RawFile) -> Networks<'r> {
     let net_name_spans = name_spans(&raw.networks, |n| n.name.as_ref());
     let mut net_by_name: HashMap<&str, usize> = HashMap::new();
     let mut cidrs: Vec<Option<Cidr>> = Vec::with_capacity(raw.networks.len());
@@ -528,20 +581,46 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
     prefixes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     prefixes.dedup();
 
-    let net_names = || {
-        name_list(
-            raw.networks
-                .iter()
-                .filter_map(|n| n.name.as_ref())
-                .map(|n| n.v.as_str()),
-        )
-    };
+    Networks {
+        list: networks,
+        by_name: net_by_name,
+        cidrs,
+        gateways,
+        by_cidr,
+        prefixes,
+    }
+}
 
-    // ---- [[node]] ------------------------------------------------------------------
+/// The `[[node]]` table, resolved, and the lookups the later tables need.
+struct Nodes<'r> {
+    list: Vec<Node>,
+    extras: Vec<NodeExtra>,
+    spans: Vec<Span>,
+    by_name: HashMap<&'r str, usize>,
+    by_addr: HashMap<IpAddr, usize>,
+    /// Each node's network, where it could be resolved.
+    nets: Vec<Option<usize>>,
+    /// Nodes per role (by `role_index`), in file order.
+    by_role: [Vec<u32>; 5],
+    /// Load balancers per network, in file order: a VIP's default holders.
+    lb_by_net: HashMap<usize, Vec<u32>>,
+    /// Some node's roles or network could not be read: "nobody has role X" may be wrong.
+    incomplete: bool,
+}
+
+fn nodes<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>) -> Nodes<'r> {
+    let Networks {
+        list: networks,
+        by_name: net_by_name,
+        cidrs,
+        gateways,
+        by_cidr,
+        prefixes,
+    } = nets;
+    let net_names = || network_names(raw);
     let node_name_spans = name_spans(&raw.nodes, |n| n.name.as_ref());
     let mut node_by_name: HashMap<&str, usize> = HashMap::with_capacity(raw.nodes.len());
     let mut node_by_addr: HashMap<IpAddr, usize> = HashMap::with_capacity(raw.nodes.len());
-    let mut node_ips: Vec<Option<IpAddr>> = Vec::with_capacity(raw.nodes.len());
     let mut node_nets: Vec<Option<usize>> = Vec::with_capacity(raw.nodes.len());
     let mut by_role: [Vec<u32>; 5] = Default::default();
     let mut lb_by_net: HashMap<usize, Vec<u32>> = HashMap::new();
@@ -761,12 +840,51 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
                 .filter(|p| check_password_hash(&p.v).is_ok())
                 .map(|p| p.v.clone()),
         });
-        node_ips.push(ip);
         node_nets.push(network);
     }
-    let node_label = |i: usize| nm(&nodes[i].name);
+    Nodes {
+        list: nodes,
+        extras: node_extras,
+        spans: node_spans,
+        by_name: node_by_name,
+        by_addr: node_by_addr,
+        nets: node_nets,
+        by_role,
+        lb_by_net,
+        incomplete: nodes_incomplete,
+    }
+}
 
-    // ---- [[vip]] -------------------------------------------------------------------
+/// The `[[vip]]` table, resolved (VRIDs not yet assigned: see `assign_vrids`).
+struct Vips<'r> {
+    list: Vec<Vip>,
+    /// Each VIP's network, where it could be resolved.
+    nets: Vec<Option<usize>>,
+    by_name: HashMap<&'r str, usize>,
+    /// Host-side only (haseed lab), not part of the plugin contract.
+    max_outage_ms: Vec<Option<u64>>,
+}
+
+fn vips<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>, nodes: &Nodes<'r>) -> Vips<'r> {
+    let Networks {
+        list: networks,
+        by_name: net_by_name,
+        cidrs,
+        gateways,
+        ..
+    } = nets;
+    let Nodes {
+        list: node_list,
+        by_name: node_by_name,
+        by_addr: node_by_addr,
+        nets: node_nets,
+        lb_by_net,
+        incomplete: nodes_incomplete,
+        ..
+    } = nodes;
+    let nodes = node_list;
+    let net_names = || network_names(raw);
+    let node_label = |i: usize| nm(&nodes[i].name);
     let vip_name_spans = name_spans(&raw.vips, |v| v.name.as_ref());
     let mut vip_by_name: HashMap<&str, usize> = HashMap::new();
     let mut vip_by_addr: HashMap<IpAddr, usize> = HashMap::new();
@@ -989,7 +1107,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             .and_then(|r| cx.int_in(r, &format!("vrid of VIP {label}"), 1, 255))
             .map_or(0, |r| r as u8);
 
-        let aws = aws_move(cx, v, &label, &holders, holders_ok, &nodes);
+        let aws = aws_move(cx, v, &label, &holders, holders_ok, nodes);
         // Host-side only (haseed lab), not part of the plugin contract.
         vip_max_outage_ms.push(v.max_outage_ms.as_ref().and_then(|m| {
             cx.int_in(m, &format!("max_outage_ms of VIP {label}"), 1, 60_000)
@@ -1008,9 +1126,20 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
         });
         vip_nets.push(network);
     }
+    Vips {
+        list: vips,
+        nets: vip_nets,
+        by_name: vip_by_name,
+        max_outage_ms: vip_max_outage_ms,
+    }
+}
 
-    // VRIDs: explicit ones must be unique per network; the rest are assigned 1, 2, 3, ... per
-    // network in file order, skipping the explicit ones.
+/// VRIDs: explicit ones must be unique per network; the rest are assigned 1, 2, 3, ... per
+/// network in file order, skipping the explicit ones.
+fn assign_vrids(cx: &mut Cx<'_>, raw: &RawFile, nets: &Networks<'_>, vips: &mut Vips<'_>) {
+    let networks = &nets.list;
+    let vip_nets = &vips.nets;
+    let vips = &mut vips.list;
     {
         // network -> vrid -> VIP that uses it
         let mut used: HashMap<usize, Box<[Option<usize>; 256]>> = HashMap::new();
@@ -1073,8 +1202,14 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             // else: more than 255 VIPs, reported above
         }
     }
+}
 
-    // ---- [[service]] ---------------------------------------------------------------
+/// The `[[service]]` table, resolved; overlapping ports on one VIP are reported.
+fn services(cx: &mut Cx<'_>, raw: &RawFile, nodes: &Nodes<'_>, vips: &Vips<'_>) -> Vec<Service> {
+    let by_role = &nodes.by_role;
+    let nodes_incomplete = nodes.incomplete;
+    let vip_by_name = &vips.by_name;
+    let vips = &vips.list;
     let svc_name_spans = name_spans(&raw.services, |s| s.name.as_ref());
     let mut svc_by_name: HashMap<&str, usize> = HashMap::new();
     let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
@@ -1253,8 +1388,11 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             }
         }
     }
+    services
+}
 
-    // ---- [[plugin]] ----------------------------------------------------------------
+/// The `[[plugin]]` list: paths relative to the site file's directory.
+fn plugins(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Vec<PluginRef> {
     let dir = site_path.parent().unwrap_or(Path::new(""));
     let mut plugins = Vec::with_capacity(raw.plugins.len());
     for p in &raw.plugins {
@@ -1291,25 +1429,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             });
         }
     }
-
-    Resolved {
-        site: Site {
-            name: site_name,
-            stage,
-            networks,
-            vips,
-            services,
-            nodes,
-        },
-        plugins,
-        default_policy_settings: raw
-            .default_policy_json
-            .clone()
-            .unwrap_or_else(|| "{}".into()),
-        node_extras,
-        node_spans,
-        vip_max_outage_ms,
-    }
+    plugins
 }
 
 fn check_override(cx: &mut Cx<'_>, c: &RawCheck, label: &str) -> CheckOverride {
