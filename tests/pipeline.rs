@@ -54,7 +54,7 @@ fn example_site_matches_golden_files() {
     for line in [
         "state BACKUP",
         "nopreempt",
-        "virtual_router_id 1",
+        "virtual_router_id 123", // no vrid: the start derived from the site name "pi-k8s"
         "enable_script_security",
         "192.168.3.240/24",
         // Event-driven failover (default-policy failover.rs).

@@ -451,6 +451,7 @@ pub(super) const BINDS: &[(&str, bool)] = &[("any", false), ("vip", true)];
 pub(super) struct RawSite {
     pub name: Option<Sp<String>>,
     pub stage: Option<Sp<String>>,
+    pub vrid_base: Option<Sp<i64>>,
 }
 
 /// The keys `[defaults]` and `[[node]]` share.
@@ -582,7 +583,7 @@ const TOP_KEYS: &[&str] = &[
     "plugin",
     "default_policy",
 ];
-const SITE_KEYS: &[&str] = &["name", "stage"];
+const SITE_KEYS: &[&str] = &["name", "stage", "vrid_base"];
 pub(super) const HOST_KEYS: &[&str] = &[
     "platform",
     "interface",
@@ -647,6 +648,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
             raw.site = RawSite {
                 name: cx.string(&t, "name", true),
                 stage: cx.string(&t, "stage", false),
+                vrid_base: cx.integer(&t, "vrid_base", false),
             };
         }
         None => {

@@ -405,12 +405,12 @@ fn name_spans<T>(items: &[T], f: impl Fn(&T) -> Option<&Sp<String>>) -> Vec<Opti
 }
 
 pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resolved {
-    let (name, stage) = site(cx, raw);
+    let (name, stage, vrid_base) = site(cx, raw);
     cx.check_host_keys(&raw.defaults);
     let nets = networks(cx, raw);
     let nodes = nodes(cx, raw, &nets);
     let mut vips = vips(cx, raw, &nets, &nodes);
-    assign_vrids(cx, raw, &nets, &mut vips);
+    assign_vrids(cx, raw, &nets, &mut vips, vrid_base);
     let services = services(cx, raw, &nodes, &vips);
     let plugins = plugins(cx, raw, site_path);
     Resolved {
@@ -433,8 +433,8 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
     }
 }
 
-/// `[site]`: its name and stage.
-fn site(cx: &mut Cx<'_>, raw: &RawFile) -> (String, String) {
+/// `[site]`: its name, its stage and the first VRID of each network (`vrid_base`).
+fn site(cx: &mut Cx<'_>, raw: &RawFile) -> (String, String, u8) {
     let mut site_name = String::new();
     if let Some(n) = &raw.site.name {
         if !valid_name(&n.v) {
@@ -455,7 +455,30 @@ fn site(cx: &mut Cx<'_>, raw: &RawFile) -> (String, String) {
         }
         stage = s.v.clone();
     }
-    (site_name, stage)
+    let vrid_base = match &raw.site.vrid_base {
+        Some(b) => cx
+            .int_in(b, "vrid_base of [site]", 1, 255)
+            .map_or(1, |b| b as u8),
+        None => derived_vrid_base(&site_name),
+    };
+    (site_name, stage, vrid_base)
+}
+
+/// The first VRID the VIPs of each network get when `[site] vrid_base` is not set: 1 to 255,
+/// from the site's name (32-bit FNV-1a, the same on every host and every release).
+///
+/// VRRP has no default: "Configurable item in the range 1-255 (decimal). There is no default."
+/// (RFC 5798 section 5.2.3), and one VRID must not be used by two virtual routers on one LAN:
+/// keepalived then takes the other site's adverts for its own peer's (the VIP flaps, or both
+/// drop to BACKUP). Starting every site at 1, as haseed did, made any two sites on one LAN
+/// collide. A start derived from the name makes a collision between two sites unlikely (1 in
+/// 255), not impossible: sites that share a LAN set `vrid_base` (or `vrid` per VIP) by plan.
+pub(super) fn derived_vrid_base(site_name: &str) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in site_name.as_bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (1 + h % 255) as u8
 }
 
 /// The `[[network]]` table, resolved, and the lookups the later tables need.
@@ -1134,9 +1157,15 @@ fn vips<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>, nodes: &Node
     }
 }
 
-/// VRIDs: explicit ones must be unique per network; the rest are assigned 1, 2, 3, ... per
-/// network in file order, skipping the explicit ones.
-fn assign_vrids(cx: &mut Cx<'_>, raw: &RawFile, nets: &Networks<'_>, vips: &mut Vips<'_>) {
+/// VRIDs: explicit ones must be unique per network; the rest are assigned `base`, `base + 1`,
+/// ... per network in file order (255 wraps to 1), skipping the explicit ones.
+fn assign_vrids(
+    cx: &mut Cx<'_>,
+    raw: &RawFile,
+    nets: &Networks<'_>,
+    vips: &mut Vips<'_>,
+    base: u8,
+) {
     let networks = &nets.list;
     let vip_nets = &vips.nets;
     let vips = &mut vips.list;
@@ -1184,20 +1213,22 @@ fn assign_vrids(cx: &mut Cx<'_>, raw: &RawFile, nets: &Networks<'_>, vips: &mut 
                 None => slots[vrid as usize] = Some(i),
             }
         }
-        let mut next: HashMap<usize, usize> = HashMap::new();
+        // The k-th VRID tried on a network, k = 0..255.
+        let nth = |k: usize| (usize::from(base) - 1 + k) % 255 + 1;
+        let mut tried: HashMap<usize, usize> = HashMap::new();
         for i in 0..vips.len() {
             let Some(ni) = vip_nets[i] else { continue };
             if vips[i].vrid != 0 || raw.vips[i].vrid.is_some() {
                 continue;
             }
             let slots = used.get(&ni);
-            let n = next.entry(ni).or_insert(1);
-            while *n <= 255 && slots.is_some_and(|s| s[*n].is_some()) {
-                *n += 1;
+            let k = tried.entry(ni).or_insert(0);
+            while *k < 255 && slots.is_some_and(|s| s[nth(*k)].is_some()) {
+                *k += 1;
             }
-            if *n <= 255 {
-                vips[i].vrid = *n as u8;
-                *n += 1;
+            if *k < 255 {
+                vips[i].vrid = nth(*k) as u8;
+                *k += 1;
             }
             // else: more than 255 VIPs, reported above
         }

@@ -192,7 +192,8 @@ fn example_resolves() {
     assert_eq!(v.address, "192.168.3.240");
     assert_eq!(v.network, 0);
     assert_eq!(v.holders, vec![0, 1]);
-    assert_eq!(v.vrid, 1);
+    // no vrid_base: the start derived from the site's name
+    assert_eq!(v.vrid, super::resolve::derived_vrid_base(&s.name));
     assert_eq!(v.master, None);
     assert!(v.nopreempt);
 
@@ -386,6 +387,7 @@ ssh_authorized_keys = []
 fn vip_holders_master_and_vrids() {
     let src = r#"[site]
 name = "t"
+vrid_base = 1
 [[network]]
 name = "a"
 cidr = "10.0.0.0/24"
@@ -1029,6 +1031,54 @@ fn vip_vrid_range_and_collisions() {
     assert!(
         d.items.iter().all(|i| !i.message.contains("already used")),
         "{d}"
+    );
+}
+
+/// The start of automatic VRIDs: `[site] vrid_base`, else derived from the site's name, so two
+/// sites on one LAN do not both start at 1 (issue 19 item 8).
+#[test]
+fn vrid_base_explicit_derived_and_wrapping() {
+    use super::resolve::derived_vrid_base;
+    // 32-bit FNV-1a's published test vectors (draft-eastlake-fnv): "" -> 0x811c9dc5,
+    // "a" -> 0xe40c292c, "foobar" -> 0xbf9cf968; the base is 1 + hash % 255.
+    assert_eq!(derived_vrid_base(""), (1 + 0x811c_9dc5_u32 % 255) as u8);
+    assert_eq!(derived_vrid_base("a"), (1 + 0xe40c_292c_u32 % 255) as u8);
+    assert_eq!(
+        derived_vrid_base("foobar"),
+        (1 + 0xbf9c_f968_u32 % 255) as u8
+    );
+    assert_ne!(derived_vrid_base("site-a"), derived_vrid_base("site-b"));
+
+    let two = |site: &str| {
+        format!(
+            "[site]\n{site}\n[[network]]\nname = \"lan\"\ncidr = \"10.0.0.0/24\"\n[[node]]\nname = \"lb1\"\nroles = [\"lb\"]\naddress = \"10.0.0.2\"\nssh_authorized_keys = []\n[[vip]]\nname = \"v\"\naddress = \"10.0.0.5\"\nnetwork = \"lan\"\n[[vip]]\nname = \"w\"\naddress = \"10.0.0.6\"\nnetwork = \"lan\"\nvrid = 1\n[[vip]]\nname = \"x\"\naddress = \"10.0.0.7\"\nnetwork = \"lan\"\n"
+        )
+    };
+    let vrids = |src: &str| -> Vec<u8> {
+        let inv = parse(file(), src).unwrap_or_else(|d| panic!("{d}"));
+        inv.site.vips.iter().map(|v| v.vrid).collect()
+    };
+    // explicit: v gets 254, w keeps its 1, x gets 255; from 255, x wraps past the taken 1 to 2
+    assert_eq!(
+        vrids(&two("name = \"t\"\nvrid_base = 254")),
+        vec![254, 1, 255]
+    );
+    assert_eq!(
+        vrids(&two("name = \"t\"\nvrid_base = 255")),
+        vec![255, 1, 2]
+    );
+    // derived: two sites on one LAN start apart
+    let a = vrids(&two("name = \"site-a\""));
+    let b = vrids(&two("name = \"site-b\""));
+    assert_eq!(a[0], derived_vrid_base("site-a"));
+    assert_eq!(b[0], derived_vrid_base("site-b"));
+    assert_ne!(a[0], b[0]);
+    // out of range: an error at the key
+    only_err(
+        &two("name = \"t\"\nvrid_base = 0"),
+        "vrid_base of [site] must be 1..=255, found 0",
+        3,
+        13,
     );
 }
 
