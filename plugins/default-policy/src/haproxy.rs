@@ -9,9 +9,17 @@
 //!   `apiserver_check = "healthz"` the check is `option httpchk GET /healthz`
 //!   with `check-ssl verify none` (the apiserver speaks only TLS; its serving
 //!   certificate is not the LB's to verify).
-//! - `controller` (OpenStack-style APIs): `balance source` (a client keeps
-//!   its API node, so token caches and noVNC websockets stay put), `option
-//!   tcpka` on both sides (long polls and websockets through firewalls),
+//! - `controller` (OpenStack-style APIs): `balance roundrobin`, as
+//!   kolla-ansible ships it (`haproxy_defaults_balance: "roundrobin"`,
+//!   ansible/roles/loadbalancer/defaults/main.yml at 1a68181; only keystone
+//!   with federation and horizon without a shared session store switch to
+//!   `source`, which a site sets per service with `balance`). `balance
+//!   source`, haseed's earlier default, hashes the client address: the APIs'
+//!   busiest callers are the three controllers themselves, so their calls
+//!   piled onto one or two API nodes; a websocket (noVNC) stays on its
+//!   connection's node either way, and tokens are checked with keys every
+//!   node shares. `option tcpka` on both sides (long polls and websockets
+//!   through firewalls),
 //!   `check inter 2000ms rise 2 fall 5`, and for `mode http` services
 //!   `option httpchk GET /` (every OpenStack API answers its version document
 //!   there with 200 or 300, which haproxy counts as up).
@@ -216,7 +224,6 @@ impl Policy {
                 inter_ms: FAST_INTER_MS,
                 rise: FAST_RISE,
                 fall: FAST_FALL,
-                balance: Balance::Source,
                 options: vec!["redispatch".into(), "tcpka".into()],
                 http_check: (service.mode == ProxyMode::Http).then(|| "GET /".into()),
                 ..reference
