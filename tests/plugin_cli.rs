@@ -259,13 +259,74 @@ fn new_python_project_builds_and_runs_in_the_host() {
         project.to_str().expect("utf-8"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // A test-only line: rise 99 raises an uncaught exception in decide().
+    let policy_py = project.join("policy.py");
+    let text = std::fs::read_to_string(&policy_py).expect("policy.py");
+    let marker = "    def decide(self, node, proposed):\n";
+    assert!(text.contains(marker), "{text}");
+    std::fs::write(
+        &policy_py,
+        text.replacen(
+            marker,
+            &format!("{marker}        if self.settings.get(\"rise\") == 99:\n            {{}}[\"no-such-key\"]\n"),
+            1,
+        ),
+    )
+    .expect("write policy.py");
     componentize_py(
         &project.join("wit"),
         &project,
         &project.join("py_tune.wasm"),
     );
     let wasm = project.join("py_tune.wasm");
+
+    // First use in a fresh cache: one line says it is compiling, one how long it took.
+    let cache = tmp.path().join("cache");
+    let check = |rise: u32| {
+        run(&[
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+            "plugin",
+            "check",
+            wasm.to_str().expect("utf-8"),
+            "--site",
+            example("pi-k8s").to_str().expect("utf-8"),
+            "--settings",
+            &format!(r#"{{"rise": {rise}}}"#),
+            "--node",
+            "lb1",
+        ])
+    };
+    let o = check(4);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("compiling plugin ")
+            && err.contains("py_tune.wasm (")
+            && err.contains("for this machine: first use, cached afterwards"),
+        "{err}"
+    );
+    assert!(
+        err.contains("compiled plugin ") && err.contains(" s\n"),
+        "{err}"
+    );
     assert_tunes_lb1_checks(&wasm, 4);
+
+    // A Python exception is named as one, with the exception line, not as a Rust panic;
+    // no RUST_BACKTRACE advice; the plugin comes from the cache this time, silently.
+    let o = check(99);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "node lb1: raised a Python exception: KeyError: 'no-such-key' (its traceback is above)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Traceback (most recent call last):"), "{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(!err.contains("Rust plugin panicked"), "{err}");
+    assert!(!err.contains("compiling plugin"), "{err}");
 }
 
 /// A plugin built against another major/minor of the contract is refused with

@@ -115,6 +115,10 @@ fn panic_becomes_one_error() {
         "{}",
         o.stderr
     );
+    // The error names the guest's language and the panic's place and message; the advice
+    // to set RUST_BACKTRACE, useless for a wasm guest, is dropped.
+    assert!(o.stderr.contains("a Rust panic at "), "{}", o.stderr);
+    assert!(!o.stderr.contains("RUST_BACKTRACE"), "{}", o.stderr);
 }
 
 #[test]

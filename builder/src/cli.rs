@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::inventory::Inventory;
 use crate::pipeline::{self, BuildError};
-use crate::policy::{CompileLimits, Compiler, Host, Limits, PluginLog};
+use crate::policy::{CompileLimits, CompileNotice, Compiler, Host, Limits, PluginLog};
 use crate::{output, term, validate, view};
 
 /// `println!` through [`term::safe`]: every line this module prints may quote a plugin or the
@@ -313,8 +313,19 @@ fn host(global: &Global) -> anyhow::Result<Host> {
     } else {
         global.cache_dir.clone().or_else(Host::default_cache_dir)
     };
-    let host = Host::new(cache, Limits::default())?
+    let mut host = Host::new(cache, Limits::default())?
         .with_compiler(Compiler::this_binary(CompileLimits::default()));
+    if !global.quiet {
+        host = host.with_compile_notice(|n| match n {
+            CompileNotice::Started { name, bytes } => errln!(
+                "compiling plugin {name} ({:.1} MiB) for this machine: first use, cached afterwards",
+                *bytes as f64 / (1 << 20) as f64
+            ),
+            CompileNotice::Finished { name, elapsed } => {
+                errln!("compiled plugin {name} in {:.1} s", elapsed.as_secs_f64())
+            }
+        });
+    }
     if let (Some(why), false) = (host.cache_warning(), global.quiet) {
         errln!("warning: {why}");
     }

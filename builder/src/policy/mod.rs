@@ -26,7 +26,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use sha2::{Digest, Sha256};
@@ -162,7 +162,20 @@ pub struct Host {
     compiler: Compiler,
     /// How many components this host compiled (cache hits not counted).
     compilations: AtomicUsize,
+    /// Told before and after each compilation (see [`CompileNotice`]).
+    compile_notice: Option<Arc<NoticeFn>>,
     pub limits: Limits,
+}
+
+/// What [`Host::with_compile_notice`] calls.
+type NoticeFn = dyn Fn(&CompileNotice<'_>) + Send + Sync;
+
+/// A component is being compiled for this machine, not fetched from the cache: the Python
+/// example takes 22 s of CPU the first time, which a user should hear about once rather than
+/// wait through in silence (issue 22).
+pub enum CompileNotice<'a> {
+    Started { name: &'a str, bytes: usize },
+    Finished { name: &'a str, elapsed: Duration },
 }
 
 impl Drop for Host {
@@ -240,6 +253,7 @@ impl Host {
             cache_warning,
             compiler: Compiler::InProcess,
             compilations: AtomicUsize::new(0),
+            compile_notice: None,
             limits,
         })
     }
@@ -248,6 +262,15 @@ impl Host {
     /// [`Compiler::this_binary`], a bounded child process.
     pub fn with_compiler(mut self, compiler: Compiler) -> Host {
         self.compiler = compiler;
+        self
+    }
+
+    /// Calls `notice` before and after each component this host compiles (cache misses only).
+    pub fn with_compile_notice(
+        mut self,
+        notice: impl Fn(&CompileNotice<'_>) + Send + Sync + 'static,
+    ) -> Host {
+        self.compile_notice = Some(Arc::new(notice));
         self
     }
 
@@ -368,7 +391,21 @@ impl Host {
         }
         let fail = |e: String| anyhow!("plugin {name}: {e}");
         self.compilations.fetch_add(1, Ordering::Relaxed);
-        let component = match compile::compile(&self.compiler, &self.engine, bytes).map_err(fail)? {
+        let started = Instant::now();
+        if let Some(notice) = &self.compile_notice {
+            notice(&CompileNotice::Started {
+                name,
+                bytes: bytes.len(),
+            });
+        }
+        let compiled = compile::compile(&self.compiler, &self.engine, bytes).map_err(fail)?;
+        if let Some(notice) = &self.compile_notice {
+            notice(&CompileNotice::Finished {
+                name,
+                elapsed: started.elapsed(),
+            });
+        }
+        let component = match compiled {
             Compiled::Component(component) => {
                 if let (Some(cache), Ok(native)) = (&self.cache, component.serialize()) {
                     let _ = cache.put(digest, &native);
@@ -578,13 +615,24 @@ impl Host {
                 .fuel_per_node_open
                 .saturating_mul(site.nodes.len() as u64),
         );
+        // A trap names the guest's language when its output says which runtime aborted.
+        let trapped =
+            |e: &wasmtime::Error, output: &[PluginLog]| match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::UnreachableCodeReached) => {
+                    guest_abort(output).unwrap_or_else(|| describe_trap(e, &self.limits))
+                }
+                _ => describe_trap(e, &self.limits),
+            };
         self.arm(&mut store, open_fuel)
             .map_err(|e| vec![fail(None, e.to_string())])?;
-        let instance: PolicyPlugin = link
-            .plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| vec![fail(None, describe_trap(&e, &self.limits))])?;
+        let mark = logs.len();
+        let instance: PolicyPlugin = match link.plugin.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                drain_logs(name, &stdout, &stderr, &mut printed, logs);
+                return Err(vec![fail(None, trapped(&e, &logs[mark..]))]);
+            }
+        };
         let api = instance.haseed_policy_policy();
         let decider_api = api.decider();
         let opened = decider_api.call_open(&mut store, site, link.settings);
@@ -600,13 +648,14 @@ impl Host {
                     ),
                 )])
             }
-            Err(e) => return Err(vec![fail(None, describe_trap(&e, &self.limits))]),
+            Err(e) => return Err(vec![fail(None, trapped(&e, &logs[mark..]))]),
         };
         let mut errors = Vec::new();
         for (index, plan) in plans.iter_mut().enumerate() {
             let node_name = &site.nodes[index].name;
             self.arm(&mut store, self.limits.fuel_per_call)
                 .map_err(|e| vec![fail(Some(node_name), e.to_string())])?;
+            let mark = logs.len();
             let result = decider_api.call_decide(&mut store, decider, index as u32, plan);
             drain_logs(name, &stdout, &stderr, &mut printed, logs);
             match result {
@@ -629,7 +678,7 @@ impl Host {
                 Ok(Err(refusal)) => errors.push(fail(Some(node_name), describe_refusal(&refusal))),
                 // A trap poisons the instance: no further call can be made.
                 Err(e) => {
-                    errors.push(fail(Some(node_name), describe_trap(&e, &self.limits)));
+                    errors.push(fail(Some(node_name), trapped(&e, &logs[mark..])));
                     return Err(errors);
                 }
             }
@@ -741,7 +790,7 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
                 "overflowed its stack (unbounded recursion?)".to_string()
             }
             wasmtime::Trap::UnreachableCodeReached => {
-                "trapped: unreachable code reached (a Rust plugin panicked; see its stderr above)"
+                "trapped: unreachable code reached (its runtime aborted; see its output above)"
                     .to_string()
             }
             wasmtime::Trap::AllocationTooLarge => {
@@ -762,6 +811,47 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     }
     format!("failed: {}", one_line(cause))
 }
+
+/// Which language's runtime aborted, read from what the guest printed during the call that
+/// trapped, or `None` when its output names neither.
+///
+/// - Python (componentize-py): the interpreter prints the traceback, then componentize-py's
+///   own Rust runtime panics ("Python function threw an unexpected exception"), so a Python
+///   error looks like a Rust panic unless the traceback is looked for first. The exception is
+///   the first unindented line after the last `Traceback (most recent call last):`.
+/// - Rust: std prints `thread '...' panicked at FILE:LINE:COL:` and the message on the next line.
+fn guest_abort(lines: &[PluginLog]) -> Option<String> {
+    let err: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stream == "stderr")
+        .map(|l| l.line.as_str())
+        .collect();
+    if let Some(tb) = err
+        .iter()
+        .rposition(|l| l.trim_end() == "Traceback (most recent call last):")
+    {
+        let exception = err[tb + 1..]
+            .iter()
+            .find(|l| !l.starts_with(' ') && !l.trim().is_empty())
+            .map_or("(no exception line)", |l| l.trim());
+        return Some(format!(
+            "raised a Python exception: {exception} (its traceback is above)"
+        ));
+    }
+    let p = err.iter().rposition(|l| l.contains(" panicked at "))?;
+    let at = err[p]
+        .split(" panicked at ")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches(':');
+    let message = err.get(p + 1).map_or("", |l| l.trim());
+    Some(format!("a Rust panic at {at}: {message}"))
+}
+
+/// Rust's std prints this after a panic; a wasm guest has no backtrace to give, so the advice
+/// only misleads (issue 22).
+const RUST_BACKTRACE_NOTE: &str = "note: run with `RUST_BACKTRACE=1`";
 
 /// A plugin's structured refusal as one line: "field: message".
 fn describe_refusal(e: &crate::contract::PolicyRefusal) -> String {
@@ -810,6 +900,9 @@ fn drain_logs(
             None => continue,
         };
         for line in String::from_utf8_lossy(&fresh[..upto]).lines() {
+            if stream == "stderr" && line.starts_with(RUST_BACKTRACE_NOTE) {
+                continue;
+            }
             logs.push(PluginLog {
                 plugin: plugin.to_string(),
                 stream,
