@@ -127,6 +127,75 @@ fn add_pins_a_plugin_after_proving_it_accepts_its_settings() {
     );
 }
 
+/// Pins travel with the site (a path relative to the site file, even outside its folder), and
+/// the same plugin is never pinned twice by accident: `plugin add` updates the entry that names
+/// the same file or the same bytes, and a hand-made second pin is an error at its line unless
+/// it says `allow_repeat = true` (issue 22 item 4).
+#[test]
+fn pins_travel_and_are_never_doubled() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (site_dir, build_dir) = (tmp.path().join("a/site"), tmp.path().join("a/build"));
+    std::fs::create_dir_all(&site_dir).expect("mkdir");
+    std::fs::create_dir_all(&build_dir).expect("mkdir");
+    std::fs::copy(example("pi-k8s"), site_dir.join("site.toml")).expect("copy");
+    std::fs::copy(plugin("prefer_lb1.wasm"), build_dir.join("prefer.wasm")).expect("copy");
+    let add = |file: &std::path::Path, site: &std::path::Path| {
+        let o = run(&[
+            "plugin",
+            "add",
+            file.to_str().expect("utf-8"),
+            "--site",
+            site.to_str().expect("utf-8"),
+            "--settings",
+            r#"{"prefer":"lb2"}"#,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    add(&build_dir.join("prefer.wasm"), &site_dir.join("site.toml"));
+    let text = std::fs::read_to_string(site_dir.join("site.toml")).expect("site");
+    assert!(text.contains("path = \"../build/prefer.wasm\""), "{text}");
+
+    // The site and its plugin move together.
+    std::fs::rename(tmp.path().join("a"), tmp.path().join("b")).expect("move");
+    let site = tmp.path().join("b/site/site.toml");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The same file by another spelling, then the same bytes under another name: one entry.
+    add(&tmp.path().join("b/site/../build/prefer.wasm"), &site);
+    let copy = tmp.path().join("b/other/prefer-copy.wasm");
+    std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(tmp.path().join("b/build/prefer.wasm"), &copy).expect("copy");
+    add(&copy, &site);
+    let text = std::fs::read_to_string(&site).expect("site");
+    assert_eq!(text.matches("[[plugin]]").count(), 1, "{text}");
+    assert!(
+        text.contains("path = \"../other/prefer-copy.wasm\""),
+        "{text}"
+    );
+
+    // A second pin of the same component by hand: an error at its sha256, naming the first.
+    let digest = sha256_file(&copy);
+    let doubled =
+        format!("{text}\n[[plugin]]\npath = \"../build/prefer.wasm\"\nsha256 = \"{digest}\"\n");
+    std::fs::write(&site, &doubled).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = doubled.lines().count();
+    assert!(
+        err.contains(&format!(
+            "site.toml:{line}:10: error: this [[plugin]] pins the same component as an earlier one: it would run twice"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("first pinned here"), "{err}");
+    // ...unless the second entry says so.
+    std::fs::write(&site, format!("{doubled}allow_repeat = true\n")).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn check_shows_what_a_plugin_changes_per_node() {
     let file = plugin("prefer_lb1.wasm");

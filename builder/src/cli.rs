@@ -614,7 +614,8 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     if !settings.is_object() {
         anyhow::bail!("--settings must be a JSON object, e.g. '{{\"prefer\": \"lb1\"}}'");
     }
-    // The path as the site file will hold it: relative to the site's folder when possible.
+    // The path as the site file will hold it: relative to the site's folder, so the site and
+    // its plugins move together (an absolute path into cargo's target/ pinned one machine).
     let site_dir = args
         .site
         .parent()
@@ -623,12 +624,7 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     let abs =
         |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
     let (file_abs, dir_abs) = (abs(&args.file)?, abs(site_dir)?);
-    let path_text = file_abs
-        .strip_prefix(&dir_abs)
-        .map(|p| p.to_path_buf())
-        .unwrap_or(file_abs.clone())
-        .display()
-        .to_string();
+    let path_text = relative_to(&file_abs, &dir_abs).display().to_string();
 
     let source = std::fs::read_to_string(&args.site)
         .with_context(|| format!("reading {}", args.site.display()))?;
@@ -643,12 +639,27 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
         ))
         .as_array_of_tables_mut()
         .context("`plugin` in the site file is not an array of tables ([[plugin]])")?;
-    let existing = plugins
-        .iter_mut()
-        .find(|t| t.get("path").and_then(|v| v.as_str()) == Some(path_text.as_str()));
+    // The same plugin already pinned (the same file by whatever path, or the same bytes): update
+    // that entry; appending a second one would run the plugin twice.
+    let same = |t: &toml_edit::Table| {
+        let same_file = t
+            .get("path")
+            .and_then(|v| v.as_str())
+            .and_then(|p| std::fs::canonicalize(dir_abs.join(p)).ok())
+            .is_some_and(|p| p == file_abs);
+        let same_bytes = t
+            .get("sha256")
+            .and_then(|v| v.as_str())
+            .is_some_and(|h| h.eq_ignore_ascii_case(&digest));
+        same_file || same_bytes
+    };
+    let existing = plugins.iter_mut().find(|t| same(t));
     let updated = existing.is_some();
     let entry = match existing {
-        Some(t) => t,
+        Some(t) => {
+            t["path"] = toml_edit::value(path_text.clone());
+            t
+        }
         None => {
             let mut t = toml_edit::Table::new();
             t["path"] = toml_edit::value(path_text.clone());
@@ -691,6 +702,21 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
         digest
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `to` as a path relative to the directory `from` (both absolute and canonical), going up
+/// with `..` where needed: `../../target/wasm32-wasip2/release/x.wasm`.
+fn relative_to(to: &Path, from: &Path) -> PathBuf {
+    let (to, from): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
 }
 
 fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {

@@ -559,6 +559,7 @@ pub(super) struct RawPlugin {
     pub path: Option<Sp<String>>,
     pub sha256: Option<Sp<String>>,
     pub settings_json: Option<String>,
+    pub allow_repeat: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -630,7 +631,7 @@ pub(super) const NODE_KEYS: &[&str] = &[
     "password_hash",
     "password",
 ];
-const PLUGIN_KEYS: &[&str] = &["path", "sha256", "settings"];
+const PLUGIN_KEYS: &[&str] = &["path", "sha256", "settings", "allow_repeat"];
 
 /// Reads the whole document. Everything wrong at this level is in `cx.diags` afterwards.
 pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
@@ -785,6 +786,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
             path: cx.string(&t, "path", true),
             sha256: cx.string(&t, "sha256", true),
             settings_json,
+            allow_repeat: cx.boolean(&t, "allow_repeat"),
         });
     }
 

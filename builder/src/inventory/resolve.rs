@@ -1423,10 +1423,37 @@ fn services(cx: &mut Cx<'_>, raw: &RawFile, nodes: &Nodes<'_>, vips: &Vips<'_>) 
 }
 
 /// The `[[plugin]]` list: paths relative to the site file's directory.
+///
+/// One component pinned twice runs twice, each time on the plans the first run made: a
+/// priority nudge is applied twice (lb1's 244 became 234 when `plugin add` appended a second
+/// entry for the same file, issue 22). So a repeated sha256 is an error at the later entry
+/// unless that entry says `allow_repeat = true`.
 fn plugins(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Vec<PluginRef> {
     let dir = site_path.parent().unwrap_or(Path::new(""));
     let mut plugins = Vec::with_capacity(raw.plugins.len());
+    let mut by_sha: HashMap<String, &Sp<String>> = HashMap::new();
     for p in &raw.plugins {
+        if let Some(h) = &p.sha256 {
+            let key = h.v.to_ascii_lowercase();
+            match by_sha.get(&key) {
+                Some(first) if !p.allow_repeat.as_ref().is_some_and(|a| a.v) => {
+                    let d = cx
+                        .diag(
+                            h.span.clone(),
+                            "this [[plugin]] pins the same component as an earlier one: it would run twice",
+                        )
+                        .with_label(first.span.clone(), "first pinned here")
+                        .with_help(
+                            "remove one of the entries, or add allow_repeat = true to this one if running it twice is intended",
+                        );
+                    cx.push(d);
+                }
+                Some(_) => {}
+                None => {
+                    by_sha.insert(key, h);
+                }
+            }
+        }
         let mut ok = true;
         if let Some(path) = &p.path {
             if path.v.is_empty() || path.v.contains('\0') {

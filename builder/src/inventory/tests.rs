@@ -1413,15 +1413,17 @@ fn plugin_rules() {
 
 #[test]
 fn plugin_count_is_capped() {
-    let entry = format!(
-        "[[plugin]]\npath = \"p.wasm\"\nsha256 = \"{}\"\n",
-        "ab".repeat(32)
-    );
+    // Distinct components (one pinned twice is an error of its own).
+    let entries = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("[[plugin]]\npath = \"p{i}.wasm\"\nsha256 = \"{i:064x}\"\n"))
+            .collect()
+    };
     // MIN has 17 lines; each entry 3: the first entry past the cap starts
     // at line 18 + 3 * MAX_PLUGINS.
-    let at_cap = with(MIN, &entry.repeat(super::MAX_PLUGINS));
+    let at_cap = with(MIN, &entries(super::MAX_PLUGINS));
     assert_eq!(ok(&at_cap).plugins.len(), super::MAX_PLUGINS);
-    let over = with(MIN, &entry.repeat(super::MAX_PLUGINS + 5));
+    let over = with(MIN, &entries(super::MAX_PLUGINS + 5));
     only_err(
         &over,
         "37 [[plugin]] entries; at most 32 are allowed",
