@@ -256,4 +256,38 @@ fn python_plugin_weights_and_drains_servers() {
         "{}",
         stderr(&o)
     );
+
+    // Its own fixtures pass (`haseed plugin test`).
+    assert_fixtures_pass(&wasm, "plugins/python/weights/fixtures", 2);
+}
+
+/// Every example plugin carries fixtures (`plugins/NAME/fixtures/*.toml`) that pass.
+#[test]
+fn example_plugins_pass_their_fixtures() {
+    for (file, dir, count) in [
+        ("prefer_lb1.wasm", "plugins/prefer-lb1/fixtures", 3),
+        ("nodeport.wasm", "plugins/nodeport/fixtures", 2),
+        (
+            "galera_single_writer.wasm",
+            "plugins/galera-single-writer/fixtures",
+            2,
+        ),
+    ] {
+        assert_fixtures_pass(&plugin(file), dir, count);
+    }
+}
+
+fn assert_fixtures_pass(wasm: &std::path::Path, dir: &str, count: usize) {
+    let o = run(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        repo_root().join(dir).to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{dir}:\n{}\n{}", stdout(&o), stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let outcomes = doc.as_array().expect("array");
+    assert_eq!(outcomes.len(), count, "{dir}: {doc}");
+    assert!(outcomes.iter().all(|x| x["passed"] == true), "{dir}: {doc}");
 }

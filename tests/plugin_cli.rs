@@ -310,6 +310,7 @@ fn new_project_builds_and_runs_in_the_host() {
     assert_eq!(doc["runnable"], true);
 
     assert_tunes_lb1_checks(&wasm, 5);
+    assert_scaffold_fixture_passes(&wasm, &project);
 }
 
 /// `plugin new --lang python` makes a project componentize-py turns into a
@@ -396,6 +397,112 @@ fn new_python_project_builds_and_runs_in_the_host() {
     assert!(!err.contains("RUST_BACKTRACE"), "{err}");
     assert!(!err.contains("Rust plugin panicked"), "{err}");
     assert!(!err.contains("compiling plugin"), "{err}");
+    assert_scaffold_fixture_passes(&wasm, &project);
+}
+
+/// `plugin new` scaffolds one passing fixture, which `plugin test` finds in ./fixtures.
+fn assert_scaffold_fixture_passes(wasm: &std::path::Path, project: &std::path::Path) {
+    let o = haseed()
+        .current_dir(project)
+        .args(["plugin", "test", wasm.to_str().expect("utf-8")])
+        .output()
+        .expect("haseed runs");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("ok    tunes-checks\n"), "{out}");
+    assert!(out.contains(": 1 passed, 0 failed"), "{out}");
+}
+
+/// `plugin test` reports every unmet expectation of every fixture, with a diff for a file,
+/// in text, JSON and JUnit XML, and exits 1.
+#[test]
+fn plugin_test_reports_each_failure() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let site = example("pi-k8s");
+    let site = site.to_str().expect("utf-8");
+    let fixture = |name: &str, body: &str| {
+        std::fs::write(dir.join(name), format!("site = {site:?}\n{body}")).expect("write")
+    };
+    fixture(
+        "a-passes.toml",
+        "settings = { prefer = \"lb2\" }\n[[expect]]\nnode = \"lb2\"\nplan = \"/keepalived/instances/0/priority\"\nequals = 150\n",
+    );
+    fixture(
+        "b-wrong.toml",
+        "settings = { prefer = \"lb2\" }\n\
+         [[expect]]\nnode = \"lb2\"\nplan = \"/keepalived/instances/0/priority\"\nequals = 99\n\
+         [[expect]]\nnode = \"lb9\"\nplan = \"/hostname\"\nequals = \"x\"\n\
+         [[expect]]\nnode = \"lb1\"\nplan = \"/no/such/field\"\nequals = 1\n\
+         [[expect]]\nnode = \"lb1\"\nfile = \"/etc/haproxy/haproxy.cfg\"\nequals_file = \"expected.cfg\"\n\
+         [[expect]]\nnode = \"lb1\"\nfile = \"/etc/nothing\"\ncontains = \"x\"\n",
+    );
+    std::fs::write(dir.join("expected.cfg"), "global\n    maxconn 1\n").expect("write");
+    fixture("c-no-error.toml", "[error]\ncontains = \"boom\"\n");
+    fixture("d-typo.toml", "setings = {}\n[error]\ncontains = \"x\"\n");
+    let wasm = plugin("prefer_lb1.wasm");
+    let junit = dir.join("junit.xml");
+    let o = run(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        dir.to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "ok    a-passes\n",
+        "FAIL  b-wrong (",
+        "expect[0] (node lb2): /keepalived/instances/0/priority is 150, expected 99",
+        "expect[1] (node lb9): the site has no node lb9",
+        "expect[2] (node lb1): the plan has nothing at /no/such/field",
+        "expect[3] (node lb1): /etc/haproxy/haproxy.cfg differs from ",
+        "-    maxconn 1",
+        "+    timeout client 3600000ms",
+        "expect[4] (node lb1): the node has no file /etc/nothing",
+        "FAIL  c-no-error (",
+        "expected an error containing \"boom\", but the site planned",
+        "FAIL  d-typo (",
+        "unknown field `setings`",
+        ": 1 passed, 3 failed (",
+    ] {
+        assert!(out.contains(want), "lacks {want:?}:\n{out}");
+    }
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("tests=\"4\" failures=\"3\""), "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 3, "{xml}");
+
+    let o = run(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        dir.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let passed: Vec<bool> = doc
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x["passed"].as_bool().expect("bool"))
+        .collect();
+    assert_eq!(passed, [true, false, false, false]);
+    assert_eq!(doc[1]["failures"].as_array().expect("failures").len(), 5);
+
+    // An empty directory is an error, not a pass.
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let o = run(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        empty.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no fixtures in "), "{}", stderr(&o));
 }
 
 /// A plugin built against another major/minor of the contract is refused with

@@ -152,6 +152,14 @@ pub enum PluginCommand {
     /// (appended last) and shows, per node, what it changed in the plan and in the rendered files,
     /// its log output and warnings. Exits non-zero when the plugin fails on any node.
     Check(CheckArgs),
+    /// Run a plugin's fixtures: every *.toml in FIXTURES (default ./fixtures) names a site
+    /// (`site`, default site.toml next to it), the plugin's `settings`, and what must come out
+    /// when the plugin runs last in that site's chain: `[[expect]]` entries (`node` plus either
+    /// `plan` = a JSON pointer into the node's plan as `haseed plan --json` prints it, with
+    /// `equals` or `contains`, or `file` = a path on the node, with `contains` or
+    /// `equals_file`), or an `[error]` the plugin must fail with (`contains`, optional `node`).
+    /// Prints pass/fail per fixture with a diff; --json, --junit FILE; exits 1 on any failure.
+    Test(TestArgs),
     /// Start a plugin: a Rust project that builds with plain cargo for wasm32-wasip2 (and with
     /// cargo-component), with this host's WIT, a README and an example test.
     New(NewArgs),
@@ -188,6 +196,20 @@ pub struct CheckArgs {
     /// Only show this node.
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// The plugin component (.wasm).
+    pub file: PathBuf,
+    /// The fixtures directory [default: ./fixtures].
+    pub fixtures: Option<PathBuf>,
+    /// Print the outcomes as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the outcomes as JUnit XML to FILE (for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +314,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(&cli.global, args),
         Command::Plugin(PluginCommand::Add(args)) => plugin_add(&cli.global, args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(&cli.global, args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test(&cli.global, args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
         Command::CompileComponent => return crate::policy::compile::child_main(),
     };
@@ -719,6 +742,58 @@ fn relative_to(to: &Path, from: &Path) -> PathBuf {
     out
 }
 
+fn plugin_test(global: &Global, args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let host = host(global)?;
+    let source = read_plugin_file(&args.file)?;
+    let name = args.file.display().to_string();
+    let plugin = host.load_source(&name, &source)?;
+    let dir = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("fixtures"));
+    let started = std::time::Instant::now();
+    let outcomes = crate::plugin_test::run_all(&host, &plugin, &dir)?;
+    let total = started.elapsed();
+    if let Some(path) = &args.junit {
+        crate::output::write_file_atomic(
+            path,
+            0o644,
+            crate::plugin_test::junit(&name, &outcomes, total).as_bytes(),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if args.json {
+        println!(
+            "{}",
+            term::safe_json(&serde_json::to_string_pretty(&outcomes)?)
+        );
+    } else {
+        for o in &outcomes {
+            if o.passed {
+                outln!("ok    {}", o.name);
+                continue;
+            }
+            outln!("FAIL  {} ({})", o.name, o.file);
+            for f in &o.failures {
+                for line in f.lines() {
+                    outln!("      {line}");
+                }
+            }
+        }
+        outln!(
+            "plugin {name}: {} passed, {failed} failed ({:.0} ms)",
+            outcomes.len() - failed,
+            total.as_secs_f64() * 1e3
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let settings: serde_json::Value =
         serde_json::from_str(&args.settings).context("--settings is not JSON")?;
@@ -893,6 +968,17 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
         "wit/policy.wit",
         include_str!("../../wit/policy.wit").to_string(),
     );
+    // One passing fixture on the reference site, for `haseed plugin test`.
+    let fixtures = [
+        (
+            "fixtures/site.toml",
+            include_str!("../../examples/pi-k8s/site.toml").to_string(),
+        ),
+        (
+            "fixtures/tunes-checks.toml",
+            fill(include_str!("../templates/plugin-new/fixture.toml.tmpl")),
+        ),
+    ];
     let files: Vec<(&str, String)> = match args.lang {
         Lang::Rust => vec![
             (
@@ -909,7 +995,10 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
             ),
             wit,
             (".gitignore", "/target\n".to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(fixtures.clone())
+        .collect(),
         Lang::Python => vec![
             (
                 "app.py",
@@ -925,7 +1014,10 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
             ),
             wit,
             (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(fixtures)
+        .collect(),
     };
     // Staged next to the target and renamed: no half-made project after an error.
     let parent = dir

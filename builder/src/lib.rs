@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod lab;
 pub mod output;
 pub mod pipeline;
+pub mod plugin_test;
 pub mod policy;
 pub mod render;
 pub mod term;
