@@ -132,7 +132,7 @@ fn bundle_holds_every_node_file() {
     let out = tmp.path().join("out");
     assert!(build(&example("pi-k8s"), &out).status.success());
     let gz = std::fs::File::open(out.join("pi-k8s.tar.gz")).expect("bundle");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(gz));
     let mut names = Vec::new();
     for entry in archive.entries().expect("tar") {
         let entry = entry.expect("entry");
