@@ -452,3 +452,71 @@ fn a_build_waits_for_the_lock_and_says_so() {
     assert!(status.success(), "{text}");
     assert!(out.join("pi-k8s.tar.gz").exists() && out.join("lb1/user-data").exists());
 }
+
+/// `haseed completions SHELL` prints a script the shell accepts and that completes haseed's
+/// commands; `haseed man` writes one page per visible command, rendered by the real man.
+#[test]
+fn completions_and_man_pages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = tmp.path().join("haseed.bash");
+    std::fs::write(&script, &o.stdout).expect("write");
+    let check = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -e; source {}; complete -p haseed; COMP_WORDS=(haseed plugin t); COMP_CWORD=2; \
+             _haseed haseed t plugin; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .expect("bash runs");
+    assert!(check.status.success(), "{}", stderr(&check));
+    let out = stdout(&check);
+    assert!(out.contains("-F _haseed haseed\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "test"),
+        "`haseed plugin t<TAB>` offers: {out}"
+    );
+    for shell in ["zsh", "fish"] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("plugin"), "{shell}");
+    }
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let dir = tmp.path().join("man1");
+    let o = run(&["man", "-o", dir.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man1")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "haseed.1",
+        "haseed-build.1",
+        "haseed-plugin-test.1",
+        "haseed-user-data.1",
+        "haseed-lab.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "no {want} in {pages:?}");
+    }
+    assert!(!pages.iter().any(|p| p.contains("compile")), "{pages:?}");
+    let man = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.join("haseed-plugin-test.1"))
+        .env("MANPAGER", "cat")
+        .env("COLUMNS", "100")
+        .output()
+        .expect("man runs (.ci/install-deps installs man-db)");
+    assert!(man.status.success(), "{}", stderr(&man));
+    let text = stdout(&man);
+    assert!(text.contains("haseed plugin test [--json]"), "{text}");
+    assert!(text.contains("regression tests"), "{text}");
+}

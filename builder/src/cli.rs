@@ -134,9 +134,35 @@ haseed image site.toml --all --base ubuntu-24.04.3-preinstalled-server-arm64+ras
 qemu-system-x86_64 ... -drive file=db1-seed.img,format=raw,if=virtio"
     )]
     Seed(crate::image::cli::SeedArgs),
+    /// Print a shell completion script for haseed's commands and options.
+    #[command(after_help = "Install (the files each shell reads at start-up):\n  \
+haseed completions bash > /etc/bash_completion.d/haseed    (or ~/.local/share/bash-completion/completions/haseed)\n  \
+haseed completions zsh > \"${fpath[1]}/_haseed\"\n  \
+haseed completions fish > ~/.config/fish/completions/haseed.fish")]
+    Completions(CompletionsArgs),
+    /// Write man pages: haseed.1 and one page per command (haseed-build.1, haseed-plugin-test.1,
+    /// ...), generated from the same help text as --help.
+    #[command(
+        after_help = "Example:\n  haseed man -o /usr/local/share/man/man1 && man haseed-build"
+    )]
+    Man(ManArgs),
     /// Internal: the bounded compiler process (component on stdin, native code on stdout).
     #[command(name = crate::policy::compile::CHILD_SUBCOMMAND, hide = true)]
     CompileComponent,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The directory to write the pages into (created if missing).
+    #[arg(short = 'o', long = "out", value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,7 +178,9 @@ pub enum PluginCommand {
     /// (appended last) and shows, per node, what it changed in the plan and in the rendered files,
     /// its log output and warnings. Exits non-zero when the plugin fails on any node.
     Check(CheckArgs),
-    /// Run a plugin's fixtures: every *.toml in FIXTURES (default ./fixtures) names a site
+    /// Run a plugin's fixtures (its regression tests) and report pass/fail per fixture.
+    ///
+    /// Every *.toml in FIXTURES (default ./fixtures) names a site
     /// (`site`, default site.toml next to it), the plugin's `settings`, and what must come out
     /// when the plugin runs last in that site's chain: `[[expect]]` entries (`node` plus either
     /// `plan` = a JSON pointer into the node's plan as `haseed plan --json` prints it, with
@@ -317,6 +345,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(&cli.global, args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
         Command::CompileComponent => return crate::policy::compile::child_main(),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "haseed", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => write_man_pages(&args.out),
     };
     match result {
         Ok(code) => code,
@@ -740,6 +774,39 @@ fn relative_to(to: &Path, from: &Path) -> PathBuf {
         out.push(c);
     }
     out
+}
+
+/// haseed.1 and a page per visible command and subcommand (haseed-plugin-test.1), each written
+/// atomically; hidden commands get none.
+fn write_man_pages(dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = <Cli as clap::CommandFactory>::command().version(env!("CARGO_PKG_VERSION"));
+    /// `path`: the command's words, e.g. ["haseed", "plugin", "test"].
+    fn walk(
+        cmd: &clap::Command,
+        path: &[&str],
+        dir: &Path,
+        written: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        // The page is haseed-plugin-test(1); its synopsis says `haseed plugin test`.
+        let page = cmd.clone().name(path.join("-")).bin_name(path.join(" "));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text)?;
+        let file = format!("{}.1", path.join("-"));
+        crate::output::write_file_atomic(&dir.join(&file), 0o644, &text)
+            .with_context(|| format!("writing {}", dir.join(&file).display()))?;
+        written.push(file);
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let mut deeper = path.to_vec();
+            deeper.push(sub.get_name());
+            walk(sub, &deeper, dir, written)?;
+        }
+        Ok(())
+    }
+    let mut written = Vec::new();
+    walk(&cmd, &["haseed"], dir, &mut written)?;
+    errln!("wrote {} man pages into {}", written.len(), dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plugin_test(global: &Global, args: &TestArgs) -> anyhow::Result<ExitCode> {
