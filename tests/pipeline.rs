@@ -253,6 +253,9 @@ fn plan_formats_table_and_dot() {
     );
     let svg = String::from_utf8_lossy(&svg.stdout);
     assert!(svg.contains("<svg") && svg.contains("192.168.3.240") && svg.contains("master2"));
+    // Each label line is its own text element: no literal backslash-n in the picture.
+    assert!(!svg.contains("\\n"), "a literal \\n in a label:\n{svg}");
+    assert!(svg.contains(">192.168.3.241</text>"), "{svg}");
 }
 
 #[test]

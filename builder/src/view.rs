@@ -133,7 +133,16 @@ pub fn json(site: &Site, plans: &[NodePlan]) -> anyhow::Result<String> {
 /// The topology for Graphviz: VIPs with their holders (and who starts as
 /// MASTER), services on each VIP, and their backends.
 pub fn dot(site: &Site, plans: &[NodePlan]) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    // A DOT string: backslashes and quotes escaped, a line break as DOT's own `\n` (escaping
+    // a `\n` written into the label printed it literally).
+    let q = |s: &str| {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+    };
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", q(&site.name));
     out.push_str("  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
@@ -143,7 +152,7 @@ pub fn dot(site: &Site, plans: &[NodePlan]) -> String {
             "  {} [shape=doubleoctagon, label={}];",
             q(&format!("vip:{}", vip.name)),
             q(&format!(
-                "VIP {}\\n{} (vrid {})",
+                "VIP {}\n{} (vrid {})",
                 vip.name, vip.address, vip.vrid
             ))
         );
@@ -177,7 +186,7 @@ pub fn dot(site: &Site, plans: &[NodePlan]) -> String {
                 out,
                 "  {} [shape=box, style=rounded, label={}];",
                 q(&format!("svc:{}", svc.name)),
-                q(&format!("{}\\n:{} {}", svc.name, ports, svc.mode.as_str()))
+                q(&format!("{}\n:{} {}", svc.name, ports, svc.mode.as_str()))
             );
             let _ = writeln!(
                 out,
@@ -211,7 +220,7 @@ pub fn dot(site: &Site, plans: &[NodePlan]) -> String {
             out,
             "  {} [shape=component, label={}];",
             q(&format!("node:{}", node.name)),
-            q(&format!("{}\\n{}\\n{}", node.name, node.address, roles))
+            q(&format!("{}\n{}\n{}", node.name, node.address, roles))
         );
     }
     out.push_str("}\n");
