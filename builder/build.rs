@@ -22,6 +22,7 @@ fn main() {
     for watched in ["plugins", "wit"] {
         rerun_if_changed_tree(&root.join(watched));
     }
+    git_commit(root);
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_PROFILE");
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_TOOLCHAIN");
 
@@ -88,6 +89,58 @@ fn main() {
         default_policy.display()
     );
     println!("cargo:rustc-env=HASEED_PLUGIN_DIR={}", out.display());
+}
+
+/// `HASEED_BUILD` for `haseed --version`: `commit C`, the commit a release build was made from
+/// (`-dirty` when the tree had changes), `unknown` outside a git checkout (a packaged crate).
+/// Development builds say so instead: a value that changed with every commit would recompile
+/// the whole crate after each one.
+fn git_commit(root: &Path) {
+    let release = env::var("PROFILE").as_deref() == Ok("release");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = if !release {
+        "development build".to_string()
+    } else {
+        // Rebuild when HEAD moves (a new commit, another branch).
+        for path in ["HEAD", "index"] {
+            if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+                println!("cargo:rerun-if-changed={}", root.join(p).display());
+            }
+        }
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            if let Some(p) = git(&["rev-parse", "--git-path", &r]) {
+                println!("cargo:rerun-if-changed={}", root.join(p).display());
+            }
+        }
+        match git(&["rev-parse", "--short=12", "HEAD"]) {
+            Some(c) => {
+                let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| !s.is_empty());
+                if dirty {
+                    format!("{c}-dirty")
+                } else {
+                    c
+                }
+            }
+            None => "unknown".to_string(),
+        }
+    };
+    let build = if release {
+        format!("commit {commit}")
+    } else {
+        commit
+    };
+    println!("cargo:rustc-env=HASEED_BUILD={build}");
 }
 
 fn rerun_if_changed_tree(dir: &Path) {

@@ -523,3 +523,28 @@ fn completions_and_man_pages() {
     assert!(text.contains("haseed plugin test [--json]"), "{text}");
     assert!(text.contains("regression tests"), "{text}");
 }
+
+/// `haseed --version` names the build and the plugin contract it runs (the one in wit/).
+#[test]
+fn version_names_the_build_and_the_contract() {
+    let o = run(&["--version"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wit = std::fs::read_to_string(repo_root().join("wit/policy.wit")).expect("wit");
+    let package = wit
+        .lines()
+        .find_map(|l| l.strip_prefix("package "))
+        .expect("package line")
+        .trim_end_matches(';');
+    let line = stdout(&o);
+    assert!(
+        line.starts_with(&format!("haseed {} (", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    // Tests run a development build; a release build says `commit <hash>` here.
+    assert!(line.contains("(development build, "), "{line}");
+    assert!(
+        line.trim_end()
+            .ends_with(&format!("plugin contract {package})")),
+        "{line}"
+    );
+}
