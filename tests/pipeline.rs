@@ -548,3 +548,137 @@ fn version_names_the_build_and_the_contract() {
         "{line}"
     );
 }
+
+/// docs/site.schema.json and docs/inventory.md are what `haseed schema` prints today
+/// (`UPDATE_GOLDEN=1` rewrites them).
+#[test]
+fn schema_and_reference_are_up_to_date() {
+    for (args, file) in [
+        (&["schema"][..], "docs/site.schema.json"),
+        (&["schema", "--format", "markdown"][..], "docs/inventory.md"),
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let path = repo_root().join(file);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &o.stdout).expect("write");
+        }
+        let committed = std::fs::read_to_string(&path).expect(file);
+        assert!(
+            committed == stdout(&o),
+            "{file} is out of date: run `haseed schema{}` (or UPDATE_GOLDEN=1 cargo test --test pipeline)",
+            if file.ends_with(".md") { " --format markdown" } else { "" }
+        );
+    }
+}
+
+/// The real taplo (npm @taplo/cli, installed by .ci/install-deps) accepts every example through
+/// its `#:schema` line and flags exactly the broken inventories a schema can see; the rest only
+/// haseed catches (addresses, names, references, duplicates, overlaps, key formats).
+#[test]
+fn taplo_validates_sites_against_the_schema() {
+    let taplo = std::env::var_os("HASEED_TAPLO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/haseed-taplo/node_modules/.bin/taplo".into());
+    assert!(
+        taplo.exists(),
+        "{} missing: .ci/install-deps installs @taplo/cli",
+        taplo.display()
+    );
+    let check = |file: &std::path::Path, schema: bool| {
+        let mut cmd = std::process::Command::new(&taplo);
+        cmd.arg("check").env("RUST_LOG", "error");
+        if schema {
+            cmd.arg("--schema").arg(format!(
+                "file://{}",
+                repo_root().join("docs/site.schema.json").display()
+            ));
+        }
+        let o = cmd
+            .arg(file.file_name().expect("name"))
+            .current_dir(file.parent().expect("dir"))
+            .output()
+            .expect("taplo runs");
+        o.status.success()
+    };
+    for example in ["pi-k8s", "aws", "nodeport", "openstack"] {
+        let path = repo_root().join("examples").join(example).join("site.toml");
+        let text = std::fs::read_to_string(&path).expect("example");
+        assert!(
+            text.starts_with("#:schema ../../docs/site.schema.json\n"),
+            "{example}"
+        );
+        assert!(check(&path, false), "taplo rejects examples/{example}");
+    }
+    let flagged_by_schema = [
+        "check-fall-zero",
+        "check-inter-zero",
+        "check-port-too-big",
+        "check-rise-too-big",
+        "check-unknown-key",
+        "deep-arrays-in-settings",
+        "deep-dotted-header",
+        "deep-inline-tables",
+        "missing-key-address",
+        "missing-site-table",
+        "plugin-missing-sha256",
+        "service-backend-port-too-big",
+        "service-port-too-big",
+        "service-port-zero",
+        "syntax-bad-header",
+        "syntax-bad-value",
+        "syntax-duplicate-key",
+        "syntax-unclosed-string",
+        "unknown-balance",
+        "unknown-key",
+        "unknown-mode",
+        "unknown-platform",
+        "unknown-role",
+        "unknown-top-level-table",
+        "vip-vrid-too-big",
+        "vip-vrid-zero",
+        "wrong-type-bool",
+        "wrong-type-defaults",
+        "wrong-type-node-array",
+        "wrong-type-port",
+        "wrong-type-role-element",
+        "wrong-type-roles",
+        "wrong-type-vip-element",
+    ];
+    let mut entries: Vec<_> = std::fs::read_dir(repo_root().join("tests/broken_inventories"))
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    entries.sort();
+    let stem = |p: &std::path::Path| p.file_stem().expect("stem").to_string_lossy().into_owned();
+    // taplo's own stack overflows on the deeply nested inputs (haseed refuses them with a
+    // located error): each runs alone, and a crash counts as flagged.
+    let (deep, rest): (Vec<_>, Vec<_>) = entries.iter().partition(|p| stem(p).starts_with("deep-"));
+    let mut flagged: Vec<String> = deep
+        .iter()
+        .filter(|p| !check(p, true))
+        .map(|p| stem(p))
+        .collect();
+    // One run for the rest (taplo takes ~2 s to start): it names each invalid file.
+    let o = std::process::Command::new(&taplo)
+        .arg("check")
+        .arg("--schema")
+        .arg(format!(
+            "file://{}",
+            repo_root().join("docs/site.schema.json").display()
+        ))
+        .args(rest.iter().map(|p| p.file_name().expect("name")))
+        .current_dir(repo_root().join("tests/broken_inventories"))
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("taplo runs");
+    let log = stderr(&o);
+    for p in &rest {
+        if log.contains(&format!("path=\"{}\"", p.display())) {
+            flagged.push(stem(p));
+        }
+    }
+    flagged.sort();
+    assert_eq!(flagged, flagged_by_schema, "taplo flagged a different set");
+}

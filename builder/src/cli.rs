@@ -134,6 +134,12 @@ haseed image site.toml --all --base ubuntu-24.04.3-preinstalled-server-arm64+ras
 qemu-system-x86_64 ... -drive file=db1-seed.img,format=raw,if=virtio"
     )]
     Seed(crate::image::cli::SeedArgs),
+    /// Print the site file's JSON Schema (Draft 4, for taplo / Even Better TOML) or its reference
+    /// page, both made from what the reader itself reads.
+    #[command(after_help = "Examples:\n  \
+haseed schema > site.schema.json     then `#:schema site.schema.json` on a site file's first line\n  \
+haseed schema --format markdown      every key: type, required, default, range, meaning")]
+    Schema(SchemaArgs),
     /// Print a shell completion script for haseed's commands and options.
     #[command(after_help = "Install (the files each shell reads at start-up):\n  \
 haseed completions bash > /etc/bash_completion.d/haseed    (or ~/.local/share/bash-completion/completions/haseed)\n  \
@@ -149,6 +155,19 @@ haseed completions fish > ~/.config/fish/completions/haseed.fish")]
     /// Internal: the bounded compiler process (component on stdin, native code on stdout).
     #[command(name = crate::policy::compile::CHILD_SUBCOMMAND, hide = true)]
     CompileComponent,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// json: the JSON Schema; markdown: the reference page (docs/inventory.md).
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+    pub format: SchemaFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Args, Debug)]
@@ -351,6 +370,13 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => write_man_pages(&args.out),
+        Command::Schema(args) => {
+            match args.format {
+                SchemaFormat::Json => println!("{:#}", crate::inventory::schema::json_schema()),
+                SchemaFormat::Markdown => print!("{}", crate::inventory::schema::markdown()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

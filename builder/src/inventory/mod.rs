@@ -21,6 +21,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 mod net;
 mod read;
 mod resolve;
+pub mod schema;
 mod stage;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,39 @@ pub(super) struct Cx<'a> {
     pub diags: Vec<Diagnostic>,
     /// Problems that do not stop the build (e.g. an ignored plaintext password).
     pub warnings: Vec<Diagnostic>,
+    /// When set, every key a reader asks for, with its type: what `haseed schema` is made of,
+    /// so the schema and the reference cannot drift from the reader (see `schema.rs`).
+    pub record: Option<Vec<KeyRead>>,
+}
+
+/// One key the reader asks for, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRead {
+    /// The table it is read from, as messages name it: "[[vip]]", "`check` in [[service]]".
+    pub table: &'static str,
+    pub key: String,
+    pub kind: KeyKind,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    String,
+    Integer,
+    Boolean,
+    Strings,
+    /// One of these words.
+    Choice(Vec<&'static str>),
+    /// An array of these words.
+    Words(Vec<&'static str>),
+    /// A table, named by its `what`.
+    Table(&'static str),
+    /// An array of tables.
+    Tables(&'static str),
+    /// A free-form table handed to a plugin as JSON.
+    Settings,
+    /// Accepted and ignored, with a warning.
+    Ignored,
 }
 
 impl<'a> Cx<'a> {
@@ -37,6 +70,7 @@ impl<'a> Cx<'a> {
             source,
             diags: Vec::new(),
             warnings: Vec::new(),
+            record: None,
         }
     }
 
@@ -162,6 +196,19 @@ impl<'a> Cx<'a> {
         );
     }
 
+    /// Records a key read from `tbl` (when recording; a later note of the same key wins).
+    pub fn note(&mut self, tbl: &Tbl<'_>, key: &str, kind: KeyKind, required: bool) {
+        if let Some(rec) = &mut self.record {
+            rec.retain(|r| !(r.table == tbl.what && r.key == key));
+            rec.push(KeyRead {
+                table: tbl.what,
+                key: key.to_string(),
+                kind,
+                required,
+            });
+        }
+    }
+
     /// Reports every key of `tbl` not in `allowed`.
     pub fn check_keys(&mut self, tbl: &Tbl<'_>, allowed: &[&str]) {
         for (k, _) in tbl.t.iter() {
@@ -176,6 +223,7 @@ impl<'a> Cx<'a> {
     }
 
     pub fn string(&mut self, tbl: &Tbl<'_>, key: &str, required: bool) -> Option<Sp<String>> {
+        self.note(tbl, key, KeyKind::String, required);
         let Some((item, span)) = self.entry(tbl, key) else {
             if required {
                 self.missing(tbl, key);
@@ -195,6 +243,7 @@ impl<'a> Cx<'a> {
     }
 
     pub fn integer(&mut self, tbl: &Tbl<'_>, key: &str, required: bool) -> Option<Sp<i64>> {
+        self.note(tbl, key, KeyKind::Integer, required);
         let Some((item, span)) = self.entry(tbl, key) else {
             if required {
                 self.missing(tbl, key);
@@ -211,6 +260,7 @@ impl<'a> Cx<'a> {
     }
 
     pub fn boolean(&mut self, tbl: &Tbl<'_>, key: &str) -> Option<Sp<bool>> {
+        self.note(tbl, key, KeyKind::Boolean, false);
         let (item, span) = self.entry(tbl, key)?;
         match item.as_bool() {
             Some(b) => Some(Sp { v: b, span }),
@@ -224,6 +274,7 @@ impl<'a> Cx<'a> {
     /// An array of strings. A wrong element is reported and left out (the list is still
     /// returned, so `bad` tells whether it is complete).
     pub fn strings(&mut self, tbl: &Tbl<'_>, key: &str, required: bool) -> Option<List<String>> {
+        self.note(tbl, key, KeyKind::Strings, required);
         let Some((item, span)) = self.entry(tbl, key) else {
             if required {
                 self.missing(tbl, key);
@@ -267,10 +318,16 @@ impl<'a> Cx<'a> {
         key: &str,
         required: bool,
         noun: &str,
-        options: &[(&str, E)],
+        options: &[(&'static str, E)],
     ) -> Option<Sp<E>> {
-        let s = self.string(tbl, key, required)?;
-        self.word(&s, noun, options)
+        let s = self.string(tbl, key, required);
+        self.note(
+            tbl,
+            key,
+            KeyKind::Choice(options.iter().map(|(w, _)| *w).collect()),
+            required,
+        );
+        self.word(&s?, noun, options)
     }
 
     pub fn word<E: Copy>(
@@ -302,6 +359,7 @@ impl<'a> Cx<'a> {
 
     /// A sub-table (`[a.b]`, `b = { ... }` or dotted keys).
     pub fn table<'t>(&mut self, tbl: &Tbl<'t>, key: &str, what: &'static str) -> Option<Tbl<'t>> {
+        self.note(tbl, key, KeyKind::Table(what), false);
         let (item, span) = self.entry(tbl, key)?;
         match item.as_table_like() {
             Some(t) => Some(Tbl { t, what, span }),
@@ -314,6 +372,7 @@ impl<'a> Cx<'a> {
 
     /// The tables of `[[key]]` (or `key = [{...}, ...]`).
     pub fn tables<'t>(&mut self, root: &Tbl<'t>, key: &str, what: &'static str) -> Vec<Tbl<'t>> {
+        self.note(root, key, KeyKind::Tables(what), false);
         let Some((item, span)) = self.entry(root, key) else {
             return Vec::new();
         };
@@ -643,7 +702,9 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
     cx.check_keys(&root, TOP_KEYS);
     let mut raw = RawFile::default();
 
-    match cx.table(&root, "site", "[site]") {
+    let site = cx.table(&root, "site", "[site]");
+    cx.note(&root, "site", KeyKind::Table("[site]"), true);
+    match site {
         Some(t) => {
             cx.check_keys(&t, SITE_KEYS);
             raw.site = RawSite {
@@ -741,7 +802,14 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
 
     for t in cx.tables(&root, "node", "[[node]]") {
         cx.check_keys(&t, NODE_KEYS);
-        let roles = cx.strings(&t, "roles", true).and_then(|list| {
+        let roles = cx.strings(&t, "roles", true);
+        cx.note(
+            &t,
+            "roles",
+            KeyKind::Words(ROLES.iter().map(|(w, _)| *w).collect()),
+            true,
+        );
+        let roles = roles.and_then(|list| {
             let mut out = Vec::with_capacity(list.v.len());
             let mut ok = true;
             for s in &list.v {
@@ -782,6 +850,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
         let settings_json = cx
             .table(&t, "settings", "`settings` in [[plugin]]")
             .and_then(|s| cx.settings_json(&s));
+        cx.note(&t, "settings", KeyKind::Settings, false);
         raw.plugins.push(RawPlugin {
             path: cx.string(&t, "path", true),
             sha256: cx.string(&t, "sha256", true),
@@ -793,6 +862,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
     if let Some(t) = cx.table(&root, "default_policy", "[default_policy]") {
         raw.default_policy_json = cx.settings_json(&t);
     }
+    cx.note(&root, "default_policy", KeyKind::Settings, false);
 
     raw
 }
@@ -804,10 +874,11 @@ fn read_host_keys(cx: &mut Cx<'_>, t: &Tbl<'_>) -> RawHostKeys {
         user: cx.string(t, "user", false),
         ssh_authorized_keys: cx.strings(t, "ssh_authorized_keys", false),
         password_hash: cx.string(t, "password_hash", false),
-        password: t
-            .t
-            .get("password")
-            .filter(|i| !i.is_none())
-            .map(|_| cx.key_span(t, "password")),
+        password: {
+            cx.note(t, "password", KeyKind::Ignored, false);
+            t.t.get("password")
+        }
+        .filter(|i| !i.is_none())
+        .map(|_| cx.key_span(t, "password")),
     }
 }
