@@ -293,6 +293,30 @@ fn production_stage_matches_golden_files() {
             "keepalived.conf lacks {line:?}:\n{conf}"
         );
     }
+    // The Elastic IP's public address (setting apiserver_cert_sans) is in the API server's
+    // certificate; clients outside the VPC come from the network the site names for them.
+    let kubeadm = read(&out.join("master1/files/etc/kubeadm/haseed-kubeadm.yaml"));
+    assert!(
+        kubeadm.contains(
+            "controlPlaneEndpoint: \"10.20.1.100:6443\"\napiServer:\n  certSANs:\n    - \"10.20.1.100\"\n    - \"10.20.1.21\"\n    - \"master1\"\n    - \"203.0.113.10\"\n"
+        ),
+        "{kubeadm}"
+    );
+    let sg: serde_json::Value =
+        serde_json::from_str(&read(&out.join("_aws/api/security-group.json"))).expect("json");
+    let api = sg
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["FromPort"] == 6443)
+        .expect("a 6443 rule");
+    assert_eq!(
+        api["IpRanges"],
+        serde_json::json!([
+            {"CidrIp": "10.20.1.0/24", "Description": "kube-apiserver from network subnet-a"},
+            {"CidrIp": "198.51.100.0/24", "Description": "kube-apiserver from network office"}
+        ])
+    );
     let policy = read(&out.join("_aws/api/iam-policy.json"));
     assert!(policy.contains("ec2:AssociateAddress"), "{policy}");
     assert!(
@@ -738,4 +762,31 @@ fn two_nodes_against_moto_and_the_fake() {
     // moto 5.2.1 keeps it on both (a moto gap, recorded here so a fixed moto shows up).
     assert_eq!(read(&work.join("fake-reassign.out")).trim(), "");
     assert_eq!(read(&work.join("moto-reassign.out")).trim(), "10.20.1.101");
+}
+
+#[test]
+fn a_cert_san_that_is_no_address_or_name_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = read(&aws_example("site.toml"));
+    let text = base.replace(
+        "apiserver_cert_sans = [\"203.0.113.10\"]",
+        "apiserver_cert_sans = [\"203.0.113.10 evil\"]",
+    );
+    assert_ne!(text, base);
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let o = run(&[
+        "plan",
+        site.to_str().expect("utf-8"),
+        "--stage",
+        "production",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(
+            "apiserver_cert_sans: \"203.0.113.10 evil\" is neither an IP address nor a DNS name"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
