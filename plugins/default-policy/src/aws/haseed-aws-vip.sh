@@ -436,6 +436,9 @@ loop() {
   instance=$1
   shift
   state=$(file_for "$instance" state)
+  # keepalived does not wait for one notify before the next: a BACKUP that came in while this
+  # loop was being started set the state file, and then nothing may move.
+  [ "$(cat "$state" 2>/dev/null)" = MASTER ] || exit 0
   # A failed move is retried below (an API hiccup must not leave the VIP behind).
   (identify && move "$@") || log "moving $2 failed; retrying in ${INTERVAL}s"
   # Every INTERVAL a read; a move only from no holder, or from another node once the wait
