@@ -45,8 +45,8 @@ fn one_subnet_secondary_ip_matches_golden_files() {
         "unicast_peer {\n        10.0.1.12\n    }",
         "10.0.1.100/24",
         "notify_master \"/usr/local/sbin/haseed-aws-vip master VI_api secondary-ip 10.0.1.100\"",
-        "notify_backup \"/usr/local/sbin/haseed-aws-vip backup VI_api\"",
-        "notify_fault \"/usr/local/sbin/haseed-aws-vip fault VI_api\"",
+        "notify_backup \"/usr/local/sbin/haseed-aws-vip backup VI_api secondary-ip 10.0.1.100\"",
+        "notify_fault \"/usr/local/sbin/haseed-aws-vip fault VI_api secondary-ip 10.0.1.100\"",
     ] {
         assert!(
             conf.contains(line),
@@ -130,14 +130,16 @@ fn aws_examples_pass_the_real_validators() {
 // `haseed user-data` at EC2's 16 KiB edge
 // ---------------------------------------------------------------------------------------
 
-/// The AWS example with node lb1 given `keys` (instead of the defaults').
-fn site_with_lb1_keys(dir: &Path, keys: &[String]) -> PathBuf {
+/// The AWS example with node master1 given `keys` (instead of the defaults').
+/// master1: an LB's user-data carries the notify script and is past 16 KiB
+/// before any key (gzipped), so the edge is measured on a master.
+fn site_with_master1_keys(dir: &Path, keys: &[String]) -> PathBuf {
     let base = read(&aws_example("site.toml"));
     let list: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
     let text = base.replacen(
-        "name = \"lb1\"\nroles = [\"lb\"]",
+        "name = \"master1\"\nroles = [\"master\"]",
         &format!(
-            "name = \"lb1\"\nroles = [\"lb\"]\nssh_authorized_keys = [{}]",
+            "name = \"master1\"\nroles = [\"master\"]\nssh_authorized_keys = [{}]",
             list.join(", ")
         ),
         1,
@@ -163,7 +165,7 @@ fn user_data(site: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         "user-data",
         site.to_str().expect("utf-8"),
         "--node",
-        "lb1",
+        "master1",
         "-o",
         out.to_str().expect("utf-8"),
     ];
@@ -202,7 +204,7 @@ fn user_data_around_the_16k_limit() {
     let out = tmp.path().join("lb1.user-data");
     let a = || b'A';
     // Measure: the key appears once, so the size grows byte for byte with it.
-    let site = site_with_lb1_keys(tmp.path(), &[key(100, a)]);
+    let site = site_with_master1_keys(tmp.path(), &[key(100, a)]);
     let o = user_data(&site, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let base = std::fs::read(&out).expect("written").len();
@@ -210,7 +212,7 @@ fn user_data_around_the_16k_limit() {
     let fill = 100 + LIMIT - base;
 
     // Exactly at the limit: as is.
-    let site = site_with_lb1_keys(tmp.path(), &[key(fill, a)]);
+    let site = site_with_master1_keys(tmp.path(), &[key(fill, a)]);
     let o = user_data(&site, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&out).expect("written");
@@ -219,7 +221,7 @@ fn user_data_around_the_16k_limit() {
     cloud_init_schema(&out);
 
     // One byte over: gzip, which cloud-init inflates; the inflated text passes the schema.
-    let site = site_with_lb1_keys(tmp.path(), &[key(fill + 1, a)]);
+    let site = site_with_master1_keys(tmp.path(), &[key(fill + 1, a)]);
     let o = user_data(&site, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -237,7 +239,7 @@ fn user_data_around_the_16k_limit() {
     cloud_init_schema(&plain);
 
     // --gzip forces it below the limit too.
-    let site = site_with_lb1_keys(tmp.path(), &[key(100, a)]);
+    let site = site_with_master1_keys(tmp.path(), &[key(100, a)]);
     let o = user_data(&site, &out, &["--gzip"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(gunzip(&std::fs::read(&out).expect("written")).len(), base);
@@ -251,23 +253,20 @@ fn user_data_around_the_16k_limit() {
         (x >> 32) as u8
     };
     let keys = [key(16_000, &mut noise), key(16_000, &mut noise)];
-    let site = site_with_lb1_keys(tmp.path(), &keys);
+    let site = site_with_master1_keys(tmp.path(), &keys);
     let gone = tmp.path().join("never.user-data");
     let o = user_data(&site, &gone, &[]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("user-data of node lb1 is too large for EC2:"),
+        err.contains("user-data of node master1 is too large for EC2:"),
         "{err}"
     );
     assert!(
         err.contains("bytes gzipped; EC2 accepts 16384 bytes"),
         "{err}"
     );
-    assert!(
-        err.contains("largest files: /usr/local/sbin/haseed-aws-vip"),
-        "{err}"
-    );
+    assert!(err.contains("largest files: /"), "{err}");
     assert!(err.contains("site.toml:"), "no file:line in {err}");
     assert!(!gone.exists(), "nothing is written on failure");
 }
@@ -294,6 +293,30 @@ fn production_stage_matches_golden_files() {
             "keepalived.conf lacks {line:?}:\n{conf}"
         );
     }
+    // The Elastic IP's public address (setting apiserver_cert_sans) is in the API server's
+    // certificate; clients outside the VPC come from the network the site names for them.
+    let kubeadm = read(&out.join("master1/files/etc/kubeadm/haseed-kubeadm.yaml"));
+    assert!(
+        kubeadm.contains(
+            "controlPlaneEndpoint: \"10.20.1.100:6443\"\napiServer:\n  certSANs:\n    - \"10.20.1.100\"\n    - \"10.20.1.21\"\n    - \"master1\"\n    - \"203.0.113.10\"\n"
+        ),
+        "{kubeadm}"
+    );
+    let sg: serde_json::Value =
+        serde_json::from_str(&read(&out.join("_aws/api/security-group.json"))).expect("json");
+    let api = sg
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["FromPort"] == 6443)
+        .expect("a 6443 rule");
+    assert_eq!(
+        api["IpRanges"],
+        serde_json::json!([
+            {"CidrIp": "10.20.1.0/24", "Description": "kube-apiserver from network subnet-a"},
+            {"CidrIp": "198.51.100.0/24", "Description": "kube-apiserver from network office"}
+        ])
+    );
     let policy = read(&out.join("_aws/api/iam-policy.json"));
     assert!(policy.contains("ec2:AssociateAddress"), "{policy}");
     assert!(
@@ -313,10 +336,27 @@ fn stage_flag_on_every_command() {
     let o = run(&["validate", site, "--stage", "production"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("lb2.user-data");
+    let out = tmp.path().join("master1.user-data");
     let o = user_data(Path::new(site), &out, &["--stage", "production"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(read(&out).contains("10.20.1.100"));
+    // An LB's user-data carries the notify script: past 16 KiB, so gzipped, and it fits.
+    let lb = tmp.path().join("lb2.user-data");
+    let o = run(&[
+        "user-data",
+        site,
+        "--node",
+        "lb2",
+        "--stage",
+        "production",
+        "-o",
+        lb.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&lb).expect("written");
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "lb2's user-data is not gzipped");
+    assert!(bytes.len() <= 16384);
+    assert!(String::from_utf8_lossy(&gunzip(&bytes)).contains("haseed-aws-vip"));
     for cmd in ["plan", "validate", "user-data", "build"] {
         let mut args = vec![cmd, site, "--stage", "prod"];
         if cmd == "user-data" {
@@ -343,8 +383,10 @@ fn stage_flag_on_every_command() {
 // The notify script against a fake EC2 + IMDS on loopback, with the real AWS CLI
 // ---------------------------------------------------------------------------------------
 
-/// The fake server (Python, started per test, gone after 120 s at the latest).
+/// The fake server (Python, started per test, gone after 300 s at the latest).
 const FAKE_EC2: &str = include_str!("aws/fake_ec2.py");
+/// Two nodes against moto and the fake (shell, loopback only).
+const MOTO_SCENARIO: &str = include_str!("aws/moto_scenario.sh");
 
 struct Fake {
     child: std::process::Child,
@@ -383,6 +425,23 @@ impl Fake {
             log,
             seen: 0,
         }
+    }
+
+    /// A test-control request (not EC2): `/test/route/RTB/CIDR` creates a route.
+    fn control(&self, path: &str) {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{path}: {reply}");
+    }
+
+    /// Whether any request so far called `action`.
+    fn seen_action(&self, action: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(&format!("\"Action\": \"{action}\""))
     }
 
     /// The requests since the last call.
@@ -460,6 +519,13 @@ fn ec2_calls(reqs: &[serde_json::Value]) -> Vec<serde_json::Value> {
     calls
 }
 
+const SUBNET: &str = "subnet-0a1b2c3d4e5f60718";
+
+fn describe_enis() -> serde_json::Value {
+    serde_json::json!({"Action": "DescribeNetworkInterfaces",
+        "Filter.1.Name": "subnet-id", "Filter.1.Value.1": SUBNET})
+}
+
 #[test]
 fn notify_script_drives_the_ec2_api_through_imdsv2() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -484,7 +550,7 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
         );
     };
 
-    // Secondary IP, held elsewhere: check reads, then re-assigns.
+    // Secondary IP, held nowhere: check reads, then assigns.
     ok(&notify(
         &script,
         &fake,
@@ -494,7 +560,7 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
     assert_eq!(
         ec2_calls(&fake.take()),
         vec![
-            serde_json::json!({"Action": "DescribeNetworkInterfaces", "NetworkInterfaceId.1": ENI}),
+            describe_enis(),
             serde_json::json!({"Action": "AssignPrivateIpAddresses", "NetworkInterfaceId": ENI,
                 "PrivateIpAddress.1": "10.0.1.100", "AllowReassignment": "true"}),
         ]
@@ -506,14 +572,9 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
         &run_dir,
         &["check", "secondary-ip", "10.0.1.100"],
     ));
-    assert_eq!(
-        ec2_calls(&fake.take()),
-        vec![
-            serde_json::json!({"Action": "DescribeNetworkInterfaces", "NetworkInterfaceId.1": ENI})
-        ]
-    );
+    assert_eq!(ec2_calls(&fake.take()), vec![describe_enis()]);
 
-    // Elastic IP.
+    // Elastic IP: the VIP onto this ENI, the EIP onto the VIP (not the primary address).
     let alloc = "eipalloc-0a1b2c3d4e5f60718";
     ok(&notify(
         &script,
@@ -524,8 +585,11 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
     assert_eq!(
         ec2_calls(&fake.take()),
         vec![
+            serde_json::json!({"Action": "AssignPrivateIpAddresses", "NetworkInterfaceId": ENI,
+                "PrivateIpAddress.1": "10.0.1.100", "AllowReassignment": "true"}),
             serde_json::json!({"Action": "AssociateAddress", "AllocationId": alloc,
-            "NetworkInterfaceId": ENI, "AllowReassociation": "true"})
+            "NetworkInterfaceId": ENI, "PrivateIpAddress": "10.0.1.100",
+            "AllowReassociation": "true"}),
         ]
     );
     ok(&notify(
@@ -539,8 +603,26 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
         vec![serde_json::json!({"Action": "DescribeAddresses", "AllocationId.1": alloc})]
     );
 
-    // Route tables: every table is pointed at this interface.
+    // Route tables: ReplaceRoute needs the route (as EC2 and moto): the error says to create it.
     let (a, b) = ("rtb-0a1b2c3d4e5f60718", "rtb-0f1e2d3c4b5a69788");
+    let o = notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["check", "route-table", "172.31.255.10", a, b],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("There is no route defined for '172.31.255.10/32'")
+            && stderr(&o).contains("aws ec2 create-route --route-table-id rtb-0a1b2c3d4e5f60718"),
+        "{}",
+        stderr(&o)
+    );
+    fake.take();
+    for t in [a, b] {
+        fake.control(&format!("/test/route/{t}/172.31.255.10%2F32"));
+    }
+    // The routes point at another ENI: every table is pointed at this one.
     ok(&notify(
         &script,
         &fake,
@@ -551,13 +633,11 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
         serde_json::json!({"Action": "ReplaceRoute", "RouteTableId": t,
             "DestinationCidrBlock": "172.31.255.10/32", "NetworkInterfaceId": ENI})
     };
+    let describe_rtb =
+        |t: &str| serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": t});
     assert_eq!(
         ec2_calls(&fake.take()),
-        vec![
-            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": a}),
-            replace(a),
-            replace(b),
-        ]
+        vec![describe_rtb(a), describe_rtb(b), replace(a), replace(b)]
     );
     ok(&notify(
         &script,
@@ -567,35 +647,46 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
     ));
     assert_eq!(
         ec2_calls(&fake.take()),
-        vec![
-            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": a}),
-            serde_json::json!({"Action": "DescribeRouteTables", "RouteTableId.1": b}),
-        ]
+        vec![describe_rtb(a), describe_rtb(b)]
     );
 
-    // keepalived's notify_master: move at once, start the re-assert loop (its pid
-    // recorded); notify_backup stops it.
+    // keepalived's notify_master returns at once with the loop's pid file written (before its
+    // first move); notify_backup stops it and the pid file is gone when the release ends.
+    let start = std::time::Instant::now();
     ok(&notify(
         &script,
         &fake,
         &run_dir,
         &["master", "VI_api", "secondary-ip", "10.0.1.101"],
     ));
-    assert_eq!(
-        ec2_calls(&fake.take()),
-        vec![
-            serde_json::json!({"Action": "AssignPrivateIpAddresses", "NetworkInterfaceId": ENI,
-            "PrivateIpAddress.1": "10.0.1.101", "AllowReassignment": "true"})
-        ]
-    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
     let pid = run_dir.join("VI_api.pid");
     let text = read(&pid);
     assert!(
-        text.trim().parse::<u32>().is_ok(),
+        text.split_whitespace().count() == 2
+            && text.split_whitespace().all(|w| w.parse::<u64>().is_ok()),
         "pid file holds {text:?}"
     );
-    ok(&notify(&script, &fake, &run_dir, &["backup", "VI_api"]));
-    assert!(!pid.exists(), "notify_backup left the loop's pid file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !fake.seen_action("AssignPrivateIpAddresses") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no move after notify_master"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&notify(
+        &script,
+        &fake,
+        &run_dir,
+        &["backup", "VI_api", "secondary-ip", "10.0.1.101"],
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pid.exists() {
+        assert!(std::time::Instant::now() < deadline, "the pid file stayed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(read(&run_dir.join("VI_api.state")).trim(), "BACKUP");
 
     // Wrong use fails loudly instead of calling anything.
     let o = notify(
@@ -608,37 +699,20 @@ fn notify_script_drives_the_ec2_api_through_imdsv2() {
     assert!(stderr(&o).contains("usage:"), "{}", stderr(&o));
 }
 
-/// Runs inside a throwaway network namespace: loopback up, the VIP on it (as
-/// keepalived's MASTER would have it), the fake on that namespace's 127.0.0.1.
-const SPLIT_BRAIN: &str = r#"
-set -eu
-ip link set lo up
-ip addr add 10.0.1.100/32 dev lo
-python3 "$FAKE" "$LOG" > "$WORK/port" &
-fake=$!
-trap 'kill "$fake" 2>/dev/null || true' EXIT
-i=0
-while [ ! -s "$WORK/port" ]; do i=$((i + 1)); [ "$i" -lt 100 ] || exit 90; sleep 0.1; done
-url="http://127.0.0.1:$(cat "$WORK/port")"
-export HASEED_IMDS_URL="$url" AWS_ENDPOINT_URL_EC2="$url"
-assigns() { grep -c '"Action": "AssignPrivateIpAddresses"' "$LOG" || true; }
-sh "$SCRIPT" master VI_api secondary-ip 10.0.1.100
-[ "$(assigns)" -eq 1 ] || exit 91
-# Another holder takes the address (a split brain); once healed, no notify runs
-# again: the loop must see it and move it back.
-curl -sf "$url/test/steal/10.0.1.100" >/dev/null
-i=0
-while [ "$(assigns)" -lt 2 ]; do i=$((i + 1)); [ "$i" -lt 120 ] || exit 92; sleep 0.5; done
-sh "$SCRIPT" backup VI_api
-sleep 8
-before=$(wc -l < "$LOG")
-sleep 3
-after=$(wc -l < "$LOG")
-[ "$before" -eq "$after" ] || exit 93
-"#;
-
+/// Where moto's EC2 is looser or stricter than the old fake, the fake now
+/// follows EC2; the scenario records both answers and this compares them.
+/// Then two nodes' notify scripts through MASTER/BACKUP/FAULT, a split brain,
+/// a hung endpoint and stale pid files (tests/aws/moto_scenario.sh).
 #[test]
-fn notify_master_loop_takes_the_vip_back_after_a_split_brain() {
+fn two_nodes_against_moto_and_the_fake() {
+    let moto = std::env::var_os("HASEED_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/haseed-moto/bin/moto_server"));
+    assert!(
+        moto.is_file(),
+        "moto_server missing at {} (.ci/install-deps installs moto[server] into /opt/haseed-moto)",
+        moto.display()
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
     let o = build(&aws_example("site.toml"), &out);
@@ -646,54 +720,73 @@ fn notify_master_loop_takes_the_vip_back_after_a_split_brain() {
     let script = out.join("lb1/files/usr/local/sbin/haseed-aws-vip");
     let fake = tmp.path().join("fake_ec2.py");
     std::fs::write(&fake, FAKE_EC2).expect("write fake");
-    let log = tmp.path().join("requests.jsonl");
-    let o = Command::new("unshare")
-        .args(["-n", "sh", "-c", SPLIT_BRAIN])
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(MOTO_SCENARIO)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", tmp.path())
-        .env("WORK", tmp.path())
+        .env("WORK", &work)
         .env("FAKE", &fake)
-        .env("LOG", &log)
+        .env("MOTO", &moto)
         .env("SCRIPT", &script)
-        .env("HASEED_AWS_VIP_CONF", tmp.path().join("no-such.conf"))
-        .env("HASEED_AWS_VIP_RUN_DIR", tmp.path())
-        .env("HASEED_AWS_VIP_INTERVAL", "1")
         .output()
-        .expect("unshare runs (util-linux; the tests run as root)");
+        .expect("sh runs");
+    eprintln!("{}", stdout(&o));
     assert!(
-        o.status.success(),
-        "split-brain run failed ({:?}; 91: no move on MASTER, 92: the VIP was not taken back, \
-         93: the loop kept running after BACKUP):\n{}{}",
+        o.status.success() && stdout(&o).contains("\nok\n"),
+        "scenario failed ({:?}):\n{}{}",
         o.status.code(),
         stdout(&o),
         stderr(&o)
     );
-    let reqs: Vec<serde_json::Value> = read(&log)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    let calls: Vec<String> = ec2_calls(&reqs)
-        .iter()
-        .map(|c| c["Action"].as_str().expect("action").to_string())
-        .collect();
-    // Move, then checks (reads) until the theft, then a read that finds it gone and the move back.
-    assert_eq!(
-        calls.first().map(String::as_str),
-        Some("AssignPrivateIpAddresses"),
-        "{calls:?}"
+    let figure = |name: &str| -> u64 {
+        stdout(&o)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("figure {name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no figure {name}"))
+    };
+    assert!(figure("notify_master_ms") < 1000);
+    assert!(figure("hung_notify_master_ms") < 1000);
+    assert!(figure("hung_call_ended_ms") < 10_000);
+    assert!(figure("hung_notify_backup_ms") < 5000);
+    // The fake and moto answer a ReplaceRoute on a missing route with the same error, as the
+    // AWS CLI shows it (which needs EC2's error XML shape).
+    let moto_err = read(&work.join("moto-replace-route.err"));
+    assert!(moto_err.contains("(InvalidParameterValue)"), "{moto_err}");
+    assert_eq!(read(&work.join("fake-replace-route.err")), moto_err);
+    // Per-ENI address sets: a reassigned address leaves the old ENI in the fake, as in EC2;
+    // moto 5.2.1 keeps it on both (a moto gap, recorded here so a fixed moto shows up).
+    assert_eq!(read(&work.join("fake-reassign.out")).trim(), "");
+    assert_eq!(read(&work.join("moto-reassign.out")).trim(), "10.20.1.101");
+}
+
+#[test]
+fn a_cert_san_that_is_no_address_or_name_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = read(&aws_example("site.toml"));
+    let text = base.replace(
+        "apiserver_cert_sans = [\"203.0.113.10\"]",
+        "apiserver_cert_sans = [\"203.0.113.10 evil\"]",
     );
-    let second = calls
-        .iter()
-        .skip(1)
-        .position(|c| c == "AssignPrivateIpAddresses")
-        .expect("moved back")
-        + 1;
-    assert_eq!(calls[second - 1], "DescribeNetworkInterfaces", "{calls:?}");
+    assert_ne!(text, base);
+    let site = tmp.path().join("site.toml");
+    std::fs::write(&site, text).expect("write");
+    let o = run(&[
+        "plan",
+        site.to_str().expect("utf-8"),
+        "--stage",
+        "production",
+    ]);
+    assert!(!o.status.success());
     assert!(
-        calls[1..second]
-            .iter()
-            .all(|c| c == "DescribeNetworkInterfaces"),
-        "{calls:?}"
+        stderr(&o).contains(
+            "apiserver_cert_sans: \"203.0.113.10 evil\" is neither an IP address nor a DNS name"
+        ),
+        "{}",
+        stderr(&o)
     );
 }

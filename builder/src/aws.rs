@@ -4,10 +4,10 @@
 //! (`_` cannot start a node name, so the folder never collides with a node's).
 //!
 //! - `iam-policy.json`: the least-privilege policy for the holders' instance
-//!   profile: the one EC2 action the notify script moves the VIP with, scoped
-//!   to the VIP's Elastic IP allocation or route tables where AWS allows it,
-//!   plus the Describe action its re-assertion loop reads (Describe actions
-//!   take no resource-level permissions, hence `*`).
+//!   profile: the EC2 actions the notify script moves and releases the VIP
+//!   with, scoped to the VIP's Elastic IP allocation, route tables, and ENIs
+//!   tagged `haseed:vip = SITE/VIP` (see [`iam_policy`]), plus the Describe
+//!   actions its re-check loop reads (no resource-level permissions, `*`).
 //! - `security-group.json`: the ingress rules the holders' security group
 //!   needs, in the shape of `aws ec2 authorize-security-group-ingress
 //!   --group-id sg-... --ip-permissions file://security-group.json`: VRRP (IP
@@ -26,48 +26,93 @@ use crate::output::OutFile;
 /// Where the AWS files live inside a build directory.
 pub const DIR: &str = "_aws";
 
-/// The IAM policy document for `how` (a JSON object).
-pub fn iam_policy(how: &AwsVipMove) -> Value {
-    let (action, resources, describe): (&str, Vec<String>, &str) = match how {
-        AwsVipMove::SecondaryIp => (
-            "ec2:AssignPrivateIpAddresses",
-            vec!["arn:aws:ec2:*:*:network-interface/*".into()],
-            "ec2:DescribeNetworkInterfaces",
-        ),
-        AwsVipMove::ElasticIp(id) => (
-            "ec2:AssociateAddress",
-            vec![
-                format!("arn:aws:ec2:*:*:elastic-ip/{id}"),
-                "arn:aws:ec2:*:*:network-interface/*".into(),
-            ],
-            "ec2:DescribeAddresses",
-        ),
-        AwsVipMove::RouteTable(tables) => (
-            "ec2:ReplaceRoute",
-            tables
-                .iter()
-                .map(|t| format!("arn:aws:ec2:*:*:route-table/{t}"))
-                .collect(),
-            "ec2:DescribeRouteTables",
-        ),
+/// The tag key the holders' ENIs carry; its value is [`eni_tag`].
+pub const ENI_TAG_KEY: &str = "haseed:vip";
+
+/// The value of the [`ENI_TAG_KEY`] tag on the ENIs that may hold VIP `vip`
+/// of site `site`.
+pub fn eni_tag(site: &str, vip: &str) -> String {
+    format!("{site}/{vip}")
+}
+
+/// The IAM policy document for `how` (a JSON object); `tag` is the value of
+/// the [`ENI_TAG_KEY`] tag the holders' ENIs carry.
+///
+/// Network interfaces: an ENI id is only known once the instances exist, so
+/// the ENI actions (assign/unassign the VIP, associate the EIP with it) are
+/// allowed only on ENIs tagged `haseed:vip = SITE/VIP`, through the
+/// `aws:ResourceTag/${TagKey}` condition key that EC2's `network-interface`
+/// resource type supports ("Actions, resources, and condition keys for
+/// Amazon EC2", Service Authorization Reference,
+/// <https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html>;
+/// IAM User Guide, "Controlling access to AWS resources using tags"). The
+/// old `network-interface/*` without a condition let a holder take any
+/// address onto, or steal any address from, any ENI of the account.
+/// Elastic IPs and route tables are named by ARN; the Describe actions take
+/// no resource-level permissions, hence `*`. BACKUP/FAULT release the VIP
+/// (unassign, disassociate), hence those actions.
+pub fn iam_policy(tag: &str, how: &AwsVipMove) -> Value {
+    let eni = "arn:aws:ec2:*:*:network-interface/*";
+    let tagged = |sid: &str, actions: &[&str]| {
+        json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": eni,
+            "Condition": { "StringEquals": { format!("aws:ResourceTag/{ENI_TAG_KEY}"): tag } },
+        })
     };
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
+    let describe = |actions: &[&str]| {
+        json!({
+            "Sid": "HaseedCheckVip",
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": "*",
+        })
+    };
+    let statements = match how {
+        AwsVipMove::SecondaryIp => vec![
+            tagged(
+                "HaseedMoveVip",
+                &[
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+            ),
+            describe(&["ec2:DescribeNetworkInterfaces"]),
+        ],
+        AwsVipMove::ElasticIp(id) => vec![
+            tagged(
+                "HaseedMoveVip",
+                &[
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                    "ec2:AssociateAddress",
+                    "ec2:DisassociateAddress",
+                ],
+            ),
+            json!({
+                "Sid": "HaseedMoveElasticIp",
+                "Effect": "Allow",
+                "Action": ["ec2:AssociateAddress", "ec2:DisassociateAddress"],
+                "Resource": [format!("arn:aws:ec2:*:*:elastic-ip/{id}")],
+            }),
+            describe(&["ec2:DescribeAddresses", "ec2:DescribeNetworkInterfaces"]),
+        ],
+        AwsVipMove::RouteTable(tables) => vec![
+            json!({
                 "Sid": "HaseedMoveVip",
                 "Effect": "Allow",
-                "Action": [action],
-                "Resource": resources,
-            },
-            {
-                "Sid": "HaseedCheckVip",
-                "Effect": "Allow",
-                "Action": [describe],
-                "Resource": "*",
-            }
-        ]
-    })
+                "Action": ["ec2:ReplaceRoute"],
+                "Resource": tables
+                    .iter()
+                    .map(|t| format!("arn:aws:ec2:*:*:route-table/{t}"))
+                    .collect::<Vec<_>>(),
+            }),
+            describe(&["ec2:DescribeRouteTables"]),
+        ],
+    };
+    json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 /// `ADDRESS/32` (or `/128`) as an IpRanges / Ipv6Ranges entry.
@@ -142,7 +187,10 @@ pub fn build_files(site: &Site) -> Vec<OutFile> {
         let Some(how) = &vip.aws else { continue };
         let base = std::path::Path::new(DIR).join(&vip.name);
         for (name, value) in [
-            ("iam-policy.json", iam_policy(how)),
+            (
+                "iam-policy.json",
+                iam_policy(&eni_tag(&site.name, &vip.name), how),
+            ),
             ("security-group.json", security_group(site, i)),
         ] {
             let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
@@ -302,10 +350,10 @@ mod tests {
 
     #[test]
     fn iam_policy_is_least_privilege_per_method() {
-        let p = iam_policy(&AwsVipMove::RouteTable(vec![
-            "rtb-0a1b2c3d".into(),
-            "rtb-11112222".into(),
-        ]));
+        let p = iam_policy(
+            "s/api",
+            &AwsVipMove::RouteTable(vec!["rtb-0a1b2c3d".into(), "rtb-11112222".into()]),
+        );
         assert_eq!(p["Statement"][0]["Action"], json!(["ec2:ReplaceRoute"]));
         assert_eq!(
             p["Statement"][0]["Resource"],
@@ -318,25 +366,53 @@ mod tests {
             p["Statement"][1]["Action"],
             json!(["ec2:DescribeRouteTables"])
         );
-        let p = iam_policy(&AwsVipMove::ElasticIp("eipalloc-0a1b2c3d".into()));
-        assert_eq!(p["Statement"][0]["Action"], json!(["ec2:AssociateAddress"]));
+        let p = iam_policy("s/api", &AwsVipMove::ElasticIp("eipalloc-0a1b2c3d".into()));
         assert_eq!(
-            p["Statement"][0]["Resource"][0],
+            p["Statement"][1]["Resource"][0],
             json!("arn:aws:ec2:*:*:elastic-ip/eipalloc-0a1b2c3d")
-        );
-        let p = iam_policy(&AwsVipMove::SecondaryIp);
-        assert_eq!(
-            p["Statement"][0]["Action"],
-            json!(["ec2:AssignPrivateIpAddresses"])
         );
         assert_eq!(
             p["Statement"][1]["Action"],
-            json!(["ec2:DescribeNetworkInterfaces"])
+            json!(["ec2:AssociateAddress", "ec2:DisassociateAddress"])
         );
-        // Nothing broader than the move and its one read.
-        for st in p["Statement"].as_array().expect("statements") {
-            for a in st["Action"].as_array().expect("actions") {
-                assert!(!a.as_str().expect("action").contains('*'), "{p}");
+        for how in [
+            AwsVipMove::SecondaryIp,
+            AwsVipMove::ElasticIp("eipalloc-0a1b2c3d".into()),
+        ] {
+            let p = iam_policy("s/api", &how);
+            // Every statement on network interfaces is limited to the holders' tagged ENIs.
+            let mut eni_statements = 0;
+            for st in p["Statement"].as_array().expect("statements") {
+                if st["Resource"] == json!("arn:aws:ec2:*:*:network-interface/*") {
+                    eni_statements += 1;
+                    assert_eq!(
+                        st["Condition"],
+                        json!({"StringEquals": {"aws:ResourceTag/haseed:vip": "s/api"}}),
+                        "{p}"
+                    );
+                }
+                if st["Resource"] == json!("*") {
+                    for a in st["Action"].as_array().expect("actions") {
+                        assert!(
+                            a.as_str().expect("action").starts_with("ec2:Describe"),
+                            "{p}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(eni_statements, 1, "{p}");
+            assert!(
+                p.to_string().contains("ec2:AssignPrivateIpAddresses"),
+                "{p}"
+            );
+        }
+        // Nothing broader than the moves and their reads.
+        for how in [AwsVipMove::SecondaryIp, AwsVipMove::RouteTable(vec![])] {
+            let p = iam_policy("s/api", &how);
+            for st in p["Statement"].as_array().expect("statements") {
+                for a in st["Action"].as_array().expect("actions") {
+                    assert!(!a.as_str().expect("action").contains('*'), "{p}");
+                }
             }
         }
     }

@@ -29,6 +29,9 @@ with check-ssl verify none), how haproxy checks the masters' API servers; \
 are backup) or \"leastconn\" (every db node active, balance leastconn); \
 \"galera_sst\": \"rsync\" (default) or \"mariabackup\" (an SST user, wsrep_sst_auth, is left to a site \
 plugin), Galera's state snapshot transfer; \
+\"apiserver_cert_sans\": extra names (IP addresses or DNS names) for kubeadm's apiServer.certSANs on \
+every master, e.g. the public address of the API VIP's AWS Elastic IP, which the inventory does not know \
+(default none); \
 \"galera_cluster_name\": wsrep_cluster_name (default: the site name), letters, digits, '.', '_', '-', \
 up to 32.";
 
@@ -132,6 +135,11 @@ pub struct Settings {
     pub galera_cluster_name: Option<String>,
     /// Event-driven failover (`failover.rs`).
     pub failover: bool,
+    /// Extra `apiServer.certSANs` (IP addresses or DNS names): what clients
+    /// reach the API by that the inventory cannot name, e.g. an Elastic IP's
+    /// public address (issue 19: the EIP was not in certSANs, so kubectl
+    /// through it failed TLS verification).
+    pub apiserver_cert_sans: Vec<String>,
 }
 
 impl Default for Settings {
@@ -148,6 +156,7 @@ impl Default for Settings {
             galera_sst: GaleraSst::Rsync,
             galera_cluster_name: None,
             failover: true,
+            apiserver_cert_sans: Vec::new(),
         }
     }
 }
@@ -155,7 +164,7 @@ impl Default for Settings {
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
 kubernetes_key_fingerprint, \
-apiserver_check, db_balance, galera_sst, galera_cluster_name, failover";
+apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover";
 
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
@@ -182,6 +191,7 @@ impl Settings {
                     settings.kubernetes_key_fingerprint = fpr.to_ascii_uppercase();
                 }
                 "apiserver_check" => settings.apiserver_check = field(&key, value)?,
+                "apiserver_cert_sans" => settings.apiserver_cert_sans = field(&key, value)?,
                 "db_balance" => settings.db_balance = field(&key, value)?,
                 "galera_sst" => settings.galera_sst = field(&key, value)?,
                 "galera_cluster_name" => settings.galera_cluster_name = Some(field(&key, value)?),
@@ -218,6 +228,25 @@ impl Settings {
                 "advert_int_ms: {ms} is neither whole seconds up to 255000 (VRRPv2) \
                  nor 10..40950 in steps of 10 (VRRPv3)"
             ));
+        }
+        for san in &self.apiserver_cert_sans {
+            let ip = san.parse::<std::net::IpAddr>().is_ok();
+            let dns = !san.is_empty()
+                && san.len() <= 253
+                && san.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                });
+            if !(ip || dns) {
+                return Err(format!(
+                    "apiserver_cert_sans: {san:?} is neither an IP address nor a DNS name"
+                ));
+            }
         }
         if !(1..=254).contains(&self.priority) {
             return Err(format!("priority: {} is not in 1..254", self.priority));
