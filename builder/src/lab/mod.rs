@@ -49,7 +49,7 @@ use serde::Serialize;
 
 use crate::contract::{NodePlan, Site, VrrpState};
 use crate::render::NodeArtifacts;
-use hooks::{Check, Hook, Refusal, ServiceHooks};
+use hooks::{Check, Hook, Refusal, ServiceHooks, Watch};
 use sandbox::{NetNs, Sandbox};
 use unit::Hooks;
 
@@ -85,7 +85,8 @@ pub struct LabArgs {
     pub max_outage_ms: Option<u64>,
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
-    /// backend-killed, split-brain, keepalived-stop, keepalived-crash.
+    /// backend-killed, backends-lost, split-brain, vrrp-stall, node-stall,
+    /// long-lived, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub scenario: Vec<String>,
     /// Write one SVG timeline per scenario trial (probe results, which holder
@@ -101,6 +102,7 @@ pub const SCENARIOS: &[&str] = &[
     "haproxy-hung",
     "old-master-restored",
     "backend-killed",
+    "backends-lost",
     "split-brain",
     "vrrp-stall",
     "node-stall",
@@ -246,6 +248,7 @@ pub fn run(
                         lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
+                    "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
                     "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
                     "vrrp-stall" => lab.stall(&topo, trial, false)?,
                     "node-stall" => lab.stall(&topo, trial, true)?,
@@ -423,7 +426,9 @@ mod tests {
         k.instances[0].track_scripts.push("chk_http".into());
         let v = HolderVrrp::of(&plan, vip).unwrap();
         assert_eq!(v.hung_check, Some(("chk_http".into(), 1, 2, 2)));
-        assert_eq!(v.hung_bound_ms(), Some(4500));
+        assert_eq!(v.hung_bound_ms(), Some(HUNG_OBJECTIVE_MS));
+        assert_eq!(v.hung_detect_ms(), Some(4000));
+        assert_eq!(v.watch, None);
         // Failback: only a strictly higher priority without nopreempt (or
         // from state MASTER) takes the VIP back.
         let peer = v.clone();
@@ -443,5 +448,51 @@ mod tests {
             ..higher
         };
         assert!(master.takes_back_from(&peer));
+    }
+
+    #[test]
+    fn reads_the_watcher_from_the_plan_only_when_tracked_and_enabled() {
+        use crate::check::fixture::{lb_plan, site};
+        use crate::contract::{File, VrrpTrackFile};
+        let site = site();
+        let vip: Ipv4Addr = "192.168.3.240".parse().unwrap();
+        let mut plan = lb_plan(&site, 0);
+        let exec = "/usr/local/sbin/haseed-haproxy-watch 8404 /alive \
+                    /var/lib/haseed/haproxy-unhealthy 0.1 0.2 2 192.168.3.242";
+        plan.files.push(File {
+            path: "/etc/systemd/system/haseed-haproxy-watch.service".into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: format!("[Service]\nExecStart={exec}\n"),
+        });
+        // Written but neither enabled nor tracked: nothing sees a hang.
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        plan.services.push("haseed-haproxy-watch.service".into());
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        let k = plan.keepalived.as_mut().unwrap();
+        k.track_files.push(VrrpTrackFile {
+            name: "unhealthy".into(),
+            path: "/var/lib/haseed/haproxy-unhealthy".into(),
+            weight: 0,
+            init_value: Some(0),
+        });
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        plan.keepalived.as_mut().unwrap().instances[0]
+            .track_files
+            .push("unhealthy".into());
+        let v = HolderVrrp::of(&plan, vip).unwrap();
+        // 2 x (0.1 + 0.2) + 0.1 s.
+        assert_eq!(
+            v.watch,
+            Some((
+                "haseed-haproxy-watch every 0.1 s, timeout 0.2 s, fall 2".into(),
+                700
+            ))
+        );
+        assert_eq!(v.hung_bound_ms(), Some(HUNG_OBJECTIVE_MS));
+        assert_eq!(v.hung_detect_ms(), Some(700));
+        // A weight that only lowers the priority never gives the VIP up.
+        plan.keepalived.as_mut().unwrap().track_files[0].weight = -10;
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
     }
 }

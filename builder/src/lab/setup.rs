@@ -78,6 +78,9 @@ pub(super) struct Setup {
     pub(super) haproxy_cfg: String,
     pub(super) haproxy: ServiceHooks,
     pub(super) keepalived: ServiceHooks,
+    /// The watcher of haproxy's monitor URI, when the plan enables it
+    /// (started after haproxy, as its unit orders it).
+    pub(super) watch: Option<Watch>,
 }
 
 impl Setup {
@@ -178,6 +181,7 @@ pub(super) fn vet(
                 });
             }
         }
+        let watch = vet_watch(&m.name, plan, art, &mut refusals);
         let haproxy = hooks::recognise_hooks(&m.name, &h_hooks, &mut refusals);
         let keepalived = hooks::recognise_hooks(&m.name, &k_hooks, &mut refusals);
         let k = plan
@@ -232,6 +236,7 @@ pub(super) fn vet(
             haproxy_cfg,
             haproxy,
             keepalived,
+            watch,
         });
     }
     if refusals.is_empty() {
@@ -247,4 +252,63 @@ pub(super) fn vet(
          machine), not on the build host.",
         list.join("\n")
     )
+}
+
+/// The watcher, if an enabled `haseed-*.service` unit of the plan starts
+/// [`hooks::WATCH_SCRIPT_PATH`]: its `ExecStart=` recognised, and the plan's
+/// script exactly the host's own copy (which is what the lab runs). Other
+/// haseed units do nothing a load balancer's failover depends on; the lab
+/// leaves them out, as before.
+fn vet_watch(
+    node: &str,
+    plan: &NodePlan,
+    art: &NodeArtifacts,
+    refusals: &mut Vec<Refusal>,
+) -> Option<Watch> {
+    let mut found = None;
+    for f in &art.files {
+        let Some(unit) = f
+            .path
+            .strip_prefix("/etc/systemd/system/")
+            .filter(|u| u.starts_with("haseed-") && u.ends_with(".service"))
+        else {
+            continue;
+        };
+        if !plan.services.iter().any(|s| s == unit) {
+            continue;
+        }
+        let mut h = Hooks::default();
+        if h.add_dropin(&f.content, &f.path).is_err() {
+            continue;
+        }
+        for c in h
+            .start
+            .iter()
+            .filter(|c| c.argv.first().map(String::as_str) == Some(hooks::WATCH_SCRIPT_PATH))
+        {
+            let mut refuse = |why: String| {
+                refusals.push(Refusal {
+                    node: node.to_string(),
+                    place: format!("{} ExecStart=", c.at),
+                    command: c.argv.join(" "),
+                    why,
+                })
+            };
+            let script = art
+                .files
+                .iter()
+                .find(|s| s.path == hooks::WATCH_SCRIPT_PATH);
+            match (Watch::recognise(&c.argv), script) {
+                (Err(why), _) => refuse(why),
+                (_, None) => refuse(format!("the plan writes no {}", hooks::WATCH_SCRIPT_PATH)),
+                (Ok(_), Some(s)) if s.content != hooks::WATCH_SCRIPT => refuse(format!(
+                    "{} is not the default policy's script",
+                    hooks::WATCH_SCRIPT_PATH
+                )),
+                (Ok(_), Some(_)) if found.is_some() => refuse("a second watcher".into()),
+                (Ok(w), Some(_)) => found = Some(w),
+            }
+        }
+    }
+    found
 }

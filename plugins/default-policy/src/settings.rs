@@ -9,7 +9,11 @@ pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys
 (/usr/bin/systemctl is-active --quiet haproxy), how keepalived checks that haproxy runs; \
 \"failover\": true (default) or false, event-driven failover (haproxy.service and \
 keepalived.service drop-ins, a keepalived track file written by haproxy's start/stop hooks, an \
-HTTP check of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
+watcher of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
+\"haproxy_watch\": true (default) or false, with failover: a watcher (haseed-haproxy-watch.service, \
+curl every 0.1 s) that gives the VIP up within 1 s when haproxy hangs or has no usable server while \
+a peer has; false falls back to a keepalived HTTP check of the monitor-uri every second (a hang \
+seen in 2-4 s, lost backends not seen); \
 \"advert_int_ms\": VRRP advert interval in ms (default 1000: a holder stalled for less than three \
 adverts keeps the VIP; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
@@ -132,6 +136,8 @@ pub struct Settings {
     pub galera_cluster_name: Option<String>,
     /// Event-driven failover (`failover.rs`).
     pub failover: bool,
+    /// The watcher of haproxy's monitor URI (`failover.rs`, decision 3).
+    pub haproxy_watch: bool,
 }
 
 impl Default for Settings {
@@ -148,6 +154,7 @@ impl Default for Settings {
             galera_sst: GaleraSst::Rsync,
             galera_cluster_name: None,
             failover: true,
+            haproxy_watch: true,
         }
     }
 }
@@ -155,7 +162,7 @@ impl Default for Settings {
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
 kubernetes_key_fingerprint, \
-apiserver_check, db_balance, galera_sst, galera_cluster_name, failover";
+apiserver_check, db_balance, galera_sst, galera_cluster_name, failover, haproxy_watch";
 
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
@@ -175,6 +182,7 @@ impl Settings {
                 "advert_int_ms" => advert = Some(field(&key, value)?),
                 "priority" => priority = Some(field(&key, value)?),
                 "failover" => settings.failover = field(&key, value)?,
+                "haproxy_watch" => settings.haproxy_watch = field(&key, value)?,
                 "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
                 "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
                 "kubernetes_key_fingerprint" => {
