@@ -77,7 +77,7 @@ fn example_site_matches_golden_files() {
     )
     .expect("the watcher's unit");
     assert!(
-        watch.contains("ExecStart=/usr/local/sbin/haseed-haproxy-watch 8404 /haseed-alive /var/lib/haseed/haproxy-unhealthy 0.1 0.2 2 192.168.3.241\n"),
+        watch.contains("ExecStart=/usr/local/sbin/haseed-haproxy-watch 8404 /haseed-alive /var/lib/haseed/haproxy-unhealthy 100 200 2 192.168.3.241\n"),
         "{watch}"
     );
     let cfg = std::fs::read_to_string(out.join("lb2/files/etc/haproxy/haproxy.cfg")).expect("cfg");

@@ -381,10 +381,8 @@ pub struct Watch {
     /// The track file: a state directory and a plain name in it.
     pub dir: &'static str,
     pub name: String,
-    /// Seconds as written (`0.1`), and in ms.
-    pub every: String,
+    /// Between two questions, and each question's timeout, ms.
     pub every_ms: u64,
-    pub timeout: String,
     pub timeout_ms: u64,
     pub fall: u32,
     pub peers: Vec<Ipv4Addr>,
@@ -423,11 +421,14 @@ impl Watch {
                     .map(|n| (*d, n.to_string()))
             })
             .ok_or("the track file is not a plain file of haseed's state directory")?;
-        let every_ms = seconds_ms(every)?;
-        let timeout_ms = seconds_ms(timeout)?;
-        if every_ms == 0 || timeout_ms == 0 {
-            return Err("a zero interval or timeout".into());
-        }
+        let ms = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|m| (10..=60_000).contains(m))
+                .ok_or_else(|| format!("{what} is not 10..60000 ms"))
+        };
+        let every_ms = ms(every, "the interval")?;
+        let timeout_ms = ms(timeout, "the timeout")?;
         let fall: u32 = fall
             .parse()
             .ok()
@@ -442,9 +443,7 @@ impl Watch {
             path: path.clone(),
             dir,
             name,
-            every: every.clone(),
             every_ms,
-            timeout: timeout.clone(),
             timeout_ms,
             fall,
             peers,
@@ -460,8 +459,8 @@ impl Watch {
             self.port.to_string(),
             self.path.clone(),
             format!("{}/{}", state(self.dir), self.name),
-            self.every.clone(),
-            self.timeout.clone(),
+            self.every_ms.to_string(),
+            self.timeout_ms.to_string(),
             self.fall.to_string(),
         ]
         .into_iter()
@@ -478,23 +477,14 @@ impl Watch {
             .collect()
     }
 
-    /// Longest time from a hang to the track file written: the question
-    /// under way answered just before, then `fall` questions that each wait
-    /// their timeout, with a pause before each, plus curl's own start.
+    /// Longest time from a hang to the track file written: the last good
+    /// answer just before it, the next question up to `every` later, then
+    /// `fall` questions that each wait their timeout, one starting at most
+    /// every `every` (curl's `--rate`) or as soon as the previous one gave up.
     pub fn detect_ms(&self) -> u64 {
-        u64::from(self.fall) * (self.every_ms + self.timeout_ms) + self.every_ms
+        let fall = u64::from(self.fall);
+        self.every_ms + (fall - 1) * self.every_ms.max(self.timeout_ms) + self.timeout_ms
     }
-}
-
-/// `S` or `S.f`..`S.fff` seconds, at most 60, in ms.
-fn seconds_ms(s: &str) -> Result<u64, String> {
-    seconds(s)?;
-    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let whole: u64 = whole.parse().map_err(|_| format!("{s:?} is not seconds"))?;
-    let frac: u64 = format!("{frac:0<3}")
-        .parse()
-        .map_err(|_| format!("{s:?} is not seconds"))?;
-    Ok(whole * 1000 + frac)
 }
 
 /// A keepalived `vrrp_script` the lab runs.
@@ -715,14 +705,15 @@ mod tests {
             "8404",
             "/haseed-alive",
             "/var/lib/haseed/haproxy-unhealthy",
-            "0.1",
-            "0.2",
+            "100",
+            "200",
             "2",
             "192.168.3.242",
         ]);
         let w = Watch::recognise(&argv).expect("the watcher");
         assert_eq!((w.every_ms, w.timeout_ms, w.fall), (100, 200, 2));
-        assert_eq!(w.detect_ms(), 700);
+        // 100 ms to the next question, two timeouts of 200 ms.
+        assert_eq!(w.detect_ms(), 500);
         let home = Path::new("/tmp/lab/lb1");
         assert_eq!(
             w.lab_argv(Path::new("/tmp/lab/lb1/w"), home),
@@ -732,8 +723,8 @@ mod tests {
                 "8404",
                 "/haseed-alive",
                 "/tmp/lab/lb1/var-lib-haseed/haproxy-unhealthy",
-                "0.1",
-                "0.2",
+                "100",
+                "200",
                 "2",
                 "192.168.3.242",
             ])
@@ -752,8 +743,9 @@ mod tests {
             bad(3, "/etc/passwd"),
             bad(3, "/var/lib/haseed/../x"),
             bad(4, "0"),
-            bad(4, "1e3"),
-            bad(5, "99"),
+            bad(4, "0.1"),
+            bad(4, "0100"),
+            bad(5, "99999"),
             bad(6, "0"),
             bad(7, "example.com"),
             bad(7, "192.168.3.242; id"),

@@ -85,7 +85,8 @@ pub struct LabArgs {
     pub max_outage_ms: Option<u64>,
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
-    /// backend-killed, backends-lost, split-brain, vrrp-stall, node-stall,
+    /// backend-killed, backends-lost, backends-lost-everywhere, split-brain,
+    /// vrrp-stall, node-stall,
     /// long-lived, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub scenario: Vec<String>,
@@ -103,6 +104,7 @@ pub const SCENARIOS: &[&str] = &[
     "old-master-restored",
     "backend-killed",
     "backends-lost",
+    "backends-lost-everywhere",
     "split-brain",
     "vrrp-stall",
     "node-stall",
@@ -249,6 +251,9 @@ pub fn run(
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
                     "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
+                    "backends-lost-everywhere" => {
+                        lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)?
+                    }
                     "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
                     "vrrp-stall" => lab.stall(&topo, trial, false)?,
                     "node-stall" => lab.stall(&topo, trial, true)?,
@@ -451,6 +456,27 @@ mod tests {
     }
 
     #[test]
+    fn a_vip_dropped_or_held_twice_while_nobody_can_serve_fails() {
+        let (y, n) = ((true, true), (false, false));
+        let s = |v: Vec<((bool, bool), (bool, bool))>| -> Vec<Sample> {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (a, b))| (i as f64 * 20.0, vec![a, b]))
+                .collect()
+        };
+        // Before the action anything goes; after it, one holder (a move to
+        // the peer is allowed).
+        assert_eq!(
+            held_throughout(&s(vec![(n, n), (y, n), (n, y)]), 20.0),
+            None
+        );
+        let dropped = held_throughout(&s(vec![(y, n), (y, n), (n, n), (n, n)]), 0.0);
+        assert!(dropped.is_some_and(|w| w.starts_with("no holder had the VIP 40 ms")));
+        let twice = held_throughout(&s(vec![(y, n), (y, y)]), 0.0);
+        assert!(twice.is_some_and(|w| w.starts_with("the VIP was held twice 20 ms")));
+    }
+
+    #[test]
     fn reads_the_watcher_from_the_plan_only_when_tracked_and_enabled() {
         use crate::check::fixture::{lb_plan, site};
         use crate::contract::{File, VrrpTrackFile};
@@ -458,7 +484,7 @@ mod tests {
         let vip: Ipv4Addr = "192.168.3.240".parse().unwrap();
         let mut plan = lb_plan(&site, 0);
         let exec = "/usr/local/sbin/haseed-haproxy-watch 8404 /alive \
-                    /var/lib/haseed/haproxy-unhealthy 0.1 0.2 2 192.168.3.242";
+                    /var/lib/haseed/haproxy-unhealthy 100 200 2 192.168.3.242";
         plan.files.push(File {
             path: "/etc/systemd/system/haseed-haproxy-watch.service".into(),
             mode: 0o644,
@@ -481,16 +507,16 @@ mod tests {
             .track_files
             .push("unhealthy".into());
         let v = HolderVrrp::of(&plan, vip).unwrap();
-        // 2 x (0.1 + 0.2) + 0.1 s.
+        // 100 ms to the next question, two timeouts of 200 ms.
         assert_eq!(
             v.watch,
             Some((
-                "haseed-haproxy-watch every 0.1 s, timeout 0.2 s, fall 2".into(),
-                700
+                "haseed-haproxy-watch every 100 ms, timeout 200 ms, fall 2".into(),
+                500
             ))
         );
         assert_eq!(v.hung_bound_ms(), Some(HUNG_OBJECTIVE_MS));
-        assert_eq!(v.hung_detect_ms(), Some(700));
+        assert_eq!(v.hung_detect_ms(), Some(500));
         // A weight that only lowers the priority never gives the VIP up.
         plan.keepalived.as_mut().unwrap().track_files[0].weight = -10;
         assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);

@@ -388,6 +388,85 @@ impl Lab {
         Ok(r)
     }
 
+    /// Every backend unreachable from every holder (all masters down, or the
+    /// load balancers' uplink lost): nobody can serve, so the VIP must stay
+    /// held (a VIP dropped by all turns clients' immediate refusals into ARP
+    /// timeouts, and its return waits a master-down interval). Only the VIP
+    /// is judged (`held_throughout`: one holder at every sample; a move to a
+    /// peer that still served a moment longer is allowed and counted), over
+    /// the servers' check window plus the watcher's detection plus 1 s; then
+    /// the routes return and haproxy restarts on every holder.
+    pub(super) fn backends_lost_everywhere(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        vrrp: &[HolderVrrp],
+        plans: &[NodePlan],
+    ) -> anyhow::Result<TrialResult> {
+        let window_ms = topo
+            .holders
+            .iter()
+            .filter_map(|m| plans.get(m.node?))
+            .flat_map(|plan| {
+                self.backends
+                    .iter()
+                    .filter_map(|b| check_window_ms(plan, b.member.address, b.port))
+            })
+            .max()
+            .unwrap_or(9000);
+        let detect = vrrp
+            .iter()
+            .filter_map(|v| v.watch.as_ref().map(|(_, d)| *d))
+            .max()
+            .unwrap_or(1000);
+        let cuts: Vec<(String, String)> = topo
+            .holders
+            .iter()
+            .flat_map(|h| {
+                topo.backends
+                    .iter()
+                    .map(|(m, _)| (h.ns.clone(), format!("{}/32", m.address)))
+            })
+            .collect();
+        let route = |op: &str| -> anyhow::Result<()> {
+            for (ns, r) in &cuts {
+                ip(&["-n", ns, "route", op, "unreachable", r])?;
+            }
+            Ok(())
+        };
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(window_ms + detect + 1000),
+            &mut |_| route("add"),
+        );
+        let restored = route("del");
+        let m = m?;
+        restored?;
+        let mut r = self.trial(
+            topo,
+            "backends-lost-everywhere",
+            trial,
+            &m,
+            "every backend unreachable from every holder".into(),
+        );
+        r.note = Some(format!(
+            "watched {} ms (check window {window_ms} ms + detection {detect} ms + 1 s); \
+             only the VIP is judged (nobody can serve); it moved {} times",
+            window_ms + detect + 1000,
+            r.vip_moves
+        ));
+        r.why = held_throughout(&m.samples, m.action_ms);
+        r.passed = r.why.is_none();
+        for h in 0..topo.holders.len() {
+            self.restart_haproxy(topo, h)?;
+        }
+        let rise = vrrp.iter().map(|v| v.rise_ms).max().unwrap_or(0);
+        Self::pause(Duration::from_millis(rise + 500))?;
+        self.settle(topo)?;
+        Ok(r)
+    }
+
     /// Stops haproxy on holder `h` (SIGTERM, its stop hooks run) and starts
     /// it again, as `systemctl restart haproxy`.
     pub(super) fn restart_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
@@ -1197,4 +1276,30 @@ pub(super) fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> 
         .filter_map(|s| s.check.as_ref())
         .map(|c| u64::from(c.inter_ms) * u64::from(c.fall.max(1)))
         .max()
+}
+
+/// From `from_ms` on, did exactly one holder have the VIP at every sample?
+/// None if so, else why not. A move is no failure: the holders' haproxy
+/// checks run on their own schedules, so one holder may see every server
+/// down up to one `inter` before the other, and give the VIP to the peer
+/// that still serves at that moment.
+pub(super) fn held_throughout(samples: &[Sample], from_ms: f64) -> Option<String> {
+    for (t, h) in samples.iter().filter(|(t, _)| *t >= from_ms) {
+        match h.iter().filter(|(a, b)| *a || *b).count() {
+            0 => {
+                return Some(format!(
+                    "no holder had the VIP {:.0} ms after every backend was lost",
+                    t - from_ms
+                ))
+            }
+            1 => {}
+            _ => {
+                return Some(format!(
+                    "the VIP was held twice {:.0} ms after every backend was lost",
+                    t - from_ms
+                ))
+            }
+        }
+    }
+    None
 }

@@ -312,3 +312,66 @@ fn vet_watch(
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RenderedFile;
+
+    fn file(path: &str, content: &str) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn the_watcher_runs_only_as_the_default_policy_wrote_it() {
+        let unit_path = "/etc/systemd/system/haseed-haproxy-watch.service";
+        let exec = "[Service]\nExecStart=/usr/local/sbin/haseed-haproxy-watch 8404 /alive \
+                    /var/lib/haseed/haproxy-unhealthy 100 200 2 10.0.0.2\n";
+        let vet_one = |unit: &str, script: Option<&str>, enabled: bool| {
+            let mut plan = crate::check::fixture::lb_plan(&crate::check::fixture::site(), 0);
+            if enabled {
+                plan.services.push("haseed-haproxy-watch.service".into());
+            }
+            let mut files = vec![file(unit_path, unit)];
+            if let Some(s) = script {
+                files.push(file(hooks::WATCH_SCRIPT_PATH, s));
+            }
+            let art = NodeArtifacts {
+                user_data: String::new(),
+                meta_data: String::new(),
+                network_config: String::new(),
+                files,
+            };
+            let mut refusals = Vec::new();
+            let w = vet_watch("lb1", &plan, &art, &mut refusals);
+            (w, refusals)
+        };
+        let (w, r) = vet_one(exec, Some(hooks::WATCH_SCRIPT), true);
+        assert!(r.is_empty(), "{r:?}");
+        assert_eq!(w.expect("the watcher").port, 8404);
+        // Not enabled: the node does not run it, nor does the lab.
+        let (w, r) = vet_one(exec, Some(hooks::WATCH_SCRIPT), false);
+        assert!(w.is_none() && r.is_empty());
+        // The plan's script differs from the host's: refused, named.
+        let (w, r) = vet_one(exec, Some("#!/bin/sh\nid > /tmp/x\n"), true);
+        assert!(w.is_none());
+        assert!(
+            r[0].why.contains("not the default policy's script"),
+            "{r:?}"
+        );
+        assert!(r[0].to_string().starts_with(
+            "node lb1: /etc/systemd/system/haseed-haproxy-watch.service line 2 ExecStart="
+        ));
+        // No script at all, or other arguments: refused.
+        let (_, r) = vet_one(exec, None, true);
+        assert!(r[0].why.contains("writes no"), "{r:?}");
+        let other = exec.replace("100 200 2", "100 200 2; id");
+        let (_, r) = vet_one(&other, Some(hooks::WATCH_SCRIPT), true);
+        assert_eq!(r.len(), 1, "{r:?}");
+    }
+}

@@ -229,8 +229,8 @@ impl HolderVrrp {
         let watch = watcher.map(|w| {
             (
                 format!(
-                    "haseed-haproxy-watch every {} s, timeout {} s, fall {}",
-                    w.every, w.timeout, w.fall
+                    "haseed-haproxy-watch every {} ms, timeout {} ms, fall {}",
+                    w.every_ms, w.timeout_ms, w.fall
                 ),
                 w.detect_ms(),
             )

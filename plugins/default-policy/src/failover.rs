@@ -31,11 +31,47 @@
 //!    written its state before keepalived reads it (without the ordering a
 //!    start raced the hook and stayed FAULT in 1 of 125 starts).
 //! 3. A hung haproxy (alive, not serving) is invisible to the track file and
-//!    to a TCP connect (the kernel completes handshakes): keepalived also
-//!    asks haproxy itself over HTTP, a `monitor-uri` frontend on 127.0.0.1
-//!    (caught in ~1 s in the field notes; `haseed lab`'s `haproxy-hung`
-//!    measured 2.2-3.1 s over 10 trials, within its bound of interval x
-//!    fall + timeout + 0.5 s = 4.5 s).
+//!    to a TCP connect (the kernel completes handshakes), and keepalived
+//!    2.2.7 polls a `vrrp_script` in whole seconds only (a fractional
+//!    `interval` is refused): its HTTP check took 2.2-3.1 s in `haseed lab`.
+//!    So a watcher asks haproxy itself: `haseed-haproxy-watch.service` (a
+//!    shell loop, `haproxy-watch.sh`) runs one curl that asks the
+//!    `monitor-uri` frontend every 100 ms (`--rate`, one process for all
+//!    questions), each question waiting at most 200 ms, and writes 1 into its
+//!    own track file `/var/lib/haseed/haproxy-unhealthy` (weight 0, so FAULT
+//!    and a priority-0 advert at once) after 2 failed answers in a row, 0
+//!    after 2 good ones. Its own file, not haproxy's hooks' one: the hooks
+//!    write `haproxy-down` whenever haproxy starts or stops, and the two
+//!    writers must never undo each other; keepalived goes FAULT when either
+//!    says so. `init_file 0`: a watcher that never ran takes nothing away.
+//!    Worst-case detection 100 + 2 x 200 = 500 ms; `haseed lab`'s
+//!    `haproxy-hung`, 10 trials: outage 415-622 ms (objective 1.0 s, issue
+//!    19). Why these numbers: a healthy haproxy answers its monitor in under
+//!    1 ms (0.2 ms measured), so 200 ms is a hang, not a slow answer; fall 2
+//!    because a whole-node stall (`node-stall`, 500 ms, watcher frozen too)
+//!    costs at most the one question under way (no VIP move in the lab);
+//!    100 ms between questions keeps the bound under 1 s with room for a
+//!    Pi's slower curl. Cost: 0.19 s of CPU in 60 s (0.3 % of one core; the
+//!    shell, its subshell and curl, `/proc/PID/stat` utime+stime, x86 Xeon,
+//!    2026-12-06); a first version that started curl and sleep for every
+//!    question cost 3.87 s in 60 s (6.4 %), 20 times more.
+//!    The monitor also answers 503 when a service frontend's backend has no
+//!    usable server (the host renders `monitor fail if { nbsrv(B) lt 1 }`
+//!    for every frontend's backend; haproxy 2.6 configuration.txt, `monitor
+//!    fail` and `nbsrv`). A 503 counts as a failure only while a peer's
+//!    monitor answers 200 (the monitor binds every address so peers can
+//!    ask): a load balancer that lost its path to every master gives the VIP
+//!    to one that still reaches them (`haseed lab`'s `backends-lost`: 8.2-9.1
+//!    s in 4 trials, within haproxy's check window inter x fall = 9 s plus
+//!    the watcher's 0.5 s), but when every holder lost them the VIP stays
+//!    held (`backends-lost-everywhere`, 5 trials; it may move once, to a peer
+//!    whose checks saw the loss up to one `inter` later): nobody could serve,
+//!    and a VIP dropped by all would turn clients' immediate refusals into
+//!    ARP timeouts (~3 s per connect) and add a master-down interval (3 s)
+//!    to the recovery once the backends return. `haproxy_watch = false`
+//!    (settings) falls back to the whole-second keepalived check, which then
+//!    takes any HTTP answer (no `--fail`): a 503 must not put every holder
+//!    in FAULT.
 //! 4. keepalived crashing (parent and VRRP child SIGKILLed) leaves the VIP on
 //!    the dead node while the peer takes it: a duplicate VIP for ~5 s. The
 //!    `keepalived.service` drop-in removes the node's VIPs three adverts
@@ -98,10 +134,10 @@ pub(crate) const WATCH_SCRIPT_PATH: &str = "/usr/local/sbin/haseed-haproxy-watch
 pub(crate) const WATCH_SCRIPT: &str = include_str!("haproxy-watch.sh");
 pub(crate) const WATCH_UNIT: &str = "haseed-haproxy-watch.service";
 pub(crate) const WATCH_UNIT_PATH: &str = "/etc/systemd/system/haseed-haproxy-watch.service";
-/// Seconds between two questions, each question's curl timeout, and how many
-/// answers in a row change the state (decision 3's measurements).
-const WATCH_EVERY: &str = "0.1";
-const WATCH_TIMEOUT: &str = "0.2";
+/// Milliseconds between two questions, each question's timeout, and how
+/// many answers in a row change the state (decision 3's measurements).
+const WATCH_EVERY_MS: u32 = 100;
+const WATCH_TIMEOUT_MS: u32 = 200;
 const WATCH_FALL: u32 = 2;
 /// haproxy's own health answer, on loopback only.
 pub(crate) const MONITOR_NAME: &str = "haseed_monitor";
@@ -320,8 +356,8 @@ pub(crate) fn watch_command(port: u16, peers: &[String]) -> Vec<String> {
         port.to_string(),
         MONITOR_URI.into(),
         WATCH_TRACK_PATH.into(),
-        WATCH_EVERY.into(),
-        WATCH_TIMEOUT.into(),
+        WATCH_EVERY_MS.to_string(),
+        WATCH_TIMEOUT_MS.to_string(),
         WATCH_FALL.to_string(),
     ]
     .into_iter()
