@@ -318,6 +318,15 @@ fn bookworm_gets_a_first_boot_script_that_shellcheck_accepts() {
     std::fs::write(&path, &script).unwrap();
     sh(Command::new("shellcheck").args(["-s", "sh"]).arg(&path));
     let text = String::from_utf8(script).unwrap();
+    // The rename wizard is cancelled as userconf-pi's cancel-rename does:
+    // with it when the image has it, else the banner, the unit and the
+    // console login on tty1 (disabled by pi-gen's rename-user -f -s).
+    assert!(
+        text.contains("/usr/bin/cancel-rename 'pi'")
+            && text.contains("systemctl disable userconfig.service")
+            && text.contains("systemctl enable getty@tty1.service"),
+        "{text}"
+    );
     // No NoCloud seed on an image without cloud-init.
     let listing = sh(Command::new("mdir")
         .args(["-b", "-i"])
