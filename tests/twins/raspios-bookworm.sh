@@ -93,8 +93,9 @@ SH
   # first boot: takes its own word (and `quiet` when there is no `splash`) off
   # cmdline.txt, makes the host keys, fixes the disk id, reboots. Left out:
   # the progress dialogs (whiptail), custom.toml (needs python3-toml; haseed
-  # writes none), and the disk id change when there is no /dev/hwrng (qemu
-  # has none; sys-mods reads 4 bytes from it).
+  # writes none), and the disk id change when /dev/hwrng gives no 4 bytes
+  # (qemu has no hardware RNG; sys-mods would then write an empty id into
+  # fstab and cmdline.txt, seen in the twin's first run: "PARTUUID=-02").
   cat >"$sys/firstboot" <<'SH'
 #!/bin/bash
 # twin of raspberrypi-sys-mods firstboot (bookworm 3af395f); PID 1 on the first boot.
@@ -120,12 +121,12 @@ mount / -o remount,ro
 root_dev=/dev/$(lsblk -no pkname "$(findmnt / -no source)")
 boot_src=$(findmnt "$FWLOC" -no source)
 boot_num=$(cat "/sys/block/$(lsblk -no pkname "$boot_src")/$(lsblk -no kname "$boot_src")/partition")
-if [ "$boot_num" = 1 ] && [ -c /dev/hwrng ]; then
+new=$(dd if=/dev/hwrng bs=4 count=1 status=none 2>/dev/null | od -An -tx4 | cut -c2-9)
+if [ "$boot_num" = 1 ] && [ "${#new}" -eq 8 ]; then
   echo "firstboot: new disk id"
   old=$(fdisk -l "$root_dev" | sed -n 's/Disk identifier: 0x\([^ ]*\)/\1/p')
   mount -o remount,rw /
   mount -o remount,rw "$FWLOC"
-  new=$(dd if=/dev/hwrng bs=4 count=1 status=none | od -An -tx4 | cut -c2-9)
   if printf 'x\ni\n0x%s\nr\nw\n' "$new" | fdisk "$root_dev" >/dev/null; then
     sed -i "s/$old/$new/g" /etc/fstab
     sed -i "s/$old/$new/" "$FWLOC/cmdline.txt"
