@@ -16,6 +16,12 @@
 //! became; `checks::problems` and `card_problems` judge it.
 //!
 //! Needs root (CI runs as root). Under TCG the boot takes several minutes.
+//!
+//! `HASEED_TWIN_LAYOUT` picks another twin (default `raspios-trixie`, the one
+//! CI boots): `raspios-trixie-2025-10` (the first Trixie release) or
+//! `raspios-bookworm` (no cloud-init: a `raspios-legacy` node gets
+//! `firstrun.sh`, and the card boots three times). `tests/twins/run-twin.sh`
+//! runs them.
 
 #[path = "firstboot/checks.rs"]
 mod checks;
@@ -28,6 +34,62 @@ use std::process::Command;
 
 fn twins(name: &str) -> PathBuf {
     repo_root().join("tests/twins").join(name)
+}
+
+/// The twin to boot: `HASEED_TWIN_LAYOUT`, else the CI's.
+fn layout() -> String {
+    std::env::var("HASEED_TWIN_LAYOUT").unwrap_or_else(|_| "raspios-trixie".into())
+}
+
+/// Raspberry Pi OS Bookworm has no cloud-init: its node platform is
+/// `raspios-legacy` (haseed writes firstrun.sh) and first boot is judged by
+/// what firstrun.sh left behind.
+fn is_bookworm(layout: &str) -> bool {
+    layout == "raspios-bookworm"
+}
+
+/// firstrun.sh's own checks (Bookworm), from the report's `boot-*` lines:
+/// start-up finished without a failed unit, firstrun.sh removed itself and
+/// its command-line words (and raspberrypi-sys-mods' `init=` word is gone),
+/// and haseed's stage two (packages, services) ran and disabled itself.
+fn firstrun_problems(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    match report.all("boot-exit").next() {
+        Some("0") => {}
+        other => out.push(format!(
+            "systemd's start-up did not finish as running (is-system-running --wait exited {other:?})"
+        )),
+    }
+    match report.all("boot-cmdline").next() {
+        None => out.push("the report has no cmdline.txt".into()),
+        Some(c) => {
+            for w in c.split_whitespace() {
+                if w.starts_with("systemd.run")
+                    || w == "systemd.unit=kernel-command-line.target"
+                    || w.starts_with("init=")
+                {
+                    out.push(format!("cmdline.txt still has {w} after first boot: {c}"));
+                }
+            }
+        }
+    }
+    match report.all("boot-files").next() {
+        Some(f) if f.split_whitespace().any(|n| n == "firstrun.sh") => {
+            out.push("firstrun.sh is still on the boot partition (it did not finish)".into())
+        }
+        Some(_) => {}
+        None => out.push("the report does not list the boot partition".into()),
+    }
+    match report.all("firstboot-unit").next() {
+        Some(s) if s.ends_with(" success") && !s.starts_with("enabled") => {}
+        other => out.push(format!(
+            "haseed-firstboot.service (packages, services) is {other:?}, not run and disabled"
+        )),
+    }
+    if report.all("cloud-init-exit").next().is_some() {
+        out.push("cloud-init is installed on the Bookworm twin".into());
+    }
+    out
 }
 
 /// What logging in produced: boot-image.sh's `ssh-result` ("ok SECONDS" or
@@ -116,8 +178,27 @@ fn card_problems(
     out
 }
 
-/// The example site with its key replaced by `public_key`, written into `dir`.
-fn site_with_key(dir: &Path, public_key: &str) -> PathBuf {
+/// The console login, from what boot-image.sh read over SSH (`ssh-state`):
+/// the image build disabled getty@tty1 for the rename wizard (pi-gen
+/// export-image/01-user-rename); cancelling the wizard must enable it again,
+/// or the card has no login prompt on its screen. Judged on Bookworm, where
+/// firstrun.sh cancels the wizard.
+fn console_problems(ssh_state: &str) -> Vec<String> {
+    match ssh_state
+        .lines()
+        .find_map(|l| l.strip_prefix("getty@tty1: "))
+    {
+        Some(s) if s.starts_with("enabled") => vec![],
+        Some(s) => vec![format!(
+            "getty@tty1 is {s}: the rename wizard was not cancelled as userconf-pi's cancel-rename does (no console login)"
+        )],
+        None => vec!["the node's getty@tty1 state was not read (no login?)".into()],
+    }
+}
+
+/// The example site with its key replaced by `public_key` (and its Pi
+/// nodes on `platform`), written into `dir`.
+fn site_with_key(dir: &Path, public_key: &str, platform: &str) -> PathBuf {
     let text = std::fs::read_to_string(example("pi-k8s")).expect("example site");
     let mut replaced = 0;
     let edited: Vec<String> = text
@@ -126,6 +207,8 @@ fn site_with_key(dir: &Path, public_key: &str) -> PathBuf {
             if l.starts_with("ssh_authorized_keys") {
                 replaced += 1;
                 format!("ssh_authorized_keys = [{:?}]", public_key.trim())
+            } else if l.trim() == "platform = \"raspios\"" {
+                format!("platform = {platform:?}")
             } else {
                 l.to_string()
             }
@@ -181,9 +264,11 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     );
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
+    let layout = layout();
+    let bookworm = is_bookworm(&layout);
     let o = Command::new("sh")
         .arg(twins("make-twin.sh"))
-        .arg("raspios-trixie")
+        .arg(&layout)
         .output()
         .expect("make-twin.sh runs");
     assert!(o.status.success(), "make-twin.sh failed:\n{}", stderr(&o));
@@ -196,7 +281,12 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
 
     let tmp = tempfile::tempdir().unwrap();
     let (key, public) = keypair(tmp.path());
-    let site = site_with_key(tmp.path(), &public);
+    let platform = if bookworm {
+        "raspios-legacy"
+    } else {
+        "raspios"
+    };
+    let site = site_with_key(tmp.path(), &public, platform);
     let out = tmp.path().join("out");
     let o = build(&site, &out);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -226,6 +316,8 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
         .arg(&expect.gateway)
         .arg(&key)
         .args(["pi", &address, "1500"])
+        // Bookworm reboots twice: raspberrypi-sys-mods' firstboot, firstrun.sh.
+        .env("HASEED_TWIN_BOOTS", if bookworm { "3" } else { "1" })
         .output()
         .expect("boot-image.sh runs");
     let accel = std::fs::read_to_string(work.join("accel")).unwrap_or_default();
@@ -240,7 +332,8 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
             .trim(),
         stderr(&o)
     );
-    if let Ok(state) = std::fs::read_to_string(work.join("ssh-state")) {
+    let state = std::fs::read_to_string(work.join("ssh-state")).unwrap_or_default();
+    if !state.is_empty() {
         eprintln!("systemd's view of sshd after first boot:\n{state}");
     }
     let text = std::fs::read_to_string(work.join("report.txt")).unwrap_or_default();
@@ -255,8 +348,28 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     if let Some(up) = report.all("uptime").next() {
         eprintln!("cloud-init done (or its wait ended) {up} s after the kernel started");
     }
+    if let Ok(at) = std::fs::read_to_string(work.join("reported-at")) {
+        eprintln!(
+            "reported {} s after qemu first started ({} boots)",
+            at.trim(),
+            std::fs::read_to_string(work.join("boots"))
+                .unwrap_or_default()
+                .trim()
+        );
+    }
     let mut found = card_problems(&report, &login, "lb1", "pi", &address);
-    found.extend(problems(&report, &expect));
+    if bookworm {
+        // No cloud-init: its status checks are firstrun.sh's instead.
+        found.extend(
+            problems(&report, &expect)
+                .into_iter()
+                .filter(|p| !p.starts_with("cloud-init")),
+        );
+        found.extend(firstrun_problems(&report));
+        found.extend(console_problems(&state));
+    } else {
+        found.extend(problems(&report, &expect));
+    }
     Boot {
         found,
         diagnosis: diagnosis(Some(&report), &work),
@@ -400,6 +513,64 @@ fn the_card_checker_catches_each_failure() {
     ];
     for (from, to, want) in cases {
         let found = judge(&good.replace(from, to), &ok);
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "{to}: expected a problem containing {want:?}, got {found:?}"
+        );
+    }
+}
+
+#[test]
+fn the_console_checker_wants_getty_on_tty1() {
+    assert!(console_problems("ssh.service: x\ngetty@tty1: enabled active\n").is_empty());
+    let off = console_problems("getty@tty1: disabled inactive\n");
+    assert!(
+        off.len() == 1 && off[0].contains("getty@tty1 is disabled inactive"),
+        "{off:?}"
+    );
+    assert!(console_problems("")[0].contains("not read"));
+}
+
+/// firstrun.sh's checks (Bookworm): a report of a first boot that finished
+/// passes, and each way it did not is named.
+#[test]
+fn the_firstrun_checker_catches_each_failure() {
+    let good = "HASEED-REPORT-BEGIN\nboot-exit 0\n\
+        boot-cmdline console=serial0,115200 console=tty1 root=PARTUUID=7a5e3d01-02 rootfstype=ext4 fsck.repair=yes rootwait\n\
+        boot-files cmdline.txt config.txt issue.txt\nfirstboot-unit disabled success\n\
+        HASEED-REPORT-END\n";
+    let judge = |text: &str| firstrun_problems(&Report::parse(text).unwrap());
+    assert!(judge(good).is_empty(), "{:?}", judge(good));
+    let cases = [
+        ("boot-exit 0", "boot-exit 1", "did not finish as running"),
+        (
+            "rootwait\n",
+            "rootwait systemd.run=/boot/firmware/firstrun.sh\n",
+            "still has systemd.run=/boot/firmware/firstrun.sh",
+        ),
+        (
+            "rootwait\n",
+            "rootwait init=/usr/lib/raspberrypi-sys-mods/firstboot\n",
+            "still has init=",
+        ),
+        (
+            "issue.txt\n",
+            "issue.txt firstrun.sh\n",
+            "firstrun.sh is still on the boot partition",
+        ),
+        (
+            "firstboot-unit disabled success",
+            "firstboot-unit enabled exit-code",
+            "haseed-firstboot.service",
+        ),
+        (
+            "boot-exit 0",
+            "cloud-init-exit 0\nboot-exit 0",
+            "cloud-init is installed",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let found = judge(&good.replace(from, to));
         assert!(
             found.iter().any(|p| p.contains(want)),
             "{to}: expected a problem containing {want:?}, got {found:?}"

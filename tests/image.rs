@@ -129,7 +129,7 @@ fn trixie_image_carries_the_seed_and_nothing_else_changes() {
     let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
     assert_eq!(
         cmdline,
-        format!("console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait quiet ds=nocloud;i={id}\n")
+        format!("console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait quiet resize ds=nocloud;i={id}\n")
     );
     assert_eq!(
         mtype(&out, BOOT_OFFSET, "config.txt"),
@@ -318,6 +318,15 @@ fn bookworm_gets_a_first_boot_script_that_shellcheck_accepts() {
     std::fs::write(&path, &script).unwrap();
     sh(Command::new("shellcheck").args(["-s", "sh"]).arg(&path));
     let text = String::from_utf8(script).unwrap();
+    // The rename wizard is cancelled as userconf-pi's cancel-rename does:
+    // with it when the image has it, else the banner, the unit and the
+    // console login on tty1 (disabled by pi-gen's rename-user -f -s).
+    assert!(
+        text.contains("/usr/bin/cancel-rename 'pi'")
+            && text.contains("systemctl disable userconfig.service")
+            && text.contains("systemctl enable getty@tty1.service"),
+        "{text}"
+    );
     // No NoCloud seed on an image without cloud-init.
     let listing = sh(Command::new("mdir")
         .args(["-b", "-i"])
@@ -326,7 +335,7 @@ fn bookworm_gets_a_first_boot_script_that_shellcheck_accepts() {
     assert!(!listing.contains("user-data"), "{listing}");
     let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
     assert!(
-        cmdline.ends_with(" quiet systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"),
+        cmdline.ends_with(" quiet init=/usr/lib/raspberrypi-sys-mods/firstboot systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"),
         "{cmdline}"
     );
 
@@ -419,6 +428,160 @@ fn a_base_that_does_not_match_the_node_is_refused_and_nothing_is_left() {
         0,
         "nothing written"
     );
+}
+
+/// A base made by make-base.sh with `env` (MAKE_BASE_MARK, MAKE_BASE_ISSUE),
+/// raw, in its own file.
+fn base_with(dir: &Path, name: &str, layout: &str, env: &[(&str, &str)]) -> PathBuf {
+    let img = dir.join(format!("{name}.img"));
+    sh(Command::new("sh")
+        .arg(repo_root().join("tests/images/make-base.sh"))
+        .arg(&img)
+        .arg(layout)
+        .envs(env.iter().copied()));
+    img
+}
+
+/// The first Trixie release (2025-10-01) has no seed placeholders on its boot
+/// partition, like Bookworm; its issue.txt (the pi-gen commit) or, without
+/// one, cmdline.txt's `resize` tells it apart. It gets the whole NoCloud seed
+/// (its cloud-init reads user-data and meta-data from /boot/firmware), and a
+/// Bookworm node is refused on it, naming what it is.
+#[test]
+fn the_first_trixie_release_without_placeholders_is_trixie_and_gets_a_seed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let built = built(tmp.path(), &site);
+    let by_issue = base(tmp.path(), "raspios-trixie-2025-10", "xz");
+    let by_cmdline = base_with(
+        tmp.path(),
+        "no-issue",
+        "raspios-trixie-2025-10",
+        &[("MAKE_BASE_ISSUE", "none")],
+    );
+    for (what, base) in [("issue.txt", &by_issue), ("cmdline.txt", &by_cmdline)] {
+        let out = tmp.path().join(format!("lb1-{what}.img"));
+        let o = image(&[
+            "--node",
+            "lb1",
+            "--base",
+            s(base),
+            "-o",
+            s(&out),
+            s(&site),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(made[0]["base"], "raspios-trixie", "{what}: {made}");
+        assert_eq!(
+            made[0]["release"], "2025-10-01 (no seed placeholders)",
+            "{what}: {made}"
+        );
+        for f in ["user-data", "meta-data", "network-config"] {
+            assert_eq!(
+                mtype(&out, BOOT_OFFSET, f),
+                std::fs::read(built.join("lb1").join(f)).expect("built seed"),
+                "{what}: {f}"
+            );
+        }
+        let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "cmdline.txt")).unwrap();
+        assert!(
+            cmdline.contains(" rootwait quiet resize ds=nocloud;i=haseed-"),
+            "{what}: {cmdline}"
+        );
+        sh(Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(boot_partition(&out, tmp.path())));
+    }
+
+    // A Bookworm node on it: refused, and the message says what the base is.
+    let text = std::fs::read_to_string(&site)
+        .unwrap()
+        .replace("platform = \"raspios\"", "platform = \"raspios-legacy\"");
+    let legacy = tmp.path().join("legacy.toml");
+    std::fs::write(&legacy, text).unwrap();
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&by_issue),
+        "-o",
+        s(&tmp.path().join("refused.img")),
+        s(&legacy),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("needs Raspberry Pi OS Bookworm")
+            && err.contains("looks like Raspberry Pi OS Trixie")
+            && err.contains("release 2025-10-01")
+            && err.contains("issue.txt \"Raspberry Pi reference 2025-10-01\" (pi-gen 7dadcf1fc5ce1648ab09409ab978831690c9a955)"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("refused.img").exists());
+}
+
+/// A pi-gen commit in issue.txt that a release lists decides, even where
+/// the rest would say otherwise; a base that is neither Trixie nor Bookworm
+/// (no placeholders, no release's cmdline.txt word, an unknown commit) is
+/// refused with what it looks like: label, files, marks, issue.txt.
+#[test]
+fn issue_txt_decides_and_a_base_that_is_neither_release_is_described() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    // The 2025-10-01 Trixie commit, on a base without `resize`.
+    let known = base_with(
+        tmp.path(),
+        "known",
+        "raspios-trixie-2025-10",
+        &[("MAKE_BASE_MARK", "none")],
+    );
+    let out = tmp.path().join("lb1.img");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&known),
+        "-o",
+        s(&out),
+        s(&site),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let neither = base_with(
+        tmp.path(),
+        "neither",
+        "raspios-trixie-2025-10",
+        &[
+            ("MAKE_BASE_MARK", "none"),
+            (
+                "MAKE_BASE_ISSUE",
+                "2030-01-01 0123456789abcdef0123456789abcdef01234567",
+            ),
+        ],
+    );
+    let refused = tmp.path().join("neither-lb1.img");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&neither),
+        "-o",
+        s(&refused),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("node lb1 has platform raspios")
+            && err.contains("matches no supported base image")
+            && err.contains("label \"bootfs\", files cmdline.txt, config.txt, issue.txt")
+            && err.contains("no release's marks")
+            && err.contains("issue.txt \"Raspberry Pi reference 2030-01-01\" (pi-gen 0123456789abcdef0123456789abcdef01234567)"),
+        "{err}"
+    );
+    assert!(!refused.exists());
 }
 
 /// Broken bases: each gets its own clear error and leaves no file behind.

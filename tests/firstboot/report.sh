@@ -15,8 +15,19 @@ dirs="/etc /usr/local /var/lib/haseed"
 
 report() {
   echo "HASEED-REPORT-BEGIN"
-  timeout "${HASEED_REPORT_WAIT:-1500}" cloud-init status --wait >/dev/null 2>&1
-  echo "cloud-init-exit $?"
+  if command -v cloud-init >/dev/null 2>&1; then
+    timeout "${HASEED_REPORT_WAIT:-1500}" cloud-init status --wait >/dev/null 2>&1
+    echo "cloud-init-exit $?"
+  else
+    # No cloud-init (the Raspberry Pi OS Bookworm twin): first boot is over
+    # when systemd's start-up is (haseed's first-boot unit is part of it).
+    timeout "${HASEED_REPORT_WAIT:-1500}" systemctl is-system-running --wait >/dev/null 2>&1
+    echo "boot-exit $?"
+    echo "boot-cmdline $(cat /boot/firmware/cmdline.txt 2>&1)"
+    echo "boot-files $(find /boot/firmware -maxdepth 1 -type f -printf '%f ' 2>&1)"
+    echo "firstboot-unit $(systemctl is-enabled haseed-firstboot 2>&1) $(systemctl show -p Result --value haseed-firstboot 2>&1)"
+    tail -n 20 /var/log/haseed-firstrun.log 2>&1 | sed 's/^/firstrun-log /'
+  fi
   echo "uptime $(cut -d' ' -f1 /proc/uptime)"
   echo "hostname $(hostname)"
   echo "cloud-init-status-json-begin"

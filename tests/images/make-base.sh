@@ -6,22 +6,38 @@
 #
 #   make-base.sh OUT.img LAYOUT [IMAGE_MIB] [ROOT_DIR]
 #
-# LAYOUT: raspios-trixie | raspios-bookworm | ubuntu-raspi
+# LAYOUT: raspios-trixie | raspios-trixie-2025-10 | raspios-bookworm | ubuntu-raspi
 # IMAGE_MIB: total size (default 128); the boot partition is 64 MiB at 4 MiB,
 # the root partition takes the rest. ROOT_DIR: what the root file system holds
 # (default: a small tree).
+#
+# What tells a Raspberry Pi OS release on its boot partition (pi-gen, each
+# release's tag; images/raspios-*.toml): the seed placeholders (Trixie from
+# 2025-11-24), cmdline.txt's `resize` (Trixie) or
+# `init=/usr/lib/raspberrypi-sys-mods/firstboot` (Bookworm), and issue.txt
+# ("Raspberry Pi reference DATE", then "Generated using pi-gen, REPO, COMMIT,
+# STAGE"). To make a base that is none of them:
+#   MAKE_BASE_MARK    the cmdline.txt word instead of the layout's ("none": none)
+#   MAKE_BASE_ISSUE   issue.txt's "DATE COMMIT" instead of the layout's ("none": no issue.txt)
 set -eu
 out=$1
 layout=$2
 mib=${3:-128}
 rootdir=${4:-}
 
+# The dates and pi-gen commits are those of the release tags.
 case $layout in
-  raspios-trixie)   label=bootfs;      placeholders=yes ;;
-  raspios-bookworm) label=bootfs;      placeholders=no ;;
-  ubuntu-raspi)     label=system-boot; placeholders=yes ;;
+  raspios-trixie)         label=bootfs; placeholders=yes; mark=resize
+                          issue="2026-04-13 b80caf532a22578ab8b2cfaa2d0368080b509a31" ;;
+  raspios-trixie-2025-10) label=bootfs; placeholders=no; mark=resize
+                          issue="2025-10-01 7dadcf1fc5ce1648ab09409ab978831690c9a955" ;;
+  raspios-bookworm)       label=bootfs; placeholders=no; mark=init=/usr/lib/raspberrypi-sys-mods/firstboot
+                          issue="2025-10-01 58b9a6bd1e3af179df52d4085dfe481d1c62e8fc" ;;
+  ubuntu-raspi)           label=system-boot; placeholders=yes; mark=none; issue=none ;;
   *) echo "make-base.sh: unknown layout $layout" >&2; exit 2 ;;
 esac
+mark=${MAKE_BASE_MARK:-$mark}
+issue=${MAKE_BASE_ISSUE:-$issue}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -42,10 +58,17 @@ SFDISK
 mkfs.vfat -F 32 -s 1 -n "$label" -i 5452DD2B --invariant \
   --offset "$boot_start" "$out" $((boot_sectors / 2)) >/dev/null 2>&1
 
-printf 'console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait quiet\n' >"$work/cmdline.txt"
+words=quiet
+[ "$mark" = none ] || words="quiet $mark"
+printf 'console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait %s\n' "$words" >"$work/cmdline.txt"
 printf '[all]\narm_64bit=1\ndtparam=audio=on\n' >"$work/config.txt"
 printf 'not a kernel\n' >"$work/kernel8.img"
 mcopy -i "$out@@$((boot_start * 512))" "$work/cmdline.txt" "$work/config.txt" "$work/kernel8.img" ::
+if [ "$issue" != none ]; then
+  printf 'Raspberry Pi reference %s\nGenerated using pi-gen, https://github.com/RPi-Distro/pi-gen, %s, stage2\n' \
+    "${issue% *}" "${issue#* }" >"$work/issue.txt"
+  mcopy -i "$out@@$((boot_start * 512))" "$work/issue.txt" ::
+fi
 if [ "$placeholders" = yes ]; then
   printf '#cloud-config\n# placeholder of the stock image\n' >"$work/user-data"
   printf 'instance_id: rpios-image\n' >"$work/meta-data"

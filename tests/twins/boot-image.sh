@@ -26,6 +26,13 @@
 # removes on every exit path. Login is retried until it works or TIMEOUT_S
 # (default 1500) passes; once the node has reported (cloud-init done, so a
 # seed's runcmd has run: sshd is up by then or never will be), it gets 30 s more. The VM is killed at the end.
+#
+# HASEED_TWIN_BOOTS (default 1): how many times the VM may start. A first boot
+# that reboots (Raspberry Pi OS Bookworm: raspberrypi-sys-mods' firstboot,
+# then firstrun.sh) stops qemu (-no-reboot); while it has not reported, the VM
+# is started again with the command line read anew from the disk's
+# cmdline.txt, as the Pi firmware reads it at every boot. Earlier boots'
+# consoles are kept as console.N.log.
 set -eu
 [ $# -ge 7 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
 base=$1 card=$2 work=$3 gateway=$4 key=$5 user=$6 address=$7 limit=${8:-1500}
@@ -46,7 +53,8 @@ base_files="vmlinuz initrd.img"
 . "$(dirname "$0")/../firstboot/qemu.sh"
 
 mkdir -p "$work"
-for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state; do
+for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state \
+  boots reported-at console.1.log console.2.log console.3.log console.4.log bootfs.raw; do
   rm -f "${work:?}/$f"
 done
 printf '%s\n' "$append" >"$work/cmdline"
@@ -58,7 +66,7 @@ cleanup() {
   [ -z "$qpid" ] || kill "$qpid" 2>/dev/null || true
   ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
-  rm -f "$work/overlay.qcow2"
+  rm -f "$work/overlay.qcow2" "$work/bootfs.raw"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -70,17 +78,42 @@ test_net "$ns" "$gateway"
 
 echo "boot-image.sh: booting $card under $accel (limit ${limit}s); console: $work/console.log" >&2
 began=$(date +%s)
-netns=$ns vm "$accel" "$limit" "$work/console.log" "$work/report.txt" \
-  -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
-  -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-  -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >"$work/qemu.log" 2>&1 &
-qpid=$!
-
 elapsed() { echo $(( $(date +%s) - began )); }
 reported() { grep -q HASEED-REPORT-END "$work/report.txt" 2>/dev/null; }
+boots=0
+max_boots=${HASEED_TWIN_BOOTS:-1}
+start_vm() {
+  boots=$((boots + 1))
+  echo "$boots" >"$work/boots"
+  netns=$ns vm "$accel" "$(( limit - $(elapsed) ))" "$work/console.log" "$work/report.txt" \
+    -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >>"$work/qemu.log" 2>&1 &
+  qpid=$!
+}
+# After a reboot: cmdline.txt as the VM left it on partition 1.
+reread_cmdline() {
+  size=$(sfdisk --dump "$card" | sed -n 's/^[^ ]*1 : start= *[0-9]*, size= *\([0-9]*\),.*/\1/p' | head -n1)
+  qemu-img dd -f qcow2 -O raw bs=512 skip="$start" count="$size" if="$work/overlay.qcow2" of="$work/bootfs.raw"
+  append="$(mtype -i "$work/bootfs.raw" ::cmdline.txt | tr -d '\r' | head -n1) console=ttyS0"
+  rm -f "$work/bootfs.raw"
+  printf '%s\n' "$append" >>"$work/cmdline"
+}
+start_vm
+
 result=failed
 reported_at=''
-while kill -0 "$qpid" 2>/dev/null && [ "$(elapsed)" -lt "$limit" ]; do
+while [ "$(elapsed)" -lt "$limit" ]; do
+  if ! kill -0 "$qpid" 2>/dev/null; then
+    # The guest rebooted or powered off (qemu runs with -no-reboot).
+    if reported || [ "$boots" -ge "$max_boots" ]; then
+      break
+    fi
+    mv "$work/console.log" "$work/console.$boots.log"
+    echo "boot-image.sh: the VM rebooted ($boots of at most $max_boots boots); starting it again" >&2
+    reread_cmdline
+    start_vm
+  fi
   if ip netns exec "$ns" ssh -i "$key" -o BatchMode=yes -o ConnectTimeout=5 \
     -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$work/known_hosts" \
     -o LogLevel=ERROR "$user@$address" sudo -n true >>"$work/ssh.log" 2>&1; then
@@ -104,6 +137,8 @@ if ! reported; then
   echo "boot-image.sh: no report from the VM within ${limit}s" >&2
   exit 124
 fi
+# When the report was seen (seconds after qemu first started, to 5 s).
+elapsed >"$work/reported-at"
 # What systemd itself holds about sshd after first boot, next to the sshd
 # processes: a unit that lost track of its running daemon shows here (names,
 # state and main PID against the processes in its cgroup).
@@ -114,6 +149,7 @@ if [ "$result" = ok ]; then
     'for u in ssh.service sshd.service ssh.socket; do
        echo "$u: $(systemctl show -p Names,ActiveState,SubState,MainPID,UnitFileState,TriggeredBy "$u" | tr "\n" " ")"
      done
+     echo "getty@tty1: $(systemctl is-enabled getty@tty1.service 2>&1) $(systemctl is-active getty@tty1.service 2>&1)"
      echo "sshd processes: $(pgrep -d " " -x sshd) (cgroups: $(for p in $(pgrep -x sshd); do cut -d: -f3 /proc/$p/cgroup; done | sort -u | tr "\n" " "))"
      sudo -n journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -E "Reload|ssh" | tail -n 30' \
     >"$work/ssh-state" 2>&1 || echo "boot-image.sh: reading the node's ssh state failed (see $work/ssh-state)" >&2

@@ -34,7 +34,9 @@ diskid=7a5e3d01
 # shellcheck disable=SC1090 # the layout, checked on its own
 . "$here/$layout.sh"
 
-key=$(cat "$0" "$here/$layout.sh" "$fb/offline-repo.sh" "$fb/report.sh" "$fb/haseed-report.service" \
+# layout_inputs: other files a layout reads (a layout built on another).
+# shellcheck disable=SC2086 # a list of paths
+key=$(cat "$0" "$here/$layout.sh" ${layout_inputs:-} "$fb/offline-repo.sh" "$fb/report.sh" "$fb/haseed-report.service" \
   "$here/twin-report.conf" | sha256sum | cut -c1-16)
 dir=$cache/$layout-$key
 
@@ -69,7 +71,7 @@ echo "make-twin.sh: building the $layout twin in $dir (once; several minutes)" >
 #      after its report so the test can log in over SSH.
 mmdebstrap --mode=root --variant=apt --include="$layout_packages" \
   --customize-hook="sh '$fb/offline-repo.sh' \"\$1\" $seeded" \
-  --customize-hook=". '$here/$layout.sh' && layout_customize \"\$1\" $diskid" \
+  --customize-hook="here='$here' && . '$here/$layout.sh' && layout_customize \"\$1\" $diskid" \
   --customize-hook="install -m 0755 '$fb/report.sh' \"\$1/usr/local/sbin/haseed-report\"" \
   --customize-hook="install -m 0644 '$fb/haseed-report.service' \"\$1/etc/systemd/system/haseed-report.service\"" \
   --customize-hook="mkdir -p \"\$1/etc/systemd/system/haseed-report.service.d\" && install -m 0644 '$here/twin-report.conf' \"\$1/etc/systemd/system/haseed-report.service.d/twin.conf\"" \
@@ -111,7 +113,9 @@ ls "$tmp" >"$tmp/ready"
 rm -rf "$dir"
 mv "$tmp" "$dir"
 # Twins built from older versions of these files are not used again.
+# (Only this layout's: raspios-trixie-* also matches raspios-trixie-2025-10-*.)
 for old in "$cache/$layout"-*/; do
+  [ "$(cat "${old}layout" 2>/dev/null)" = "$layout" ] || continue
   [ "${old%/}" = "$dir" ] || rm -rf "${old%/}"
 done
 trap - EXIT INT TERM

@@ -24,6 +24,9 @@ layout_boot_mib=512
 layout_align_mib=8
 layout_root_label=rootfs
 layout_first_user=pi
+# stage1/01-sys-tweaks/00-run.sh: how the first user is created when no
+# password is set (--disabled-login since pi-gen 4b9cd15c, 2026-04-13 images).
+trixie_adduser=--disabled-login
 
 # twin_unit NAME: writes a systemd unit from stdin into the tree.
 twin_unit() {
@@ -53,7 +56,7 @@ layout_customize() {
   # password set, then locked again in stage2.
   printf 'proc            /proc           proc    defaults          0       0\nPARTUUID=%s-01  /boot/firmware  vfat    defaults          0       2\nPARTUUID=%s-02  /               ext4    defaults,noatime  0       1\n' \
     "$diskid" "$diskid" >"$tree/etc/fstab"
-  chroot "$tree" adduser --disabled-login --gecos "" "$layout_first_user"
+  chroot "$tree" adduser "$trixie_adduser" --gecos "" "$layout_first_user"
   echo "root:root" | chroot "$tree" chpasswd
 
   # --- stage1/02-net-tweaks: hostname, and `raspi-config nonint do_net_names 1`
@@ -81,44 +84,7 @@ layout_customize() {
   mkdir -p "$tree/var/lib/NetworkManager"
   printf '[main]\nWirelessEnabled=false\n' >"$tree/var/lib/NetworkManager/NetworkManager.state"
 
-  # --- stage2/04-cloud-init: the NoCloud placeholders on the boot partition
-  # (mode 755 as installed there; FAT keeps no modes): user-data is only a
-  # header and comments, meta-data says dsmode local and the misspelt
-  # `instance_id: rpios-image`, network-config is all comments.
-  printf '#cloud-config\n\n# Placeholder of the stock image: first-boot settings go here\n# (cloud-init user-data). Everything below is an example.\n#hostname: raspberrypi\n' \
-    >"$tree/boot/firmware/user-data"
-  printf '# Placeholder of the stock image (NoCloud meta-data).\ndsmode: local\ninstance_id: rpios-image\n' \
-    >"$tree/boot/firmware/meta-data"
-  printf '# Placeholder of the stock image (netplan v2). If first boot needs the\n# network, mark an interface required ("optional: false").\n#network:\n#  version: 2\n#  ethernets:\n#    eth0:\n#      dhcp4: true\n#      optional: true\n' \
-    >"$tree/boot/firmware/network-config"
-  # rpi-cloud-init-mods (not public): how Pi OS points NoCloud at
-  # /boot/firmware is not known. The twin's reading: NoCloud is the only
-  # datasource, its seed directory is the mounted boot partition (so user-data,
-  # meta-data and network-config are read from there, and /boot/firmware must
-  # be mounted before cloud-init-local), and the distro settings are cloud-init's
-  # own raspberry-pi-os variant (config/cloud.cfg.tmpl, 25.2 on): netplan
-  # rendering to NetworkManager, default user pi.
-  mkdir -p "$tree/etc/cloud/cloud.cfg.d" "$tree/var/lib/cloud/seed"
-  ln -sfn /boot/firmware "$tree/var/lib/cloud/seed/nocloud"
-  cat >"$tree/etc/cloud/cloud.cfg.d/50-twin-raspios.cfg" <<'CFG'
-# haseed twin of Raspberry Pi OS Trixie (tests/twins/README.md): NoCloud from
-# the boot partition, netplan -> NetworkManager as cloud-init's raspberry-pi-os
-# variant configures it.
-datasource_list: [NoCloud, None]
-system_info:
-  default_user:
-    name: pi
-    lock_passwd: true
-    groups: [adm, dialout, cdrom, audio, users, sudo, video, games, plugdev, input, gpio, spi, i2c, netdev, render]
-    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
-    shell: /bin/bash
-  network:
-    renderers: ['netplan', 'network-manager']
-    activators: ['netplan', 'network-manager']
-CFG
-  mkdir -p "$tree/etc/systemd/system/cloud-init-local.service.d"
-  printf '[Unit]\n# The seed directory is the boot partition (twin of rpi-cloud-init-mods).\nRequiresMountsFor=/boot/firmware\n' \
-    >"$tree/etc/systemd/system/cloud-init-local.service.d/twin-seed.conf"
+  trixie_cloud_init
 
   # --- export-image/01-user-rename: `rename-user -f -s` (userconf-pi). On Lite
   # (no lightdm: raspi-config's get_boot_cli says console) it adds an sshd
@@ -186,4 +152,47 @@ UNIT
   echo uninitialized >"$tree/etc/machine-id"
   ln -nsf /proc/mounts "$tree/etc/mtab"
   find "$tree/var/log/" -type f -exec cp /dev/null {} \;
+}
+
+# stage2/04-cloud-init, a function of its own: the release before 2025-11-24
+# differs here (raspios-trixie-2025-10.sh redefines it).
+trixie_cloud_init() {
+  # --- stage2/04-cloud-init: the NoCloud placeholders on the boot partition
+  # (mode 755 as installed there; FAT keeps no modes): user-data is only a
+  # header and comments, meta-data says dsmode local and the misspelt
+  # `instance_id: rpios-image`, network-config is all comments.
+  printf '#cloud-config\n\n# Placeholder of the stock image: first-boot settings go here\n# (cloud-init user-data). Everything below is an example.\n#hostname: raspberrypi\n' \
+    >"$tree/boot/firmware/user-data"
+  printf '# Placeholder of the stock image (NoCloud meta-data).\ndsmode: local\ninstance_id: rpios-image\n' \
+    >"$tree/boot/firmware/meta-data"
+  printf '# Placeholder of the stock image (netplan v2). If first boot needs the\n# network, mark an interface required ("optional: false").\n#network:\n#  version: 2\n#  ethernets:\n#    eth0:\n#      dhcp4: true\n#      optional: true\n' \
+    >"$tree/boot/firmware/network-config"
+  # rpi-cloud-init-mods (not public): how Pi OS points NoCloud at
+  # /boot/firmware is not known. The twin's reading: NoCloud is the only
+  # datasource, its seed directory is the mounted boot partition (so user-data,
+  # meta-data and network-config are read from there, and /boot/firmware must
+  # be mounted before cloud-init-local), and the distro settings are cloud-init's
+  # own raspberry-pi-os variant (config/cloud.cfg.tmpl, 25.2 on): netplan
+  # rendering to NetworkManager, default user pi.
+  mkdir -p "$tree/etc/cloud/cloud.cfg.d" "$tree/var/lib/cloud/seed"
+  ln -sfn /boot/firmware "$tree/var/lib/cloud/seed/nocloud"
+  cat >"$tree/etc/cloud/cloud.cfg.d/50-twin-raspios.cfg" <<'CFG'
+# haseed twin of Raspberry Pi OS Trixie (tests/twins/README.md): NoCloud from
+# the boot partition, netplan -> NetworkManager as cloud-init's raspberry-pi-os
+# variant configures it.
+datasource_list: [NoCloud, None]
+system_info:
+  default_user:
+    name: pi
+    lock_passwd: true
+    groups: [adm, dialout, cdrom, audio, users, sudo, video, games, plugdev, input, gpio, spi, i2c, netdev, render]
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+    shell: /bin/bash
+  network:
+    renderers: ['netplan', 'network-manager']
+    activators: ['netplan', 'network-manager']
+CFG
+  mkdir -p "$tree/etc/systemd/system/cloud-init-local.service.d"
+  printf '[Unit]\n# The seed directory is the boot partition (twin of rpi-cloud-init-mods).\nRequiresMountsFor=/boot/firmware\n' \
+    >"$tree/etc/systemd/system/cloud-init-local.service.d/twin-seed.conf"
 }

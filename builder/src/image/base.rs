@@ -17,6 +17,40 @@ pub enum SeedKind {
     Firstrun,
 }
 
+/// How a release's image build creates the first user (pi-gen
+/// `stage1/01-sys-tweaks/00-run.sh`, when no password is set). Either way
+/// cloud-init skips an existing user, so the seed fixes its shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstUser {
+    /// `adduser --disabled-password`: a bash shell, no password.
+    PasswordDisabled,
+    /// `adduser --disabled-login`: the nologin shell (pi-gen 4b9cd15c).
+    LoginDisabled,
+}
+
+/// One release of a base image, as its stock boot partition shows it: what
+/// `haseed image` identifies a base by (the boot partition only; the root
+/// file system is never read).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub name: String,
+    /// The pi-gen commits the release's images were built from, as their
+    /// `issue.txt` names them. A base whose issue.txt names one of these is
+    /// that release, whatever else it looks like.
+    #[serde(default)]
+    pub pi_gen_commits: Vec<String>,
+    /// The seed placeholders its boot partition carries; empty: it carries
+    /// none (neither user-data nor meta-data).
+    #[serde(default)]
+    pub placeholders: Vec<String>,
+    /// Words its stock cmdline.txt carries that tell it from the others.
+    #[serde(default)]
+    pub cmdline_words: Vec<String>,
+    pub first_user: FirstUser,
+}
+
 /// One supported base image.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,8 +65,14 @@ pub struct BaseImage {
     pub boot_partition: u8,
     pub boot_labels: Vec<String>,
     pub boot_files: Vec<String>,
+    /// Without `releases`: the placeholders the stock boot partition
+    /// carries, exactly (none: neither user-data nor meta-data).
     #[serde(default)]
     pub placeholders: Vec<String>,
+    /// The releases it covers, each with how its boot partition looks;
+    /// when given, these identify the base instead of `placeholders`.
+    #[serde(default)]
+    pub releases: Vec<Release>,
     /// Words appended to cmdline.txt, with `{instance_id}` and
     /// `{firstrun_path}` substituted.
     pub cmdline: Vec<String>,
@@ -71,6 +111,15 @@ pub fn all() -> anyhow::Result<Vec<BaseImage>> {
                 b.seed == SeedKind::Nocloud || b.firstrun_path.is_some(),
                 "{path}: a firstrun image needs firstrun_path"
             );
+            for r in &b.releases {
+                for c in &r.pi_gen_commits {
+                    anyhow::ensure!(
+                        c.len() == 40 && c.bytes().all(|x| x.is_ascii_hexdigit()),
+                        "{path}: release {}: pi_gen_commits holds {c:?}, not a full 40-digit commit",
+                        r.name
+                    );
+                }
+            }
             Ok(b)
         })
         .collect()

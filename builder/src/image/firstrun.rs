@@ -187,8 +187,20 @@ pub fn script(job: &Job<'_>, desc: &BaseImage, _old_cmdline: &str) -> anyhow::Re
         Some("root:root"),
         b"PasswordAuthentication no\n",
     );
-    s.push_str("rm -f /etc/ssh/sshd_config.d/rename_user.conf\n");
-    s.push_str("systemctl disable userconfig.service 2>/dev/null || true\n");
+    // The rename wizard, cancelled the way userconf-pi's `cancel-rename`
+    // does it (userconf-pi ca2620a3; Raspberry Pi Imager's firstrun.sh
+    // reaches it through /usr/lib/userconf-pi/userconf): the sshd banner
+    // gone, userconfig.service off and the console login back on tty1,
+    // which `rename-user -f -s` disabled at image build (pi-gen
+    // export-image/01-user-rename). Without the last step the card boots
+    // with no login prompt on its screen. cancel-rename itself when the
+    // image has it (it also sets the boot behaviour and removes the
+    // Desktop's piwiz autostart); these steps when it is missing or fails.
+    let _ = writeln!(
+        s,
+        "if ! {{ [ -x /usr/bin/cancel-rename ] && /usr/bin/cancel-rename {}; }}; then\n  rm -f /etc/ssh/sshd_config.d/rename_user.conf /etc/xdg/autostart/piwiz.desktop\n  systemctl disable userconfig.service 2>/dev/null || true\n  systemctl enable getty@tty1.service\nfi",
+        sq(user)
+    );
     s.push_str("systemctl enable ssh\n\n");
 
     s.push_str("# Static address (NetworkManager keyfile).\n");

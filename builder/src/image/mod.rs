@@ -53,6 +53,8 @@ pub struct Made {
     pub output: PathBuf,
     pub base: String,
     pub seed: &'static str,
+    /// The base's release, when its description lists releases.
+    pub release: Option<String>,
     pub instance_id: String,
     pub cmdline: String,
     pub image_bytes: u64,
@@ -433,31 +435,38 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
     let part = disk::fat_partition(raw, len, desc.boot_partition)?;
     let checked = disk::check_fat(raw, &part)?;
     let fs = disk::open_fat(raw, &part)?;
-    let label = disk::label(&fs);
-    let looks_like = identify(&fs, &label, all);
-    let matches = looks_like.iter().any(|b| b.name == desc.name);
-    if !matches {
-        let what = if looks_like.is_empty() {
-            format!(
-                "its boot partition (label {label:?}) matches no supported base image ({})",
-                all.iter()
-                    .map(|b| b.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            format!(
-                "its boot partition (label {label:?}) looks like {} (platform {})",
-                looks_like[0].description, looks_like[0].platform
-            )
-        };
-        bail!(
-            "node {} has platform {}, which needs {}, but {what}; pick the base image that matches the node's platform, or change the node's platform",
-            job.node,
-            desc.platform,
-            desc.description
-        );
-    }
+    let looks = Looks::read(&fs, all);
+    let matched = identify(&looks, all);
+    let release = match matched.iter().find(|m| m.base.name == desc.name) {
+        Some(m) => m.release.map(|r| r.name.clone()),
+        None => {
+            let what = match matched.first() {
+                None => format!(
+                    "its boot partition matches no supported base image ({}); it has {}",
+                    all.iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    looks.describe()
+                ),
+                Some(m) => format!(
+                    "its boot partition looks like {}{} (platform {}): it has {}",
+                    m.base.description,
+                    m.release
+                        .map(|r| format!(", release {}", r.name))
+                        .unwrap_or_default(),
+                    m.base.platform,
+                    looks.describe()
+                ),
+            };
+            bail!(
+                "node {} has platform {}, which needs {}, but {what}; pick the base image that matches the node's platform, or change the node's platform",
+                job.node,
+                desc.platform,
+                desc.description
+            );
+        }
+    };
     for f in &desc.boot_files {
         if !disk::exists(&fs, f) {
             bail!(
@@ -511,26 +520,187 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
             SeedKind::Nocloud => "nocloud",
             SeedKind::Firstrun => "firstrun",
         },
+        release,
         instance_id: id,
         cmdline: cmdline.trim_end().to_string(),
         image_bytes: len,
     })
 }
 
-/// The descriptions a boot partition matches: label, boot files, and the
-/// NoCloud placeholders present exactly when the description expects them.
-fn identify<'b>(fs: &disk::Fat<'_>, label: &str, all: &'b [BaseImage]) -> Vec<&'b BaseImage> {
-    let has_seed_files = ["user-data", "meta-data"]
-        .iter()
-        .all(|f| disk::exists(fs, f));
-    all.iter()
-        .filter(|b| b.boot_labels.iter().any(|l| l.eq_ignore_ascii_case(label)))
-        .filter(|b| {
-            if b.placeholders.is_empty() {
-                !has_seed_files
-            } else {
-                b.placeholders.iter().all(|f| disk::exists(fs, f))
+/// What a boot partition shows of its release: what identification goes
+/// by, and what a refusal names.
+struct Looks {
+    label: String,
+    /// The files any description names (boot files, placeholders) and
+    /// issue.txt, those that are there.
+    files: Vec<String>,
+    cmdline: Vec<String>,
+    /// The words of cmdline.txt any release is told by.
+    marks: Vec<String>,
+    /// issue.txt's first line: pi-gen's "PI_GEN_RELEASE IMG_DATE".
+    issue_release: Option<String>,
+    /// The pi-gen commit issue.txt's second line names.
+    issue_commit: Option<String>,
+}
+
+/// pi-gen's release note on the boot partition (export-image/05-finalise
+/// copies /etc/rpi-issue there; scripts/common `update_issue` writes it).
+const ISSUE: &str = "issue.txt";
+/// The most of issue.txt read (pi-gen's is two short lines).
+const ISSUE_MAX: u64 = 4096;
+
+impl Looks {
+    fn read(fs: &disk::Fat<'_>, all: &[BaseImage]) -> Looks {
+        let mut names: Vec<&str> = vec![ISSUE];
+        for b in all {
+            names.extend(b.boot_files.iter().map(String::as_str));
+            names.extend(b.placeholders.iter().map(String::as_str));
+            for r in &b.releases {
+                names.extend(r.placeholders.iter().map(String::as_str));
             }
+        }
+        names.sort_unstable();
+        names.dedup();
+        let files: Vec<String> = names
+            .into_iter()
+            .filter(|f| disk::exists(fs, f))
+            .map(str::to_string)
+            .collect();
+        // The size of cmdline.txt was capped by the FAT check; a base
+        // without one is refused later, naming it.
+        let cmdline: Vec<String> = disk::read(fs, "cmdline.txt")
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let marks = all
+            .iter()
+            .flat_map(|b| &b.releases)
+            .flat_map(|r| &r.cmdline_words)
+            .filter(|w| cmdline.contains(w))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let issue = read_head(fs, ISSUE, ISSUE_MAX).unwrap_or_default();
+        let mut lines = issue.lines().map(str::trim);
+        let issue_release = lines.next().filter(|l| !l.is_empty()).map(str::to_string);
+        let issue_commit = lines.next().and_then(|l| {
+            l.split(',')
+                .map(str::trim)
+                .find(|w| w.len() == 40 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_ascii_lowercase)
+        });
+        Looks {
+            label: disk::label(fs),
+            files,
+            cmdline,
+            marks,
+            issue_release,
+            issue_commit,
+        }
+    }
+
+    /// "label "bootfs", files ..., cmdline.txt with ..., issue.txt ...".
+    fn describe(&self) -> String {
+        let mut d = format!("label {:?}", self.label);
+        if self.files.is_empty() {
+            d.push_str(", none of the files a Raspberry Pi boot partition has");
+        } else {
+            d.push_str(&format!(", files {}", self.files.join(", ")));
+        }
+        if !self.cmdline.is_empty() {
+            if self.marks.is_empty() {
+                d.push_str(", a cmdline.txt with no release's marks (neither `resize` nor `init=...firstboot`)");
+            } else {
+                d.push_str(&format!(", cmdline.txt with {}", self.marks.join(" ")));
+            }
+        }
+        match (&self.issue_release, &self.issue_commit) {
+            (Some(r), Some(c)) => d.push_str(&format!(", issue.txt {r:?} (pi-gen {c})")),
+            (Some(r), None) => d.push_str(&format!(", issue.txt {r:?}")),
+            _ => {}
+        }
+        d
+    }
+}
+
+/// The first `max` bytes of a file on the boot partition, as text.
+fn read_head(fs: &disk::Fat<'_>, name: &str, max: u64) -> Option<String> {
+    let f = fs.root_dir().open_file(name).ok()?;
+    let mut v = Vec::new();
+    f.take(max).read_to_end(&mut v).ok()?;
+    Some(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// A description a boot partition matches, and which of its releases.
+struct Match<'b> {
+    base: &'b BaseImage,
+    release: Option<&'b base::Release>,
+}
+
+/// The descriptions a boot partition matches. A pi-gen commit in issue.txt
+/// that a release lists decides alone (the image says what it is). Otherwise
+/// by the label and how the release looks: its placeholders, exactly (none
+/// means neither user-data nor meta-data), and its cmdline.txt words; a
+/// description without releases by its placeholders alone.
+fn identify<'b>(looks: &Looks, all: &'b [BaseImage]) -> Vec<Match<'b>> {
+    let has = |f: &str| looks.files.iter().any(|x| x == f);
+    let by_label = || {
+        all.iter().filter(|b| {
+            b.boot_labels
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(&looks.label))
+        })
+    };
+    if let Some(commit) = &looks.issue_commit {
+        let known: Vec<Match<'b>> = by_label()
+            .flat_map(|b| {
+                b.releases
+                    .iter()
+                    .filter(|r| {
+                        r.pi_gen_commits
+                            .iter()
+                            .any(|c| c.eq_ignore_ascii_case(commit))
+                    })
+                    .map(move |r| Match {
+                        base: b,
+                        release: Some(r),
+                    })
+            })
+            .collect();
+        if !known.is_empty() {
+            return known;
+        }
+    }
+    let placeholders_match = |p: &[String]| {
+        if p.is_empty() {
+            !has("user-data") && !has("meta-data")
+        } else {
+            p.iter().all(|f| has(f))
+        }
+    };
+    by_label()
+        .filter_map(|b| {
+            if b.releases.is_empty() {
+                return placeholders_match(&b.placeholders).then_some(Match {
+                    base: b,
+                    release: None,
+                });
+            }
+            b.releases
+                .iter()
+                .find(|r| {
+                    placeholders_match(&r.placeholders)
+                        && r.cmdline_words.iter().all(|w| looks.cmdline.contains(w))
+                })
+                .map(|r| Match {
+                    base: b,
+                    release: Some(r),
+                })
         })
         .collect()
 }
