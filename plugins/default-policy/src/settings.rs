@@ -9,11 +9,7 @@ pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys
 (/usr/bin/systemctl is-active --quiet haproxy), how keepalived checks that haproxy runs; \
 \"failover\": true (default) or false, event-driven failover (haproxy.service and \
 keepalived.service drop-ins, a keepalived track file written by haproxy's start/stop hooks, an \
-watcher of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
-\"haproxy_watch\": true (default) or false, with failover: a watcher (haseed-haproxy-watch.service, \
-curl every 0.1 s) that gives the VIP up within 1 s when haproxy hangs or has no usable server while \
-a peer has; false falls back to a keepalived HTTP check of the monitor-uri every second (a hang \
-seen in 2-4 s, lost backends not seen); \
+HTTP check of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
 \"advert_int_ms\": VRRP advert interval in ms (default 1000: a holder stalled for less than three \
 adverts keeps the VIP; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
@@ -144,8 +140,6 @@ pub struct Settings {
     /// public address (issue 19: the EIP was not in certSANs, so kubectl
     /// through it failed TLS verification).
     pub apiserver_cert_sans: Vec<String>,
-    /// The watcher of haproxy's monitor URI (`failover.rs`, decision 3).
-    pub haproxy_watch: bool,
 }
 
 impl Default for Settings {
@@ -163,7 +157,6 @@ impl Default for Settings {
             galera_cluster_name: None,
             failover: true,
             apiserver_cert_sans: Vec::new(),
-            haproxy_watch: true,
         }
     }
 }
@@ -171,8 +164,7 @@ impl Default for Settings {
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
 kubernetes_key_fingerprint, \
-apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover, \
-haproxy_watch";
+apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover";
 
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
@@ -192,7 +184,6 @@ impl Settings {
                 "advert_int_ms" => advert = Some(field(&key, value)?),
                 "priority" => priority = Some(field(&key, value)?),
                 "failover" => settings.failover = field(&key, value)?,
-                "haproxy_watch" => settings.haproxy_watch = field(&key, value)?,
                 "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
                 "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
                 "kubernetes_key_fingerprint" => {
