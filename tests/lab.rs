@@ -289,14 +289,23 @@ fn a_stall_moves_the_vip_when_adverts_are_sub_second() {
     assert!(!ok, "{json}");
     let stalls = scenario(&json, "vrrp-stall");
     assert_eq!(stalls.len(), 2, "{json}");
+    // Every trial fails; at least one shows the cause itself. The sampler
+    // reads each holder's addresses with `ip` (four processes a sample), so
+    // on a loaded 2-core machine a ~150 ms double hold can fall between two
+    // samples while the reset it causes still shows as a failed probe (CI,
+    // stop 27: "1 failed probes").
+    let mut caused = 0;
     for t in stalls {
         assert_eq!(t["passed"], false, "{t}");
         let why = t["why"].as_str().expect("why");
-        assert!(
-            why.contains("the VIP moved") || why.contains("VIP held twice"),
-            "{why}"
-        );
+        if why.contains("the VIP moved") || why.contains("VIP held twice") {
+            caused += 1;
+        }
     }
+    assert!(
+        caused >= 1,
+        "no trial saw the VIP move or held twice: {json}"
+    );
 }
 
 /// A site plugin that removes keepalived's tracking (plugins/drop-tracking:

@@ -956,19 +956,23 @@ impl Lab {
             STALL.as_millis(),
             r.max_latency_ms
         ));
-        r.why = if r.vip_moves > 0 {
-            Some(format!(
+        // Every finding is named, the cause first: a move or a VIP held
+        // twice explains the failed probes that follow from it.
+        let mut found = Vec::new();
+        if r.vip_moves > 0 {
+            found.push(format!(
                 "the VIP moved ({} moves) although {name} only stalled {} ms",
                 r.vip_moves,
                 STALL.as_millis()
-            ))
-        } else if r.failed_probes > 0 {
-            Some(format!("{} failed probes", r.failed_probes))
-        } else if r.duplicate_vip_ms > 0.0 {
-            Some(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms))
-        } else {
-            None
-        };
+            ));
+        }
+        if r.duplicate_vip_ms > 0.0 {
+            found.push(format!("VIP held twice for {:.1} ms", r.duplicate_vip_ms));
+        }
+        if r.failed_probes > 0 {
+            found.push(format!("{} failed probes", r.failed_probes));
+        }
+        r.why = (!found.is_empty()).then(|| found.join("; "));
         r.passed = r.why.is_none();
         self.settle(topo)?;
         Ok(r)
