@@ -278,15 +278,21 @@ fn all_nodes_from_one_pass_each_with_its_identity() {
     }
 }
 
-#[test]
-fn ubuntu_image_uses_system_boot() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+/// The example site with every node on Ubuntu for Raspberry Pi.
+fn ubuntu_site(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(example("pi-k8s"))
         .unwrap()
         .replace("platform = \"raspios\"", "platform = \"ubuntu-raspi\"")
         .replace("user = \"pi\"", "user = \"ubuntu\"");
-    let site = tmp.path().join("site.toml");
+    let site = dir.join("site.toml");
     std::fs::write(&site, text).unwrap();
+    site
+}
+
+#[test]
+fn ubuntu_image_uses_system_boot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = ubuntu_site(tmp.path());
     let base = base(tmp.path(), "ubuntu-raspi", "gz");
     let out = tmp.path().join("lb2.img");
     let o = image(&["--node", "lb2", "--base", s(&base), "-o", s(&out), s(&site)]);
@@ -298,6 +304,101 @@ fn ubuntu_image_uses_system_boot() {
     sh(Command::new("fsck.vfat")
         .arg("-n")
         .arg(boot_partition(&out, tmp.path())));
+}
+
+/// Ubuntu 25.10's A/B boot: config.txt says `[all] os_prefix=current/`, so
+/// the firmware reads current/cmdline.txt and the seed's words go there; the
+/// root gets no cmdline.txt (nothing reads one). A base whose prefix has no
+/// cmdline.txt is refused naming the config.txt line, and a broken chain in
+/// a subdirectory is refused like one at the root.
+#[test]
+fn ubuntu_ab_boot_gets_the_seed_words_in_current() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = ubuntu_site(tmp.path());
+    let ab = base(tmp.path(), "ubuntu-raspi-ab", "");
+    let out = tmp.path().join("lb2.img");
+    let o = image(&[
+        "--node",
+        "lb2",
+        "--base",
+        s(&ab),
+        "-o",
+        s(&out),
+        "--json",
+        s(&site),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        made[0]["release"], "25.10 and later (A/B boot, current/)",
+        "{made}"
+    );
+    let cmdline = String::from_utf8(mtype(&out, BOOT_OFFSET, "current/cmdline.txt")).unwrap();
+    assert!(cmdline.contains(" ds=nocloud;i=haseed-"), "{cmdline}");
+    assert_eq!(made[0]["cmdline"].as_str(), Some(cmdline.trim_end()));
+    let root = sh(Command::new("mdir")
+        .arg("-b")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", out.display()))
+        .arg("::"));
+    assert!(
+        !root.to_ascii_lowercase().contains("::/cmdline.txt"),
+        "no cmdline.txt at the root: {root}"
+    );
+    let nc = String::from_utf8(mtype(&out, BOOT_OFFSET, "network-config")).unwrap();
+    assert!(nc.contains("renderer: networkd"), "{nc}");
+    sh(Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(boot_partition(&out, tmp.path())));
+
+    // current/ without its cmdline.txt: refused, naming the line.
+    let bare = tmp.path().join("bare.img");
+    std::fs::copy(&ab, &bare).unwrap();
+    sh(Command::new("mdel")
+        .arg("-i")
+        .arg(format!("{}@@{BOOT_OFFSET}", bare.display()))
+        .arg("::current/cmdline.txt"));
+    let refused = tmp.path().join("refused.img");
+    let o = image(&[
+        "--node",
+        "lb2",
+        "--base",
+        s(&bare),
+        "-o",
+        s(&refused),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("config.txt line 4 sets os_prefix=current/ but its boot partition has no current/cmdline.txt"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
+
+    // current/cmdline.txt's chain loops: the check of subdirectories sees it.
+    let mut bytes = std::fs::read(&ab).unwrap();
+    let c = clusters_of(&ab, "current/cmdline.txt");
+    assert_eq!(c.len(), 1);
+    set_fat32(&mut bytes, c[0], c[0]);
+    let looped = tmp.path().join("looped.img");
+    std::fs::write(&looped, &bytes).unwrap();
+    let o = image(&[
+        "--node",
+        "lb2",
+        "--base",
+        s(&looped),
+        "-o",
+        s(&refused),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the cluster chain of current/cmdline.txt loops"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
 }
 
 #[test]

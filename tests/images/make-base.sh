@@ -7,6 +7,8 @@
 #   make-base.sh OUT.img LAYOUT [IMAGE_MIB] [ROOT_DIR]
 #
 # LAYOUT: raspios-trixie | raspios-trixie-2025-10 | raspios-bookworm | ubuntu-raspi
+#         | ubuntu-raspi-ab (25.10 on: the boot assets and cmdline.txt in current/,
+#           config.txt `[all] os_prefix=current/`, `[tryboot] os_prefix=new/`)
 # IMAGE_MIB: total size (default 128); the boot partition is 64 MiB at 4 MiB,
 # the root partition takes the rest. ROOT_DIR: what the root file system holds
 # (default: a small tree).
@@ -20,6 +22,7 @@
 #   MAKE_BASE_MARK    the cmdline.txt word instead of the layout's ("none": none)
 #   MAKE_BASE_ISSUE   issue.txt's "DATE COMMIT" instead of the layout's ("none": no issue.txt)
 set -eu
+ab=no
 out=$1
 layout=$2
 mib=${3:-128}
@@ -34,6 +37,7 @@ case $layout in
   raspios-bookworm)       label=bootfs; placeholders=no; mark=init=/usr/lib/raspberrypi-sys-mods/firstboot
                           issue="2025-10-01 58b9a6bd1e3af179df52d4085dfe481d1c62e8fc" ;;
   ubuntu-raspi)           label=system-boot; placeholders=yes; mark=none; issue=none ;;
+  ubuntu-raspi-ab)        label=system-boot; placeholders=yes; mark=none; issue=none; ab=yes ;;
   *) echo "make-base.sh: unknown layout $layout" >&2; exit 2 ;;
 esac
 mark=${MAKE_BASE_MARK:-$mark}
@@ -61,9 +65,21 @@ mkfs.vfat -F 32 -s 1 -n "$label" -i 5452DD2B --invariant \
 words=quiet
 [ "$mark" = none ] || words="quiet $mark"
 printf 'console=serial0,115200 console=tty1 root=PARTUUID=5452dd2b-02 rootfstype=ext4 fsck.repair=yes rootwait %s\n' "$words" >"$work/cmdline.txt"
-printf '[all]\narm_64bit=1\ndtparam=audio=on\n' >"$work/config.txt"
-printf 'not a kernel\n' >"$work/kernel8.img"
-mcopy -i "$out@@$((boot_start * 512))" "$work/cmdline.txt" "$work/config.txt" "$work/kernel8.img" ::
+boot="$out@@$((boot_start * 512))"
+if [ "$ab" = yes ]; then
+  # Ubuntu's A/B boot: flash-kernel-piboot puts the assets in current/, with
+  # a state file; the root has config.txt and the seed, no cmdline.txt.
+  printf '[all]\narm_64bit=1\nkernel=vmlinuz\nos_prefix=current/\n\n[tryboot]\nos_prefix=new/\n' >"$work/config.txt"
+  printf 'not a kernel\n' >"$work/vmlinuz"
+  printf 'good\n' >"$work/state"
+  mmd -i "$boot" ::current
+  mcopy -i "$boot" "$work/cmdline.txt" "$work/vmlinuz" "$work/state" ::current/
+  mcopy -i "$boot" "$work/config.txt" ::
+else
+  printf '[all]\narm_64bit=1\ndtparam=audio=on\n' >"$work/config.txt"
+  printf 'not a kernel\n' >"$work/kernel8.img"
+  mcopy -i "$boot" "$work/cmdline.txt" "$work/config.txt" "$work/kernel8.img" ::
+fi
 if [ "$issue" != none ]; then
   printf 'Raspberry Pi reference %s\nGenerated using pi-gen, https://github.com/RPi-Distro/pi-gen, %s, stage2\n' \
     "${issue% *}" "${issue#* }" >"$work/issue.txt"

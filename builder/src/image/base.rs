@@ -48,7 +48,14 @@ pub struct Release {
     /// Words its stock cmdline.txt carries that tell it from the others.
     #[serde(default)]
     pub cmdline_words: Vec<String>,
-    pub first_user: FirstUser,
+    /// The `os_prefix` its config.txt puts before the boot assets
+    /// (Ubuntu 25.10 on: "current/"); none: they are at the root.
+    #[serde(default)]
+    pub os_prefix: Option<String>,
+    /// How its image build creates the first user; none: the seed creates
+    /// it (Ubuntu: cloud-init's default user).
+    #[serde(default)]
+    pub first_user: Option<FirstUser>,
 }
 
 /// One supported base image.

@@ -235,20 +235,25 @@ pub fn exists<T: fatfs::ReadWriteSeek>(fs: &fatfs::FileSystem<T>, name: &str) ->
     fs.root_dir().open_file(name).is_ok()
 }
 
-/// Reads a whole file; only for the files of [`super::fatcheck::READ_WHOLE`],
-/// whose size the check capped.
-pub fn read<T: fatfs::ReadWriteSeek>(
+/// The first `max + 1` bytes of a file (`/` between directory names), so
+/// a caller tells "longer than max"; `None` if it is missing or unreadable.
+pub fn read_capped<T: fatfs::ReadWriteSeek>(
     fs: &fatfs::FileSystem<T>,
-    name: &str,
-) -> anyhow::Result<Vec<u8>> {
-    let mut f = fs
-        .root_dir()
-        .open_file(name)
-        .with_context(|| format!("opening {name} on the boot partition"))?;
+    path: &str,
+    max: u64,
+) -> Option<Vec<u8>> {
+    let f = fs.root_dir().open_file(path).ok()?;
     let mut v = Vec::new();
-    f.read_to_end(&mut v)
-        .with_context(|| format!("reading {name} on the boot partition"))?;
-    Ok(v)
+    f.take(max + 1).read_to_end(&mut v).ok()?;
+    Some(v)
+}
+
+/// The files the firmware may read the kernel command line from, as the
+/// boot partition's config.txt decides ([`super::bootcfg`]).
+pub fn cmdlines<T: fatfs::ReadWriteSeek>(
+    fs: &fatfs::FileSystem<T>,
+) -> anyhow::Result<Vec<super::bootcfg::Cmdline>> {
+    super::bootcfg::cmdlines(&mut |p| read_capped(fs, p, super::bootcfg::CONFIG_MAX))
 }
 
 /// Bytes a set of files needs on this file system (whole clusters each),
@@ -268,7 +273,8 @@ pub fn room(fat: &super::fatcheck::Checked, files: &[(&str, &[u8])]) -> (u64, u6
     (need, have)
 }
 
-/// Creates or replaces a file in the root directory.
+/// Creates or replaces a file (`/` between directory names; the
+/// directories must exist).
 pub fn write<T: fatfs::ReadWriteSeek>(
     fs: &fatfs::FileSystem<T>,
     name: &str,

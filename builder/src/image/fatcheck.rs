@@ -20,13 +20,17 @@
 //! (`BiosParameterBlock::validate` in src/boot_sector.rs), so that whatever
 //! passes here opens there.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// Files haseed reads whole into memory, with the most it reads. The kernel
 /// keeps at most 2048 bytes of command line on arm64 (`COMMAND_LINE_SIZE`,
 /// arch/arm64/include/uapi/asm/setup.h in Linux); 64 KiB is far past any
 /// real `cmdline.txt` and still nothing to hold in memory.
-pub const READ_WHOLE: &[(&str, u64)] = &[("cmdline.txt", 64 << 10)];
+pub const READ_WHOLE: &[(&str, u64)] = &[("cmdline.txt", CMDLINE_MAX)];
+
+/// The most of a kernel command line file haseed reads.
+pub const CMDLINE_MAX: u64 = 64 << 10;
 
 /// The most FAT haseed reads into memory: 16 M clusters (a 64 GiB volume of
 /// 4 KiB clusters). Raspberry Pi boot partitions are 256-512 MiB.
@@ -79,6 +83,14 @@ pub enum Corrupt {
     },
     #[error("{what} is {size} bytes, more than haseed reads ({cap} bytes): not a real {what}")]
     TooBig { what: String, size: u64, cap: u64 },
+    #[error("directory {what} holds {bytes} bytes of entries, more than a FAT directory may ({max}: 65,536 entries of 32 bytes)")]
+    DirTooBig { what: String, bytes: u64, max: u64 },
+    #[error("directory {what} is nested {depth} levels deep, more than haseed reads ({max})")]
+    TooDeep {
+        what: String,
+        depth: usize,
+        max: usize,
+    },
     #[error("reading the partition: {0}")]
     Io(#[from] io::Error),
 }
@@ -90,11 +102,13 @@ pub enum FatKind {
     Fat32,
 }
 
-/// A root directory entry, as checked.
+/// A directory entry, as checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The long name if there is one, else the 8.3 name ("CMDLINE.TXT").
+    /// Its path from the root, `/` between names, each the long name if
+    /// there is one, else the 8.3 name ("current/CMDLINE.TXT").
     pub name: String,
+    /// The same path in 8.3 names.
     pub short: String,
     pub size: u64,
     pub dir: bool,
@@ -109,16 +123,17 @@ pub struct Checked {
     pub clusters: u32,
     /// Counted in the FAT itself, not taken from FSInfo (which may be stale).
     pub free_clusters: u64,
-    pub root: Vec<Entry>,
+    /// Every file and directory, at any depth.
+    pub entries: Vec<Entry>,
 }
 
 impl Checked {
-    /// The root entry `name` names, the way the library matches it (long
-    /// or short name, ASCII case-insensitive).
-    pub fn find(&self, name: &str) -> Option<&Entry> {
-        self.root
+    /// The entry a path names, the way the library matches it (long or
+    /// short names, ASCII case-insensitive; `/` between names).
+    pub fn find(&self, path: &str) -> Option<&Entry> {
+        self.entries
             .iter()
-            .find(|e| e.name.eq_ignore_ascii_case(name) || e.short.eq_ignore_ascii_case(name))
+            .find(|e| e.name.eq_ignore_ascii_case(path) || e.short.eq_ignore_ascii_case(path))
     }
 }
 
@@ -171,6 +186,17 @@ impl Volume {
             v if v >= end => Next::End,
             v => Next::Data(v),
         }
+    }
+
+    /// The bytes of a chain's clusters, in order.
+    fn read_chain<R: Read + Seek>(&self, r: &mut R, chain: &[u32]) -> io::Result<Vec<u8>> {
+        let cs = self.cluster_size as usize;
+        let mut buf = vec![0u8; chain.len() * cs];
+        for (i, c) in chain.iter().enumerate() {
+            let at = self.data_start + u64::from(c - 2) * self.cluster_size;
+            read_at(r, at, &mut buf[i * cs..(i + 1) * cs])?;
+        }
+        Ok(buf)
     }
 
     fn last(&self) -> u32 {
@@ -469,95 +495,34 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<Checked, Corrupt> {
         }
         None => {
             let chain = v.chain(v.root_cluster, 0, &names, &mut owner)?;
-            let mut buf = vec![0u8; chain.len() * v.cluster_size as usize];
-            for (i, c) in chain.iter().enumerate() {
-                let at = v.data_start + u64::from(c - 2) * v.cluster_size;
-                let cs = v.cluster_size as usize;
-                read_at(r, at, &mut buf[i * cs..(i + 1) * cs])?;
-            }
-            buf
+            v.read_chain(r, &chain)?
         }
     };
 
+    // Every directory, breadth first: its bytes and the path before its
+    // entries' names. A directory's chain claims its clusters, so one that
+    // holds itself or an ancestor is cross-linked, and the walk ends.
     let mut out = Vec::new();
-    let mut lfn: Vec<(u8, [u16; 13])> = Vec::new();
-    for e in root.chunks_exact(32) {
-        if e[0] == 0 {
-            break;
+    let mut dirs = VecDeque::new();
+    let mut walk = Walk {
+        v: &v,
+        names: &mut names,
+        owner: &mut owner,
+        out: &mut out,
+        dirs: &mut dirs,
+    };
+    walk.dir(&root, "", 0)?;
+    while let Some((chain, path, depth)) = walk.dirs.pop_front() {
+        let bytes = chain.len() as u64 * walk.v.cluster_size;
+        if bytes > MAX_DIR_BYTES {
+            return Err(Corrupt::DirTooBig {
+                what: path,
+                bytes,
+                max: MAX_DIR_BYTES,
+            });
         }
-        if e[0] == 0xE5 {
-            lfn.clear();
-            continue;
-        }
-        let attr = e[11];
-        if attr & 0x3F == 0x0F {
-            let mut u = [0u16; 13];
-            for (i, at) in (1..11)
-                .step_by(2)
-                .chain((14..26).step_by(2))
-                .chain((28..32).step_by(2))
-                .enumerate()
-            {
-                u[i] = u16::from_le_bytes([e[at], e[at + 1]]);
-            }
-            lfn.push((e[0] & 0x1F, u));
-            continue;
-        }
-        let long = long_name(&mut lfn);
-        if attr & 0x08 != 0 {
-            continue; // the volume label
-        }
-        let short = short_name(e);
-        let name = long.unwrap_or_else(|| short.clone());
-        let dir = attr & 0x10 != 0;
-        let hi = if v.kind == FatKind::Fat32 {
-            le16(e, 20)
-        } else {
-            0
-        };
-        let first = (hi << 16) | le16(e, 26);
-        let size = u64::from(le32(e, 28));
-        let id = names.len();
-        names.push(if dir {
-            format!("directory {name}")
-        } else {
-            name.clone()
-        });
-        let chain = if first == 0 {
-            Vec::new()
-        } else {
-            v.chain(first, id, &names, &mut owner)?
-        };
-        let clusters = chain.len() as u64;
-        if !dir {
-            if clusters != size.div_ceil(v.cluster_size) {
-                return Err(Corrupt::SizeMismatch {
-                    what: name,
-                    size,
-                    clusters,
-                    cluster_size: v.cluster_size,
-                });
-            }
-            if let Some((_, cap)) = READ_WHOLE
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(&name) || n.eq_ignore_ascii_case(&short))
-            {
-                if size > *cap {
-                    return Err(Corrupt::TooBig {
-                        what: name,
-                        size,
-                        cap: *cap,
-                    });
-                }
-            }
-        }
-        out.push(Entry {
-            name,
-            short,
-            size,
-            dir,
-            clusters,
-        });
+        let bytes = walk.v.read_chain(r, &chain)?;
+        walk.dir(&bytes, &format!("{path}/"), depth)?;
     }
     let free_clusters = v.fat[2..].iter().filter(|&&x| x == 0).count() as u64;
     Ok(Checked {
@@ -565,6 +530,130 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<Checked, Corrupt> {
         cluster_size: v.cluster_size,
         clusters: v.clusters,
         free_clusters,
-        root: out,
+        entries: out,
     })
+}
+
+/// A FAT directory holds at most 65,536 entries of 32 bytes (Microsoft's
+/// FAT specification, "FAT Directory Structure"): a longer chain is not a
+/// directory, and haseed reads no more of it than that.
+const MAX_DIR_BYTES: u64 = 65_536 * 32;
+
+/// Boot partitions nest a level or two (Ubuntu's `current/`, `overlays/`);
+/// deeper is refused rather than walked, so a crafted chain of nested
+/// directories cannot make paths grow without bound.
+const MAX_DEPTH: usize = 16;
+
+/// One walk over a volume's directories.
+struct Walk<'a> {
+    v: &'a Volume,
+    names: &'a mut Vec<String>,
+    owner: &'a mut [u32],
+    out: &'a mut Vec<Entry>,
+    /// Subdirectories still to read: chain, path, depth.
+    dirs: &'a mut VecDeque<(Vec<u32>, String, usize)>,
+}
+
+impl Walk<'_> {
+    /// Checks one directory's entries, adds them to `out` with `prefix`
+    /// before their names, and queues its subdirectories.
+    fn dir(&mut self, bytes: &[u8], prefix: &str, depth: usize) -> Result<(), Corrupt> {
+        let v = self.v;
+        let mut lfn: Vec<(u8, [u16; 13])> = Vec::new();
+        for e in bytes.chunks_exact(32) {
+            if e[0] == 0 {
+                break;
+            }
+            if e[0] == 0xE5 {
+                lfn.clear();
+                continue;
+            }
+            let attr = e[11];
+            if attr & 0x3F == 0x0F {
+                let mut u = [0u16; 13];
+                for (i, at) in (1..11)
+                    .step_by(2)
+                    .chain((14..26).step_by(2))
+                    .chain((28..32).step_by(2))
+                    .enumerate()
+                {
+                    u[i] = u16::from_le_bytes([e[at], e[at + 1]]);
+                }
+                lfn.push((e[0] & 0x1F, u));
+                continue;
+            }
+            let long = long_name(&mut lfn);
+            if attr & 0x08 != 0 {
+                continue; // the volume label
+            }
+            let short = short_name(e);
+            if short == "." || short == ".." {
+                continue; // a subdirectory's links to itself and its parent
+            }
+            let name = long.unwrap_or_else(|| short.clone());
+            // What the file is called in messages, and what `find` matches.
+            let path = format!("{prefix}{name}");
+            let short_path = format!("{prefix}{short}");
+            let dir = attr & 0x10 != 0;
+            let hi = if v.kind == FatKind::Fat32 {
+                le16(e, 20)
+            } else {
+                0
+            };
+            let first = (hi << 16) | le16(e, 26);
+            let size = u64::from(le32(e, 28));
+            let id = self.names.len();
+            self.names.push(if dir {
+                format!("directory {path}")
+            } else {
+                path.clone()
+            });
+            let chain = if first == 0 {
+                Vec::new()
+            } else {
+                v.chain(first, id, self.names, self.owner)?
+            };
+            let clusters = chain.len() as u64;
+            if dir {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(Corrupt::TooDeep {
+                        what: path,
+                        depth: depth + 1,
+                        max: MAX_DEPTH,
+                    });
+                }
+                self.dirs
+                    .push_back((chain.clone(), path.clone(), depth + 1));
+            } else {
+                if clusters != size.div_ceil(v.cluster_size) {
+                    return Err(Corrupt::SizeMismatch {
+                        what: path,
+                        size,
+                        clusters,
+                        cluster_size: v.cluster_size,
+                    });
+                }
+                if let Some((_, cap)) = READ_WHOLE
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&name) || n.eq_ignore_ascii_case(&short))
+                {
+                    if size > *cap {
+                        return Err(Corrupt::TooBig {
+                            what: path,
+                            size,
+                            cap: *cap,
+                        });
+                    }
+                }
+            }
+            self.out.push(Entry {
+                name: path,
+                short: short_path,
+                size,
+                dir,
+                clusters,
+            });
+        }
+        Ok(())
+    }
 }

@@ -278,32 +278,37 @@ fn edit(d: &mut SparseDisk, checked: &fatcheck::Checked) -> Result<bool, String>
     };
     let _ = disk::label(&fs);
     let _ = disk::exists(&fs, "user-data");
-    let cmdline = if disk::exists(&fs, "cmdline.txt") {
-        match disk::read(&fs, "cmdline.txt") {
-            Ok(b) => b,
-            Err(_) => return Ok(false),
-        }
-    } else {
-        Vec::new()
+    // Where config.txt says the command line is (a clean error otherwise).
+    let Ok(paths) = disk::cmdlines(&fs) else {
+        return Ok(false);
     };
-    let cap = fatcheck::READ_WHOLE[0].1;
-    if cmdline.len() as u64 > cap {
-        return Err(format!(
-            "read {} bytes of cmdline.txt, over the cap",
-            cmdline.len()
-        ));
+    let mut lines = Vec::new();
+    for c in paths {
+        let Some(bytes) = disk::read_capped(&fs, &c.path, fatcheck::CMDLINE_MAX) else {
+            continue;
+        };
+        if bytes.len() as u64 > fatcheck::CMDLINE_MAX + 1 {
+            return Err(format!(
+                "read {} bytes of {}, over the cap",
+                bytes.len(),
+                c.path
+            ));
+        }
+        let mut line = String::from_utf8_lossy(&bytes).into_owned();
+        line.push_str(" ds=nocloud;i=haseed-fuzz\n");
+        lines.push((c.path, line));
     }
-    let mut line = String::from_utf8_lossy(&cmdline).into_owned();
-    line.push_str(" ds=nocloud;i=haseed-fuzz\n");
-    let files: [(&str, &[u8]); 4] = [
+    let mut files: Vec<(&str, &[u8])> = vec![
         ("user-data", &[b'u'; 1300]),
         (
             "meta-data",
             b"instance-id: haseed-fuzz\nlocal-hostname: lb1\n",
         ),
         ("network-config", &[b'n'; 600]),
-        ("cmdline.txt", line.as_bytes()),
     ];
+    for (path, line) in &lines {
+        files.push((path.as_str(), line.as_bytes()));
+    }
     let (need, have) = disk::room(checked, &files);
     if need > have {
         return Ok(false);
@@ -532,5 +537,95 @@ mod tests {
         let (need, have) = disk::room(&after, &[("cmdline.txt", &[1u8; 513])]);
         assert_eq!(need, 1024);
         assert_eq!(have, (after.free_clusters + 1) * 512);
+    }
+
+    /// Subdirectories are checked like the root: their files' chains, a
+    /// directory whose chain is its own ancestor's, a directory chain longer
+    /// than a FAT directory may be, nesting past the bound. Files in them
+    /// are found by path.
+    #[test]
+    fn subdirectories_are_walked_and_bounded() {
+        let t = &templates()[2];
+        let with = |f: &dyn Fn(&fatfs::FileSystem<&mut SparseDisk>)| {
+            let mut d = t.disk.clone();
+            {
+                let fs = disk::open_fat_on(&mut d, 1).unwrap();
+                f(&fs);
+                fs.unmount().unwrap();
+            }
+            d
+        };
+        // current/cmdline.txt, found by its path; its chain looped: refused.
+        let mut d = with(&|fs| {
+            fs.root_dir().create_dir("current").unwrap();
+            disk::write(fs, "current/cmdline.txt", b"quiet\n").unwrap();
+        });
+        let len = d.len();
+        d.pos = 0;
+        let c = fatcheck::check(&mut d, len).unwrap();
+        let e = c.find("CURRENT/cmdline.txt").expect("found by path");
+        assert_eq!((e.size, e.dir), (6, false));
+        assert!(c.find("current").unwrap().dir);
+        assert!(c.find("cmdline.txt").is_some(), "the root one too");
+        let (_, first) = entry(&d, b"CMDLINE TXT");
+        let mut looped = d.clone();
+        // The root's cmdline.txt comes first in the pages; find current's.
+        let sub = d
+            .pages()
+            .flat_map(|(at, p)| {
+                (0..PAGE)
+                    .step_by(32)
+                    .map(move |i| (at + i as u64, p[i..i + 11].to_vec()))
+            })
+            .filter(|(_, n)| n == b"CMDLINE TXT")
+            .map(|(at, _)| at)
+            .nth(1)
+            .expect("two cmdline.txt entries");
+        let sub_first = u32::from(u16::from_le_bytes(
+            read(&mut d, sub + 26, 2).try_into().unwrap(),
+        ));
+        assert_ne!(sub_first, first);
+        set_fat(&mut looped, sub_first, sub_first);
+        let e = refused(looped).to_string();
+        assert!(
+            e.contains("the cluster chain of current/cmdline.txt loops"),
+            "{e}"
+        );
+
+        // The directory's first cluster is the root's (cluster 2): the root
+        // claimed it, so the walk stops there instead of going round.
+        let (dir_at, _) = entry(&d, b"CURRENT    ");
+        let mut ancestor = d.clone();
+        ancestor.poke(dir_at + 26, &2u16.to_le_bytes());
+        ancestor.poke(dir_at + 20, &0u16.to_le_bytes());
+        let e = refused(ancestor).to_string();
+        assert!(e.contains("directory current is cross-linked"), "{e}");
+
+        // A directory of 4097 clusters of 512 bytes: over 2 MiB.
+        let mut big = with(&|fs| {
+            disk::write(fs, "big", &vec![0u8; (4096 * 512) + 1]).unwrap();
+        });
+        let (big_at, _) = entry(&big, b"BIG        ");
+        big.poke(big_at + 11, &[0x10]);
+        big.poke(big_at + 28, &0u32.to_le_bytes());
+        let e = refused(big).to_string();
+        assert!(e.contains("directory big holds 2097664 bytes"), "{e}");
+
+        // 16 levels pass, 17 are refused.
+        let nest = |n: usize| {
+            with(&|fs| {
+                let mut path = String::new();
+                for i in 0..n {
+                    path.push_str(&format!("{}d{i}", if i == 0 { "" } else { "/" }));
+                    fs.root_dir().create_dir(&path).unwrap();
+                }
+            })
+        };
+        let mut ok = nest(16);
+        let len = ok.len();
+        ok.pos = 0;
+        fatcheck::check(&mut ok, len).expect("16 levels pass");
+        let e = refused(nest(17)).to_string();
+        assert!(e.contains("nested 17 levels deep"), "{e}");
     }
 }

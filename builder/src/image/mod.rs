@@ -10,6 +10,7 @@
 //! into place. After an error nothing is left behind.
 
 pub mod base;
+pub mod bootcfg;
 pub mod cli;
 pub mod disk;
 pub mod fatcheck;
@@ -479,9 +480,37 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
     let id = instance_id(job.artifacts).to_string();
     let mut words = desc.cmdline_words(&id);
     words.extend(job.plan.kernel_cmdline.iter().cloned());
-    let old = String::from_utf8(disk::read(&fs, "cmdline.txt")?)
-        .context("cmdline.txt is not UTF-8 text")?;
-    let cmdline = disk::edit_cmdline(&old, &words);
+    // Every file the firmware may read the command line from gets the
+    // words; the first is the one a board without conditional sections reads.
+    let mut edited: Vec<(String, String)> = Vec::new();
+    for c in disk::cmdlines(&fs)? {
+        let Some(bytes) = disk::read_capped(&fs, &c.path, fatcheck::CMDLINE_MAX) else {
+            bail!(
+                "{} but its boot partition has no {}: the firmware reads the kernel command line from there",
+                c.why(),
+                c.path
+            );
+        };
+        if bytes.len() as u64 > fatcheck::CMDLINE_MAX {
+            bail!(
+                "{} on the boot partition is longer than a kernel command line ({} bytes)",
+                c.path,
+                fatcheck::CMDLINE_MAX
+            );
+        }
+        let old = String::from_utf8(bytes)
+            .with_context(|| format!("{} on the boot partition is not UTF-8 text", c.path))?;
+        edited.push((c.path, old));
+    }
+    let old = edited[0].1.clone();
+    let edited: Vec<(String, String)> = edited
+        .into_iter()
+        .map(|(path, old)| {
+            let new = disk::edit_cmdline(&old, &words);
+            (path, new)
+        })
+        .collect();
+    let cmdline = edited[0].1.clone();
 
     let a = job.artifacts;
     let script;
@@ -499,7 +528,9 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
             )]
         }
     };
-    files.push(("cmdline.txt", cmdline.as_bytes()));
+    for (path, text) in &edited {
+        files.push((path.as_str(), text.as_bytes()));
+    }
     let (need, have) = disk::room(&checked, &files);
     if need > have {
         bail!(
@@ -535,6 +566,8 @@ struct Looks {
     /// issue.txt, those that are there.
     files: Vec<String>,
     cmdline: Vec<String>,
+    /// The `os_prefix` config.txt puts before the boot assets ("" if none).
+    prefix: String,
     /// The words of cmdline.txt any release is told by.
     marks: Vec<String>,
     /// issue.txt's first line: pi-gen's "PI_GEN_RELEASE IMG_DATE".
@@ -566,9 +599,16 @@ impl Looks {
             .filter(|f| disk::exists(fs, f))
             .map(str::to_string)
             .collect();
-        // The size of cmdline.txt was capped by the FAT check; a base
-        // without one is refused later, naming it.
-        let cmdline: Vec<String> = disk::read(fs, "cmdline.txt")
+        // The command line a board without conditional sections reads; a
+        // base without one is refused later, naming it.
+        let (primary, prefix) = disk::cmdlines(fs)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .map_or_else(
+                || ("cmdline.txt".to_string(), String::new()),
+                |c| (c.path, c.prefix),
+            );
+        let cmdline: Vec<String> = disk::read_capped(fs, &primary, fatcheck::CMDLINE_MAX)
             .map(|b| {
                 String::from_utf8_lossy(&b)
                     .split_whitespace()
@@ -598,6 +638,7 @@ impl Looks {
             label: disk::label(fs),
             files,
             cmdline,
+            prefix,
             marks,
             issue_release,
             issue_commit,
@@ -611,6 +652,9 @@ impl Looks {
             d.push_str(", none of the files a Raspberry Pi boot partition has");
         } else {
             d.push_str(&format!(", files {}", self.files.join(", ")));
+        }
+        if !self.prefix.is_empty() {
+            d.push_str(&format!(", config.txt os_prefix={}", self.prefix));
         }
         if !self.cmdline.is_empty() {
             if self.marks.is_empty() {
@@ -695,6 +739,7 @@ fn identify<'b>(looks: &Looks, all: &'b [BaseImage]) -> Vec<Match<'b>> {
                 .iter()
                 .find(|r| {
                     placeholders_match(&r.placeholders)
+                        && r.os_prefix.as_deref().unwrap_or("") == looks.prefix
                         && r.cmdline_words.iter().all(|w| looks.cmdline.contains(w))
                 })
                 .map(|r| Match {
