@@ -1415,3 +1415,92 @@ fn sighup_stops_a_run_unless_nohup_ignored_it() {
         }
     }
 }
+
+/// Output mistakes are refused before the long work, in the user's words,
+/// and a failure leaves no directory it created (issue 21 item 8).
+#[test]
+fn output_mistakes_are_refused_early_and_leave_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let t = tmp.path();
+
+    // seed -o an existing directory: said once, before any work.
+    std::fs::create_dir(t.join("d")).unwrap();
+    let o = run(&[
+        "-q",
+        "seed",
+        s(&site),
+        "--node",
+        "lb1",
+        "-o",
+        s(&t.join("d")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is a directory; give the seed disk's file name"),
+        "{err}"
+    );
+    assert_eq!(err.matches("directory").count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(t.join("d")).unwrap().count(), 0);
+
+    // Two nodes into what names one image file: no directory two.img.
+    let two = t.join("two.img");
+    let base = base(t, "raspios-trixie", "");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--node",
+        "lb2",
+        "--base",
+        s(&base),
+        "-o",
+        s(&two),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("names an image file, but the images of lb1, lb2 go into a directory"),
+        "{err}"
+    );
+    assert!(!two.exists());
+
+    // An unknown --platform: clap names the choices.
+    let o = image(&[
+        "--all",
+        "--platform",
+        "raspbian",
+        "--base",
+        s(&base),
+        "-o",
+        s(&t.join("out/")),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("[possible values: raspios, raspios-legacy, ubuntu-raspi]"),
+        "{err}"
+    );
+
+    // A base that is no image: the directories made for the outputs go too.
+    let junk = t.join("junk.img");
+    std::fs::write(&junk, b"not a disk image").unwrap();
+    let o = image(&[
+        "--all",
+        "--base",
+        s(&junk),
+        "-o",
+        s(&t.join("new/a/b/")),
+        s(&site),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!t.join("new").exists(), "left {:?}", t.join("new"));
+
+    // flash --help shows its default once.
+    let o = run(&["flash", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(help.matches("[default: /var/tmp]").count(), 1, "{help}");
+}

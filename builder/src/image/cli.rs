@@ -24,8 +24,8 @@ pub struct ImageArgs {
     /// Every node whose platform has a flashable base image (narrow with --platform).
     #[arg(long, conflicts_with = "node")]
     pub all: bool,
-    /// With --all: only nodes of this platform (raspios, raspios-legacy, ubuntu-raspi).
-    #[arg(long, value_name = "PLATFORM", requires = "all")]
+    /// With --all: only nodes of this platform.
+    #[arg(long, value_name = "PLATFORM", requires = "all", value_parser = FLASHABLE)]
     pub platform: Option<String>,
     /// The base image: raw .img, .img.xz or .img.gz (recognised by content).
     #[arg(long, value_name = "FILE")]
@@ -40,6 +40,10 @@ pub struct ImageArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The platforms with a base description in images/ (a test keeps the two
+/// in step).
+pub const FLASHABLE: [&str; 3] = ["raspios", "raspios-legacy", "ubuntu-raspi"];
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compress {
@@ -66,7 +70,7 @@ pub struct FlashArgs {
     /// Write even if the target is not a removable block device, is mounted or holds the running system.
     #[arg(long)]
     pub force: bool,
-    /// Where the image is assembled before writing [default: /var/tmp].
+    /// Where the image is assembled before writing.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub tmp_dir: PathBuf,
 }
@@ -238,6 +242,27 @@ fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     };
     picks.dedup();
     let single_file = picks.len() == 1 && !args.all && !args.output.is_dir();
+    if !single_file {
+        let names = picks
+            .iter()
+            .map(|&i| site.nodes[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let out = args.output.display();
+        let file_like = [".img", ".img.xz", ".img.gz"]
+            .iter()
+            .any(|e| args.output.to_string_lossy().ends_with(e));
+        if args.output.exists() && !args.output.is_dir() {
+            bail!(
+                "-o {out}: is a file, but the images of {names} go into a directory (one NODE.img each): give a directory (e.g. out/images/)"
+            );
+        }
+        if file_like && !args.output.exists() {
+            bail!(
+                "-o {out}: names an image file, but the images of {names} go into a directory (one NODE.img each): give a directory (e.g. out/images/), or a single --node"
+            );
+        }
+    }
     let ext = match args.compress {
         Compress::None => "img",
         Compress::Gz => "img.gz",
@@ -322,4 +347,22 @@ pub fn seed_cmd(global: &Global, args: &SeedArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platform_choices_are_the_described_bases() {
+        let mut described: Vec<String> = base::all()
+            .expect("descriptions parse")
+            .into_iter()
+            .map(|b| b.platform)
+            .collect();
+        described.sort();
+        let mut listed: Vec<&str> = FLASHABLE.to_vec();
+        listed.sort_unstable();
+        assert_eq!(described, listed);
+    }
 }

@@ -128,10 +128,60 @@ pub fn make(
     for job in jobs {
         refuse_overwriting_base(base_path, &job.output)?;
     }
+    let mut dirs = CreatedDirs::default();
+    let made = make_in(base_path, jobs, all, quiet, &mut dirs);
+    if made.is_err() {
+        // The temporary outputs are gone with `make_in`'s frame: the
+        // directories it created for them go too.
+        dirs.remove();
+    }
+    made
+}
+
+/// Directories a command created for its outputs, the outermost first, so
+/// that a failure leaves none behind (issue 21 item 8).
+#[derive(Default)]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// `create_dir_all`, remembering each directory it made.
+    pub fn create(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let mut missing = Vec::new();
+        let mut d = Some(dir);
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(p.to_path_buf());
+            d = p.parent();
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        missing.reverse();
+        for m in missing {
+            if !self.0.contains(&m) {
+                self.0.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes them, innermost first; one that is not empty (something else
+    /// wrote there meanwhile) stays.
+    pub fn remove(&mut self) {
+        for d in self.0.drain(..).rev() {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+fn make_in(
+    base_path: &Path,
+    jobs: &[Job<'_>],
+    all: &[BaseImage],
+    quiet: bool,
+    dirs: &mut CreatedDirs,
+) -> anyhow::Result<Vec<Made>> {
     let mut raws = Vec::with_capacity(jobs.len());
     for job in jobs {
         let dir = parent_dir(&job.output);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        dirs.create(dir)?;
         let tmp = tempfile::Builder::new()
             .prefix(".haseed-")
             .suffix(".img.part")
@@ -198,6 +248,7 @@ pub fn make(
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
         tmp.as_file().set_permissions(perms)?;
         tmp.persist(dest)
+            .map_err(|e| e.error)
             .with_context(|| format!("moving the image into place at {}", dest.display()))?;
     }
     Ok(made)

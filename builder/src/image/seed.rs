@@ -23,11 +23,33 @@ pub fn write(a: &NodeArtifacts, out: &Path) -> anyhow::Result<u64> {
     // at least 1 MiB, whole MiB.
     let size = (content * 2 + (256 << 10)).div_ceil(1 << 20).max(1) << 20;
 
+    if out.is_dir() {
+        anyhow::bail!(
+            "-o {}: is a directory; give the seed disk's file name (e.g. {})",
+            out.display(),
+            out.join("seed.img").display()
+        );
+    }
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut dirs = super::CreatedDirs::default();
+    dirs.create(dir)?;
+    let written = write_in(a, out, dir, &files, size);
+    if written.is_err() {
+        dirs.remove();
+    }
+    written
+}
+
+fn write_in(
+    a: &NodeArtifacts,
+    out: &Path,
+    dir: &Path,
+    files: &[(&str, &[u8]); 3],
+    size: u64,
+) -> anyhow::Result<u64> {
     let tmp = tempfile::Builder::new()
         .prefix(".haseed-")
         .suffix(".seed.part")
@@ -67,7 +89,9 @@ pub fn write(a: &NodeArtifacts, out: &Path) -> anyhow::Result<u64> {
     let mut perms = file.metadata()?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     file.set_permissions(perms)?;
+    // The persist error's own text repeats its io::Error: keep only that.
     tmp.persist(out)
+        .map_err(|e| e.error)
         .with_context(|| format!("moving the seed into place at {}", out.display()))?;
     Ok(size)
 }
