@@ -1504,3 +1504,31 @@ fn output_mistakes_are_refused_early_and_leave_nothing() {
     let help = String::from_utf8_lossy(&o.stdout);
     assert_eq!(help.matches("[default: /var/tmp]").count(), 1, "{help}");
 }
+
+/// On a terminal the progress line shows bytes and rate until the total is
+/// known, then the bar: its first frame is never "0 B/0 B" (issue 21 item
+/// 8). util-linux's `script` gives haseed a pseudo-terminal.
+#[test]
+fn the_progress_bar_never_shows_zero_of_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "gz");
+    let out = tmp.path().join("o/lb1.img");
+    let cmd = format!(
+        "HASEED_CACHE_DIR='{}' '{}' image '{}' --node lb1 --base '{}' -o '{}'",
+        common::cache_dir().display(),
+        env!("CARGO_BIN_EXE_haseed"),
+        site.display(),
+        base.display(),
+        out.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("decompress"), "no progress drawn: {tty}");
+    assert!(!tty.contains("0 B/0 B"), "{tty}");
+    assert!(out.exists());
+}

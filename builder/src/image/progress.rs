@@ -26,13 +26,15 @@ impl Progress {
         let inner = if quiet {
             Inner::Hidden
         } else if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(0);
+            // Until the total is known (a compressed base's size is known
+            // only at its end), bytes and rate without a bar: never "0 B/0 B"
+            // (issue 21 item 8).
+            let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    "{msg:>12} {spinner} {bytes} {bytes_per_sec}",
                 )
-                .expect("a valid template")
-                .progress_chars("=> "),
+                .expect("a valid template"),
             );
             bar.set_message(label.to_string());
             Inner::Bar(bar)
@@ -55,7 +57,16 @@ impl Progress {
     pub fn set_total(&self, total: u64) {
         match &*self.0 {
             Inner::Hidden => {}
-            Inner::Bar(b) => b.set_length(total),
+            Inner::Bar(b) => {
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_length(total);
+            }
             Inner::Lines { total: t, .. } => t.store(total, Ordering::Relaxed),
         }
     }
