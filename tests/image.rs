@@ -865,6 +865,10 @@ fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrote and verified"), "{}", stderr(&o));
     assert!(std::fs::read(&card).unwrap() == expected);
+    // Owner-only, as `haseed image` leaves its output (it was 0644).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&card).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
     // A loop device (not removable): refused; forced: written, read back equal.
     let backing = tmp.path().join("loop.bin");

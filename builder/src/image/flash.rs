@@ -157,6 +157,12 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
             );
         }
     } else {
+        // A plain file (forced) gets what `haseed image` writes: exactly the
+        // image, owner-only, since the seed may carry password hashes and
+        // keys (issue 21 item 8: it was left 0644).
+        use std::os::unix::fs::PermissionsExt;
+        dev.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} owner-only", target.path.display()))?;
         dev.set_len(len)?;
     }
 
