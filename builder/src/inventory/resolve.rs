@@ -10,7 +10,7 @@
 //! length (at most 33 + 129).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -652,6 +652,8 @@ fn nodes<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>) -> Nodes<'r
     let mut nodes = Vec::with_capacity(raw.nodes.len());
     let mut node_extras = Vec::with_capacity(raw.nodes.len());
     let mut node_spans = Vec::with_capacity(raw.nodes.len());
+    // aws nodes on eth0, by the span that decided it: one warning each.
+    let mut aws_eth0: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
     let d = &raw.defaults;
 
     for (i, n) in raw.nodes.iter().enumerate() {
@@ -823,6 +825,18 @@ fn nodes<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>) -> Nodes<'r
 
         cx.check_host_keys(&n.host);
         let h = &n.host;
+        let platform = h.platform.as_ref().or(d.platform.as_ref());
+        let interface = h.interface.as_ref().or(d.interface.as_ref());
+        if let Some(p) = platform.filter(|p| p.v == Platform::Aws) {
+            if interface.is_none_or(|i| i.v == DEFAULT_INTERFACE) {
+                // The interface's own line if given, else the platform's.
+                let span = interface.map_or(&p.span, |i| &i.span);
+                aws_eth0
+                    .entry((span.start, span.end))
+                    .or_default()
+                    .push(n.name.as_ref().map(|s| s.v.clone()).unwrap_or_default());
+            }
+        }
         let key_list = h
             .ssh_authorized_keys
             .as_ref()
@@ -864,6 +878,28 @@ fn nodes<'r>(cx: &mut Cx<'_>, raw: &'r RawFile, nets: &Networks<'r>) -> Nodes<'r
                 .map(|p| p.v.clone()),
         });
         node_nets.push(network);
+    }
+    // Ubuntu on EC2 names interfaces the systemd way: the ENA device of a
+    // Nitro instance sits in PCI slot 5, so the first interface is ens5
+    // (examples/aws; the stromasys AWS guide's "Interface naming on Linux
+    // hosts with enhanced networking"); eth0 only on the Xen types.
+    for ((start, end), names) in aws_eth0 {
+        let shown = if names.len() > 5 {
+            format!("{} and {} more", names[..5].join(", "), names.len() - 5)
+        } else {
+            names.join(", ")
+        };
+        let d = cx
+            .diag(
+                start..end,
+                format!(
+                    "platform aws with interface eth0 (nodes {shown}): on EC2's Nitro instances Ubuntu names the first interface ens5, so keepalived and the VIP would be on an interface that does not exist"
+                ),
+            )
+            .with_help(
+                "set interface = \"ens5\" (every current instance type is Nitro; eth0 is the name only on the older Xen types such as t2 and m4)",
+            );
+        cx.warnings.push(d);
     }
     Nodes {
         list: nodes,

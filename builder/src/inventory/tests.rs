@@ -2039,3 +2039,41 @@ fn plaintext_password_warns_and_is_dropped() {
     assert!(!dump.contains("hunter"), "{dump}");
     assert!(!inv.default_policy_settings.contains("hunter"));
 }
+
+/// A site switched to aws that keeps eth0 (given, or the default) is warned
+/// once per line that decided it, naming the nodes; ens5 is not.
+#[test]
+fn aws_on_eth0_warns_once_per_line() {
+    let src = MIN.replacen(
+        "[[network]]",
+        "[defaults]\nplatform = \"aws\"\n\n[[network]]",
+        1,
+    );
+    let inv = ok(&src);
+    let lines = inv.warning_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "site.toml:5:12: warning: platform aws with interface eth0 (nodes lb1, m1"
+        ),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("interface = \"ens5\""), "{lines:?}");
+    let given = src.replacen(
+        "platform = \"aws\"\n",
+        "platform = \"aws\"\ninterface = \"eth0\"\n",
+        1,
+    );
+    let lines = ok(&given).warning_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("site.toml:6:13: warning:"),
+        "{lines:?}"
+    );
+    let ens5 = src.replacen(
+        "platform = \"aws\"\n",
+        "platform = \"aws\"\ninterface = \"ens5\"\n",
+        1,
+    );
+    assert!(ok(&ens5).warning_lines().is_empty());
+}
