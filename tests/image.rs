@@ -1377,7 +1377,10 @@ fn sighup_stops_a_run_unless_nohup_ignored_it() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().expect("tempdir");
     let site = example("pi-k8s");
-    let base = base(tmp.path(), "raspios-trixie", "");
+    // A base of about 2 GiB: the run is still writing when the signal comes,
+    // however fast the machine (a 128 MiB base finished in under 400 ms with
+    // a warm plugin cache: exit 0 instead of 129).
+    let base = big_base(tmp.path());
     for ignored in [false, true] {
         let out = tmp.path().join(format!("out-{ignored}"));
         std::fs::create_dir(&out).unwrap();
@@ -1396,9 +1399,19 @@ fn sighup_stops_a_run_unless_nohup_ignored_it() {
             }
         }
         let child = cmd.spawn().expect("haseed runs");
-        // Planning and rendering take over a second; the handler is in place
-        // from the start of the command.
-        std::thread::sleep(Duration::from_millis(400));
+        // Once a temporary output holds data, the run is in its long part.
+        let start = Instant::now();
+        while !std::fs::read_dir(&out).unwrap().any(|e| {
+            let e = e.unwrap();
+            e.file_name().to_string_lossy().ends_with(".part")
+                && e.metadata().unwrap().len() > (64 << 20)
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "haseed never started writing"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
         let o = child.wait_with_output().unwrap();
         let left: Vec<_> = std::fs::read_dir(&out)
