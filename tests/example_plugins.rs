@@ -190,6 +190,21 @@ fn example_plugins_refuse_bad_settings_before_any_node() {
         assert_eq!(o.status.code(), Some(1), "{file} {settings}");
         assert!(stderr(&o).contains(says), "{file}: {}", stderr(&o));
         assert!(!stderr(&o).contains("node lb1"), "{}", stderr(&o));
+        // Located at the entry's `settings` line (the key's column when the
+        // refusal names one), not at its path (issue 21 item 7).
+        let text = std::fs::read_to_string(&site).expect("site");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("settings = "))
+            .expect("a settings line")
+            + 1;
+        let at = format!("{}:{line}:", site.display());
+        assert!(
+            stderr(&o).contains(&at) && stderr(&o).contains("rejected its settings: "),
+            "{file}: want {at}: {}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o).matches("settings:").count(), 1, "{}", stderr(&o));
     }
 }
 

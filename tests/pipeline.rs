@@ -682,3 +682,61 @@ fn taplo_validates_sites_against_the_schema() {
     flagged.sort();
     assert_eq!(flagged, flagged_by_schema, "taplo flagged a different set");
 }
+
+/// A refused `[default_policy]` setting points at its key's line (the
+/// stage overlay's line for a staged key), in the user's words, said once
+/// (issue 21 item 7: it was "settings: default-policy settings: priority:
+/// invalid value: integer `300`, expected u8" at no line).
+#[test]
+fn a_refused_default_policy_setting_points_at_its_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    for (add, stage, key_line, says) in [
+        (
+            "[default_policy]\npriority = 300\n",
+            None,
+            "priority = 300",
+            "priority must be 1..254 (got 300)",
+        ),
+        (
+            "[default_policy]\nfailover = \"yes\"\n",
+            None,
+            "failover = ",
+            "failover must be true or false (got \"yes\")",
+        ),
+        (
+            "[default_policy]\ncolour = 1\n",
+            None,
+            "colour = 1",
+            "colour is not a setting of the default policy; the keys are check_script",
+        ),
+        (
+            "[default_policy]\npriority = 200\n\n[stage.x.default_policy]\npriority = 0\n",
+            Some("x"),
+            "priority = 0",
+            "priority must be 1..254 (got 0)",
+        ),
+    ] {
+        let text = format!("{base}\n{add}");
+        let site = tmp.path().join("site.toml");
+        std::fs::write(&site, &text).expect("write");
+        let mut args = vec!["validate", site.to_str().expect("utf-8")];
+        if let Some(st) = stage {
+            args.extend(["--stage", st]);
+        }
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{add}");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(key_line))
+            .expect("the key's line")
+            + 1;
+        let want = format!(
+            "{}:{line}:1: error: plugin default-policy: rejected its settings: {says}",
+            site.display()
+        );
+        let err = stderr(&o);
+        assert!(err.contains(&want), "want {want}\n{err}");
+        assert_eq!(err.matches("settings:").count(), 1, "{err}");
+    }
+}

@@ -119,10 +119,24 @@ pub fn plan(
                         let index = inv.site.nodes.iter().position(|n| &n.name == node)?;
                         Some(location(inv, inv.node_spans.get(index)?.start))
                     }
-                    // ...a plugin's refusal of its settings at its [[plugin]] entry.
+                    // ...a refusal of the settings at the key it names (else
+                    // the table): [default_policy] for the default policy
+                    // (link 0), the entry's `settings` for a [[plugin]];
+                    // anything else at the [[plugin]] entry.
                     None => {
-                        let p = inv.plugins.iter().find(|p| p.path_text == e.plugin)?;
-                        Some(location(inv, p.span.start))
+                        let (at, entry) = match e.link.checked_sub(1) {
+                            None => (&inv.default_policy_at, None),
+                            Some(i) => {
+                                let p = inv.plugins.get(i)?;
+                                (&p.settings_at, Some(p.span.clone()))
+                            }
+                        };
+                        let span = e
+                            .refused_settings
+                            .then(|| at.find(e.setting.as_deref()))
+                            .flatten()
+                            .or(entry)?;
+                        Some(location(inv, span.start))
                     }
                 })
                 .collect();

@@ -53,6 +53,9 @@ pub struct Inventory {
     pub plugins: Vec<PluginRef>,
     /// JSON text of `[default_policy]`, "{}" when absent.
     pub default_policy_settings: String,
+    /// Where `[default_policy]` and its keys are, for the default policy's
+    /// refusals.
+    pub default_policy_at: SettingsAt,
     /// Parallel to `site.nodes`.
     pub node_extras: Vec<NodeExtra>,
     /// Byte span of each `[[node]]`'s name value, parallel to `site.nodes`.
@@ -62,6 +65,26 @@ pub struct Inventory {
     pub vip_max_outage_ms: Vec<Option<u64>>,
     /// Problems that do not stop the build, sorted by position (see [`Inventory::warning_lines`]).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// Where a settings table and its top-level keys are in the site file (the
+/// stage overlay's text for a staged key), so that a plugin's refusal of a
+/// setting points at the key's line (issue 21 item 7).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SettingsAt {
+    /// The table (its header, or the inline table); None: not in the file.
+    pub table: Option<Range<usize>>,
+    /// Each top-level key.
+    pub keys: Vec<(String, Range<usize>)>,
+}
+
+impl SettingsAt {
+    /// The key's span, else the table's.
+    pub fn find(&self, key: Option<&str>) -> Option<Range<usize>> {
+        key.and_then(|k| self.keys.iter().find(|(n, _)| n == k))
+            .map(|(_, s)| s.clone())
+            .or_else(|| self.table.clone())
+    }
 }
 
 /// One `[[plugin]]` entry.
@@ -75,6 +98,8 @@ pub struct PluginRef {
     pub sha256: String,
     /// JSON object text, "{}" when the entry has no settings.
     pub settings_json: String,
+    /// Where its `settings` table and their keys are.
+    pub settings_at: SettingsAt,
     /// Span of the path value.
     pub span: Range<usize>,
 }
@@ -295,6 +320,7 @@ pub fn parse_stage(
         site: resolved.site,
         plugins: resolved.plugins,
         default_policy_settings: resolved.default_policy_settings,
+        default_policy_at: resolved.default_policy_at,
         node_extras: resolved.node_extras,
         node_spans: resolved.node_spans,
         vip_max_outage_ms: resolved.vip_max_outage_ms,

@@ -618,6 +618,7 @@ pub(super) struct RawPlugin {
     pub path: Option<Sp<String>>,
     pub sha256: Option<Sp<String>>,
     pub settings_json: Option<String>,
+    pub settings_at: super::SettingsAt,
     pub allow_repeat: Option<Sp<bool>>,
 }
 
@@ -631,6 +632,7 @@ pub(super) struct RawFile {
     pub nodes: Vec<RawNode>,
     pub plugins: Vec<RawPlugin>,
     pub default_policy_json: Option<String>,
+    pub default_policy_at: super::SettingsAt,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -847,24 +849,46 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
     }
     for t in plugin_tables.into_iter().take(super::MAX_PLUGINS) {
         cx.check_keys(&t, PLUGIN_KEYS);
-        let settings_json = cx
-            .table(&t, "settings", "`settings` in [[plugin]]")
-            .and_then(|s| cx.settings_json(&s));
+        let table = cx.table(&t, "settings", "`settings` in [[plugin]]");
+        let settings_at = table.as_ref().map(settings_at).unwrap_or_default();
+        let settings_json = table.and_then(|s| cx.settings_json(&s));
         cx.note(&t, "settings", KeyKind::Settings, false);
         raw.plugins.push(RawPlugin {
             path: cx.string(&t, "path", true),
             sha256: cx.string(&t, "sha256", true),
             settings_json,
+            settings_at,
             allow_repeat: cx.boolean(&t, "allow_repeat"),
         });
     }
 
     if let Some(t) = cx.table(&root, "default_policy", "[default_policy]") {
+        raw.default_policy_at = settings_at(&t);
         raw.default_policy_json = cx.settings_json(&t);
     }
     cx.note(&root, "default_policy", KeyKind::Settings, false);
 
     raw
+}
+
+/// Where a settings table and each of its keys are: the key's text (the
+/// stage overlay's for a staged key), else the value's, else the table's.
+fn settings_at(t: &Tbl<'_>) -> super::SettingsAt {
+    super::SettingsAt {
+        table: Some(t.span.clone()),
+        keys: t
+            .t
+            .iter()
+            .map(|(k, item)| {
+                let span =
+                    t.t.key(k)
+                        .and_then(|key| key.span())
+                        .or_else(|| item.span())
+                        .unwrap_or_else(|| t.span.clone());
+                (k.to_string(), span)
+            })
+            .collect(),
+    }
 }
 
 fn read_host_keys(cx: &mut Cx<'_>, t: &Tbl<'_>) -> RawHostKeys {

@@ -25,6 +25,7 @@ pub(super) struct Resolved {
     pub site: Site,
     pub plugins: Vec<PluginRef>,
     pub default_policy_settings: String,
+    pub default_policy_at: super::SettingsAt,
     pub node_extras: Vec<NodeExtra>,
     pub node_spans: Vec<Span>,
     pub vip_max_outage_ms: Vec<Option<u64>>,
@@ -427,6 +428,7 @@ pub(super) fn resolve(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Resol
             .default_policy_json
             .clone()
             .unwrap_or_else(|| "{}".into()),
+        default_policy_at: raw.default_policy_at.clone(),
         node_extras: nodes.extras,
         node_spans: nodes.spans,
         vip_max_outage_ms: vips.max_outage_ms,
@@ -1519,6 +1521,7 @@ fn plugins(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Vec<PluginRef> {
                 path_text: path.v.clone(),
                 sha256: sha,
                 settings_json: p.settings_json.clone().unwrap_or_else(|| "{}".into()),
+                settings_at: p.settings_at.clone(),
                 span: path.span.clone(),
             });
         }

@@ -20,8 +20,9 @@
 //! or `aws` is replaced as a whole). It may only address what the base has: a
 //! `[[node]]`, `[[vip]]`, `[[network]]`, `[[service]]` or `[[plugin]]` that
 //! the base defines, with keys that table kind takes (names cannot change).
-//! Values keep the spans of the overlay's text, so every later error about a
-//! staged value points at the overlay line. Linear in the size of the file.
+//! A staged key takes the overlay's key (and its span), so every later error
+//! about a staged value points at the overlay line. Linear in the size of the
+//! file.
 
 use std::collections::HashMap;
 
@@ -283,12 +284,14 @@ fn merge(
             .key(k)
             .cloned()
             .unwrap_or_else(|| toml_edit::Key::new(k));
-        // A new key keeps the overlay's key (and its span) for messages.
-        match base.entry_format(&key) {
-            toml_edit::Entry::Occupied(mut e) => *e.get_mut() = v.clone(),
-            toml_edit::Entry::Vacant(e) => {
-                e.insert(v.clone());
-            }
+        // The overlay's key replaces the base's, so that messages point at
+        // the overlay's line: the parsed values carry no span of their own,
+        // only keys do (a replaced value under the base's key pointed at the
+        // base's line). The key moves to the table's end; no reader depends
+        // on the order of keys.
+        base.remove(k);
+        if let toml_edit::Entry::Vacant(e) = base.entry_format(&key) {
+            e.insert(v.clone());
         }
     }
 }

@@ -87,7 +87,13 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct PolicyError {
     pub plugin: String,
+    /// The plugin's place in the chain (0: the default policy).
+    pub link: usize,
     pub node: Option<String>,
+    /// A refusal of the plugin's settings (field `settings` or
+    /// `settings.KEY`), and the key it names: what the caller points at.
+    pub refused_settings: bool,
+    pub setting: Option<String>,
     pub message: String,
 }
 
@@ -543,7 +549,10 @@ impl Host {
         let (mut store, _out, _err) = self.new_store();
         let fail = |message: String| PolicyError {
             plugin: plugin.name.clone(),
+            link: 0,
             node: None,
+            refused_settings: false,
+            setting: None,
             message,
         };
         self.arm(&mut store, self.limits.fuel_open)
@@ -574,8 +583,8 @@ impl Host {
             .iter()
             .map(|n| NodePlan::empty(&n.name))
             .collect();
-        for link in chain {
-            self.run_plugin(site, link, &mut plans, logs)?;
+        for (at, link) in chain.iter().enumerate() {
+            self.run_plugin(site, at, link, &mut plans, logs)?;
         }
         let issues = check::check_site(site, &plans);
         if !issues.is_empty() {
@@ -587,7 +596,10 @@ impl Host {
                 .into_iter()
                 .map(|issue| PolicyError {
                     plugin: last.clone(),
+                    link: chain.len().saturating_sub(1),
                     node: Some(issue.node.clone()),
+                    refused_settings: false,
+                    setting: None,
                     message: format!("{}: {}", issue.field, issue.message),
                 })
                 .collect());
@@ -598,6 +610,7 @@ impl Host {
     fn run_plugin(
         &self,
         site: &Site,
+        at: usize,
         link: &ChainLink<'_>,
         plans: &mut [NodePlan],
         logs: &mut Vec<PluginLog>,
@@ -607,7 +620,10 @@ impl Host {
         let mut printed = (0usize, 0usize);
         let fail = |node: Option<&str>, message: String| PolicyError {
             plugin: name.clone(),
+            link: at,
             node: node.map(str::to_string),
+            refused_settings: false,
+            setting: None,
             message,
         };
         let open_fuel = self.limits.fuel_open.saturating_add(
@@ -640,13 +656,42 @@ impl Host {
         let decider: ResourceAny = match opened {
             Ok(Ok(d)) => d,
             Ok(Err(refusal)) => {
-                return Err(vec![fail(
-                    None,
-                    format!(
-                        "rejected its settings or the site: {}",
-                        describe_refusal(&refusal)
+                // A field `settings` or `settings.KEY` is about the settings:
+                // said once, in the plugin's words, located by the caller.
+                let about = refusal
+                    .field
+                    .as_deref()
+                    .and_then(|f| f.strip_prefix("settings"))
+                    .filter(|rest| rest.is_empty() || rest.starts_with('.'));
+                return Err(vec![match about {
+                    Some(rest) => {
+                        let key = rest
+                            .strip_prefix('.')
+                            .and_then(|k| k.split('.').next())
+                            .filter(|k| !k.is_empty())
+                            .map(one_line);
+                        let message = one_line(&refusal.message);
+                        // The field is said unless the message starts with the key.
+                        let said = match &key {
+                            Some(k) if !message.starts_with(k.as_str()) => {
+                                describe_refusal(&refusal)
+                            }
+                            _ => message,
+                        };
+                        PolicyError {
+                            refused_settings: true,
+                            setting: key,
+                            ..fail(None, format!("rejected its settings: {said}"))
+                        }
+                    }
+                    None => fail(
+                        None,
+                        format!(
+                            "rejected its settings or the site: {}",
+                            describe_refusal(&refusal)
+                        ),
                     ),
-                )])
+                }]);
             }
             Err(e) => return Err(vec![fail(None, trapped(&e, &logs[mark..]))]),
         };

@@ -96,9 +96,11 @@ pub(crate) struct Policy {
 
 impl GuestDecider for Policy {
     fn open(site: Site, settings: String) -> Result<Decider, PolicyError> {
+        // The field names the key ("settings.priority") so that the host
+        // points at its line in the site.
         let settings = Settings::parse(&settings).map_err(|e| PolicyError {
-            message: format!("default-policy settings: {e}"),
-            field: Some("settings".into()),
+            field: Some(e.key.map_or("settings".into(), |k| format!("settings.{k}"))),
+            message: e.message,
         })?;
         let index = SiteIndex::build(&site).map_err(|message| PolicyError {
             message,
@@ -109,7 +111,7 @@ impl GuestDecider for Policy {
             if let Some(vip) = site.vips.iter().find(|v| haproxy::is_ipv6(&v.address)) {
                 return Err(PolicyError {
                     message: format!(
-                        "default-policy settings: advert_int_ms: {} ms is too long for IPv6 VIP {} \
+                        "advert_int_ms: {} ms is too long for IPv6 VIP {} \
                          (VRRPv3 allows at most 40950)",
                         settings.advert_int_ms, vip.name
                     ),

@@ -166,49 +166,85 @@ const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, k
 kubernetes_key_fingerprint, \
 apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover";
 
+/// A refused setting: the key it is about (None: the table as a whole) and
+/// a sentence in the user's words that starts with the key ("priority must
+/// be 1..254 (got 300)"). The host points at the key's line in the site.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn refused(key: &str, message: String) -> Refused {
+    Refused {
+        key: Some(key.to_string()),
+        message,
+    }
+}
+
 impl Settings {
     /// Parses and checks the settings. The host passes "{}" when the inventory
-    /// has none; an empty string is taken the same way. Every error starts
-    /// with the key it is about.
-    pub fn parse(json: &str) -> Result<Settings, String> {
+    /// has none; an empty string is taken the same way.
+    pub fn parse(json: &str) -> Result<Settings, Refused> {
         let json = if json.trim().is_empty() { "{}" } else { json };
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let whole = |message: String| Refused { key: None, message };
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| whole(format!("settings are not JSON: {e}")))?;
         let serde_json::Value::Object(table) = value else {
-            return Err("must be a JSON object".into());
+            return Err(whole("settings must be a table".into()));
         };
         let mut settings = Settings::default();
         let (mut advert, mut priority) = (None, None);
         for (key, value) in table {
-            match key.as_str() {
-                "check_script" => settings.check_script = field(&key, value)?,
-                "advert_int_ms" => advert = Some(field(&key, value)?),
-                "priority" => priority = Some(field(&key, value)?),
-                "failover" => settings.failover = field(&key, value)?,
-                "kubernetes_version" => settings.kubernetes_version = field(&key, value)?,
-                "kubernetes_key" => settings.kubernetes_key = Some(field(&key, value)?),
+            let k = key.as_str();
+            match k {
+                "check_script" => {
+                    settings.check_script = field(k, value, "\"pgrep\" or \"systemctl\"")?
+                }
+                "advert_int_ms" => {
+                    advert = Some(field(k, value, "a whole number of milliseconds")?)
+                }
+                "priority" => {
+                    let p: i64 = field(k, value, "a whole number 1..254")?;
+                    if !(1..=254).contains(&p) {
+                        return Err(refused(k, format!("priority must be 1..254 (got {p})")));
+                    }
+                    priority = Some(p as u8);
+                }
+                "failover" => settings.failover = field(k, value, "true or false")?,
+                "kubernetes_version" => {
+                    settings.kubernetes_version = field(k, value, "a string \"MAJOR.MINOR\"")?
+                }
+                "kubernetes_key" => settings.kubernetes_key = Some(field(k, value, "a string")?),
                 "kubernetes_key_fingerprint" => {
-                    let fpr: String = field(&key, value)?;
+                    let fpr: String = field(k, value, "a string of 40 hex digits")?;
                     settings.kubernetes_key_fingerprint = fpr.to_ascii_uppercase();
                 }
-                "apiserver_check" => settings.apiserver_check = field(&key, value)?,
-                "apiserver_cert_sans" => settings.apiserver_cert_sans = field(&key, value)?,
-                "db_balance" => settings.db_balance = field(&key, value)?,
-                "galera_sst" => settings.galera_sst = field(&key, value)?,
-                "galera_cluster_name" => settings.galera_cluster_name = Some(field(&key, value)?),
-                _ => return Err(format!("unknown key {key:?} (expected one of {KEYS})")),
+                "apiserver_check" => {
+                    settings.apiserver_check = field(k, value, "\"tcp\" or \"healthz\"")?
+                }
+                "apiserver_cert_sans" => {
+                    settings.apiserver_cert_sans = field(k, value, "a list of strings")?
+                }
+                "db_balance" => {
+                    settings.db_balance = field(k, value, "\"single-writer\" or \"leastconn\"")?
+                }
+                "galera_sst" => {
+                    settings.galera_sst = field(k, value, "\"rsync\" or \"mariabackup\"")?
+                }
+                "galera_cluster_name" => {
+                    settings.galera_cluster_name = Some(field(k, value, "a string")?)
+                }
+                _ => {
+                    return Err(refused(
+                        k,
+                        format!(
+                            "{key} is not a setting of the default policy; the keys are {KEYS}"
+                        ),
+                    ))
+                }
             }
         }
-        // 1 s adverts, as keepalived's own default (keepalived.conf(5),
-        // `advert_int`) and the reference: the peer declares a holder dead
-        // after three missed adverts (RFC 5798 6.4.2, Master_Down_Interval),
-        // so a holder that stalls up to ~3 s (an SD card's write stall, CPU
-        // steal, a switch blip) keeps the VIP. With 0.1 s adverts a 250 ms
-        // stall moved the VIP and reset every connection (issue 19; `haseed
-        // lab` scenario vrrp-stall). The fast failover comes from the track
-        // file's priority-0 advert, not from the interval (failover.rs).
-        // With failover, priority 254: after a FAULT advert the peer waits
-        // only the skew time (256 - priority) / 256 x advert, 7.8 ms (0.6 s at
-        // priority 100).
         let default_advert = 1000;
         let default_priority = if settings.failover { 254 } else { 100 };
         settings.advert_int_ms = advert.unwrap_or(default_advert);
@@ -219,14 +255,17 @@ impl Settings {
 
     /// Rejects values the host's plan checker would reject later, so the user
     /// gets one "bad settings" error instead of one error per node.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Refused> {
         let ms = self.advert_int_ms;
         let v2 = ms.is_multiple_of(1000) && (1000..=255_000).contains(&ms);
         let v3 = ms.is_multiple_of(10) && (10..=40_950).contains(&ms);
         if !(v2 || v3) {
-            return Err(format!(
-                "advert_int_ms: {ms} is neither whole seconds up to 255000 (VRRPv2) \
-                 nor 10..40950 in steps of 10 (VRRPv3)"
+            return Err(refused(
+                "advert_int_ms",
+                format!(
+                    "advert_int_ms must be whole seconds up to 255000 (VRRPv2) \
+                     or 10..40950 in steps of 10 (VRRPv3) (got {ms})"
+                ),
             ));
         }
         for san in &self.apiserver_cert_sans {
@@ -243,13 +282,17 @@ impl Settings {
                             .all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 });
             if !(ip || dns) {
-                return Err(format!(
-                    "apiserver_cert_sans: {san:?} is neither an IP address nor a DNS name"
+                return Err(refused(
+                    "apiserver_cert_sans",
+                    format!("apiserver_cert_sans: {san:?} is neither an IP address nor a DNS name"),
                 ));
             }
         }
         if !(1..=254).contains(&self.priority) {
-            return Err(format!("priority: {} is not in 1..254", self.priority));
+            return Err(refused(
+                "priority",
+                format!("priority must be 1..254 (got {})", self.priority),
+            ));
         }
         let minor = self
             .kubernetes_version
@@ -261,16 +304,22 @@ impl Settings {
                 digits(a) && digits(b)
             });
         if !minor {
-            return Err(format!(
-                "kubernetes_version: {:?} is not MAJOR.MINOR (e.g. \"1.37\"; pkgs.k8s.io has one repository per minor version)",
-                self.kubernetes_version
+            return Err(refused(
+                "kubernetes_version",
+                format!(
+                    "kubernetes_version must be MAJOR.MINOR, e.g. \"1.37\" (got {:?}): pkgs.k8s.io has one repository per minor version",
+                    self.kubernetes_version
+                ),
             ));
         }
         let fpr = &self.kubernetes_key_fingerprint;
         if fpr.len() != 40 || !fpr.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!(
-                "kubernetes_key_fingerprint: {fpr:?} is not a 40-hex-digit OpenPGP v4 fingerprint \
-                 (gpg --show-keys --with-colons KEYFILE, the fpr line after pub)"
+            return Err(refused(
+                "kubernetes_key_fingerprint",
+                format!(
+                    "kubernetes_key_fingerprint must be a 40-hex-digit OpenPGP v4 fingerprint \
+                     (got {fpr:?}; gpg --show-keys --with-colons KEYFILE, the fpr line after pub)"
+                ),
             ));
         }
         if let Some(key) = &self.kubernetes_key {
@@ -278,17 +327,21 @@ impl Settings {
             if !body.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
                 || !body.ends_with("-----END PGP PUBLIC KEY BLOCK-----")
             {
-                return Err(
-                    "kubernetes_key: is not an ASCII-armored PGP public key block \
+                return Err(refused(
+                    "kubernetes_key",
+                    "kubernetes_key must be an ASCII-armored PGP public key block \
                      (-----BEGIN PGP PUBLIC KEY BLOCK----- ... -----END PGP PUBLIC KEY BLOCK-----)"
                         .into(),
-                );
+                ));
             }
         }
         if let Some(name) = &self.galera_cluster_name {
             if !is_cluster_name(name) {
-                return Err(format!(
-                    "galera_cluster_name: {name:?} is not 1..32 letters, digits, '.', '_', '-'"
+                return Err(refused(
+                    "galera_cluster_name",
+                    format!(
+                        "galera_cluster_name must be 1..32 letters, digits, '.', '_', '-' (got {name:?})"
+                    ),
                 ));
             }
         }
@@ -329,9 +382,25 @@ impl Settings {
     }
 }
 
-/// One settings value, with the key in the error.
-fn field<T: serde::de::DeserializeOwned>(key: &str, value: serde_json::Value) -> Result<T, String> {
-    T::deserialize(value).map_err(|e| format!("{key}: {e}"))
+/// One settings value; a wrong type is refused in the user's words:
+/// "failover must be true or false (got \"yes\")".
+fn field<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: serde_json::Value,
+    expected: &str,
+) -> Result<T, Refused> {
+    T::deserialize(&value).map_err(|_| {
+        let mut got = value.to_string();
+        if got.len() > 60 {
+            let mut cut = 60;
+            while !got.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            got.truncate(cut);
+            got.push_str("...");
+        }
+        refused(key, format!("{key} must be {expected} (got {got})"))
+    })
 }
 
 /// A Galera cluster name we write unquoted into my.cnf.
