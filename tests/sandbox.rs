@@ -159,9 +159,17 @@ fn bad_settings_are_reported_before_any_node_is_decided() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("nosuchnode"), "{err}");
-    // It points at the [[plugin]] entry and names the setting.
+    // It points at the setting's key in the entry's settings and names it
+    // once (the plugin's message starts with it).
+    let text = std::fs::read_to_string(&site).expect("site");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("settings = { prefer"))
+        .expect("the settings line")
+        + 1;
     assert!(
-        err.contains("site.toml:") && err.contains("settings.prefer"),
+        err.contains(&format!("site.toml:{line}:14: error:"))
+            && err.contains("rejected its settings: prefer: no node named nosuchnode"),
         "{err}"
     );
     assert!(
