@@ -740,3 +740,46 @@ fn a_refused_default_policy_setting_points_at_its_line() {
         assert_eq!(err.matches("settings:").count(), 1, "{err}");
     }
 }
+
+/// Files get their exact modes whatever the umask: under 077 the build
+/// still writes 0644 configs and 0755 scripts, and under 022 (where the
+/// mode survives the umask and no fchmod is made) the same.
+#[test]
+fn file_modes_are_exact_under_any_umask() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    for mask in ["077", "022", "000"] {
+        let out = tmp.path().join(format!("out-{mask}"));
+        let cmd = format!(
+            "umask {mask} && exec env HASEED_CACHE_DIR='{}' '{}' -q build '{}' -o '{}'",
+            cache_dir().display(),
+            env!("CARGO_BIN_EXE_haseed"),
+            site.display(),
+            out.display()
+        );
+        let o = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .expect("sh");
+        assert!(o.status.success(), "{}", stderr(&o));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |rel: &str| {
+            std::fs::metadata(out.join(rel))
+                .unwrap_or_else(|e| panic!("{rel}: {e}"))
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(
+            mode("lb1/files/etc/haproxy/haproxy.cfg"),
+            0o644,
+            "umask {mask}"
+        );
+        assert_eq!(mode("lb1/user-data"), 0o600, "umask {mask}");
+        assert_eq!(
+            mode("master1/files/usr/local/sbin/haseed-kubernetes-apt"),
+            0o755,
+            "umask {mask}"
+        );
+    }
+}

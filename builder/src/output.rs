@@ -354,15 +354,30 @@ pub fn write_file_atomic(path: &Path, mode: u32, content: &[u8]) -> anyhow::Resu
 /// 10,000-node build writes about 70,000 files, and one core spent most of its time in
 /// open, write, chmod and close).
 fn write_tree(root: &Path, files: &[OutFile]) -> anyhow::Result<()> {
-    let dirs: std::collections::BTreeSet<&Path> = files
-        .iter()
-        .filter_map(|f| f.rel.parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .collect();
+    // Every directory and each of its ancestors, once: a parent sorts before
+    // its children, so one mkdir each, none failing (create_dir_all per leaf
+    // first tried each missing leaf and failed: 12,000 of the 40,000 mkdir of
+    // a 2,000-node build).
+    let mut dirs: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
+    for f in files {
+        let mut d = f.rel.parent();
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+            if !dirs.insert(p) {
+                break;
+            }
+            d = p.parent();
+        }
+    }
     for d in dirs {
         let path = root.join(d);
-        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        match fs::create_dir(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", path.display()));
+            }
+            _ => {}
+        }
     }
+    let umask = current_umask();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -373,7 +388,7 @@ fn write_tree(root: &Path, files: &[OutFile]) -> anyhow::Result<()> {
             .map(|part| {
                 s.spawn(move || -> anyhow::Result<()> {
                     for f in part {
-                        create_file(&root.join(&f.rel), f.mode, &f.content)?;
+                        create_file(&root.join(&f.rel), f.mode, umask, &f.content)?;
                     }
                     Ok(())
                 })
@@ -387,8 +402,22 @@ fn write_tree(root: &Path, files: &[OutFile]) -> anyhow::Result<()> {
     })
 }
 
+/// The process's umask, from /proc/self/status (Linux 4.7 on; reading it
+/// with umask(2) would change it for a moment under the bundle's thread).
+/// Unknown: 0o777, so every file's mode is set explicitly.
+fn current_umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
 /// A new file with exactly `mode` (whatever the umask) in an existing directory.
-fn create_file(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
+fn create_file(path: &Path, mode: u32, umask: u32, content: &[u8]) -> anyhow::Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -397,8 +426,11 @@ fn create_file(path: &Path, mode: u32, content: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(content)
         .with_context(|| format!("writing {}", path.display()))?;
-    // The umask may have cut the mode; set it exactly (fchmod: no second path lookup).
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    // The umask may have cut the mode; set it exactly (fchmod: no second path
+    // lookup), only then (24,000 fchmod of 21 us each for 2,000 nodes).
+    if mode & umask != 0 {
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     Ok(())
 }
 
