@@ -11,17 +11,20 @@
 #               never written: the VM writes to a qcow2 overlay in WORK_DIR.
 # WORK_DIR      gets console.log (ttyS0), report.txt (ttyS1, the twin's
 #               haseed-report unit), qemu.log, accel, cmdline (the kernel command
-#               line used), ssh.log (every login attempt), known_hosts (the
-#               node's host key) and ssh-result: "ok SECONDS" (first login
+#               line used), cmdline-file (the file it was read from), ssh.log
+#               (every login attempt), known_hosts (the node's host key) and
+#               ssh-result: "ok SECONDS" (first login
 #               and `sudo -n true` succeeded, seconds after qemu started) or
 #               "failed SECONDS"; after a login, ssh-state: systemd's view of
-#               ssh.service, sshd.service and ssh.socket, the sshd processes and
-#               the journal's reload and ssh lines.
+#               ssh.service, sshd.service and ssh.socket, getty@tty1, the
+#               links systemd-networkd manages (networkd-link lines), the sshd
+#               processes and the journal's reload and ssh lines.
 # GATEWAY_CIDR  the address the test bridge takes (the node's gateway).
 # KEY USER ADDRESS  `ssh -i KEY USER@ADDRESS sudo -n true`, from the namespace.
 #
 # The kernel command line is the image's own cmdline.txt (read with mtype from
-# its FAT partition 1, as the Pi firmware reads it) plus console=ttyS0 only. The
+# its FAT partition 1, where config.txt's os_prefix and cmdline= say, as the Pi
+# firmware reads it) plus console=ttyS0 only. The
 # NIC is a tap on a bridge inside a network namespace this script creates and
 # removes on every exit path. Login is retried until it works or TIMEOUT_S
 # (default 1500) passes; once the node has reported (cloud-init done, so a
@@ -34,7 +37,7 @@
 # cmdline.txt, as the Pi firmware reads it at every boot. Earlier boots'
 # consoles are kept as console.N.log.
 set -eu
-[ $# -ge 7 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
+[ $# -ge 7 ] || { sed -n '2,38p' "$0" >&2; exit 2; }
 base=$1 card=$2 work=$3 gateway=$4 key=$5 user=$6 address=$7 limit=${8:-1500}
 [ "$(id -u)" -eq 0 ] || { echo "boot-image.sh: needs root (network namespace, tap)" >&2; exit 1; }
 [ -f "$card" ] || { echo "boot-image.sh: no card image at $card" >&2; exit 1; }
@@ -42,17 +45,41 @@ for tool in ssh sfdisk mtype qemu-img ip; do
   command -v "$tool" >/dev/null || { echo "boot-image.sh: $tool is missing (run .ci/install-deps)" >&2; exit 1; }
 done
 
-# The firmware's part: cmdline.txt from the boot partition (MBR partition 1).
+# The firmware's part: the command line from the boot partition (MBR partition
+# 1). config.txt names the file: `cmdline=` (default cmdline.txt), with
+# `os_prefix` in front unless the name is absolute (Ubuntu 25.10 on:
+# `[all] os_prefix=current/`). A normal boot reads lines before any section and
+# under [all]; other sections ([pi4], [tryboot], ...) are another board's or a
+# trial boot's and are skipped (the Raspberry Pi config.txt documentation,
+# "Conditional filters" and "os_prefix").
+# firmware_cmdline FAT: prints the command line; FAT is an mtools image spec.
+firmware_cmdline() {
+  prefix='' name=cmdline.txt
+  conf=$(mtype -i "$1" ::config.txt 2>/dev/null | tr -d '\r') || conf=''
+  applies=yes
+  while IFS= read -r l; do
+    case $l in
+      '['*) case $l in '[all]'*) applies=yes ;; *) applies=no ;; esac ;;
+      os_prefix=*) [ "$applies" = no ] || prefix=${l#os_prefix=} ;;
+      cmdline=*) [ "$applies" = no ] || name=${l#cmdline=} ;;
+    esac
+  done <<CONF
+$conf
+CONF
+  case $name in /*) file=${name#/} ;; *) file=$prefix$name ;; esac
+  echo "$file" >"$work/cmdline-file"
+  mtype -i "$1" "::$file" | tr -d '\r' | head -n1
+}
 start=$(sfdisk --dump "$card" | sed -n 's/^[^ ]*1 : start= *\([0-9]*\),.*/\1/p' | head -n1)
 [ -n "$start" ] || { echo "boot-image.sh: $card has no partition 1" >&2; exit 1; }
-cmdline=$(mtype -i "$card@@$((start * 512))" ::cmdline.txt | tr -d '\r' | head -n1)
-[ -n "$cmdline" ] || { echo "boot-image.sh: $card has no cmdline.txt on partition 1" >&2; exit 1; }
+mkdir -p "$work"
+cmdline=$(firmware_cmdline "$card@@$((start * 512))")
+[ -n "$cmdline" ] || { echo "boot-image.sh: $card has no $(cat "$work/cmdline-file") on partition 1" >&2; exit 1; }
 append="$cmdline console=ttyS0"
 base_files="vmlinuz initrd.img"
 # shellcheck disable=SC1091 # checked on its own
 . "$(dirname "$0")/../firstboot/qemu.sh"
 
-mkdir -p "$work"
 for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state \
   boots reported-at console.1.log console.2.log console.3.log console.4.log bootfs.raw; do
   rm -f "${work:?}/$f"
@@ -95,7 +122,7 @@ start_vm() {
 reread_cmdline() {
   size=$(sfdisk --dump "$card" | sed -n 's/^[^ ]*1 : start= *[0-9]*, size= *\([0-9]*\),.*/\1/p' | head -n1)
   qemu-img dd -f qcow2 -O raw bs=512 skip="$start" count="$size" if="$work/overlay.qcow2" of="$work/bootfs.raw"
-  append="$(mtype -i "$work/bootfs.raw" ::cmdline.txt | tr -d '\r' | head -n1) console=ttyS0"
+  append="$(firmware_cmdline "$work/bootfs.raw") console=ttyS0"
   rm -f "$work/bootfs.raw"
   printf '%s\n' "$append" >>"$work/cmdline"
 }
@@ -150,6 +177,7 @@ if [ "$result" = ok ]; then
        echo "$u: $(systemctl show -p Names,ActiveState,SubState,MainPID,UnitFileState,TriggeredBy "$u" | tr "\n" " ")"
      done
      echo "getty@tty1: $(systemctl is-enabled getty@tty1.service 2>&1) $(systemctl is-active getty@tty1.service 2>&1)"
+     networkctl --no-legend --no-pager list 2>/dev/null | sed "s/^ */networkd-link /"
      echo "sshd processes: $(pgrep -d " " -x sshd) (cgroups: $(for p in $(pgrep -x sshd); do cut -d: -f3 /proc/$p/cgroup; done | sort -u | tr "\n" " "))"
      sudo -n journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -E "Reload|ssh" | tail -n 30' \
     >"$work/ssh-state" 2>&1 || echo "boot-image.sh: reading the node's ssh state failed (see $work/ssh-state)" >&2

@@ -10,7 +10,8 @@
 #
 #   sh tests/twins/make-twin.sh LAYOUT [OUT_DIR]     (root; mmdebstrap, network once)
 #
-# LAYOUT: raspios-trixie (LAYOUT.sh in this folder says what the layout is).
+# LAYOUT: raspios-trixie, ubuntu-raspi-noble, ... (LAYOUT.sh in this folder
+# says what the layout is).
 # OUT_DIR: also hard-link (or copy) the three files there.
 #
 # No mount on the host: the root file system is made with mkfs.ext4 -d, the FAT
@@ -34,6 +35,13 @@ diskid=7a5e3d01
 # shellcheck disable=SC1090 # the layout, checked on its own
 . "$here/$layout.sh"
 
+# What a layout may set besides the required layout_* variables:
+#   layout_inputs        other files it reads (a layout built on another);
+#   layout_sources       APT source lines instead of "$mirror" (another archive);
+#   layout_prepare DIR   a function run before mmdebstrap, with a scratch
+#                        directory (e.g. to fetch and check the archive's keyring);
+#   layout_keyring       the keyring mmdebstrap checks the archive with;
+#   layout_ext4_features mkfs.ext4 -O (default pi-gen's ^huge_file,^64bit).
 # layout_inputs: other files a layout reads (a layout built on another).
 # shellcheck disable=SC2086 # a list of paths
 key=$(cat "$0" "$here/$layout.sh" ${layout_inputs:-} "$fb/offline-repo.sh" "$fb/report.sh" "$fb/haseed-report.service" \
@@ -69,15 +77,27 @@ echo "make-twin.sh: building the $layout twin in $dir (once; several minutes)" >
 #   2. the layout's first-boot state (LAYOUT.sh);
 #   3. the harness's own report unit (never part of a seed), kept running
 #      after its report so the test can log in over SSH.
+# The archive: Debian's mirror, or the layout's own source lines.
+sources=$mirror
+if [ -n "${layout_sources:-}" ]; then
+  sources=$tmp/sources.list
+  printf '%s\n' "$layout_sources" >"$sources"
+fi
+if command -v layout_prepare >/dev/null 2>&1; then
+  mkdir "$tmp/prepare"
+  layout_prepare "$tmp/prepare"
+fi
 mmdebstrap --mode=root --variant=apt --include="$layout_packages" \
+  ${layout_keyring:+--keyring="$layout_keyring"} \
   --customize-hook="sh '$fb/offline-repo.sh' \"\$1\" $seeded" \
   --customize-hook="here='$here' && . '$here/$layout.sh' && layout_customize \"\$1\" $diskid" \
   --customize-hook="install -m 0755 '$fb/report.sh' \"\$1/usr/local/sbin/haseed-report\"" \
   --customize-hook="install -m 0644 '$fb/haseed-report.service' \"\$1/etc/systemd/system/haseed-report.service\"" \
   --customize-hook="mkdir -p \"\$1/etc/systemd/system/haseed-report.service.d\" && install -m 0644 '$here/twin-report.conf' \"\$1/etc/systemd/system/haseed-report.service.d/twin.conf\"" \
   --customize-hook='chroot "$1" systemctl enable haseed-report.service' \
-  "$layout_suite" "$root" "$mirror" >&2
+  "$layout_suite" "$root" "$sources" >&2
 
+rm -rf "$tmp/prepare" "$tmp/sources.list"
 cp "$root"/boot/vmlinuz-* "$tmp/vmlinuz"
 cp "$root"/boot/initrd.img-* "$tmp/initrd.img"
 
@@ -103,8 +123,9 @@ mkfs.vfat -F 32 -s 1 -n "$layout_boot_label" -i "${diskid}" --invariant \
   --offset $((boot_start / 512)) "$img" $((boot_size / 1024)) >/dev/null 2>&1
 (cd "$root/boot/firmware" && mcopy -s -m -i "$img@@$boot_start" ./* ::)
 rm -rf "${root:?}/boot/firmware/"*
-# pi-gen: mkfs.ext4 -L rootfs -O ^huge_file (and ^64bit when known).
-mkfs.ext4 -q -F -L "$layout_root_label" -O ^huge_file,^64bit -E "offset=$root_start" \
+# pi-gen: mkfs.ext4 -L rootfs -O ^huge_file (and ^64bit when known); a layout
+# may say otherwise (layout_ext4_features).
+mkfs.ext4 -q -F -L "$layout_root_label" -O "${layout_ext4_features:-^huge_file,^64bit}" -E "offset=$root_start" \
   -d "$root" "$img" "$((root_size / 1024))k"
 rm -rf "$root"
 xz -T0 -3 "$img"

@@ -12,16 +12,18 @@
 # Prints: time to the first SSH login with `sudo -n true` (after qemu first
 # started), time to the report (cloud-init done, or Bookworm's start-up after
 # firstrun.sh), the number of boots, and the test's verdict. The test's whole
-# output is kept in $TMPDIR/run-twin-LAYOUT.log.
+# output is kept in $TMPDIR/run-twin-LAYOUT.log; the card, the VM's console,
+# report and login log stay in the directory it names (HASEED_TWIN_KEEP: delete
+# it when done, the card is as big as the twin).
 set -eu
-[ $# -eq 1 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ $# -eq 1 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 layout=$1
 here=$(cd "$(dirname "$0")" && pwd)
 [ -f "$here/$layout.sh" ] || { echo "run-twin.sh: unknown layout '$layout' (a file LAYOUT.sh in $here)" >&2; exit 2; }
 log=${TMPDIR:-/tmp}/run-twin-$layout.log
 started=$(date +%s)
 status=0
-(cd "$here/../.." && HASEED_TWIN_LAYOUT=$layout cargo test --test card \
+(cd "$here/../.." && HASEED_TWIN_LAYOUT=$layout HASEED_TWIN_KEEP=1 cargo test --test card \
   the_example_lb_card_boots_on_the_trixie_twin_and_answers_ssh -- --exact --nocapture) >"$log" 2>&1 || status=$?
 login=$(sed -n 's/.*login Some("ok \([0-9]*\)").*/\1/p; s/.*login "ok \([0-9]*\)".*/\1/p' "$log" | head -n1)
 reported=$(sed -n 's/^reported \([0-9]*\) s after qemu first started (\([0-9]*\) boots).*/\1 \2/p' "$log" | head -n1)
