@@ -41,11 +41,40 @@ fn layout() -> String {
     std::env::var("HASEED_TWIN_LAYOUT").unwrap_or_else(|_| "raspios-trixie".into())
 }
 
-/// Raspberry Pi OS Bookworm has no cloud-init: its node platform is
-/// `raspios-legacy` (haseed writes firstrun.sh) and first boot is judged by
-/// what firstrun.sh left behind.
-fn is_bookworm(layout: &str) -> bool {
-    layout == "raspios-bookworm"
+/// The distribution a twin stands for: it decides the node's platform, the
+/// network stack and how first boot is judged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Distro {
+    /// Raspberry Pi OS Trixie: cloud-init, NetworkManager, sshd disabled.
+    Trixie,
+    /// Raspberry Pi OS Bookworm has no cloud-init: its node platform is
+    /// `raspios-legacy` (haseed writes firstrun.sh) and first boot is judged
+    /// by what firstrun.sh left behind.
+    Bookworm,
+    /// Ubuntu Server for Raspberry Pi: cloud-init, netplan rendering to
+    /// systemd-networkd, sshd enabled (socket-activated).
+    Ubuntu,
+}
+
+impl Distro {
+    fn of(layout: &str) -> Distro {
+        if layout == "raspios-bookworm" {
+            Distro::Bookworm
+        } else if layout.starts_with("ubuntu-") {
+            Distro::Ubuntu
+        } else {
+            Distro::Trixie
+        }
+    }
+
+    /// The inventory platform of a node on this distribution.
+    fn platform(self) -> &'static str {
+        match self {
+            Distro::Trixie => "raspios",
+            Distro::Bookworm => "raspios-legacy",
+            Distro::Ubuntu => "ubuntu-raspi",
+        }
+    }
 }
 
 /// firstrun.sh's own checks (Bookworm), from the report's `boot-*` lines:
@@ -114,14 +143,17 @@ impl Login {
 
 /// The card's own checks, on top of `checks::problems`: the login, the
 /// hostname, no wizard holding first boot, sshd, the user's shell and eth0
-/// through NetworkManager. Each problem is a sentence.
+/// through the distribution's network stack (NetworkManager on Raspberry Pi
+/// OS, from the report; systemd-networkd on Ubuntu, from `ssh_state`, what
+/// boot-image.sh read over SSH). Each problem is a sentence.
 fn card_problems(
     report: &Report,
     login: &Login,
-    node: &str,
-    user: &str,
-    address: &str,
+    ssh_state: &str,
+    distro: Distro,
+    who: (&str, &str, &str),
 ) -> Vec<String> {
+    let (node, user, address) = who;
     let mut out = Vec::new();
     if !login.result.starts_with("ok ") {
         out.push(format!(
@@ -140,11 +172,25 @@ fn card_problems(
             .find(|l| l.split(' ').next() == Some(unit))
             .map(|l| l[unit.len()..].trim().to_string())
     };
-    match service("ssh").as_deref() {
-        Some("enabled active") => {}
-        other => out.push(format!(
-            "ssh.service is {other:?}, not enabled and active (Raspberry Pi OS ships it disabled)"
-        )),
+    if distro == Distro::Ubuntu {
+        // Ubuntu 22.10 on: sshd is socket-activated (ssh.socket enabled,
+        // ssh.service started by the first connection).
+        let socket_enabled = ssh_state
+            .lines()
+            .any(|l| l.starts_with("ssh.socket:") && l.contains("UnitFileState=enabled"));
+        match service("ssh").as_deref() {
+            Some(s) if s.ends_with(" active") && (s.starts_with("enabled") || socket_enabled) => {}
+            other => out.push(format!(
+                "ssh.service is {other:?} (ssh.socket enabled: {socket_enabled}), not active and enabled by itself or by ssh.socket"
+            )),
+        }
+    } else {
+        match service("ssh").as_deref() {
+            Some("enabled active") => {}
+            other => out.push(format!(
+                "ssh.service is {other:?}, not enabled and active (Raspberry Pi OS ships it disabled)"
+            )),
+        }
     }
     // userconfig.service (the rename wizard) waits for an answer on tty8; while
     // it runs, multi-user.target and cloud-final (packages, runcmd) wait too.
@@ -166,7 +212,29 @@ fn card_problems(
         Some(_) => {}
         None => out.push(format!("there is no user {user} on the node")),
     }
-    if !report
+    if distro == Distro::Ubuntu {
+        // networkctl list: IDX LINK TYPE OPERATIONAL SETUP.
+        let links: Vec<&str> = ssh_state
+            .lines()
+            .filter_map(|l| l.strip_prefix("networkd-link "))
+            .collect();
+        let eth0 = links
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.get(1) == Some(&"eth0"));
+        match eth0.as_deref() {
+            Some([_, _, _, "routable", "configured", ..]) => {}
+            _ => out.push(format!(
+                "eth0 is not routable and configured by systemd-networkd (networkctl: {links:?})"
+            )),
+        }
+        if report
+            .all("nm-device")
+            .any(|l| l.starts_with("eth0:connected"))
+        {
+            out.push("eth0 is managed by NetworkManager on Ubuntu Server".into());
+        }
+    } else if !report
         .all("nm-device")
         .any(|l| l.starts_with("eth0:connected:"))
     {
@@ -265,7 +333,8 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
     let layout = layout();
-    let bookworm = is_bookworm(&layout);
+    let distro = Distro::of(&layout);
+    let bookworm = distro == Distro::Bookworm;
     let o = Command::new("sh")
         .arg(twins("make-twin.sh"))
         .arg(&layout)
@@ -280,17 +349,25 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(tmp.path());
-    let platform = if bookworm {
-        "raspios-legacy"
+    // HASEED_TWIN_KEEP=1: the card, the VM's logs and its report stay for a
+    // post-mortem (run-twin.sh sets it).
+    let (_guard, dir) = if std::env::var_os("HASEED_TWIN_KEEP").is_some() {
+        let kept = tmp.keep();
+        eprintln!(
+            "HASEED_TWIN_KEEP: the card and the VM's files stay in {}",
+            kept.display()
+        );
+        (None, kept)
     } else {
-        "raspios"
+        let dir = tmp.path().to_path_buf();
+        (Some(tmp), dir)
     };
-    let site = site_with_key(tmp.path(), &public, platform);
-    let out = tmp.path().join("out");
+    let (key, public) = keypair(&dir);
+    let site = site_with_key(&dir, &public, distro.platform());
+    let out = dir.join("out");
     let o = build(&site, &out);
     assert!(o.status.success(), "{}", stderr(&o));
-    let card = tmp.path().join("lb1.img");
+    let card = dir.join("lb1.img");
     let o = run(&[
         "image",
         site.to_str().unwrap(),
@@ -306,7 +383,7 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
 
     let expect = Expect::of(&out.join("lb1"));
     let address = expect.address.split('/').next().unwrap().to_string();
-    let work = tmp.path().join("vm");
+    let work = dir.join("vm");
     let booted = std::time::Instant::now();
     let o = Command::new("sh")
         .arg(twins("boot-image.sh"))
@@ -323,11 +400,14 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
     let accel = std::fs::read_to_string(work.join("accel")).unwrap_or_default();
     let login = Login::read(&work);
     eprintln!(
-        "lb1's card under {}: {} s; login {:?}; kernel command line {:?}\n{}",
+        "lb1's card under {}: {} s; login {:?}; kernel command line {:?} (from {})\n{}",
         accel.trim(),
         booted.elapsed().as_secs(),
         login.result,
         std::fs::read_to_string(work.join("cmdline"))
+            .unwrap_or_default()
+            .trim(),
+        std::fs::read_to_string(work.join("cmdline-file"))
             .unwrap_or_default()
             .trim(),
         stderr(&o)
@@ -357,7 +437,7 @@ fn boot_lb1_card(edit: impl Fn(&Path)) -> Boot {
                 .trim()
         );
     }
-    let mut found = card_problems(&report, &login, "lb1", "pi", &address);
+    let mut found = card_problems(&report, &login, &state, distro, ("lb1", "pi", &address));
     if bookworm {
         // No cloud-init: its status checks are firstrun.sh's instead.
         found.extend(
@@ -459,9 +539,9 @@ fn the_card_checker_catches_each_failure() {
         card_problems(
             &Report::parse(text).unwrap(),
             login,
-            "lb1",
-            "pi",
-            "192.168.3.11",
+            "",
+            Distro::Trixie,
+            ("lb1", "pi", "192.168.3.11"),
         )
     };
     assert!(judge(good, &ok).is_empty(), "{:?}", judge(good, &ok));
@@ -518,6 +598,83 @@ fn the_card_checker_catches_each_failure() {
             "{to}: expected a problem containing {want:?}, got {found:?}"
         );
     }
+}
+
+/// The Ubuntu card's checks: sshd through its socket and eth0 through
+/// systemd-networkd pass; a stopped sshd, a disabled socket, eth0 left to
+/// NetworkManager or not configured by networkd are each named.
+#[test]
+fn the_ubuntu_card_checker_wants_networkd_and_the_ssh_socket() {
+    let report = "HASEED-REPORT-BEGIN\nhostname lb1\nservice ssh disabled active\n\
+        service userconfig not-found inactive\nuser pi /bin/bash\nHASEED-REPORT-END\n";
+    let state = "ssh.service: Names=ssh.service ActiveState=active UnitFileState=disabled \n\
+        ssh.socket: Names=ssh.socket ActiveState=active UnitFileState=enabled \n\
+        networkd-link 1 lo loopback carrier unmanaged\n\
+        networkd-link 2 eth0 ether routable configured\n";
+    let ok = Login {
+        result: "ok 200".into(),
+        log_tail: String::new(),
+    };
+    let judge = |report: &str, state: &str| {
+        card_problems(
+            &Report::parse(report).unwrap(),
+            &ok,
+            state,
+            Distro::Ubuntu,
+            ("lb1", "pi", "192.168.3.11"),
+        )
+    };
+    assert!(
+        judge(report, state).is_empty(),
+        "{:?}",
+        judge(report, state)
+    );
+    let cases = [
+        (
+            true,
+            "service ssh disabled active",
+            "service ssh disabled inactive",
+            "ssh.service is Some(\"disabled inactive\")",
+        ),
+        (
+            false,
+            "ssh.socket: Names=ssh.socket ActiveState=active UnitFileState=enabled",
+            "ssh.socket: Names=ssh.socket ActiveState=inactive UnitFileState=disabled",
+            "ssh.socket enabled: false",
+        ),
+        (
+            false,
+            "2 eth0 ether routable configured",
+            "2 eth0 ether off unmanaged",
+            "eth0 is not routable and configured by systemd-networkd",
+        ),
+        (
+            false,
+            "networkd-link 2 eth0 ether routable configured\n",
+            "",
+            "eth0 is not routable and configured by systemd-networkd",
+        ),
+        (
+            true,
+            "user pi /bin/bash",
+            "user pi /bin/bash\nnm-device eth0:connected:netplan-eth0",
+            "managed by NetworkManager",
+        ),
+    ];
+    for (in_report, from, to, want) in cases {
+        let found = if in_report {
+            judge(&report.replace(from, to), state)
+        } else {
+            judge(report, &state.replace(from, to))
+        };
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "{to}: expected a problem containing {want:?}, got {found:?}"
+        );
+    }
+    assert_eq!(Distro::of("ubuntu-raspi-noble").platform(), "ubuntu-raspi");
+    assert_eq!(Distro::of("raspios-bookworm"), Distro::Bookworm);
+    assert_eq!(Distro::of("raspios-trixie-2025-10"), Distro::Trixie);
 }
 
 #[test]

@@ -1,0 +1,31 @@
+#!/bin/sh
+# The ubuntu-raspi-resolute layout of make-twin.sh: Ubuntu Server 26.04 for
+# Raspberry Pi, built on ubuntu-raspi-noble.sh. What changed from 24.04 is the
+# A/B boot of 25.10 on (Ubuntu's "A/B boot on Ubuntu for Raspberry Pi",
+# ubuntu-boards-documentation explanations/piboot-ab.rst): the boot assets and
+# cmdline.txt live in current/ (new/ during a trial boot, old/ after), each
+# with a `state` file, and config.txt points the firmware there with
+# os_prefix. The partition root keeps config.txt and the cloud-init seed.
+# README.md in this folder names the sources and what could not be found.
+# shellcheck shell=sh disable=SC2034,SC2154 # layout_* are read by make-twin.sh, which sets $here
+
+# shellcheck disable=SC1091 # the layout this one is built on
+. "$here/ubuntu-raspi-noble.sh"
+layout_inputs="$here/ubuntu-raspi-noble.sh"
+layout_suite=resolute
+layout_sources="deb $ubuntu_mirror resolute main universe
+deb $ubuntu_mirror resolute-updates main universe"
+
+ubuntu_boot_files() {
+  fw=$1/boot/firmware
+  mkdir -p "$fw/current"
+  # The command line in current/ (piboot-ab.rst: it has panic=10, so a kernel
+  # that cannot boot falls back to the tried-and-good assets).
+  printf 'console=serial0,115200 multipath=off dwc_otg.lpm_enable=0 console=tty1 root=LABEL=writable rootfstype=ext4 panic=10 rootwait fixrtc\n' \
+    >"$fw/current/cmdline.txt"
+  echo good >"$fw/current/state"
+  # config.txt: the normal boot reads current/, a trial boot (tryboot) new/.
+  printf '[all]\narm_64bit=1\nkernel=vmlinuz\ncmdline=cmdline.txt\ninitramfs initrd.img followkernel\nos_prefix=current/\n\n[tryboot]\nos_prefix=new/\n\n[pi4]\nmax_framebuffers=2\narm_boost=1\n\n[all]\ndtparam=audio=on\nenable_uart=1\n' \
+    >"$fw/config.txt"
+  ubuntu_seed_files "$fw"
+}
