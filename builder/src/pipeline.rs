@@ -204,11 +204,6 @@ impl fmt::Display for Location {
     }
 }
 
-/// "FILE:LINE:COL" for a byte offset into the inventory source.
-pub fn location(inv: &Inventory, offset: usize) -> String {
-    locate(inv, offset).to_string()
-}
-
 /// The place of a byte offset into the inventory source.
 pub fn locate(inv: &Inventory, offset: usize) -> Location {
     let (line, column) = line_col(&inv.source, offset);
