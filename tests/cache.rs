@@ -140,11 +140,13 @@ fn a_forged_entry_is_recompiled_not_run() {
 }
 
 /// Runs `plugin inspect` with the cache in `dir` and asserts the cache was
-/// refused with a warning containing `why`, and nothing was written there.
+/// refused with a warning containing `why` (on stderr; with --json in the envelope's
+/// warnings instead), and nothing was written there.
 fn assert_cache_refused(dir: &Path, look_in: &Path, why: &str) {
     let before = entries(look_in);
-    let (name, o) = inspected_name(dir, &plugin("prefer_lb1.wasm"));
-    assert_eq!(name, "prefer-lb1");
+    let file = plugin("prefer_lb1.wasm");
+    let o = run_cached(dir, &["plugin", "inspect", file.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert_eq!(
         err.matches("warning: not using the compile cache").count(),
@@ -152,6 +154,23 @@ fn assert_cache_refused(dir: &Path, look_in: &Path, why: &str) {
         "{err}"
     );
     assert!(err.contains(why), "{err}");
+    assert_eq!(entries(look_in), before, "the refused cache was written");
+
+    let (name, o) = inspected_name(dir, &file);
+    assert_eq!(name, "prefer-lb1");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{doc}");
+    assert!(
+        warnings[0].starts_with("not using the compile cache") && warnings[0].contains(why),
+        "{doc}"
+    );
+    assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
     assert_eq!(entries(look_in), before, "the refused cache was written");
 }
 

@@ -302,7 +302,8 @@ fn assert_fixtures_pass(wasm: &std::path::Path, dir: &str, count: usize) {
     ]);
     assert!(o.status.success(), "{dir}:\n{}\n{}", stdout(&o), stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let outcomes = doc.as_array().expect("array");
+    assert_eq!(doc["haseed"]["command"], "plugin test", "{dir}: {doc}");
+    let outcomes = doc["fixtures"].as_array().expect("array");
     assert_eq!(outcomes.len(), count, "{dir}: {doc}");
     assert!(outcomes.iter().all(|x| x["passed"] == true), "{dir}: {doc}");
 }

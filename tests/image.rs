@@ -221,7 +221,9 @@ fn all_nodes_from_one_pass_each_with_its_identity() {
         s(&site),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["ok"], true, "{doc}");
+    let made = &doc["images"];
     let nodes: Vec<&str> = made
         .as_array()
         .unwrap()
@@ -328,7 +330,9 @@ fn ubuntu_ab_boot_gets_the_seed_words_in_current() {
         s(&site),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["ok"], true, "{doc}");
+    let made = &doc["images"];
     assert_eq!(
         made[0]["release"], "25.10 and later (A/B boot, current/)",
         "{made}"
@@ -573,7 +577,9 @@ fn the_first_trixie_release_without_placeholders_is_trixie_and_gets_a_seed() {
             "--json",
         ]);
         assert!(o.status.success(), "{what}: {}", stderr(&o));
-        let made: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(doc["ok"], true, "{doc}");
+        let made = &doc["images"];
         assert_eq!(made[0]["base"], "raspios-trixie", "{what}: {made}");
         assert_eq!(
             made[0]["release"], "2025-10-01 (no seed placeholders)",

@@ -483,14 +483,24 @@ fn plugin_test_reports_each_failure() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let passed: Vec<bool> = doc
+    let passed: Vec<bool> = doc["fixtures"]
         .as_array()
         .expect("array")
         .iter()
         .map(|x| x["passed"].as_bool().expect("bool"))
         .collect();
     assert_eq!(passed, [true, false, false, false]);
-    assert_eq!(doc[1]["failures"].as_array().expect("failures").len(), 5);
+    assert_eq!(
+        doc["fixtures"][1]["failures"]
+            .as_array()
+            .expect("failures")
+            .len(),
+        5
+    );
+    // The failed fixtures are the envelope's errors, each naming its file.
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert_eq!(doc["errors"].as_array().expect("errors").len(), 3, "{doc}");
+    assert!(doc["errors"][0]["file"].is_string(), "{doc}");
 
     // An empty directory is an error, not a pass.
     let empty = dir.join("empty");

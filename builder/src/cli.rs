@@ -42,7 +42,9 @@ haseed plan examples/pi-k8s/site.toml                 table of per-node decision
 haseed plan examples/pi-k8s/site.toml --format json   the same for machines\n  \
 haseed plan examples/pi-k8s/site.toml --format dot | dot -Tsvg > topology.svg\n  \
 haseed build examples/pi-k8s/site.toml -o out/        every node's artifacts + out/pi-k8s.tar.gz\n  \
-haseed validate examples/pi-k8s/site.toml             build in memory, run the real validators"
+haseed validate examples/pi-k8s/site.toml             build in memory, run the real validators\n\n\
+Every command that reports a result takes --json: one JSON document on stdout, errors included \
+(with file, line and column)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -67,7 +69,16 @@ pub struct Global {
     /// Changes no artifact.
     #[arg(long, global = true, value_name = "DATE", value_parser = parse_day)]
     pub today: Option<crate::kubernetes::Day>,
+    /// What a `--json` run gathers for its envelope (fields, warnings, errors).
+    #[arg(skip)]
+    pub out: crate::envelope::Sink,
 }
+
+/// The help of every command's `--json`.
+pub const JSON_HELP: &str = "Print one JSON document on stdout instead of text: \
+{\"haseed\": {version, schema, command, contract}, \"ok\", the command's own fields, \"warnings\", \"errors\"}, \
+each error with its file, line and column when known (README: JSON output). Nothing else goes to \
+stdout; progress stays on stderr; the exit status is the same.";
 
 fn parse_day(text: &str) -> Result<crate::kubernetes::Day, String> {
     crate::kubernetes::Day::parse(text).ok_or_else(|| format!("{text:?} is not a date YYYY-MM-DD"))
@@ -243,6 +254,8 @@ pub struct CheckArgs {
     /// Only show this node.
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -251,8 +264,7 @@ pub struct TestArgs {
     pub file: PathBuf,
     /// The fixtures directory [default: ./fixtures].
     pub fixtures: Option<PathBuf>,
-    /// Print the outcomes as JSON instead of text.
-    #[arg(long)]
+    #[arg(long, help = JSON_HELP)]
     pub json: bool,
     /// Also write the outcomes as JUnit XML to FILE (for CI systems).
     #[arg(long, value_name = "FILE")]
@@ -263,8 +275,7 @@ pub struct TestArgs {
 pub struct InspectArgs {
     /// The plugin component (.wasm).
     pub file: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, help = JSON_HELP)]
     pub json: bool,
 }
 
@@ -278,6 +289,8 @@ pub struct AddArgs {
     /// Settings for the plugin, as a JSON object (stored as a TOML table).
     #[arg(long, value_name = "JSON")]
     pub settings: Option<String>,
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -290,7 +303,7 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Same as --format json.
+    /// Same as --format json: the plan in the JSON envelope (README: JSON output).
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
 }
@@ -315,6 +328,8 @@ pub struct BuildArgs {
     /// Output directory (created or replaced as a whole).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -330,9 +345,11 @@ pub struct UserDataArgs {
     /// Compress with gzip even when the cloud-config fits uncompressed.
     #[arg(long)]
     pub gzip: bool,
-    /// Where to write it ("-": stdout).
+    /// Where to write it ("-": stdout, not with --json).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -345,10 +362,42 @@ pub struct ValidateArgs {
     /// Print every validator's output, not only failures.
     #[arg(long, short)]
     pub verbose: bool,
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
-/// Runs the parsed command line; errors are printed here.
+impl Command {
+    /// The command's words in the JSON envelope when it was asked for JSON (`--json`, or
+    /// `plan --format json`); `None` for text.
+    pub fn json(&self) -> Option<&'static str> {
+        let (json, name) = match self {
+            Command::Plan(a) => (a.json || a.format == Format::Json, "plan"),
+            Command::Build(a) => (a.json, "build"),
+            Command::Validate(a) => (a.json, "validate"),
+            Command::UserData(a) => (a.json, "user-data"),
+            Command::Lab(a) => (a.json, "lab"),
+            Command::Image(a) => (a.json, "image"),
+            Command::Flash(a) => (a.json, "flash"),
+            Command::Seed(a) => (a.json, "seed"),
+            Command::Plugin(PluginCommand::Inspect(a)) => (a.json, "plugin inspect"),
+            Command::Plugin(PluginCommand::Add(a)) => (a.json, "plugin add"),
+            Command::Plugin(PluginCommand::Check(a)) => (a.json, "plugin check"),
+            Command::Plugin(PluginCommand::Test(a)) => (a.json, "plugin test"),
+            Command::Plugin(PluginCommand::New(_))
+            | Command::Schema(_)
+            | Command::Completions(_)
+            | Command::Man(_)
+            | Command::CompileComponent => (false, ""),
+        };
+        json.then_some(name)
+    }
+}
+
+/// Runs the parsed command line; errors are printed here (on stderr, and with `--json` in
+/// the envelope on stdout too).
 pub fn run(cli: Cli) -> ExitCode {
+    let json = cli.command.json();
+    cli.global.out.set_json(json.is_some());
     let result = match &cli.command {
         Command::Plan(args) => plan(&cli.global, args),
         Command::Build(args) => build(&cli.global, args),
@@ -378,16 +427,20 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            match e.downcast_ref::<BuildError>() {
-                Some(build) => errln!("{build}"),
-                None => errln!("error: {e:#}"),
-            }
-            ExitCode::FAILURE
+    if let Err(e) = &result {
+        match e.downcast_ref::<BuildError>() {
+            Some(build) => errln!("{build}"),
+            None => errln!("error: {e:#}"),
         }
     }
+    if let Some(command) = json {
+        let doc = cli.global.out.document(command, &result);
+        if let Err(e) = crate::envelope::print(&doc) {
+            errln!("error: writing stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    result.unwrap_or(ExitCode::FAILURE)
 }
 
 fn host(global: &Global) -> anyhow::Result<Host> {
@@ -409,8 +462,12 @@ fn host(global: &Global) -> anyhow::Result<Host> {
             }
         });
     }
-    if let (Some(why), false) = (host.cache_warning(), global.quiet) {
-        errln!("warning: {why}");
+    if let Some(why) = host.cache_warning() {
+        if global.out.json() {
+            global.out.warn(crate::envelope::Notice::new(why));
+        } else if !global.quiet {
+            errln!("warning: {why}");
+        }
     }
     Ok(host)
 }
@@ -442,7 +499,15 @@ fn load_staged(site: &Path, stage: Option<&str>) -> Result<Inventory, BuildError
 }
 
 fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
-    if !global.quiet {
+    use crate::envelope::Notice;
+    let json = global.out.json();
+    if json {
+        let mut d = crate::diag::Diagnostics::new(&inv.path, inv.source.as_str());
+        d.items = inv.warnings.clone();
+        for w in Notice::from_diagnostics(&d) {
+            global.out.warn(w);
+        }
+    } else if !global.quiet {
         for w in inv.warning_lines() {
             errln!("{w}");
         }
@@ -450,14 +515,34 @@ fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
     let host = host(global)?;
     let chain = pipeline::load_chain(&host, &inv)?;
     let (plans, logs) = pipeline::plan(&host, &inv, &chain)?;
-    if !global.quiet {
+    let today = global.today.unwrap_or_else(crate::kubernetes::Day::today);
+    if json {
+        // Plugin log lines stay a stream on stderr; warnings go into the envelope.
+        if !global.quiet {
+            print_logs(&logs);
+        }
+        for (i, (node, plan)) in inv.site.nodes.iter().zip(&plans).enumerate() {
+            for w in &plan.warnings {
+                let at = inv
+                    .node_spans
+                    .get(i)
+                    .map(|s| pipeline::locate(&inv, s.start));
+                global
+                    .out
+                    .warn(Notice::new(w).at(at.as_ref()).node(&node.name));
+            }
+        }
+        for w in crate::kubernetes::warnings(&inv.site, &plans, today) {
+            let w = w.strip_prefix("warning: ").unwrap_or(&w);
+            global.out.warn(Notice::new(w));
+        }
+    } else if !global.quiet {
         print_logs(&logs);
         for (node, plan) in inv.site.nodes.iter().zip(&plans) {
             for w in &plan.warnings {
                 errln!("warning: node {}: {}", node.name, w);
             }
         }
-        let today = global.today.unwrap_or_else(crate::kubernetes::Day::today);
         for w in crate::kubernetes::warnings(&inv.site, &plans, today) {
             eprintln!("{w}");
         }
@@ -483,7 +568,11 @@ fn plan(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let text = match format {
         Format::Table => term::safe(&view::table(&planned.inv.site, &planned.plans)).into_owned(),
         Format::Json => {
-            term::safe_json(&view::json(&planned.inv.site, &planned.plans)?).into_owned()
+            // `site` and `nodes` in the envelope, printed by `run`.
+            global
+                .out
+                .fields(view::json(&planned.inv.site, &planned.plans)?)?;
+            return Ok(ExitCode::SUCCESS);
         }
         Format::Dot => term::safe(&view::dot(&planned.inv.site, &planned.plans)).into_owned(),
     };
@@ -501,7 +590,30 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         crate::aws::build_files(&planned.inv.site),
     )
     .with_context(|| format!("writing {}", args.output.display()))?;
-    if !global.quiet {
+    if global.out.json() {
+        let site = &planned.inv.site.name;
+        global.out.field("site", site)?;
+        global
+            .out
+            .field("output", args.output.display().to_string())?;
+        global.out.field(
+            "bundle",
+            args.output
+                .join(format!("{site}.tar.gz"))
+                .display()
+                .to_string(),
+        )?;
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|(name, _)| {
+                serde_json::json!({
+                    "name": name,
+                    "dir": args.output.join(name).display().to_string(),
+                })
+            })
+            .collect();
+        global.out.field("nodes", nodes)?;
+    } else if !global.quiet {
         errln!(
             "built {} node(s) of site {} into {} (bundle {}.tar.gz)",
             nodes.len(),
@@ -514,15 +626,24 @@ fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !(args.json && args.output.as_os_str() == "-"),
+        "--json and -o - both want stdout: write the user-data to a file (-o FILE)"
+    );
     let inv = load_staged(&args.site, args.stage.as_deref())?;
     let Some(index) = inv.site.nodes.iter().position(|n| n.name == args.node) else {
         let names: Vec<&str> = inv.site.nodes.iter().map(|n| n.name.as_str()).collect();
-        anyhow::bail!(
-            "{}: no node named {:?} (nodes: {})",
-            args.site.display(),
-            args.node,
-            names.join(", ")
-        );
+        return Err(crate::envelope::Located {
+            at: None,
+            node: None,
+            message: format!(
+                "{}: no node named {:?} (nodes: {})",
+                args.site.display(),
+                args.node,
+                names.join(", ")
+            ),
+        }
+        .into());
     };
     let planned = plan_inventory(global, inv)?;
     let inv = &planned.inv;
@@ -542,9 +663,13 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| (f.path.clone(), f.content.len()))
         .collect();
-    let at = pipeline::location(inv, inv.node_spans[index].start);
+    let at = pipeline::locate(inv, inv.node_spans[index].start);
     let packed = crate::aws::pack_user_data(&args.node, &art.user_data, args.gzip, &files)
-        .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        .map_err(|e| crate::envelope::Located {
+            at: Some(at),
+            node: Some(args.node.clone()),
+            message: e.to_string(),
+        })?;
     if args.output.as_os_str() == "-" {
         std::io::stdout()
             .write_all(&packed.bytes)
@@ -553,7 +678,15 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
         output::write_file_atomic(&args.output, 0o600, &packed.bytes)
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
-    if !global.quiet {
+    if global.out.json() {
+        global.out.field("node", &args.node)?;
+        global
+            .out
+            .field("output", args.output.display().to_string())?;
+        global.out.field("bytes", packed.bytes.len())?;
+        global.out.field("gzip", packed.gzip)?;
+        global.out.field("raw_bytes", packed.raw_len)?;
+    } else if !global.quiet {
         errln!(
             "user-data of node {}: {} bytes{}",
             args.node,
@@ -578,12 +711,14 @@ fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCo
         &planned.plans,
         &nodes,
         args,
+        &global.out,
     )
 }
 
 fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let validators = validate::Validators::find().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The site's own errors first: they are the user's to fix whatever this machine lacks.
     let planned = plan_site(global, &args.site, args.stage.as_deref())?;
+    let validators = validate::Validators::find().map_err(|e| anyhow::anyhow!("{e}"))?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
     let scratch = tempfile::Builder::new()
         .prefix("haseed-validate-")
@@ -612,6 +747,8 @@ fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode
     let mut results = results.into_inner().expect("threads joined");
     results.sort_by_key(|(i, _)| *i);
     let (mut passed, mut failed) = (0, 0);
+    let json = global.out.json();
+    let mut checks = Vec::new();
     for (i, r) in results {
         let findings = r.with_context(|| format!("validating node {}", names[i]))?;
         for f in findings {
@@ -621,7 +758,27 @@ fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode
                 .unwrap_or(&f.file)
                 .display()
                 .to_string();
-            if f.ok {
+            if json {
+                if f.ok {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                    global.out.error(
+                        crate::envelope::Notice::new(format!(
+                            "{} refused {rel}: {}",
+                            f.validator, f.output
+                        ))
+                        .node(&f.node),
+                    );
+                }
+                checks.push(serde_json::json!({
+                    "node": f.node,
+                    "validator": f.validator,
+                    "file": rel,
+                    "ok": f.ok,
+                    "output": f.output,
+                }));
+            } else if f.ok {
                 passed += 1;
                 outln!("ok    {:<10} {:<11} {}", f.node, f.validator, rel);
                 if args.verbose && !f.output.is_empty() {
@@ -634,7 +791,13 @@ fn validate_cmd(global: &Global, args: &ValidateArgs) -> anyhow::Result<ExitCode
             }
         }
     }
-    outln!("{passed} passed, {failed} failed");
+    if json {
+        global.out.field("checks", checks)?;
+        global.out.field("passed", passed)?;
+        global.out.field("failed", failed)?;
+    } else {
+        outln!("{passed} passed, {failed} failed");
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -653,10 +816,14 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
     let source = read_plugin_file(&args.file)?;
     let report = host(global)?.inspect(&args.file.display().to_string(), &source.bytes)?;
     if args.json {
-        println!(
-            "{}",
-            term::safe_json(&serde_json::to_string_pretty(&report)?)
-        );
+        global.out.field("file", args.file.display().to_string())?;
+        global.out.fields(&report)?;
+        if let Some(why) = &report.reason {
+            global.out.error(
+                crate::envelope::Notice::new(format!("not runnable here: {why}"))
+                    .plugin(args.file.display().to_string()),
+            );
+        }
     } else {
         let none = "-".to_string();
         outln!("file:         {}", args.file.display());
@@ -757,8 +924,7 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     let new_source = doc.to_string();
 
     // Prove the new site loads and the plugin accepts its settings before writing.
-    let inv =
-        crate::inventory::parse(&args.site, &new_source).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let inv = crate::inventory::parse(&args.site, &new_source).map_err(BuildError::Inventory)?;
     let planned_host = host(global)?;
     let chain = pipeline::load_chain(&planned_host, &inv)?;
     pipeline::plan(&planned_host, &inv, &chain)?;
@@ -777,13 +943,22 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     tmp.persist(&args.site)
         .map_err(|e| e.error)
         .with_context(|| format!("replacing {}", args.site.display()))?;
-    errln!(
-        "{} plugin {} in {} (sha256 {})",
-        if updated { "updated" } else { "added" },
-        path_text,
-        args.site.display(),
-        digest
-    );
+    if global.out.json() {
+        global
+            .out
+            .field("action", if updated { "updated" } else { "added" })?;
+        global.out.field("path", &path_text)?;
+        global.out.field("site", args.site.display().to_string())?;
+        global.out.field("sha256", &digest)?;
+    } else {
+        errln!(
+            "{} plugin {} in {} (sha256 {})",
+            if updated { "updated" } else { "added" },
+            path_text,
+            args.site.display(),
+            digest
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -857,10 +1032,20 @@ fn plugin_test(global: &Global, args: &TestArgs) -> anyhow::Result<ExitCode> {
     }
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     if args.json {
-        println!(
-            "{}",
-            term::safe_json(&serde_json::to_string_pretty(&outcomes)?)
-        );
+        global.out.field("plugin", &name)?;
+        global.out.field("fixtures", &outcomes)?;
+        global.out.field("passed", outcomes.len() - failed)?;
+        global.out.field("failed", failed)?;
+        for o in outcomes.iter().filter(|o| !o.passed) {
+            let mut n = crate::envelope::Notice::new(format!(
+                "fixture {} failed: {}",
+                o.name,
+                o.failures.join("; ")
+            ))
+            .plugin(&name);
+            n.file = Some(o.file.clone());
+            global.out.error(n);
+        }
     } else {
         for o in &outcomes {
             if o.passed {
@@ -931,8 +1116,21 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut with = base;
     with.plugins.push(candidate);
     with.settings.push(settings.to_string());
+    let json = global.out.json();
+    if json {
+        global.out.field("plugin", &name)?;
+        global.out.field("site", args.site.display().to_string())?;
+    }
     let (after, logs) = match pipeline::plan(&host, &inv, &with) {
         Ok(ok) => ok,
+        Err(e) if json => {
+            // The failure is the result: its errors (node, place) in the envelope.
+            errln!("{e}");
+            for n in crate::envelope::Notice::from_error(&anyhow::Error::from(e)) {
+                global.out.error(n);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
         Err(e) => {
             errln!("{e}");
             outln!("plugin {name} FAILED on this site (errors above)");
@@ -941,6 +1139,7 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let after_files = pipeline::render(&inv, &after)?;
     print_logs(&logs);
+    let mut reports = Vec::new();
 
     let mut changed_nodes = 0;
     for (i, node) in inv.site.nodes.iter().enumerate() {
@@ -963,6 +1162,26 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|w| !before[i].warnings.contains(w))
             .collect();
+        if json {
+            let changed = !(sections.is_empty() && new_warnings.is_empty());
+            changed_nodes += usize::from(changed);
+            let mut files: Vec<String> = artifact_pairs(&before_files[i].1, &after_files[i].1)
+                .into_iter()
+                .filter(|(_, a, b)| a != b)
+                .map(|(path, _, _)| path)
+                .collect();
+            if plan_a != plan_b {
+                files.insert(0, "plan".to_string());
+            }
+            reports.push(serde_json::json!({
+                "node": node.name,
+                "changed": changed,
+                "changed_files": files,
+                "new_warnings": new_warnings,
+                "diff": sections.concat(),
+            }));
+            continue;
+        }
         if sections.is_empty() && new_warnings.is_empty() {
             outln!("= node {}: unchanged", node.name);
             continue;
@@ -975,6 +1194,11 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
         for s in sections {
             print!("{}", term::safe(&s));
         }
+    }
+    if json {
+        global.out.field("changed_nodes", changed_nodes)?;
+        global.out.field("nodes", reports)?;
+        return Ok(ExitCode::SUCCESS);
     }
     outln!(
         "plugin {name}: changed {changed_nodes} of {} node(s); no errors",

@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod contract;
 pub mod diag;
+pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image;

@@ -17,15 +17,20 @@ use crate::render::{NodeArtifacts, Renderer};
 pub enum BuildError {
     /// The site file is wrong: every problem with file, line and column.
     Inventory(Diagnostics),
-    /// A plugin could not be loaded (missing, tampered, not a component).
-    Plugin(String),
+    /// A plugin could not be loaded (missing, tampered, not a component); `at` is its
+    /// `[[plugin]]` entry, when it has one.
+    Plugin {
+        at: Option<Location>,
+        message: String,
+    },
     /// The chain failed: one entry per plugin/node failure.
     Policy {
         errors: Vec<PolicyError>,
         /// What the plugins printed before the failure.
         logs: Vec<PluginLog>,
-        /// "FILE:LINE:COL" of each failing node's definition, when known.
-        locations: Vec<Option<String>>,
+        /// Where each failure points (the failing node's definition, the refused setting),
+        /// when known.
+        locations: Vec<Option<Location>>,
     },
     /// A renderer failed (a bug: the checker should have caught it).
     Render { node: String, message: String },
@@ -35,7 +40,11 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Inventory(d) => write!(f, "{d}"),
-            BuildError::Plugin(msg) => write!(f, "error: {msg}"),
+            BuildError::Plugin {
+                at: Some(at),
+                message,
+            } => write!(f, "error: {at}: {message}"),
+            BuildError::Plugin { at: None, message } => write!(f, "error: {message}"),
             BuildError::Policy {
                 errors,
                 logs,
@@ -77,17 +86,19 @@ pub struct Chain {
 pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
     let mut plugins = Vec::with_capacity(inv.plugins.len() + 1);
     let mut settings = Vec::with_capacity(inv.plugins.len() + 1);
-    plugins.push(
-        host.load_default_policy()
-            .map_err(|e| BuildError::Plugin(format!("{e:#}")))?,
-    );
+    plugins.push(host.load_default_policy().map_err(|e| BuildError::Plugin {
+        at: None,
+        message: format!("{e:#}"),
+    })?);
     settings.push(inv.default_policy_settings.clone());
     let mut once = LoadOnce::default();
     for p in &inv.plugins {
-        let at = location(inv, p.span.start);
         let loaded = read_pinned(&p.path_text, &p.path, &p.sha256)
             .and_then(|source| once.load(host, &p.path_text, &source))
-            .map_err(|e| BuildError::Plugin(format!("{at}: {e:#}")))?;
+            .map_err(|e| BuildError::Plugin {
+                at: Some(locate(inv, p.span.start)),
+                message: format!("{e:#}"),
+            })?;
         plugins.push(loaded);
         settings.push(p.settings_json.clone());
     }
@@ -117,7 +128,7 @@ pub fn plan(
                     // A node's failure points at the node's definition...
                     Some(node) => {
                         let index = inv.site.nodes.iter().position(|n| &n.name == node)?;
-                        Some(location(inv, inv.node_spans.get(index)?.start))
+                        Some(locate(inv, inv.node_spans.get(index)?.start))
                     }
                     // ...a refusal of the settings at the key it names (else
                     // the table): [default_policy] for the default policy
@@ -136,7 +147,7 @@ pub fn plan(
                             .then(|| at.find(e.setting.as_deref()))
                             .flatten()
                             .or(entry)?;
-                        Some(location(inv, span.start))
+                        Some(locate(inv, span.start))
                     }
                 })
                 .collect();
@@ -178,10 +189,29 @@ pub fn load_inventory(path: &std::path::Path) -> Result<Inventory, BuildError> {
         .map_err(BuildError::Inventory)
 }
 
-/// "FILE:LINE:COL" for a byte offset into the inventory source.
-pub fn location(inv: &Inventory, offset: usize) -> String {
-    let (line, col) = line_col(&inv.source, offset);
-    format!("{}:{line}:{col}", display_path(&inv.path))
+/// A place in the site file: shown as "FILE:LINE:COL" (1-based; the column counts
+/// characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The place of a byte offset into the inventory source.
+pub fn locate(inv: &Inventory, offset: usize) -> Location {
+    let (line, column) = line_col(&inv.source, offset);
+    Location {
+        file: display_path(&inv.path),
+        line,
+        column,
+    }
 }
 
 fn display_path(path: &std::path::Path) -> String {

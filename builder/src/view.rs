@@ -103,8 +103,8 @@ pub fn table(site: &Site, plans: &[NodePlan]) -> String {
     out
 }
 
-/// The site and every node's plan as one JSON document.
-pub fn json(site: &Site, plans: &[NodePlan]) -> anyhow::Result<String> {
+/// The site and every node's plan: the `site` and `nodes` fields of `plan --json`.
+pub fn json(site: &Site, plans: &[NodePlan]) -> anyhow::Result<serde_json::Value> {
     #[derive(serde::Serialize)]
     struct NodeOut<'a> {
         name: &'a str,
@@ -127,7 +127,7 @@ pub fn json(site: &Site, plans: &[NodePlan]) -> anyhow::Result<String> {
             })
             .collect(),
     };
-    Ok(serde_json::to_string_pretty(&out)? + "\n")
+    Ok(serde_json::to_value(&out)?)
 }
 
 /// The topology for Graphviz: VIPs with their holders (and who starts as

@@ -36,8 +36,7 @@ pub struct ImageArgs {
     /// Compression of the images written into an output directory.
     #[arg(long, value_enum, default_value_t = Compress::None)]
     pub compress: Compress,
-    /// Print what was made as JSON.
-    #[arg(long)]
+    #[arg(long, help = crate::cli::JSON_HELP)]
     pub json: bool,
 }
 
@@ -73,6 +72,8 @@ pub struct FlashArgs {
     /// Where the image is assembled before writing.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub tmp_dir: PathBuf,
+    #[arg(long, help = crate::cli::JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +89,8 @@ pub struct SeedArgs {
     /// The seed disk to write (a FAT volume labelled cidata).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    #[arg(long, help = crate::cli::JSON_HELP)]
+    pub json: bool,
 }
 
 /// Plans the site with each node's packages named as its base image names them,
@@ -155,9 +158,9 @@ fn jobs<'a>(
         .collect()
 }
 
-fn report(global: &Global, made: &[Made], json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(made)?);
+fn report(global: &Global, made: &[Made]) -> anyhow::Result<()> {
+    if global.out.json() {
+        global.out.field("images", made)?;
     } else if !global.quiet {
         for m in made {
             eprintln!(
@@ -177,6 +180,7 @@ fn report(global: &Global, made: &[Made], json: bool) -> anyhow::Result<()> {
 /// outputs are gone by the time the error gets here (they remove themselves
 /// as the error unwinds); say so and exit 128 + the signal.
 fn interruptible(
+    global: &Global,
     what: &str,
     run: impl FnOnce() -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
@@ -187,7 +191,9 @@ fn interruptible(
             .find_map(|c| c.downcast_ref::<crate::interrupt::Interrupted>())
         {
             Some(i) => {
-                eprintln!("haseed {what}: {e:#}; every temporary output was removed");
+                let message = format!("{e:#}; every temporary output was removed");
+                eprintln!("haseed {what}: {message}");
+                global.out.error(crate::envelope::Notice::new(message));
                 Ok(ExitCode::from(i.exit_code()))
             }
             None => Err(e),
@@ -197,7 +203,7 @@ fn interruptible(
 }
 
 pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
-    interruptible("image", || image_inner(global, args))
+    interruptible(global, "image", || image_inner(global, args))
 }
 
 fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
@@ -281,12 +287,12 @@ fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let jobs = jobs(&planned, &rendered, &all, &picks)?;
     let made = super::make(&args.base, &jobs, &all, global.quiet)?;
-    report(global, &made, args.json)?;
+    report(global, &made)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
-    interruptible("flash", || flash_inner(global, args))
+    interruptible(global, "flash", || flash_inner(global, args))
 }
 
 fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
@@ -295,7 +301,13 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     if !target.refusals.is_empty() {
         if args.force {
             for r in &target.refusals {
-                eprintln!("warning: --force: {r}");
+                if global.out.json() {
+                    global
+                        .out
+                        .warn(crate::envelope::Notice::new(format!("--force: {r}")));
+                } else {
+                    eprintln!("warning: --force: {r}");
+                }
             }
         } else {
             bail!(
@@ -319,7 +331,17 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     let made = super::make(&args.base, &jobs, &all, global.quiet)?;
     let file = std::fs::File::open(&img)?;
     flash::write(&file, made[0].image_bytes, &target, global.quiet)?;
-    if !global.quiet {
+    if global.out.json() {
+        global.out.field("node", &args.node)?;
+        global
+            .out
+            .field("device", args.device.display().to_string())?;
+        global.out.field("bytes", made[0].image_bytes)?;
+        global.out.field("verified", true)?;
+        global.out.field("seed", made[0].seed)?;
+        global.out.field("instance_id", &made[0].instance_id)?;
+        global.out.field("base", &made[0].base)?;
+    } else if !global.quiet {
         eprintln!(
             "{}: wrote and verified {} bytes on {} ({} seed, instance {})",
             args.node,
@@ -337,7 +359,17 @@ pub fn seed_cmd(global: &Global, args: &SeedArgs) -> anyhow::Result<ExitCode> {
     let i = node_index(&planned, &args.node)?;
     let rendered = pipeline::render(&planned.inv, &planned.plans)?;
     let size = super::seed::write(&rendered[i].1, &args.output)?;
-    if !global.quiet {
+    if global.out.json() {
+        global.out.field("node", &args.node)?;
+        global
+            .out
+            .field("output", args.output.display().to_string())?;
+        global.out.field("bytes", size)?;
+        global.out.field("label", "cidata")?;
+        global
+            .out
+            .field("instance_id", super::instance_id(&rendered[i].1))?;
+    } else if !global.quiet {
         eprintln!(
             "{}: NoCloud seed disk {} ({} bytes, label cidata, instance {})",
             args.node,

@@ -76,8 +76,7 @@ pub struct LabArgs {
     /// Trials of each scenario.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub trials: u32,
-    /// Print the results as JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, help = crate::cli::JSON_HELP)]
     pub json: bool,
     /// The objective: the longest outage a client may see, in ms [default:
     /// the VIP's `max_outage_ms` in the inventory, else 100].
@@ -193,6 +192,7 @@ pub fn run(
     plans: &[NodePlan],
     nodes: &[(String, NodeArtifacts)],
     args: &LabArgs,
+    out: &crate::envelope::Sink,
 ) -> anyhow::Result<ExitCode> {
     require_root()?;
     for tool in ["ip", "haproxy", "keepalived"] {
@@ -267,18 +267,22 @@ pub fn run(
         None => Vec::new(),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "site": site.name,
-                "vip": topo.vip_name,
-                "max_outage_ms": max_outage_ms,
-                "passed": ok,
-                "summary": summarize(&results),
-                "svg": svgs,
-                "trials": results,
-            }))?
-        );
+        // Fields of the envelope `cli::run` prints.
+        out.fields(serde_json::json!({
+            "site": site.name,
+            "vip": topo.vip_name,
+            "max_outage_ms": max_outage_ms,
+            "passed": ok,
+            "summary": summarize(&results),
+            "svg": svgs,
+            "trials": results,
+        }))?;
+        if !ok {
+            out.error(crate::envelope::Notice::new(format!(
+                "VIP {}: the objective ({max_outage_ms} ms) is broken: see the failed trials",
+                topo.vip_name
+            )));
+        }
     } else {
         print_table(&topo, &results, max_outage_ms);
         if let Some(dir) = &args.svg {
