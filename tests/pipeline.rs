@@ -38,6 +38,9 @@ fn example_site_matches_golden_files() {
     };
     let h = unit("lb1", "haproxy");
     assert!(h.contains("ExecStartPost=/bin/sh -c 'mkdir -p /var/lib/haseed && echo 0 > /var/lib/haseed/haproxy-down'\n"), "{h}");
+    // The file exists and says down before haproxy is ready (keepalived
+    // starts after haproxy and has no init_file to create it).
+    assert!(h.contains("ExecStartPre=/bin/sh -c 'mkdir -p /var/lib/haseed && echo 1 > /var/lib/haseed/haproxy-down'\n"), "{h}");
     assert!(h.contains("ExecStopPost=/bin/sh -c 'mkdir -p /var/lib/haseed && echo 1 > /var/lib/haseed/haproxy-down'\n"), "{h}");
     let k = unit("lb2", "keepalived");
     for line in [
@@ -62,7 +65,9 @@ fn example_site_matches_golden_files() {
         "version 2",
         "advert_int 1\n",
         "garp_master_refresh 1",
-        "file \"/var/lib/haseed/haproxy-down\"\n    weight 0\n    init_file 1\n",
+        // No init_file: keepalived 2.2.8-2.3.2 overwrite the file at every
+        // start (default-policy failover.rs, decision 1).
+        "file \"/var/lib/haseed/haproxy-down\"\n    weight 0\n}",
         "track_file {\n        haproxy_down\n    }",
         "http://127.0.0.1:8404/haseed-alive",
     ] {
@@ -71,6 +76,12 @@ fn example_site_matches_golden_files() {
             "keepalived.conf lacks {line:?}:\n{keepalived}"
         );
     }
+    // keepalived 2.2.8-2.3.2 write init_file's value over the file at every
+    // start, leaving the node FAULT (Ubuntu 24.04's keepalived).
+    assert!(
+        !keepalived.contains("init_file"),
+        "keepalived.conf has an init_file:\n{keepalived}"
+    );
     assert!(
         !out.join("master1/files/etc/haproxy").exists(),
         "a master got haproxy"
