@@ -18,10 +18,12 @@
 //! Needs root (CI runs as root). Under TCG the boot takes several minutes.
 //!
 //! `HASEED_TWIN_LAYOUT` picks another twin (default `raspios-trixie`, the one
-//! CI boots): `raspios-trixie-2025-10` (the first Trixie release) or
+//! CI boots): `raspios-trixie-2025-10` (the first Trixie release),
 //! `raspios-bookworm` (no cloud-init: a `raspios-legacy` node gets
-//! `firstrun.sh`, and the card boots three times). `tests/twins/run-twin.sh`
-//! runs them.
+//! `firstrun.sh`, and the card boots three times), `ubuntu-raspi-noble` or
+//! `ubuntu-raspi-resolute` (an `ubuntu-raspi` node: networkd, sshd through
+//! ssh.socket; 26.04 reads its command line from `current/`).
+//! `tests/twins/run-twin.sh` runs them.
 
 #[path = "firstboot/checks.rs"]
 mod checks;

@@ -7,7 +7,8 @@
 #
 #   sh tests/twins/run-twin.sh LAYOUT     (root; from anywhere in the clone)
 #
-# LAYOUT: raspios-trixie, raspios-trixie-2025-10, raspios-bookworm. CI runs
+# LAYOUT: raspios-trixie, raspios-trixie-2025-10, raspios-bookworm,
+# ubuntu-raspi-noble, ubuntu-raspi-resolute. CI runs
 # only raspios-trixie; this script runs the others, once each, for README.md.
 # Prints: time to the first SSH login with `sudo -n true` (after qemu first
 # started), time to the report (cloud-init done, or Bookworm's start-up after
@@ -16,7 +17,7 @@
 # report and login log stay in the directory it names (HASEED_TWIN_KEEP: delete
 # it when done, the card is as big as the twin).
 set -eu
-[ $# -eq 1 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[ $# -eq 1 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
 layout=$1
 here=$(cd "$(dirname "$0")" && pwd)
 [ -f "$here/$layout.sh" ] || { echo "run-twin.sh: unknown layout '$layout' (a file LAYOUT.sh in $here)" >&2; exit 2; }
