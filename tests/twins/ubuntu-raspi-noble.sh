@@ -53,16 +53,28 @@ layout_prepare() {
 }
 
 # The boot partition's files of the noble server configs (pi-gadget
-# configs/noble-arm64-server/), the ones a first boot reads.
+# configs/noble-arm64-server/), the ones a first boot reads. A later release
+# sets what changed: ubuntu_os_prefix (the folder config.txt's os_prefix names,
+# which then holds cmdline.txt and a `state` file) and ubuntu_cmdline_extra
+# (words before `rootwait`).
+ubuntu_os_prefix=
+ubuntu_cmdline_extra=
 ubuntu_boot_files() {
   fw=$1/boot/firmware
-  mkdir -p "$fw"
+  mkdir -p "$fw/$ubuntu_os_prefix"
   # cmdline.txt: root by label, no `quiet splash` (removed in pi-gadget 5d45b91b).
-  printf 'console=serial0,115200 multipath=off dwc_otg.lpm_enable=0 console=tty1 root=LABEL=writable rootfstype=ext4 rootwait fixrtc\n' \
-    >"$fw/cmdline.txt"
-  # config.txt: the firmware's (no Pi firmware reads it here); its boot keys.
-  printf '[all]\narm_64bit=1\nkernel=vmlinuz\ncmdline=cmdline.txt\ninitramfs initrd.img followkernel\n\n[pi4]\nmax_framebuffers=2\narm_boost=1\n\n[all]\ndtparam=audio=on\nenable_uart=1\n' \
-    >"$fw/config.txt"
+  printf 'console=serial0,115200 multipath=off dwc_otg.lpm_enable=0 console=tty1 root=LABEL=writable rootfstype=ext4 %srootwait fixrtc\n' \
+    "${ubuntu_cmdline_extra:+$ubuntu_cmdline_extra }" >"$fw/${ubuntu_os_prefix}cmdline.txt"
+  # config.txt: the firmware's (no Pi firmware reads it here); its boot keys,
+  # and with A/B boot the normal boot's folder and the trial boot's (new/).
+  {
+    printf '[all]\narm_64bit=1\nkernel=vmlinuz\ncmdline=cmdline.txt\ninitramfs initrd.img followkernel\n'
+    if [ -n "$ubuntu_os_prefix" ]; then
+      printf 'os_prefix=%s\n\n[tryboot]\nos_prefix=new/\n' "$ubuntu_os_prefix"
+    fi
+    printf '\n[pi4]\nmax_framebuffers=2\narm_boost=1\n\n[all]\ndtparam=audio=on\nenable_uart=1\n'
+  } >"$fw/config.txt"
+  [ -z "$ubuntu_os_prefix" ] || echo good >"$fw/${ubuntu_os_prefix}state"
   ubuntu_seed_files "$fw"
 }
 

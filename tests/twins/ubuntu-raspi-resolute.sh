@@ -16,16 +16,8 @@ layout_suite=resolute
 layout_sources="deb $ubuntu_mirror resolute main universe
 deb $ubuntu_mirror resolute-updates main universe"
 
-ubuntu_boot_files() {
-  fw=$1/boot/firmware
-  mkdir -p "$fw/current"
-  # The command line in current/ (piboot-ab.rst: it has panic=10, so a kernel
-  # that cannot boot falls back to the tried-and-good assets).
-  printf 'console=serial0,115200 multipath=off dwc_otg.lpm_enable=0 console=tty1 root=LABEL=writable rootfstype=ext4 panic=10 rootwait fixrtc\n' \
-    >"$fw/current/cmdline.txt"
-  echo good >"$fw/current/state"
-  # config.txt: the normal boot reads current/, a trial boot (tryboot) new/.
-  printf '[all]\narm_64bit=1\nkernel=vmlinuz\ncmdline=cmdline.txt\ninitramfs initrd.img followkernel\nos_prefix=current/\n\n[tryboot]\nos_prefix=new/\n\n[pi4]\nmax_framebuffers=2\narm_boost=1\n\n[all]\ndtparam=audio=on\nenable_uart=1\n' \
-    >"$fw/config.txt"
-  ubuntu_seed_files "$fw"
-}
+# piboot-ab.rst: the command line lives in current/ and has panic=10, so a
+# kernel that cannot boot falls back to the tried-and-good assets; config.txt
+# points the normal boot at current/, a trial boot (tryboot) at new/.
+ubuntu_os_prefix=current/
+ubuntu_cmdline_extra=panic=10
