@@ -68,8 +68,9 @@ fn example_site_matches_golden_files() {
         // No init_file: keepalived 2.2.8-2.3.2 overwrite the file at every
         // start (default-policy failover.rs, decision 1).
         "file \"/var/lib/haseed/haproxy-down\"\n    weight 0\n}",
-        "track_file {\n        haproxy_down\n    }",
-        "http://127.0.0.1:8404/haseed-alive",
+        "track_file {\n        haproxy_down\n        haproxy_unhealthy\n    }",
+        // The watcher's file (failover.rs, 3): a missing one reads as 0.
+        "file \"/var/lib/haseed/haproxy-unhealthy\"\n    weight 0\n}",
     ] {
         assert!(
             keepalived.contains(line),
@@ -81,6 +82,19 @@ fn example_site_matches_golden_files() {
     assert!(
         !keepalived.contains("init_file"),
         "keepalived.conf has an init_file:\n{keepalived}"
+    );
+    let watch = std::fs::read_to_string(
+        out.join("lb2/files/etc/systemd/system/haseed-haproxy-watch.service"),
+    )
+    .expect("the watcher's unit");
+    assert!(
+        watch.contains("ExecStart=/usr/local/sbin/haseed-haproxy-watch 8404 /haseed-alive /var/lib/haseed/haproxy-unhealthy 100 200 2 192.168.3.241\n"),
+        "{watch}"
+    );
+    let cfg = std::fs::read_to_string(out.join("lb2/files/etc/haproxy/haproxy.cfg")).expect("cfg");
+    assert!(
+        cfg.contains("    monitor fail if { nbsrv(kube-apiserver) lt 1 }\n"),
+        "{cfg}"
     );
     assert!(
         !out.join("master1/files/etc/haproxy").exists(),

@@ -18,6 +18,9 @@ pub(super) struct Lab {
     /// Per holder: haproxy and keepalived.
     pub(super) haproxy: Vec<Option<Daemon>>,
     pub(super) keepalived: Vec<Option<Daemon>>,
+    /// Per holder: the watcher of haproxy's monitor URI, when its plan has
+    /// one (`hooks::Watch`).
+    pub(super) watchers: Vec<Option<Child>>,
     /// Per holder: what the lab runs for it (recognised hooks and checks).
     pub(super) setups: Vec<Setup>,
     /// Where every process of a node runs (`sandbox.rs`).
@@ -54,6 +57,7 @@ impl Lab {
             dir,
             haproxy: (0..n).map(|_| None).collect(),
             keepalived: (0..n).map(|_| None).collect(),
+            watchers: (0..n).map(|_| None).collect(),
             setups,
             sandbox,
             netns: Vec::new(),
@@ -169,8 +173,35 @@ impl Lab {
             self.start_haproxy(topo, h)?;
         }
         for h in 0..topo.holders.len() {
+            self.start_watcher(topo, h)?;
+        }
+        for h in 0..topo.holders.len() {
             self.start_keepalived(topo, h)?;
         }
+        Ok(())
+    }
+
+    /// Starts holder `h`'s watcher, if its plan has one: the host's own copy
+    /// of the script (`hooks::WATCH_SCRIPT`, the plan's was checked equal to
+    /// it), in the sandbox and the node's namespace, its track file under
+    /// the node's lab directory.
+    pub(super) fn start_watcher(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let Some(w) = self.setups[h].watch.clone() else {
+            return Ok(());
+        };
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let script = home.join("haseed-haproxy-watch");
+        fs::write(&script, hooks::WATCH_SCRIPT)?;
+        let argv = w.lab_argv(&script, &home);
+        let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let child = self
+            .command(&m.ns, &words)?
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(home.join("watch.log"))?))
+            .spawn()
+            .with_context(|| format!("starting the haproxy watcher for {}", m.name))?;
+        self.watchers[h] = Some(child);
         Ok(())
     }
 
@@ -444,6 +475,10 @@ impl Drop for Lab {
                     }
                 }
             }
+        }
+        for w in self.watchers.iter_mut().flatten() {
+            let _ = w.kill();
+            let _ = w.wait();
         }
         for a in &mut self.anchors {
             let _ = a.kill();

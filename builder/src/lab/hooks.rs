@@ -365,6 +365,128 @@ pub fn recognise_hooks(node: &str, hooks: &Hooks, refusals: &mut Vec<Refusal>) -
     out
 }
 
+/// The default policy's watcher script (`haseed-haproxy-watch`), as this
+/// host was built with it: the lab runs this text, never the plan's copy,
+/// and only for a plan whose copy is exactly this.
+pub const WATCH_SCRIPT: &str = include_str!("../../../plugins/default-policy/src/haproxy-watch.sh");
+/// Where the default policy installs it.
+pub const WATCH_SCRIPT_PATH: &str = "/usr/local/sbin/haseed-haproxy-watch";
+
+/// The watcher's unit `ExecStart=`: `haseed-haproxy-watch PORT URI TRACK
+/// EVERY TIMEOUT FALL [PEER...]` (the script's header says what each is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub port: u16,
+    pub path: String,
+    /// The track file: a state directory and a plain name in it.
+    pub dir: &'static str,
+    pub name: String,
+    /// Between two questions, and each question's timeout, ms.
+    pub every_ms: u64,
+    pub timeout_ms: u64,
+    pub fall: u32,
+    pub peers: Vec<Ipv4Addr>,
+}
+
+impl Watch {
+    /// Recognises the watcher's argv, or says why it is not one.
+    pub fn recognise(argv: &[String]) -> Result<Watch, String> {
+        let [program, port, path, track, every, timeout, fall, peers @ ..] = argv else {
+            return Err(
+                "not haseed-haproxy-watch PORT URI TRACK EVERY TIMEOUT FALL [PEER...]".into(),
+            );
+        };
+        if program != WATCH_SCRIPT_PATH {
+            return Err(format!("the program is not {WATCH_SCRIPT_PATH}"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("the port is not a port")?;
+        if !path.starts_with('/')
+            || !path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        {
+            return Err("the URI has characters the default policy never writes".into());
+        }
+        let (dir, name) = STATE_DIRS
+            .iter()
+            .find_map(|d| {
+                track
+                    .strip_prefix(d)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .filter(|n| is_name(n))
+                    .map(|n| (*d, n.to_string()))
+            })
+            .ok_or("the track file is not a plain file of haseed's state directory")?;
+        let ms = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|m| (10..=60_000).contains(m))
+                .ok_or_else(|| format!("{what} is not 10..60000 ms"))
+        };
+        let every_ms = ms(every, "the interval")?;
+        let timeout_ms = ms(timeout, "the timeout")?;
+        let fall: u32 = fall
+            .parse()
+            .ok()
+            .filter(|f| (1..=100).contains(f))
+            .ok_or("fall is not 1..100")?;
+        let peers = peers
+            .iter()
+            .map(|p| ipv4(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let w = Watch {
+            port,
+            path: path.clone(),
+            dir,
+            name,
+            every_ms,
+            timeout_ms,
+            fall,
+            peers,
+        };
+        if w.args(&|d| d.to_string()) != argv[1..] {
+            return Err("not in the exact form haseed's default policy writes".into());
+        }
+        Ok(w)
+    }
+
+    fn args(&self, state: &dyn Fn(&str) -> String) -> Vec<String> {
+        [
+            self.port.to_string(),
+            self.path.clone(),
+            format!("{}/{}", state(self.dir), self.name),
+            self.every_ms.to_string(),
+            self.timeout_ms.to_string(),
+            self.fall.to_string(),
+        ]
+        .into_iter()
+        .chain(self.peers.iter().map(|p| p.to_string()))
+        .collect()
+    }
+
+    /// The argv the lab runs: the host's own copy of the script (`script`,
+    /// written by the lab) under `/bin/sh`, the track file under `home`.
+    pub fn lab_argv(&self, script: &Path, home: &Path) -> Vec<String> {
+        ["/bin/sh".to_string(), script.display().to_string()]
+            .into_iter()
+            .chain(self.args(&|d| lab_state_dir(home, d)))
+            .collect()
+    }
+
+    /// Longest time from a hang to the track file written: the last good
+    /// answer just before it, the next question up to `every` later, then
+    /// `fall` questions that each wait their timeout, one starting at most
+    /// every `every` (curl's `--rate`) or as soon as the previous one gave up.
+    pub fn detect_ms(&self) -> u64 {
+        let fall = u64::from(self.fall);
+        self.every_ms + (fall - 1) * self.every_ms.max(self.timeout_ms) + self.timeout_ms
+    }
+}
+
 /// A keepalived `vrrp_script` the lab runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
@@ -372,9 +494,11 @@ pub enum Check {
     /// haproxy`, which needs systemd: the lab asks the same question of the
     /// node's processes).
     HaproxyProcess,
-    /// `curl --silent --fail --output /dev/null --max-time N
-    /// http://127.0.0.1:PORT/PATH`: haproxy's own monitor URI.
+    /// `curl --silent [--fail] --output /dev/null --max-time N
+    /// http://127.0.0.1:PORT/PATH`: haproxy's own monitor URI (with
+    /// `--fail`, an HTTP error fails too).
     LocalHttp {
+        fail: bool,
         max_time_s: u32,
         port: u16,
         path: String,
@@ -388,8 +512,8 @@ impl Check {
         let check = match words.as_slice() {
             ["/usr/bin/pgrep", "-x", "haproxy"]
             | ["/usr/bin/systemctl", "is-active", "--quiet", "haproxy"] => Check::HaproxyProcess,
-            ["/usr/bin/curl", "--silent", "--fail", "--output", "/dev/null", "--max-time", t, url] =>
-            {
+            ["/usr/bin/curl", "--silent", "--fail", "--output", "/dev/null", "--max-time", t, url]
+            | ["/usr/bin/curl", "--silent", "--output", "/dev/null", "--max-time", t, url] => {
                 let max_time_s = t
                     .parse::<u32>()
                     .ok()
@@ -413,6 +537,7 @@ impl Check {
                     );
                 }
                 Check::LocalHttp {
+                    fail: words.contains(&"--fail"),
                     max_time_s,
                     port,
                     path: format!("/{path}"),
@@ -442,22 +567,20 @@ impl Check {
             .map(|w| w.to_string())
             .collect(),
             Check::LocalHttp {
+                fail,
                 max_time_s,
                 port,
                 path,
-            } => [
-                "/usr/bin/curl",
-                "--silent",
-                "--fail",
-                "--output",
-                "/dev/null",
-                "--max-time",
-                &max_time_s.to_string(),
-                &format!("http://127.0.0.1:{port}{path}"),
-            ]
-            .iter()
-            .map(|w| w.to_string())
-            .collect(),
+            } => ["/usr/bin/curl", "--silent"]
+                .into_iter()
+                .chain(fail.then_some("--fail"))
+                .chain(["--output", "/dev/null", "--max-time"])
+                .map(String::from)
+                .chain([
+                    max_time_s.to_string(),
+                    format!("http://127.0.0.1:{port}{path}"),
+                ])
+                .collect(),
         }
     }
 }
@@ -576,6 +699,63 @@ mod tests {
     }
 
     #[test]
+    fn only_the_default_policys_watcher_is_recognised() {
+        let argv = v(&[
+            "/usr/local/sbin/haseed-haproxy-watch",
+            "8404",
+            "/haseed-alive",
+            "/var/lib/haseed/haproxy-unhealthy",
+            "100",
+            "200",
+            "2",
+            "192.168.3.242",
+        ]);
+        let w = Watch::recognise(&argv).expect("the watcher");
+        assert_eq!((w.every_ms, w.timeout_ms, w.fall), (100, 200, 2));
+        // 100 ms to the next question, two timeouts of 200 ms.
+        assert_eq!(w.detect_ms(), 500);
+        let home = Path::new("/tmp/lab/lb1");
+        assert_eq!(
+            w.lab_argv(Path::new("/tmp/lab/lb1/w"), home),
+            v(&[
+                "/bin/sh",
+                "/tmp/lab/lb1/w",
+                "8404",
+                "/haseed-alive",
+                "/tmp/lab/lb1/var-lib-haseed/haproxy-unhealthy",
+                "100",
+                "200",
+                "2",
+                "192.168.3.242",
+            ])
+        );
+        // The script the host runs is the one the policy ships.
+        assert!(WATCH_SCRIPT.starts_with("#!/bin/sh\n"));
+        let bad = |i: usize, word: &str| {
+            let mut a = argv.clone();
+            a[i] = word.into();
+            a
+        };
+        for a in [
+            bad(0, "/bin/sh"),
+            bad(1, "0"),
+            bad(2, "/x;reboot"),
+            bad(3, "/etc/passwd"),
+            bad(3, "/var/lib/haseed/../x"),
+            bad(4, "0"),
+            bad(4, "0.1"),
+            bad(4, "0100"),
+            bad(5, "99999"),
+            bad(6, "0"),
+            bad(7, "example.com"),
+            bad(7, "192.168.3.242; id"),
+            v(&["/usr/local/sbin/haseed-haproxy-watch", "8404"]),
+        ] {
+            assert!(Watch::recognise(&a).is_err(), "{a:?} was accepted");
+        }
+    }
+
+    #[test]
     fn only_known_checks_are_run() {
         assert_eq!(
             Check::recognise(&v(&["/usr/bin/pgrep", "-x", "haproxy"])),
@@ -593,6 +773,10 @@ mod tests {
         ]);
         let c = Check::recognise(&http).expect("http");
         assert_eq!(c.lab_argv(7), http);
+        // Without --fail (any HTTP answer passes): the same check, kept so.
+        let answer: Vec<String> = http.iter().filter(|w| *w != "--fail").cloned().collect();
+        let c = Check::recognise(&answer).expect("http without --fail");
+        assert_eq!(c.lab_argv(7), answer);
         assert_eq!(
             Check::HaproxyProcess.lab_argv(42),
             v(&[

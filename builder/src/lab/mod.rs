@@ -49,7 +49,7 @@ use serde::Serialize;
 
 use crate::contract::{NodePlan, Site, VrrpState};
 use crate::render::NodeArtifacts;
-use hooks::{Check, Hook, Refusal, ServiceHooks};
+use hooks::{Check, Hook, Refusal, ServiceHooks, Watch};
 use sandbox::{NetNs, Sandbox};
 use unit::Hooks;
 
@@ -84,7 +84,9 @@ pub struct LabArgs {
     pub max_outage_ms: Option<u64>,
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
-    /// backend-killed, split-brain, keepalived-stop, keepalived-crash.
+    /// backend-killed, backends-lost, backends-lost-everywhere, split-brain,
+    /// vrrp-stall, node-stall,
+    /// long-lived, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub scenario: Vec<String>,
     /// Write one SVG timeline per scenario trial (probe results, which holder
@@ -100,6 +102,8 @@ pub const SCENARIOS: &[&str] = &[
     "haproxy-hung",
     "old-master-restored",
     "backend-killed",
+    "backends-lost",
+    "backends-lost-everywhere",
     "split-brain",
     "vrrp-stall",
     "node-stall",
@@ -246,6 +250,10 @@ pub fn run(
                         lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
+                    "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
+                    "backends-lost-everywhere" => {
+                        lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)?
+                    }
                     "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
                     "vrrp-stall" => lab.stall(&topo, trial, false)?,
                     "node-stall" => lab.stall(&topo, trial, true)?,
@@ -427,7 +435,9 @@ mod tests {
         k.instances[0].track_scripts.push("chk_http".into());
         let v = HolderVrrp::of(&plan, vip).unwrap();
         assert_eq!(v.hung_check, Some(("chk_http".into(), 1, 2, 2)));
-        assert_eq!(v.hung_bound_ms(), Some(4500));
+        assert_eq!(v.hung_bound_ms(), Some(HUNG_OBJECTIVE_MS));
+        assert_eq!(v.hung_detect_ms(), Some(4000));
+        assert_eq!(v.watch, None);
         // Failback: only a strictly higher priority without nopreempt (or
         // from state MASTER) takes the VIP back.
         let peer = v.clone();
@@ -447,5 +457,77 @@ mod tests {
             ..higher
         };
         assert!(master.takes_back_from(&peer));
+    }
+
+    #[test]
+    fn a_vip_dropped_or_held_twice_while_nobody_can_serve_fails() {
+        let (y, n) = ((true, true), (false, false));
+        let s = |v: Vec<((bool, bool), (bool, bool))>| -> Vec<Sample> {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (a, b))| (i as f64 * 20.0, vec![a, b]))
+                .collect()
+        };
+        // Before the action anything goes; after it, one holder (a move to
+        // the peer is allowed).
+        assert_eq!(
+            held_throughout(&s(vec![(n, n), (y, n), (n, y)]), 20.0),
+            None
+        );
+        let dropped = held_throughout(&s(vec![(y, n), (y, n), (n, n), (n, n)]), 0.0);
+        assert!(dropped.is_some_and(|w| w.starts_with("no holder had the VIP 40 ms")));
+        let twice = held_throughout(&s(vec![(y, n), (y, y)]), 0.0);
+        assert!(twice.is_some_and(|w| w.starts_with("the VIP was held twice 20 ms")));
+        // A move read mid-sample: the leaver in its first reading only, the
+        // taker (read in between) in both. Not two holders.
+        let (first, second) = ((true, false), (false, true));
+        assert_eq!(held_throughout(&s(vec![(y, n), (first, y)]), 0.0), None);
+        assert_eq!(held_throughout(&s(vec![(n, y), (second, y)]), 0.0), None);
+    }
+
+    #[test]
+    fn reads_the_watcher_from_the_plan_only_when_tracked_and_enabled() {
+        use crate::check::fixture::{lb_plan, site};
+        use crate::contract::{File, VrrpTrackFile};
+        let site = site();
+        let vip: Ipv4Addr = "192.168.3.240".parse().unwrap();
+        let mut plan = lb_plan(&site, 0);
+        let exec = "/usr/local/sbin/haseed-haproxy-watch 8404 /alive \
+                    /var/lib/haseed/haproxy-unhealthy 100 200 2 192.168.3.242";
+        plan.files.push(File {
+            path: "/etc/systemd/system/haseed-haproxy-watch.service".into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: format!("[Service]\nExecStart={exec}\n"),
+        });
+        // Written but neither enabled nor tracked: nothing sees a hang.
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        plan.services.push("haseed-haproxy-watch.service".into());
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        let k = plan.keepalived.as_mut().unwrap();
+        k.track_files.push(VrrpTrackFile {
+            name: "unhealthy".into(),
+            path: "/var/lib/haseed/haproxy-unhealthy".into(),
+            weight: 0,
+            init_value: Some(0),
+        });
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
+        plan.keepalived.as_mut().unwrap().instances[0]
+            .track_files
+            .push("unhealthy".into());
+        let v = HolderVrrp::of(&plan, vip).unwrap();
+        // 100 ms to the next question, two timeouts of 200 ms.
+        assert_eq!(
+            v.watch,
+            Some((
+                "haseed-haproxy-watch every 100 ms, timeout 200 ms, fall 2".into(),
+                500
+            ))
+        );
+        assert_eq!(v.hung_bound_ms(), Some(HUNG_OBJECTIVE_MS));
+        assert_eq!(v.hung_detect_ms(), Some(500));
+        // A weight that only lowers the priority never gives the VIP up.
+        plan.keepalived.as_mut().unwrap().track_files[0].weight = -10;
+        assert_eq!(HolderVrrp::of(&plan, vip).unwrap().watch, None);
     }
 }

@@ -50,10 +50,7 @@ pub(super) fn figures(
     let mut owner: Option<usize> = None;
     let mut duplicate = 0.0;
     for (k, (t, held)) in samples.iter().enumerate() {
-        let twice = held
-            .iter()
-            .enumerate()
-            .any(|(i, (a, b))| *a && *b && held[i + 1..].iter().any(|(c, d)| *c || *d));
+        let twice = held_twice(held);
         let holders: Vec<usize> = held
             .iter()
             .enumerate()
@@ -90,6 +87,17 @@ pub(super) fn figures(
         note: None,
         timeline: None,
     }
+}
+
+/// Whether one sample shows the VIP on two holders at once: a holder had it
+/// in both of its readings while a later holder, read in between, had it in
+/// either (`Daemons::holding` reads 0..n then n..0). A move during the
+/// sample shows the leaver in one reading and the taker in the other, which
+/// is not a duplicate.
+pub(super) fn held_twice(held: &[(bool, bool)]) -> bool {
+    held.iter()
+        .enumerate()
+        .any(|(i, (a, b))| *a && *b && held[i + 1..].iter().any(|(c, d)| *c || *d))
 }
 
 /// A TCP connect and one request; success is an answer within the timeout.

@@ -78,6 +78,9 @@ pub(super) struct Setup {
     pub(super) haproxy_cfg: String,
     pub(super) haproxy: ServiceHooks,
     pub(super) keepalived: ServiceHooks,
+    /// The watcher of haproxy's monitor URI, when the plan enables it
+    /// (started after haproxy, as its unit orders it).
+    pub(super) watch: Option<Watch>,
 }
 
 impl Setup {
@@ -178,6 +181,7 @@ pub(super) fn vet(
                 });
             }
         }
+        let watch = vet_watch(&m.name, plan, art, &mut refusals);
         let haproxy = hooks::recognise_hooks(&m.name, &h_hooks, &mut refusals);
         let keepalived = hooks::recognise_hooks(&m.name, &k_hooks, &mut refusals);
         let k = plan
@@ -232,6 +236,7 @@ pub(super) fn vet(
             haproxy_cfg,
             haproxy,
             keepalived,
+            watch,
         });
     }
     if refusals.is_empty() {
@@ -247,4 +252,126 @@ pub(super) fn vet(
          machine), not on the build host.",
         list.join("\n")
     )
+}
+
+/// The watcher, if an enabled `haseed-*.service` unit of the plan starts
+/// [`hooks::WATCH_SCRIPT_PATH`]: its `ExecStart=` recognised, and the plan's
+/// script exactly the host's own copy (which is what the lab runs). Other
+/// haseed units do nothing a load balancer's failover depends on; the lab
+/// leaves them out, as before.
+fn vet_watch(
+    node: &str,
+    plan: &NodePlan,
+    art: &NodeArtifacts,
+    refusals: &mut Vec<Refusal>,
+) -> Option<Watch> {
+    let mut found = None;
+    for f in &art.files {
+        let Some(unit) = f
+            .path
+            .strip_prefix("/etc/systemd/system/")
+            .filter(|u| u.starts_with("haseed-") && u.ends_with(".service"))
+        else {
+            continue;
+        };
+        if !plan.services.iter().any(|s| s == unit) {
+            continue;
+        }
+        let mut h = Hooks::default();
+        if h.add_dropin(&f.content, &f.path).is_err() {
+            continue;
+        }
+        for c in h
+            .start
+            .iter()
+            .filter(|c| c.argv.first().map(String::as_str) == Some(hooks::WATCH_SCRIPT_PATH))
+        {
+            let mut refuse = |why: String| {
+                refusals.push(Refusal {
+                    node: node.to_string(),
+                    place: format!("{} ExecStart=", c.at),
+                    command: c.argv.join(" "),
+                    why,
+                })
+            };
+            let script = art
+                .files
+                .iter()
+                .find(|s| s.path == hooks::WATCH_SCRIPT_PATH);
+            match (Watch::recognise(&c.argv), script) {
+                (Err(why), _) => refuse(why),
+                (_, None) => refuse(format!("the plan writes no {}", hooks::WATCH_SCRIPT_PATH)),
+                (Ok(_), Some(s)) if s.content != hooks::WATCH_SCRIPT => refuse(format!(
+                    "{} is not the default policy's script",
+                    hooks::WATCH_SCRIPT_PATH
+                )),
+                (Ok(_), Some(_)) if found.is_some() => refuse("a second watcher".into()),
+                (Ok(w), Some(_)) => found = Some(w),
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RenderedFile;
+
+    fn file(path: &str, content: &str) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn the_watcher_runs_only_as_the_default_policy_wrote_it() {
+        let unit_path = "/etc/systemd/system/haseed-haproxy-watch.service";
+        let exec = "[Service]\nExecStart=/usr/local/sbin/haseed-haproxy-watch 8404 /alive \
+                    /var/lib/haseed/haproxy-unhealthy 100 200 2 10.0.0.2\n";
+        let vet_one = |unit: &str, script: Option<&str>, enabled: bool| {
+            let mut plan = crate::check::fixture::lb_plan(&crate::check::fixture::site(), 0);
+            if enabled {
+                plan.services.push("haseed-haproxy-watch.service".into());
+            }
+            let mut files = vec![file(unit_path, unit)];
+            if let Some(s) = script {
+                files.push(file(hooks::WATCH_SCRIPT_PATH, s));
+            }
+            let art = NodeArtifacts {
+                user_data: String::new(),
+                meta_data: String::new(),
+                network_config: String::new(),
+                files,
+            };
+            let mut refusals = Vec::new();
+            let w = vet_watch("lb1", &plan, &art, &mut refusals);
+            (w, refusals)
+        };
+        let (w, r) = vet_one(exec, Some(hooks::WATCH_SCRIPT), true);
+        assert!(r.is_empty(), "{r:?}");
+        assert_eq!(w.expect("the watcher").port, 8404);
+        // Not enabled: the node does not run it, nor does the lab.
+        let (w, r) = vet_one(exec, Some(hooks::WATCH_SCRIPT), false);
+        assert!(w.is_none() && r.is_empty());
+        // The plan's script differs from the host's: refused, named.
+        let (w, r) = vet_one(exec, Some("#!/bin/sh\nid > /tmp/x\n"), true);
+        assert!(w.is_none());
+        assert!(
+            r[0].why.contains("not the default policy's script"),
+            "{r:?}"
+        );
+        assert!(r[0].to_string().starts_with(
+            "node lb1: /etc/systemd/system/haseed-haproxy-watch.service line 2 ExecStart="
+        ));
+        // No script at all, or other arguments: refused.
+        let (_, r) = vet_one(exec, None, true);
+        assert!(r[0].why.contains("writes no"), "{r:?}");
+        let other = exec.replace("100 200 2", "100 200 2; id");
+        let (_, r) = vet_one(&other, Some(hooks::WATCH_SCRIPT), true);
+        assert_eq!(r.len(), 1, "{r:?}");
+    }
 }

@@ -19,6 +19,10 @@ pub struct Hooks {
     pub start_pre: Vec<ExecCommand>,
     pub start_post: Vec<ExecCommand>,
     pub stop_post: Vec<ExecCommand>,
+    /// `ExecStart=`: the lab runs it only for a unit of haseed's own it
+    /// recognises whole (the watcher); in a drop-in it is also listed in
+    /// `other_exec`.
+    pub start: Vec<ExecCommand>,
     /// Other `Exec*=` settings (`ExecStart=`, `ExecStop=`, `ExecReload=`,
     /// `ExecCondition=`...), which the lab does not emulate: `(what, key)`.
     pub other_exec: Vec<(String, String)>,
@@ -48,6 +52,11 @@ impl Hooks {
                 "ExecStartPre" => &mut self.start_pre,
                 "ExecStartPost" => &mut self.start_post,
                 "ExecStopPost" => &mut self.stop_post,
+                "ExecStart" => {
+                    self.other_exec
+                        .push((format!("{what} line {}", n + 1), "ExecStart".into()));
+                    &mut self.start
+                }
                 k if k.starts_with("Exec") => {
                     self.other_exec
                         .push((format!("{what} line {}", n + 1), k.to_string()));

@@ -34,17 +34,55 @@
 //!    first in v2.3.3), and Ubuntu 24.04 ships 2.2.8: `init_file 1` left
 //!    every node FAULT after keepalived's start, which follows haproxy's (the
 //!    ubuntu-raspi-noble card twin, tests/twins). A node whose haproxy never
-//!    started has no file: keepalived reads that as up, and the process and
-//!    HTTP checks below still hold it FAULT.
+//!    started has no file: keepalived reads that as up, and the process
+//!    check and decision 3's watcher (or HTTP check) still hold it FAULT.
 //! 2. keepalived starts `After=haproxy.service`: haproxy's start hook has
 //!    written its state before keepalived reads it (without the ordering a
 //!    start raced the hook and stayed FAULT in 1 of 125 starts).
 //! 3. A hung haproxy (alive, not serving) is invisible to the track file and
-//!    to a TCP connect (the kernel completes handshakes): keepalived also
-//!    asks haproxy itself over HTTP, a `monitor-uri` frontend on 127.0.0.1
-//!    (caught in ~1 s in the field notes; `haseed lab`'s `haproxy-hung`
-//!    measured 2.2-3.1 s over 10 trials, within its bound of interval x
-//!    fall + timeout + 0.5 s = 4.5 s).
+//!    to a TCP connect (the kernel completes handshakes), and keepalived
+//!    2.2.7 polls a `vrrp_script` in whole seconds only (a fractional
+//!    `interval` is refused): its HTTP check took 2.2-3.1 s in `haseed lab`.
+//!    So a watcher asks haproxy itself: `haseed-haproxy-watch.service` (a
+//!    shell loop, `haproxy-watch.sh`) runs one curl that asks the
+//!    `monitor-uri` frontend every 100 ms (`--rate`, one process for all
+//!    questions), each question waiting at most 200 ms, and writes 1 into its
+//!    own track file `/var/lib/haseed/haproxy-unhealthy` (weight 0, so FAULT
+//!    and a priority-0 advert at once) after 2 failed answers in a row, 0
+//!    after 2 good ones. Its own file, not haproxy's hooks' one: the hooks
+//!    write `haproxy-down` whenever haproxy starts or stops, and the two
+//!    writers must never undo each other; keepalived goes FAULT when either
+//!    says so. No `init_file` (decision 1): a missing file reads as 0
+//!    (`process_track_file` @ v2.2.7), so a watcher that never ran takes
+//!    nothing away.
+//!    Worst-case detection 100 + 2 x 200 = 500 ms; `haseed lab`'s
+//!    `haproxy-hung`, 10 trials: outage 415-622 ms (objective 1.0 s, issue
+//!    19). Why these numbers: a healthy haproxy answers its monitor in under
+//!    1 ms (0.2 ms measured), so 200 ms is a hang, not a slow answer; fall 2
+//!    because a whole-node stall (`node-stall`, 500 ms, watcher frozen too)
+//!    costs at most the one question under way (no VIP move in the lab);
+//!    100 ms between questions keeps the bound under 1 s with room for a
+//!    Pi's slower curl. Cost: 0.19 s of CPU in 60 s (0.3 % of one core; the
+//!    shell, its subshell and curl, `/proc/PID/stat` utime+stime, x86 Xeon,
+//!    2026-12-06); a first version that started curl and sleep for every
+//!    question cost 3.87 s in 60 s (6.4 %), 20 times more.
+//!    The monitor also answers 503 when a service frontend's backend has no
+//!    usable server (the host renders `monitor fail if { nbsrv(B) lt 1 }`
+//!    for every frontend's backend; haproxy 2.6 configuration.txt, `monitor
+//!    fail` and `nbsrv`). A 503 counts as a failure only while a peer's
+//!    monitor answers 200 (the monitor binds every address so peers can
+//!    ask): a load balancer that lost its path to every master gives the VIP
+//!    to one that still reaches them (`haseed lab`'s `backends-lost`: 8.2-9.1
+//!    s in 4 trials, within haproxy's check window inter x fall = 9 s plus
+//!    the watcher's 0.5 s), but when every holder lost them the VIP stays
+//!    held (`backends-lost-everywhere`, 5 trials; it may move once, to a peer
+//!    whose checks saw the loss up to one `inter` later): nobody could serve,
+//!    and a VIP dropped by all would turn clients' immediate refusals into
+//!    ARP timeouts (~3 s per connect) and add a master-down interval (3 s)
+//!    to the recovery once the backends return. `haproxy_watch = false`
+//!    (settings) falls back to the whole-second keepalived check, which then
+//!    takes any HTTP answer (no `--fail`): a 503 must not put every holder
+//!    in FAULT.
 //! 4. keepalived crashing (parent and VRRP child SIGKILLed) leaves the VIP on
 //!    the dead node while the peer takes it: a duplicate VIP for ~5 s. The
 //!    `keepalived.service` drop-in removes the node's VIPs three adverts
@@ -96,8 +134,22 @@ pub(crate) const STATE_DIR: &str = "/var/lib/haseed";
 pub(crate) const TRACK_PATH: &str = "/var/lib/haseed/haproxy-down";
 /// The `vrrp_track_file` every instance of this policy tracks.
 pub(crate) const TRACK_NAME: &str = "haproxy_down";
-/// The HTTP check of a hung haproxy.
+/// 0: haproxy answers its monitor URI; 1: it does not (hung), or no backend
+/// server of it is usable while a peer's are. Written by the watcher only.
+pub(crate) const WATCH_TRACK_PATH: &str = "/var/lib/haseed/haproxy-unhealthy";
+pub(crate) const WATCH_TRACK_NAME: &str = "haproxy_unhealthy";
+/// With `haproxy_watch = false`: keepalived's HTTP check of a hung haproxy.
 pub(crate) const HTTP_CHECK_NAME: &str = "chk_haproxy_http";
+/// The watcher: a shell loop around curl (decision 3).
+pub(crate) const WATCH_SCRIPT_PATH: &str = "/usr/local/sbin/haseed-haproxy-watch";
+pub(crate) const WATCH_SCRIPT: &str = include_str!("haproxy-watch.sh");
+pub(crate) const WATCH_UNIT: &str = "haseed-haproxy-watch.service";
+pub(crate) const WATCH_UNIT_PATH: &str = "/etc/systemd/system/haseed-haproxy-watch.service";
+/// Milliseconds between two questions, each question's timeout, and how
+/// many answers in a row change the state (decision 3's measurements).
+const WATCH_EVERY_MS: u32 = 100;
+const WATCH_TIMEOUT_MS: u32 = 200;
+const WATCH_FALL: u32 = 2;
 /// haproxy's own health answer, on loopback only.
 pub(crate) const MONITOR_NAME: &str = "haseed_monitor";
 pub(crate) const MONITOR_URI: &str = "/haseed-alive";
@@ -132,13 +184,14 @@ impl Policy {
         if plan.haproxy.is_none() || plan.keepalived.is_none() {
             return;
         }
-        // The HTTP check's client.
+        // The watcher's client.
         crate::push_unique(&mut plan.packages, "curl");
         let Some(haproxy) = plan.haproxy.as_mut() else {
             return;
         };
         let port = self.monitor_port(held);
-        add_monitor(haproxy, port);
+        let watch = self.settings.haproxy_watch;
+        add_monitor(haproxy, port, watch);
 
         let Some(keepalived) = plan.keepalived.as_mut() else {
             return;
@@ -155,7 +208,7 @@ impl Policy {
                 init_value: None,
             });
         }
-        if !keepalived.scripts.iter().any(|s| s.name == HTTP_CHECK_NAME) {
+        if !watch && !keepalived.scripts.iter().any(|s| s.name == HTTP_CHECK_NAME) {
             keepalived.scripts.push(VrrpScript {
                 name: HTTP_CHECK_NAME.into(),
                 command: http_check_command(port),
@@ -164,6 +217,22 @@ impl Policy {
                 rise: 2,
                 fall: 2,
                 weight: 0,
+            });
+        }
+        if watch
+            && !keepalived
+                .track_files
+                .iter()
+                .any(|t| t.name == WATCH_TRACK_NAME)
+        {
+            keepalived.track_files.push(VrrpTrackFile {
+                name: WATCH_TRACK_NAME.into(),
+                path: WATCH_TRACK_PATH.into(),
+                weight: 0,
+                // No init_file (decision 1). A missing file reads as 0, so a
+                // watcher that never ran takes nothing away: the node is then
+                // as it was without decision 3, not down.
+                init_value: None,
             });
         }
         // Our own instances only: one per held VIP, named by the index.
@@ -176,13 +245,27 @@ impl Policy {
             if !inst.track_files.iter().any(|t| t == TRACK_NAME) {
                 inst.track_files.push(TRACK_NAME.into());
             }
-            if !inst.track_scripts.iter().any(|s| s == HTTP_CHECK_NAME) {
+            if watch && !inst.track_files.iter().any(|t| t == WATCH_TRACK_NAME) {
+                inst.track_files.push(WATCH_TRACK_NAME.into());
+            }
+            if !watch && !inst.track_scripts.iter().any(|s| s == HTTP_CHECK_NAME) {
                 inst.track_scripts.push(HTTP_CHECK_NAME.into());
             }
             inst.garp_master_refresh_s.get_or_insert(GARP_REFRESH_S);
             for a in &inst.addresses {
                 if !addresses.contains(a) {
                     addresses.push(a.clone());
+                }
+            }
+        }
+        // The other holders of this node's VIPs, whose monitors the watcher
+        // asks before it gives a VIP up for lost backends.
+        let mut peers: Vec<String> = Vec::new();
+        for &v in held {
+            for &h in &self.site.vips[v as usize].holders {
+                let a = &self.site.nodes[h as usize].address;
+                if h as usize != node && !peers.contains(a) {
+                    peers.push(a.clone());
                 }
             }
         }
@@ -202,6 +285,19 @@ impl Policy {
                 me.platform != Platform::Aws && me.roles.iter().all(|r| *r == Role::Lb),
             ),
         );
+        if !watch {
+            return;
+        }
+        if !plan.files.iter().any(|f| f.path == WATCH_SCRIPT_PATH) {
+            plan.files.push(File {
+                path: WATCH_SCRIPT_PATH.into(),
+                mode: 0o755,
+                owner: "root:root".into(),
+                content: WATCH_SCRIPT.into(),
+            });
+        }
+        add_file(plan, WATCH_UNIT_PATH, watch_unit(port, &peers));
+        crate::push_unique(&mut plan.services, WATCH_UNIT);
     }
 
     /// The first port from `MONITOR_PORT` no service of the node listens on.
@@ -222,11 +318,12 @@ impl Policy {
 
 /// A loopback-only HTTP frontend answered by haproxy itself (`monitor-uri`),
 /// with an empty backend of its own (a frontend needs one of its mode).
-fn add_monitor(haproxy: &mut HaproxyConfig, port: u16) {
+fn add_monitor(haproxy: &mut HaproxyConfig, port: u16, peers_ask: bool) {
     if !haproxy.frontends.iter().any(|f| f.name == MONITOR_NAME) {
         haproxy.frontends.push(Frontend {
             name: MONITOR_NAME.into(),
-            bind_address: Some("127.0.0.1".into()),
+            // Every address when the peers' watchers ask it too (decision 3).
+            bind_address: (!peers_ask).then(|| "127.0.0.1".into()),
             port_first: port,
             port_last: port,
             mode: ProxyMode::Http,
@@ -247,13 +344,14 @@ fn add_monitor(haproxy: &mut HaproxyConfig, port: u16) {
     }
 }
 
-/// `curl` fails on a refused connection, a timeout (a hung haproxy) and a
-/// non-2xx answer.
+/// `curl` fails on a refused connection and a timeout (a hung haproxy); any
+/// HTTP answer passes: a 503 for lost backends would put every load balancer
+/// that lost them in FAULT, all of them when every one did (the watcher asks
+/// the peers first).
 fn http_check_command(port: u16) -> Vec<String> {
     [
         "/usr/bin/curl",
         "--silent",
-        "--fail",
         "--output",
         "/dev/null",
         "--max-time",
@@ -263,6 +361,43 @@ fn http_check_command(port: u16) -> Vec<String> {
     .map(|w| w.to_string())
     .chain([format!("http://127.0.0.1:{port}{MONITOR_URI}")])
     .collect()
+}
+
+/// The watcher's argv (`haproxy-watch.sh` says what each word is).
+pub(crate) fn watch_command(port: u16, peers: &[String]) -> Vec<String> {
+    [
+        WATCH_SCRIPT_PATH.to_string(),
+        port.to_string(),
+        MONITOR_URI.into(),
+        WATCH_TRACK_PATH.into(),
+        WATCH_EVERY_MS.to_string(),
+        WATCH_TIMEOUT_MS.to_string(),
+        WATCH_FALL.to_string(),
+    ]
+    .into_iter()
+    .chain(peers.iter().cloned())
+    .collect()
+}
+
+/// The watcher's unit: started after haproxy, restarted whenever it ends.
+fn watch_unit(port: u16, peers: &[String]) -> String {
+    format!(
+        "# Generated by haseed (default policy, event-driven failover).\n\
+         # Writes {WATCH_TRACK_PATH} (keepalived track_file, weight 0): 1 when haproxy\n\
+         # does not answer its monitor URI, or has no usable server while a peer has.\n\
+         [Unit]\n\
+         Description=haseed: haproxy's monitor URI watched for keepalived\n\
+         After=haproxy.service\n\
+         \n\
+         [Service]\n\
+         ExecStart={}\n\
+         Restart=always\n\
+         RestartSec=1\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        watch_command(port, peers).join(" ")
+    )
 }
 
 /// The `haproxy.service` drop-in: marks haproxy down before it starts, up

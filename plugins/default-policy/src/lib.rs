@@ -34,8 +34,9 @@
 //! Event-driven failover (on by default, `"failover": false` turns it off;
 //! see `failover.rs` for the decisions and the measured figures): haproxy's
 //! systemd hooks write a file keepalived tracks (weight 0), keepalived starts
-//! after haproxy and removes a crashed node's VIPs, an HTTP check catches a
-//! hung haproxy, 1 s adverts (a stall under three adverts moves nothing), priority 254, gratuitous ARP
+//! after haproxy and removes a crashed node's VIPs, a watcher of haproxy's
+//! monitor URI gives the VIP up within 1 s when haproxy hangs (or lost every
+//! backend while a peer has them), 1 s adverts (a stall under three adverts moves nothing), priority 254, gratuitous ARP
 //! refresh. Clients then see 20-80 ms when haproxy dies, not 3.3-3.6 s.
 //!
 //! Cost: `open` indexes the site once (which VIPs each node holds, which

@@ -9,7 +9,11 @@ pub const HELP: &str = "JSON object (inventory table [default_policy]), all keys
 (/usr/bin/systemctl is-active --quiet haproxy), how keepalived checks that haproxy runs; \
 \"failover\": true (default) or false, event-driven failover (haproxy.service and \
 keepalived.service drop-ins, a keepalived track file written by haproxy's start/stop hooks, an \
-HTTP check of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
+watcher of haproxy's monitor-uri, gratuitous ARP refresh; see the module docs of failover.rs); \
+\"haproxy_watch\": true (default) or false, with failover: a watcher (haseed-haproxy-watch.service, \
+curl every 0.1 s) that gives the VIP up within 1 s when haproxy hangs or has no usable server while \
+a peer has; false falls back to a keepalived HTTP check of the monitor-uri every second (a hang \
+seen in 2-4 s, lost backends not seen); \
 \"advert_int_ms\": VRRP advert interval in ms (default 1000: a holder stalled for less than three \
 adverts keeps the VIP; whole seconds up to 255000 use VRRPv2, \
 anything else must be 10..40950 in steps of 10 and uses VRRPv3); \
@@ -140,6 +144,8 @@ pub struct Settings {
     /// public address (issue 19: the EIP was not in certSANs, so kubectl
     /// through it failed TLS verification).
     pub apiserver_cert_sans: Vec<String>,
+    /// The watcher of haproxy's monitor URI (`failover.rs`, decision 3).
+    pub haproxy_watch: bool,
 }
 
 impl Default for Settings {
@@ -157,6 +163,7 @@ impl Default for Settings {
             galera_cluster_name: None,
             failover: true,
             apiserver_cert_sans: Vec::new(),
+            haproxy_watch: true,
         }
     }
 }
@@ -164,7 +171,8 @@ impl Default for Settings {
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
 kubernetes_key_fingerprint, \
-apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover";
+apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover, \
+haproxy_watch";
 
 /// A refused setting: the key it is about (None: the table as a whole) and
 /// a sentence in the user's words that starts with the key ("priority must
@@ -212,6 +220,7 @@ impl Settings {
                     priority = Some(p as u8);
                 }
                 "failover" => settings.failover = field(k, value, "true or false")?,
+                "haproxy_watch" => settings.haproxy_watch = field(k, value, "true or false")?,
                 "kubernetes_version" => {
                     settings.kubernetes_version = field(k, value, "a string \"MAJOR.MINOR\"")?
                 }
