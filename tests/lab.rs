@@ -223,6 +223,18 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
             assert!(note.contains("check window for it (9000 ms)"), "{note}");
         }
     }
+    // A master stops answering (its SYNs vanish): every new connection that
+    // meets it goes on to another master after one `timeout connect` (500
+    // ms, redispatch on every retry), none fails, until its check marks it
+    // down.
+    for t in scenario(&json, "backend-unreachable") {
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        assert!(t["max_latency_ms"].as_f64() <= Some(900.0), "{t}");
+        assert_eq!(t["vip_moves"], 0, "{t}");
+        assert_eq!(t["passed"], true, "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(note.contains("timeout connect 500 ms"), "{note}");
+    }
     // The active holder stalls 500 ms (its VRRP child alone, then every
     // process of the node): nothing failed, so nothing moves, and clients
     // only wait (issue 19: 0.1 s adverts moved the VIP after 250 ms).
@@ -457,6 +469,17 @@ fn the_reference_polling_check_is_caught() {
     ] {
         assert!(note.contains(cut), "{note}");
     }
+    // A silent master: `timeout connect 3000ms` and redispatch on the last
+    // retry only keep new connections waiting on it (7 of 31 probes past
+    // 1.5 s when measured).
+    let silent = scenario(&json, "backend-unreachable");
+    assert_eq!(silent[0]["passed"], false, "{json}");
+    let why = silent[0]["why"].as_str().expect("why");
+    assert!(
+        why.contains("probes failed while backend master1 did not answer")
+            || why.contains("more than timeout connect 3000 ms"),
+        "{why}"
+    );
 }
 
 /// A site whose VIP has a preferred master preempts: when the old master

@@ -20,7 +20,11 @@ fn example_site_matches_golden_files() {
         "balance roundrobin",
         "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3",
         "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3",
-        "retries 6",
+        // Not the reference's connect 3 s, 6 retries, redispatch on the last:
+        // a silent master costs a connection one 500 ms connect timeout
+        // (default-policy haproxy.rs; `haseed lab` scenario backend-unreachable).
+        "retries 3\n    timeout connect 500ms\n",
+        "    option redispatch 1\n",
         // Not the reference's client 3 s / server 60 s: watches stay up
         // (default-policy haproxy.rs; `haseed lab` scenario long-lived).
         "timeout client 3600000ms\n    timeout server 3600000ms\n",

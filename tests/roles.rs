@@ -105,14 +105,14 @@ fn controllers_get_api_listeners_hosts_time_and_the_database_vip() {
         &[
             // HTTP frontends pass the client's address on (X-Forwarded-For).
             "frontend glance-api\n    bind *:9292\n    mode http\n    option tcpka\n    option forwardfor\n",
-            "backend glance-api\n    mode http\n    balance roundrobin\n    option redispatch\n    option tcpka\n    option httpchk\n    http-check send meth GET uri /\n",
+            "backend glance-api\n    mode http\n    balance roundrobin\n    option redispatch 1\n    option tcpka\n    option httpchk\n    http-check send meth GET uri /\n",
             "server ctl1 10.20.0.21:9292 check inter 2000ms rise 2 fall 5\n",
             "server ctl3 10.20.0.23:8776 check inter 2000ms rise 2 fall 5\n",
             // The inventory's per-service check wins.
             "http-check send meth GET uri /v3\n",
             "server ctl2 10.20.0.22:5000 check inter 2000ms rise 3 fall 5\n",
             // TCP pass-through: no HTTP check; the site asks for `balance source`.
-            "backend horizon-tls\n    mode tcp\n    balance source\n    option redispatch\n    option tcpka\n    server ctl1",
+            "backend horizon-tls\n    mode tcp\n    balance source\n    option redispatch 1\n    option tcpka\n    server ctl1",
             "timeout client 60000ms",
             // A TCP frontend carries no HTTP header.
             "frontend horizon-tls\n    bind *:443\n    mode tcp\n    option tcpka\n    default_backend horizon-tls\n",

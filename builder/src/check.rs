@@ -60,6 +60,9 @@ const HAPROXY_OPTIONS: &[(&str, Cap, bool)] = &[
     ("dontlognull", Cap::Frontend, false),
     ("clitcpka", Cap::Frontend, false),
     ("redispatch", Cap::Backend, false),
+    // Redispatch on every retry instead of the last (haproxy 2.6
+    // configuration.txt, `option redispatch <interval>`).
+    ("redispatch 1", Cap::Backend, false),
     ("tcp-check", Cap::Backend, false),
     ("log-health-checks", Cap::Backend, false),
     ("abortonclose", Cap::Backend, false),
@@ -377,8 +380,13 @@ impl Checker<'_> {
                 );
                 continue;
             };
-            if !seen.insert(o.as_str()) {
-                self.fail(at, format!("option {o} is listed twice (haproxy warns)"));
+            // "redispatch" and "redispatch 1" are one option: the last wins.
+            let keyword = o.split(' ').next().unwrap_or(o);
+            if !seen.insert(keyword) {
+                self.fail(
+                    at,
+                    format!("option {keyword} is listed twice (haproxy warns)"),
+                );
                 continue;
             }
             match (section, cap) {
@@ -2113,6 +2121,8 @@ mod tests {
         ("option injection", |p| { h(p).frontends[0] .options .push("tcplog\n    bind *:22".into()) }, "haproxy.frontends[0].options[0]", "unknown haproxy option"),
         ("option uppercase", |p| h(p).backends[0].options.push("Redispatch".into()), "haproxy.backends[0].options[1]", "unknown haproxy option"),
         ("option twice", |p| h(p).defaults.options.push("tcplog".into()), "haproxy.defaults.options[3]", "listed twice"),
+        ("redispatch and redispatch 1", |p| h(p).backends[0].options.push("redispatch 1".into()), "haproxy.backends[0].options[1]", "option redispatch is listed twice"),
+        ("redispatch with another interval", |p| h(p).backends[0].options[0] = "redispatch 2".into(), "haproxy.backends[0].options[0]", "unknown haproxy option"),
         ("httplog in tcp frontend", |p| h(p).frontends[0].options.push("httplog".into()), "haproxy.frontends[0].options[0]", "needs mode http"),
         ("httplog in tcp defaults", |p| h(p).defaults.options.push("httplog".into()), "haproxy.defaults.options[3]", "needs mode http"),
         ("tcplog and httplog", |p| h(p).frontends[1].options.push("tcplog".into()), "haproxy.frontends[1].options", "exclude each other"),

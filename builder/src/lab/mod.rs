@@ -102,6 +102,7 @@ pub const SCENARIOS: &[&str] = &[
     "haproxy-hung",
     "old-master-restored",
     "backend-killed",
+    "backend-unreachable",
     "backends-lost",
     "backends-lost-everywhere",
     "split-brain",
@@ -250,6 +251,7 @@ pub fn run(
                         lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
+                    "backend-unreachable" => lab.backend_unreachable(&topo, trial, plans)?,
                     "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
                     "backends-lost-everywhere" => {
                         lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)?

@@ -292,6 +292,131 @@ impl Lab {
         Ok(r)
     }
 
+    /// A backend's host stops answering (its address removed in its own
+    /// namespace: SYNs to it vanish, as with a master powered off or its
+    /// link down), a different one each trial, for its check window + 1 s.
+    /// haproxy keeps sending it new connections until its check marks it
+    /// down; each of them must go on to another server within the plan's
+    /// `timeout connect` (+ 400 ms for the probe's own round trips and a
+    /// loaded machine): no failed probe (the probes wait up to
+    /// [`STALL_PROBE_TIMEOUT`] here), no probe slower than that, no VIP move.
+    /// The reference (`timeout connect 3000ms`, redispatch on the last of 6
+    /// retries) fails it.
+    pub(super) fn backend_unreachable(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        plans: &[NodePlan],
+    ) -> anyhow::Result<TrialResult> {
+        let i = (trial as usize - 1) % self.backends.len();
+        let member = self.backends[i].member.clone();
+        let port = self.backends[i].port;
+        let plan = self
+            .active(topo)
+            .ok()
+            .and_then(|h| plans.get(topo.holders[h].node?));
+        let window_ms = plan
+            .and_then(|p| check_window_ms(p, member.address, port))
+            .unwrap_or(9000);
+        let connect_ms = plan
+            .and_then(|p| p.haproxy.as_ref())
+            .map(|h| u64::from(h.defaults.timeout_connect_ms))
+            .ok_or_else(|| anyhow!("the active holder's plan has no haproxy"))?;
+        let address = format!("{}/{}", member.address, topo.prefix);
+        let addr = |op: &str| {
+            ip(&[
+                "-n",
+                &member.ns,
+                "addr",
+                op,
+                &address,
+                "dev",
+                &member.interface,
+            ])
+        };
+        self.probe_timeout = STALL_PROBE_TIMEOUT;
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            Duration::from_millis(window_ms + 1000),
+            &mut |_| addr("del"),
+        );
+        self.probe_timeout = PROBE_TIMEOUT;
+        let restored = addr("add");
+        let m = m?;
+        restored?;
+        // Back up at once on every holder, as a restarted haproxy would have
+        // it: waiting for `rise` (90 s with the reference's checks) would
+        // leave the next trial's backend as the last one standing.
+        let forced = self.force_health_up(topo, plans, member.address);
+        let mark = format!("backend {} stops answering", member.name);
+        let mut r = self.trial(topo, "backend-unreachable", trial, &m, mark);
+        forced?;
+        let bound = connect_ms + 400;
+        r.note = Some(format!(
+            "backend {} silent for {} ms (its check window {window_ms} ms + 1 s); \
+             timeout connect {connect_ms} ms; slowest answer {:.0} ms",
+            member.name,
+            window_ms + 1000,
+            r.max_latency_ms
+        ));
+        r.why = if r.failed_probes > 0 {
+            Some(format!(
+                "{} probes failed while backend {} did not answer (outage {:.0} ms)",
+                r.failed_probes, member.name, r.outage_ms
+            ))
+        } else if r.max_latency_ms > bound as f64 {
+            Some(format!(
+                "a connection waited {:.0} ms for backend {}: more than timeout connect \
+                 {connect_ms} ms + 400 ms",
+                r.max_latency_ms, member.name
+            ))
+        } else if r.vip_moves > 0 {
+            Some("the VIP moved".into())
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        Ok(r)
+    }
+
+    /// `set server B/S health up` on every holder's admin socket (in its
+    /// home, `setup::lab_haproxy_cfg`) for each server at `address` in its
+    /// plan.
+    fn force_health_up(
+        &self,
+        topo: &Topology,
+        plans: &[NodePlan],
+        address: Ipv4Addr,
+    ) -> anyhow::Result<()> {
+        let address = address.to_string();
+        for m in &topo.holders {
+            let Some(haproxy) = m.node.and_then(|n| plans.get(n)?.haproxy.as_ref()) else {
+                continue;
+            };
+            let socket = self.dir.path().join(&m.name).join("admin.sock");
+            for b in &haproxy.backends {
+                for s in b.servers.iter().filter(|s| s.address == address) {
+                    let command = format!("set server {}/{} health up\n", b.name, s.name);
+                    let mut c = std::os::unix::net::UnixStream::connect(&socket)
+                        .with_context(|| format!("{}: {}", m.name, socket.display()))?;
+                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    c.write_all(command.as_bytes())?;
+                    let mut answer = String::new();
+                    c.read_to_string(&mut answer)?;
+                    if !answer.trim().is_empty() {
+                        bail!(
+                            "{}: haproxy answered {:?} to {command:?}",
+                            m.name,
+                            answer.trim()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every backend becomes unreachable from the holder that has the VIP
     /// only (an `unreachable` route to each backend address in its
     /// namespace: connects fail at once, as behind a lost uplink or VLAN

@@ -53,6 +53,29 @@
 //! `"failover": false` keeps the reference's client 3 s / server 60 s for
 //! Kubernetes holders, so the lab's before/after comparison stays honest.
 //!
+//! Connecting to a server that does not answer (a master powered off, its
+//! link down: SYNs go unanswered) until its check marks it down: the
+//! reference's `timeout connect 3000ms`, `retries 6` and `option
+//! redispatch` (which redispatches on the last retry only: haproxy 2.6
+//! configuration.txt, `option redispatch <interval>`, "the default of -1
+//! preserves the historical behavior of redispatching on the last retry")
+//! left a new connection waiting 3 s and more on the dead server, each
+//! retry on the same server after a turn-around of min(`timeout connect`,
+//! 1 s) (configuration.txt, `retries`); issue 19 measured 4 of 36 new API
+//! connections waiting 3 s. The default policy instead gives a connect
+//! [`CONNECT_TIMEOUT_MS`] and redispatches on every retry (`option
+//! redispatch 1`), with [`RETRIES`] attempts: a connection that meets the
+//! dead server waits at most one connect timeout, then goes to another
+//! server. 500 ms is hundreds of LAN round trips (a SYN-ACK comes back in
+//! well under 1 ms between a Pi and its masters, and in 1-2 ms across AWS
+//! availability zones), and shorter than Linux's first SYN retransmission
+//! (1 s), so a lost SYN costs a retry on another server rather than a
+//! second on the same one. kubeadm's HA guide keeps `timeout connect 5s`
+//! with `retries 1` (kubernetes/kubeadm docs/ha-considerations.md at
+//! 1ee9603): written for any network, it lets a connection wait 5 s.
+//! `haseed lab`'s `backend-unreachable` scenario removes a master's address
+//! and judges every probe's wait against the plan's connect timeout.
+//!
 //! A holder that is itself a backend of a service on the same port (the
 //! controllers holding the database VIP while being db nodes) binds that
 //! frontend to the VIP, not to every address: the local server already
@@ -78,6 +101,13 @@ const CHECK_FALL: u32 = 3;
 const FAST_INTER_MS: u32 = 2000;
 const FAST_RISE: u32 = 2;
 const FAST_FALL: u32 = 5;
+
+/// `timeout connect` and `retries` with failover (module docs): a dead
+/// server costs a new connection at most one connect timeout.
+const CONNECT_TIMEOUT_MS: u32 = 500;
+const RETRIES: u32 = 3;
+/// Redispatch on every retry (haproxy 2.6 `option redispatch <interval>`).
+const REDISPATCH_EVERY_RETRY: &str = "redispatch 1";
 
 /// Where a db node's health endpoint listens (`db.rs`).
 pub(crate) const DB_HEALTH_PORT: u16 = 9200;
@@ -148,6 +178,10 @@ impl Policy {
                 config.defaults.timeout_client_ms = ms;
                 config.defaults.timeout_server_ms = ms;
             }
+            if self.settings.failover {
+                config.defaults.timeout_connect_ms = CONNECT_TIMEOUT_MS;
+                config.defaults.retries = RETRIES;
+            }
             config
         });
         // Binding the VIP itself: the standby does not hold the address, and
@@ -200,6 +234,15 @@ impl Policy {
         }
     }
 
+    /// The reference's `option redispatch`, or with failover on every retry.
+    fn redispatch(&self) -> String {
+        if self.settings.failover {
+            REDISPATCH_EVERY_RETRY.into()
+        } else {
+            "redispatch".into()
+        }
+    }
+
     /// The defaults for a backend of `service`'s role (module docs).
     fn profile(&self, service: &Service) -> Profile {
         let reference = Profile {
@@ -209,8 +252,9 @@ impl Policy {
             port: None,
             ssl: false,
             balance: Balance::Roundrobin,
-            // A connection whose server died is retried on another one.
-            options: vec!["redispatch".into()],
+            // A connection whose server died is retried on another one: on
+            // every retry with failover, on the last one in the reference.
+            options: vec![self.redispatch()],
             http_check: None,
             single_writer: false,
         };
@@ -224,7 +268,7 @@ impl Policy {
                 inter_ms: FAST_INTER_MS,
                 rise: FAST_RISE,
                 fall: FAST_FALL,
-                options: vec!["redispatch".into(), "tcpka".into()],
+                options: vec![self.redispatch(), "tcpka".into()],
                 http_check: (service.mode == ProxyMode::Http).then(|| "GET /".into()),
                 ..reference
             },
@@ -240,7 +284,7 @@ impl Policy {
                     } else {
                         Balance::Roundrobin
                     },
-                    options: vec!["redispatch".into(), "tcpka".into()],
+                    options: vec![self.redispatch(), "tcpka".into()],
                     http_check: Some("GET /".into()),
                     single_writer: !leastconn,
                     ..reference
