@@ -108,18 +108,23 @@ fn nodeport_and_galera_single_writer_decide_and_validate() {
     // Galera: db2 takes the writes, the others wait as backup (the default
     // policy's db check: the health endpoint on 9200).
     assert!(
-        cfg.contains("server db2 10.44.194.32:3306 check inter 2000ms rise 2 fall 5 port 9200\n"),
-        "{cfg}"
-    );
-    assert!(
         cfg.contains(
-            "server db1 10.44.194.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup"
+            "server db2 10.44.194.32:3306 check inter 2000ms rise 2 fall 5 port 9200 \
+             on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n"
         ),
         "{cfg}"
     );
     assert!(
         cfg.contains(
-            "server db3 10.44.194.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup"
+            "server db1 10.44.194.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup \
+             on-marked-down shutdown-sessions\n"
+        ),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(
+            "server db3 10.44.194.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup \
+             on-marked-down shutdown-sessions\n"
         ),
         "{cfg}"
     );

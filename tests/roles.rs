@@ -142,9 +142,9 @@ fn controllers_get_api_listeners_hosts_time_and_the_database_vip() {
             &[
                 "frontend mariadb\n    bind *:3306\n",
                 "timeout client 3600000ms",
-                "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
-                "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
-                "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+                "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n",
+                "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
+                "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
             ],
         );
         assert!(!cfg.contains("keystone"), "{cfg}");
@@ -213,15 +213,24 @@ fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
                 "wsrep_cluster_address = gcomm://10.20.0.31,10.20.0.32,10.20.0.33\n",
                 &format!("wsrep_node_address = {address}\n"),
                 &format!("wsrep_node_name = {db}\n"),
-                "wsrep_sst_method = rsync\n",
+                // Non-blocking SST, through MariaDB's own mysql@localhost
+                // (unix_socket): no password on disk.
+                "wsrep_sst_method = mariabackup\nwsrep_sst_auth = mysql:\n",
             ],
         );
         let ud = read(&dir.join("user-data"));
+        let first = db == "db1";
+        let packages = if first {
+            // The bootstrap asks its peers over HTTP.
+            "packages: [\"mariadb-server\",\"galera-4\",\"mariadb-backup\",\"curl\",\"systemd-timesyncd\"]"
+        } else {
+            "packages: [\"mariadb-server\",\"galera-4\",\"mariadb-backup\",\"systemd-timesyncd\"]"
+        };
         contains_all(
             &format!("{db} user-data"),
             &ud,
             &[
-                "packages: [\"mariadb-server\",\"galera-4\",\"rsync\",\"systemd-timesyncd\"]",
+                packages,
                 // Written after the packages: group mysql exists, and the
                 // package's first start is a plain server.
                 "owner: \"root:mysql\"\n    permissions: \"0640\"\n    defer: true\n",
@@ -230,14 +239,22 @@ fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
         );
         let socket = read(&dir.join("files/etc/systemd/system/haseed-galera-health.socket"));
         contains_all("socket", &socket, &["ListenStream=9200\n", "Accept=yes\n"]);
-        let first = db == "db1";
+        assert_eq!(
+            dir.join("files/etc/default/haseed-galera").exists(),
+            first,
+            "{db}: only the first db node asks its peers"
+        );
         assert_eq!(
             dir.join("files/etc/systemd/system/haseed-galera-bootstrap.service")
                 .exists(),
             first,
             "{db}: only the first db node bootstraps"
         );
-        assert_eq!(ud.contains("haseed-galera-bootstrap"), first, "{ud}");
+        assert_eq!(
+            ud.contains("haseed-galera-bootstrap.service"),
+            first,
+            "{ud}"
+        );
         // The joiners restart mariadb to join; the first node must not (a
         // plain start would look for peers that are not there yet).
         assert_eq!(
@@ -252,7 +269,19 @@ fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
         &unit,
         &[
             "ConditionPathExists=!/var/lib/haseed/galera-bootstrapped\n",
-            "Type=oneshot\n",
+            // It waits for its peers: cloud-init's runcmd must not.
+            "Type=simple\n",
+        ],
+    );
+    let conf = read(&out.join("db1/files/etc/default/haseed-galera"));
+    contains_all(
+        "bootstrap conf",
+        &conf,
+        &[
+            "\nHASEED_GALERA_PEERS=\"10.20.0.32 10.20.0.33\"\n",
+            // No automatic new cluster unless the site says it is new.
+            "\nHASEED_GALERA_BOOTSTRAP=manual\n",
+            "\nHASEED_GALERA_WAIT=600\n",
         ],
     );
     let script = read(&out.join("db1/files/usr/local/sbin/haseed-galera-bootstrap"));
@@ -260,10 +289,53 @@ fn db_nodes_form_one_galera_cluster_bootstrapped_once() {
         "bootstrap script",
         &script,
         &[
-            "galera_new_cluster\n",
-            "marker=/var/lib/haseed/galera-bootstrapped\n",
+            "    galera_new_cluster\n",
+            "marker=${HASEED_GALERA_MARKER:-/var/lib/haseed/galera-bootstrapped}\n",
+            "--new-cluster) operator=yes ;;\n",
         ],
     );
+
+    // One writer: the active server takes its sessions back from the
+    // backups when it returns, and every server closes its sessions when
+    // it is marked down (haproxy 2.6 configuration.txt, on-marked-up,
+    // on-marked-down).
+    for ctl in ["ctl1", "ctl2", "ctl3"] {
+        let cfg = read(&out.join(ctl).join("files/etc/haproxy/haproxy.cfg"));
+        contains_all(
+            &format!("{ctl} haproxy.cfg"),
+            &cfg,
+            &[
+                "    server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n",
+                "    server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
+                "    server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
+            ],
+        );
+    }
+
+    // The settings: rsync kept as a choice (no SST account then), the
+    // bootstrap mode, and a word that is neither refused.
+    let tmp2 = tempfile::tempdir().expect("tempdir");
+    let site = variant(tmp2.path(), "openstack", |t| {
+        format!("{t}\n[default_policy]\ngalera_sst = \"rsync\"\ngalera_bootstrap = \"new-site\"\n")
+    });
+    let out = built(tmp2.path(), &site);
+    let cnf = read(&out.join("db2/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf"));
+    assert!(cnf.ends_with("wsrep_sst_method = rsync\n"), "{cnf}");
+    assert!(read(&out.join("db2/user-data")).contains("\"rsync\""));
+    let conf = read(&out.join("db1/files/etc/default/haseed-galera"));
+    assert!(
+        conf.contains("\nHASEED_GALERA_BOOTSTRAP=new-site\n"),
+        "{conf}"
+    );
+    for bad in ["galera_bootstrap = \"auto\"", "galera_sst = \"xtrabackup\""] {
+        let site = variant(tmp2.path(), "openstack", |t| {
+            format!("{t}\n[default_policy]\n{bad}\n")
+        });
+        let o = run(&["plan", site.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        let key = bad.split(' ').next().expect("key");
+        assert!(stderr(&o).contains(key), "{bad}: {}", stderr(&o));
+    }
 }
 
 #[test]
@@ -294,6 +366,12 @@ fn generated_scripts_pass_shellcheck() {
 /// Runs the health script with a fake `mariadb` first on PATH that prints
 /// `reply` (or fails when None), feeding it an HTTP request.
 fn health(script: &Path, bin: &Path, reply: Option<&str>) -> String {
+    health_with(script, bin, reply, None)
+}
+
+/// `health`, with HASEED_GALERA_DATADIR set to `data` (where the script
+/// reads grastate.dat) when given.
+fn health_with(script: &Path, bin: &Path, reply: Option<&str>, data: Option<&Path>) -> String {
     let fake = bin.join("mariadb");
     let body = match reply {
         Some(state) => format!("#!/bin/sh\nprintf 'wsrep_local_state_comment\\t%s\\n' '{state}'\n"),
@@ -304,7 +382,11 @@ fn health(script: &Path, bin: &Path, reply: Option<&str>) -> String {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&fake, perm).expect("chmod");
     let path = format!("{}:/usr/bin:/bin", bin.display());
-    let mut child = Command::new("/bin/sh")
+    let mut cmd = Command::new("/bin/sh");
+    if let Some(d) = data {
+        cmd.env("HASEED_GALERA_DATADIR", d);
+    }
+    let mut child = cmd
         .arg(script)
         .env("PATH", path)
         .stdin(Stdio::piped())
@@ -358,6 +440,363 @@ fn health_endpoint_is_up_only_when_synced() {
     }
 }
 
+/// X-Haseed-Galera-State names the cluster state UUID of grastate.dat, or
+/// none for a node that never was in a cluster (what the first node's
+/// bootstrap asks), whatever the server says.
+#[test]
+fn health_endpoint_names_the_cluster_state_of_grastate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let script = out.join("db2/files/usr/local/sbin/haseed-galera-health");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).expect("data");
+    let grastate = |uuid: &str| {
+        std::fs::write(
+            data.join("grastate.dat"),
+            format!("# GALERA saved state\nversion: 2.1\nuuid:    {uuid}\nseqno:   -1\nsafe_to_bootstrap: 0\n"),
+        )
+        .expect("grastate")
+    };
+    // The script reads HASEED_GALERA_DATADIR (default /var/lib/mysql).
+    let with_data = |reply: Option<&str>| health_with(&script, &bin, reply, Some(&data));
+    let uuid = "3f0c2d62-1a7b-11f0-9c1e-5f1b2a3c4d5e";
+    for (setup, reply, want) in [
+        (None, None, "X-Haseed-Galera-State: none\r\n"),
+        (
+            Some("00000000-0000-0000-0000-000000000000"),
+            Some("Joining: receiving State Transfer"),
+            "X-Haseed-Galera-State: none\r\n",
+        ),
+        (
+            Some(uuid),
+            None,
+            &format!("X-Haseed-Galera-State: {uuid}\r\n") as &str,
+        ),
+        (
+            Some(uuid),
+            Some("Synced"),
+            &format!("X-Haseed-Galera-State: {uuid}\r\n"),
+        ),
+        (
+            Some("3f0c2d62\r\nX-Injected: 1"),
+            None,
+            "X-Haseed-Galera-State: unreadable\r\n",
+        ),
+    ] {
+        let _ = std::fs::remove_file(data.join("grastate.dat"));
+        if let Some(u) = setup {
+            grastate(u);
+        }
+        let answer = with_data(reply);
+        let (head, _) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains(want), "{setup:?} {reply:?}: {answer:?}");
+        assert!(!head.contains("X-Injected"), "{answer:?}");
+    }
+}
+
+/// What one run of the generated bootstrap script did.
+struct BootRun {
+    code: Option<i32>,
+    stderr: String,
+    /// The fake systemctl's and galera_new_cluster's command lines.
+    calls: String,
+    marked: bool,
+}
+
+/// Runs db1's generated bootstrap script with fake peers (a fake `curl`
+/// answering each peer's health endpoint as given; None: no answer), a
+/// fake `systemctl` and `galera_new_cluster` that only record their
+/// arguments, this node's grastate.dat UUID (`local`), the bootstrap mode
+/// and no wait.
+fn bootstrap(
+    out: &Path,
+    dir: &Path,
+    mode: &str,
+    local: Option<&str>,
+    peers: &[(&str, Option<&str>)],
+    args: &[&str],
+) -> BootRun {
+    let _ = std::fs::remove_dir_all(dir);
+    let bin = dir.join("bin");
+    let data = dir.join("data");
+    for d in [&bin, &data] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    if let Some(uuid) = local {
+        std::fs::write(
+            data.join("grastate.dat"),
+            format!("# GALERA saved state\nversion: 2.1\nuuid:    {uuid}\nseqno:   -1\nsafe_to_bootstrap: 0\n"),
+        )
+        .expect("grastate");
+    }
+    for (peer, reply) in peers {
+        if let Some(r) = reply {
+            std::fs::write(dir.join(format!("peer-{peer}")), r).expect("peer");
+        }
+    }
+    let calls = dir.join("calls");
+    let fakes = [
+        (
+            "curl",
+            format!(
+                "#!/bin/sh\nfor a; do url=$a; done\nhost=${{url#http://}}\nhost=${{host%%:*}}\n\
+                 [ -f {d}/peer-$host ] || exit 7\ncat {d}/peer-$host\n",
+                d = dir.display()
+            ),
+        ),
+        (
+            "systemctl",
+            format!("#!/bin/sh\necho \"systemctl $*\" >>{}\n", calls.display()),
+        ),
+        (
+            "galera_new_cluster",
+            format!(
+                "#!/bin/sh\necho \"galera_new_cluster $*\" >>{}\n",
+                calls.display()
+            ),
+        ),
+    ];
+    for (name, body) in fakes {
+        let f = bin.join(name);
+        std::fs::write(&f, body).expect("fake");
+        let mut perm = std::fs::metadata(&f).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&f, perm).expect("chmod");
+    }
+    let marker = dir.join("marker/galera-bootstrapped");
+    let conf = dir.join("haseed-galera");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}HASEED_GALERA_BOOTSTRAP={mode}\nHASEED_GALERA_WAIT=0\nHASEED_GALERA_DATADIR={}\nHASEED_GALERA_MARKER={}\n",
+            read(&out.join("db1/files/etc/default/haseed-galera")),
+            data.display(),
+            marker.display()
+        ),
+    )
+    .expect("conf");
+    let o = Command::new("/bin/sh")
+        .arg(out.join("db1/files/usr/local/sbin/haseed-galera-bootstrap"))
+        .args(args)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HASEED_GALERA_CONF", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bootstrap");
+    BootRun {
+        code: o.status.code(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        calls: std::fs::read_to_string(&calls).unwrap_or_default(),
+        marked: marker.exists(),
+    }
+}
+
+/// The first db node's bootstrap (issue 19): it joins whenever a peer is
+/// Synced or holds cluster state, or it holds state itself; it starts a
+/// new cluster only for a new site: every peer answered with no state
+/// (`new-site`) or the operator's `--new-cluster`; otherwise it fails and
+/// says what to do. Each rule has the case that would break it.
+#[test]
+fn galera_bootstrap_joins_unless_the_site_is_new() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = built(tmp.path(), &example("openstack"));
+    let dir = tmp.path().join("boot");
+    let uuid = "3f0c2d62-1a7b-11f0-9c1e-5f1b2a3c4d5e";
+    let synced = format!(
+        "HTTP/1.1 200 OK\r\nX-Haseed-Galera-State: {uuid}\r\nContent-Length: 23\r\n\r\nGalera node is Synced.\n"
+    );
+    let holding = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nX-Haseed-Galera-State: {uuid}\r\n\r\nGalera node is not synced (no answer from MariaDB).\n"
+    );
+    let fresh = "HTTP/1.1 503 Service Unavailable\r\nX-Haseed-Galera-State: none\r\n\r\nGalera node is not synced (no answer from MariaDB).\n".to_string();
+    // An endpoint that does not say (an older haseed): taken as state.
+    let unsaid = "HTTP/1.1 503 Service Unavailable\r\n\r\nGalera node is not synced.\n".to_string();
+    let (a, b) = ("10.20.0.32", "10.20.0.33");
+    let join = "systemctl restart --no-block mariadb.service\n";
+    let new = "galera_new_cluster \n";
+
+    // (mode, this node's state, peers, args) -> exit code, calls, marker.
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        &str,
+        Option<&str>,
+        Vec<(&str, Option<&str>)>,
+        Vec<&str>,
+        i32,
+        &str,
+        bool,
+    )> = vec![
+        // The re-flashed db1 whose peers run: it joins, whatever the mode.
+        (
+            "reflashed, a peer synced",
+            "new-site",
+            None,
+            vec![(a, Some(&synced)), (b, Some(&fresh))],
+            vec![],
+            0,
+            join,
+            true,
+        ),
+        (
+            "reflashed, peers synced, manual",
+            "manual",
+            None,
+            vec![(a, None), (b, Some(&synced))],
+            vec![],
+            0,
+            join,
+            true,
+        ),
+        // Peers hold the data but none is Primary yet: join and wait, no fork.
+        (
+            "peers hold state",
+            "new-site",
+            None,
+            vec![(a, Some(&holding)), (b, Some(&fresh))],
+            vec![],
+            0,
+            join,
+            true,
+        ),
+        (
+            "peer does not say",
+            "new-site",
+            None,
+            vec![(a, Some(&unsaid)), (b, Some(&fresh))],
+            vec![],
+            0,
+            join,
+            true,
+        ),
+        // This node holds state: never a new cluster from the script.
+        (
+            "node holds state",
+            "new-site",
+            Some(uuid),
+            vec![(a, Some(&fresh)), (b, Some(&fresh))],
+            vec![],
+            0,
+            join,
+            true,
+        ),
+        // A new site: every peer fresh.
+        (
+            "new site",
+            "new-site",
+            None,
+            vec![(a, Some(&fresh)), (b, Some(&fresh))],
+            vec![],
+            0,
+            new,
+            true,
+        ),
+        (
+            "new site, manual",
+            "manual",
+            None,
+            vec![(a, Some(&fresh)), (b, Some(&fresh))],
+            vec![],
+            1,
+            "",
+            false,
+        ),
+        // A silent peer may hold the data: no automatic new cluster.
+        (
+            "a peer silent",
+            "new-site",
+            None,
+            vec![(a, Some(&fresh)), (b, None)],
+            vec![],
+            1,
+            "",
+            false,
+        ),
+        // The operator's one-shot bootstrap.
+        (
+            "operator",
+            "manual",
+            None,
+            vec![(a, Some(&fresh)), (b, None)],
+            vec!["--new-cluster"],
+            0,
+            new,
+            true,
+        ),
+        (
+            "operator, a peer synced",
+            "manual",
+            None,
+            vec![(a, Some(&fresh)), (b, Some(&synced))],
+            vec!["--new-cluster"],
+            1,
+            "",
+            false,
+        ),
+        (
+            "operator, a peer holds state",
+            "manual",
+            None,
+            vec![(a, Some(&holding)), (b, Some(&fresh))],
+            vec!["--new-cluster"],
+            1,
+            "",
+            false,
+        ),
+        (
+            "operator, node holds state",
+            "manual",
+            Some(uuid),
+            vec![(a, None), (b, None)],
+            vec!["--new-cluster"],
+            1,
+            "",
+            false,
+        ),
+        (
+            "a zero UUID is fresh",
+            "new-site",
+            Some("00000000-0000-0000-0000-000000000000"),
+            vec![(a, Some(&fresh)), (b, Some(&fresh))],
+            vec![],
+            0,
+            new,
+            true,
+        ),
+    ];
+    for (what, mode, local, peers, args, code, calls, marked) in cases {
+        let r = bootstrap(&out, &dir, mode, local, &peers, &args);
+        assert_eq!(r.code, Some(code), "{what}: {}", r.stderr);
+        assert_eq!(r.calls, calls, "{what}: {}", r.stderr);
+        assert_eq!(r.marked, marked, "{what}: {}", r.stderr);
+        if code != 0 {
+            assert!(
+                r.stderr.contains("haseed-galera-bootstrap: "),
+                "{what}: {}",
+                r.stderr
+            );
+        }
+    }
+    let r = bootstrap(
+        &out,
+        &dir,
+        "manual",
+        None,
+        &[(a, Some(&fresh)), (b, None)],
+        &[],
+    );
+    assert!(
+        r.stderr
+            .contains("run 'haseed-galera-bootstrap --new-cluster' on this node once"),
+        "{}",
+        r.stderr
+    );
+    let r = bootstrap(&out, &dir, "manual", None, &[], &["--bogus"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}
+
 #[test]
 fn hosts_block_is_merged_idempotently_and_keeps_other_lines() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -405,6 +844,8 @@ fn leastconn_setting_makes_every_db_node_active() {
         "{cfg}"
     );
     assert!(!cfg.contains(" backup"), "{cfg}");
+    // Every server active: no backup sessions to take back.
+    assert!(!cfg.contains("on-marked"), "{cfg}");
     let cnf = read(&out.join("db3/files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf"));
     contains_all(
         "cnf",
@@ -444,8 +885,8 @@ fn controllers_acting_as_db_bind_the_vip_and_validate() {
         &cfg,
         &[
             "frontend mariadb\n    bind 10.20.0.20:3306\n",
-            "server ctl1 10.20.0.21:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
-            "server ctl2 10.20.0.22:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+            "server ctl1 10.20.0.21:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n",
+            "server ctl2 10.20.0.22:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
         ],
     );
     let ud = read(&out.join("ctl1/user-data"));
@@ -480,9 +921,9 @@ fn galera_single_writer_plugin_moves_the_writer() {
         "ctl3 haproxy.cfg",
         &cfg,
         &[
-            "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
-            "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200\n",
-            "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup\n",
+            "server db1 10.20.0.31:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
+            "server db2 10.20.0.32:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n",
+            "server db3 10.20.0.33:3306 check inter 2000ms rise 2 fall 5 port 9200 backup on-marked-down shutdown-sessions\n",
         ],
     );
 }
@@ -593,19 +1034,41 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let ns = format!("haseed-galera-{}", std::process::id());
-        let lab = Lab {
-            ns,
-            children: Vec::new(),
-        };
-        lab.ip(&["netns", "add", &lab.ns]);
-        lab.exec(&["ip", "link", "set", "lo", "up"]);
+        let lab = Lab::bare(&format!("haseed-galera-{}", std::process::id()));
         // The site's addresses, on the namespace's loopback: no traffic
         // leaves the namespace.
         for address in ["10.99.0.31/32", "10.99.0.11/32", "10.99.0.10/32"] {
             lab.exec(&["ip", "addr", "add", address, "dev", "lo"]);
         }
         lab
+    }
+
+    /// A namespace with only its loopback up.
+    fn bare(ns: &str) -> Lab {
+        let lab = Lab {
+            ns: ns.to_string(),
+            children: Vec::new(),
+        };
+        lab.ip(&["netns", "add", &lab.ns]);
+        lab.exec(&["ip", "link", "set", "lo", "up"]);
+        lab
+    }
+
+    /// Stops the `i`th process started here with SIGTERM (mariadbd shuts
+    /// down cleanly and leaves the cluster) and waits for it, at most `secs`.
+    fn stop(&mut self, i: usize, secs: u64) {
+        let child = &mut self.children[i];
+        let pid = child.id().to_string();
+        let o = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(o.map(|s| s.success()).unwrap_or(false), "kill -TERM {pid}");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while child.try_wait().expect("wait").is_none() {
+            assert!(
+                std::time::Instant::now() < end,
+                "process {pid} did not stop within {secs} s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     fn ip(&self, args: &[&str]) {
@@ -902,4 +1365,401 @@ address = "10.99.0.31"
             .unwrap_or(true),
         "the namespace is gone"
     );
+}
+
+/// One db node of the two-node test: its own datadir, socket and client,
+/// owned by `mysql` as Debian's mariadb-server sets them up.
+struct DbNode {
+    dir: PathBuf,
+    data: PathBuf,
+    my_cnf: String,
+    client: String,
+}
+
+impl DbNode {
+    /// `mariadb-install-db --user=mysql` as Debian's postinst runs it (so
+    /// `mysql@localhost` exists via unix_socket), and the generated Galera
+    /// cnf included unchanged.
+    fn new(root: &Path, name: &str, galera_cnf: &Path) -> DbNode {
+        let dir = root.join(name);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let sock = dir.join("mysqld.sock");
+        let base = format!(
+            "[client]\nsocket = {sock}\n\n[mysqld]\ndatadir = {data}\nsocket = {sock}\npid-file = {pid}\nlog-error = {log}\nport = 3306\nuser = mysql\n",
+            sock = sock.display(),
+            data = data.display(),
+            pid = dir.join("mysqld.pid").display(),
+            log = dir.join("error.log").display()
+        );
+        std::fs::write(dir.join("base.cnf"), &base).expect("base.cnf");
+        // Readable by the SST scripts, which run as mysql; same content.
+        let galera = dir.join("galera.cnf");
+        std::fs::write(&galera, read(galera_cnf)).expect("galera.cnf");
+        std::fs::write(
+            dir.join("my.cnf"),
+            format!("{base}\n!include {}\n", galera.display()),
+        )
+        .expect("my.cnf");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let client = bin.join("mariadb");
+        std::fs::write(
+            &client,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
+                sock.display()
+            ),
+        )
+        .expect("client");
+        let mut perm = std::fs::metadata(&client).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&client, perm).expect("chmod");
+        let node = DbNode {
+            my_cnf: format!("--defaults-file={}", dir.join("my.cnf").display()),
+            client: client.to_str().expect("utf-8").to_string(),
+            dir,
+            data,
+        };
+        node.install();
+        node
+    }
+
+    /// A fresh datadir, as the package leaves it on a new (or re-flashed) card.
+    fn install(&self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+        let o = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(&self.dir)
+            .output()
+            .expect("chown");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("mariadb-install-db")
+            .arg(format!(
+                "--defaults-file={}",
+                self.dir.join("base.cnf").display()
+            ))
+            .args(["--user=mysql", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db (Debian package mariadb-server, .ci/install-deps)");
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// One status or variable value, asked in `lab`.
+    fn value(&self, lab: &Lab, sql: &str) -> String {
+        let (ok, out, err) = lab.run(&[&self.client, "-N", "-B", "-e", sql]);
+        assert!(ok, "{sql}: {err}");
+        out.split('\t').nth(1).unwrap_or(&out).trim().to_string()
+    }
+}
+
+/// Issue 19: a re-flashed first db node must rejoin, not fork. Two db nodes
+/// in two network namespaces joined by a veth, real MariaDB + galera-4 as
+/// user mysql, the generated configuration (mariabackup SST through
+/// mysql@localhost, unix_socket) and the generated bootstrap script, with
+/// `systemctl` and `galera_new_cluster` standing in (no systemd here: they
+/// record what the script asked and the test starts mariadbd the same way).
+/// 1. A new site (`galera_bootstrap = "new-site"`): db2 answers fresh, so
+///    db1's script starts a new cluster; db2 joins by mariabackup SST.
+/// 2. db1 stops cleanly, a row is written on db2, db1's datadir is replaced
+///    by a fresh one and its marker removed (a re-flashed card); its script
+///    sees db2 Synced and joins; the operator's `--new-cluster` is refused.
+/// 3. db1 rejoins by SST: cluster size 2 on both nodes, the same cluster
+///    state UUID as before, the row written while it was away.
+#[test]
+fn galera_two_nodes_reflashed_first_node_rejoins_instead_of_forking() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, mariadbd as mysql); CI runs tests as root"
+    );
+    for tool in ["/usr/bin/mariadb-backup", "/usr/bin/socat", "/usr/bin/curl"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: the two-node Galera test needs mariadb-backup, socat and curl \
+             (Debian packages mariadb-backup, socat, curl: .ci/install-deps --tests)"
+        );
+    }
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    // mysql must reach its files below the test's directory.
+    let mut perm = std::fs::metadata(d).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(d, perm).expect("chmod");
+    let site = d.join("site.toml");
+    std::fs::write(
+        &site,
+        r#"[site]
+name = "galera-pair"
+
+[defaults]
+platform = "ubuntu"
+interface = "eth0"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
+
+[[network]]
+name = "lab"
+cidr = "10.99.1.0/24"
+
+[[vip]]
+name = "db"
+address = "10.99.1.10"
+network = "lab"
+
+[[service]]
+name = "galera"
+vip = "db"
+port = 13306
+backend_role = "db"
+backend_port = 3306
+mode = "tcp"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.99.1.11"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.99.1.31"
+
+[[node]]
+name = "db2"
+roles = ["db"]
+address = "10.99.1.32"
+
+[default_policy]
+galera_bootstrap = "new-site"
+"#,
+    )
+    .expect("site");
+    let out = built(d, &site);
+    let cnf_of = |n: &str| {
+        out.join(n)
+            .join("files/etc/mysql/mariadb.conf.d/99-haseed-galera.cnf")
+    };
+    assert!(
+        read(&cnf_of("db1")).contains("wsrep_sst_method = mariabackup\nwsrep_sst_auth = mysql:\n"),
+        "{}",
+        read(&cnf_of("db1"))
+    );
+    let health = out.join("db1/files/usr/local/sbin/haseed-galera-health");
+    let script = out.join("db1/files/usr/local/sbin/haseed-galera-bootstrap");
+    let db1 = DbNode::new(d, "db1", &cnf_of("db1"));
+    let db2 = DbNode::new(d, "db2", &cnf_of("db2"));
+
+    // Two namespaces, one veth between them: db1's and db2's addresses.
+    let pid = std::process::id();
+    let mut ns1 = Lab::bare(&format!("haseed-g1-{pid}"));
+    let mut ns2 = Lab::bare(&format!("haseed-g2-{pid}"));
+    let (v1, v2) = (format!("hg1-{pid}"), format!("hg2-{pid}"));
+    ns1.exec(&[
+        "ip", "link", "add", &v1, "type", "veth", "peer", "name", &v2,
+    ]);
+    ns1.exec(&["ip", "link", "set", &v2, "netns", &ns2.ns]);
+    for (lab, dev, address) in [(&ns1, &v1, "10.99.1.31/24"), (&ns2, &v2, "10.99.1.32/24")] {
+        lab.exec(&["ip", "addr", "add", address, "dev", dev]);
+        lab.exec(&["ip", "link", "set", dev, "up"]);
+    }
+
+    // The health endpoints, as haseed-galera-health.socket runs them.
+    for (lab, node) in [(&mut ns1, &db1), (&mut ns2, &db2)] {
+        let path = format!("PATH={}:/usr/bin:/bin", node.dir.join("bin").display());
+        let datadir = format!("HASEED_GALERA_DATADIR={}", node.data.display());
+        lab.spawn(
+            &[
+                "systemd-socket-activate",
+                "--listen=9200",
+                "--accept",
+                "--inetd",
+                "-E",
+                &path,
+                "-E",
+                &datadir,
+                "/bin/sh",
+                health.to_str().expect("utf-8"),
+            ],
+            &node.dir.join("health.log"),
+        );
+    }
+    let fresh = ns1.wait_for(
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "http://10.99.1.32:9200/",
+        ],
+        "X-Haseed-Galera-State: none",
+        20,
+    );
+    assert!(fresh.contains("503 Service Unavailable"), "{fresh}");
+
+    // db1's bootstrap: its generated conf, plus where this test keeps
+    // the datadir and the marker.
+    let fakes = d.join("fakes");
+    std::fs::create_dir_all(&fakes).expect("fakes");
+    let calls = d.join("calls");
+    for name in ["systemctl", "galera_new_cluster"] {
+        let f = fakes.join(name);
+        std::fs::write(
+            &f,
+            format!("#!/bin/sh\necho \"{name} $*\" >>{}\n", calls.display()),
+        )
+        .expect("fake");
+        let mut perm = std::fs::metadata(&f).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&f, perm).expect("chmod");
+    }
+    let marker = d.join("marker/galera-bootstrapped");
+    let conf = d.join("haseed-galera");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}HASEED_GALERA_WAIT=60\nHASEED_GALERA_DATADIR={}\nHASEED_GALERA_MARKER={}\n",
+            read(&out.join("db1/files/etc/default/haseed-galera")),
+            db1.data.display(),
+            marker.display()
+        ),
+    )
+    .expect("conf");
+    assert!(read(&conf).contains("HASEED_GALERA_PEERS=\"10.99.1.32\"\n"));
+    let run_script = |lab: &Lab, args: &[&str]| -> (bool, String, String) {
+        let _ = std::fs::remove_file(&calls);
+        let path = format!("PATH={}:/usr/bin:/bin", fakes.display());
+        let conf = format!("HASEED_GALERA_CONF={}", conf.display());
+        let mut argv = vec![
+            "env",
+            &path,
+            &conf,
+            "/bin/sh",
+            script.to_str().expect("utf-8"),
+        ];
+        argv.extend_from_slice(args);
+        let (ok, _, err) = lab.run(&argv);
+        (ok, std::fs::read_to_string(&calls).unwrap_or_default(), err)
+    };
+
+    // 1. A new site: db2 answered fresh, so db1 starts the cluster.
+    let (ok, did, err) = run_script(&ns1, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(did, "galera_new_cluster \n", "{err}");
+    assert!(marker.exists());
+    let t = std::time::Instant::now();
+    ns1.spawn(
+        &["/usr/sbin/mariadbd", &db1.my_cnf, "--wsrep-new-cluster"],
+        &db1.dir.join("mariadbd.log"),
+    );
+    let state = "SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'";
+    ns1.wait_for(&[&db1.client, "-N", "-B", "-e", state], "Synced", 120);
+    let bootstrap_s = t.elapsed().as_secs_f64();
+    ns1.exec(&[
+        &db1.client,
+        "-e",
+        "CREATE DATABASE pair; CREATE TABLE pair.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO pair.t VALUES (1, 'before');",
+    ]);
+    let cluster = db1.value(&ns1, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_state_uuid'");
+    assert_eq!(cluster.len(), 36, "{cluster}");
+
+    // db2 joins (what its `systemctl restart mariadb` does): mariabackup SST.
+    let t = std::time::Instant::now();
+    ns2.spawn(
+        &["/usr/sbin/mariadbd", &db2.my_cnf],
+        &db2.dir.join("mariadbd.log"),
+    );
+    ns2.wait_for(&[&db2.client, "-N", "-B", "-e", state], "Synced", 180);
+    let join_s = t.elapsed().as_secs_f64();
+    let log2 = read(&db2.dir.join("error.log"));
+    assert!(
+        log2.contains("wsrep_sst_mariabackup"),
+        "db2 did not join by mariabackup SST:\n{log2}"
+    );
+    for (lab, node) in [(&ns1, &db1), (&ns2, &db2)] {
+        assert_eq!(
+            node.value(lab, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'"),
+            "2"
+        );
+    }
+    assert_eq!(
+        db2.value(&ns2, "SELECT 'v', v FROM pair.t WHERE id = 1"),
+        "before"
+    );
+
+    // 2. db1 goes away cleanly (db2 stays Primary alone) and comes back
+    // re-flashed: a fresh datadir, no marker.
+    ns1.stop(1, 60);
+    let t = std::time::Instant::now();
+    loop {
+        if db2.value(&ns2, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'") == "1" {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "db2 still counts db1");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(db2.value(&ns2, state), "Synced");
+    ns2.exec(&[
+        &db2.client,
+        "-e",
+        "INSERT INTO pair.t VALUES (2, 'while db1 was away')",
+    ]);
+    db1.install();
+    std::fs::remove_file(&marker).expect("marker");
+    // The operator's one-shot bootstrap refuses: db2 runs the cluster.
+    let (ok, did, err) = run_script(&ns1, &["--new-cluster"]);
+    assert!(!ok && did.is_empty(), "{did}{err}");
+    assert!(err.contains("10.99.1.32 is Synced"), "{err}");
+    // First boot of the re-flashed db1: it joins.
+    let (ok, did, err) = run_script(&ns1, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        did, "systemctl restart --no-block mariadb.service\n",
+        "{err}"
+    );
+    assert!(err.contains("10.99.1.32 is Synced"), "{err}");
+
+    // 3. What that restart starts: a plain mariadbd, which joins by SST.
+    let t = std::time::Instant::now();
+    ns1.spawn(
+        &["/usr/sbin/mariadbd", &db1.my_cnf],
+        &db1.dir.join("mariadbd-2.log"),
+    );
+    ns1.wait_for(&[&db1.client, "-N", "-B", "-e", state], "Synced", 180);
+    let rejoin_s = t.elapsed().as_secs_f64();
+    for (lab, node) in [(&ns1, &db1), (&ns2, &db2)] {
+        assert_eq!(
+            node.value(lab, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'"),
+            "2"
+        );
+        assert_eq!(
+            node.value(lab, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_state_uuid'"),
+            cluster,
+            "one cluster, not a fork"
+        );
+    }
+    assert_eq!(
+        db1.value(&ns1, "SELECT 'v', v FROM pair.t WHERE id = 2"),
+        "while db1 was away"
+    );
+    eprintln!(
+        "two-node Galera: new cluster Synced after {bootstrap_s:.1} s, db2 joined (mariabackup SST) in \
+         {join_s:.1} s, re-flashed db1 rejoined in {rejoin_s:.1} s; whole test {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(ns1);
+    drop(ns2);
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&format!("haseed-g1-{pid}")), "{list}");
+    assert!(!list.contains(&format!("haseed-g2-{pid}")), "{list}");
 }

@@ -182,7 +182,12 @@ impl Renderer {
                     .as_ref()
                     .and_then(|c| c.split_once(' '))
                     .map(|(meth, uri)| json!({ "meth": meth, "uri": uri }));
-                let servers: Vec<String> = b.servers.iter().map(server_line).collect();
+                let with_backup = b.servers.iter().any(|s| s.backup);
+                let servers: Vec<String> = b
+                    .servers
+                    .iter()
+                    .map(|s| server_line(s, with_backup))
+                    .collect();
                 json!({
                     "name": b.name, "mode": b.mode.as_str(), "balance": b.balance.as_str(),
                     "options": b.options, "http_check": http_check, "servers": servers,
@@ -439,7 +444,23 @@ fn seconds_text(ms: u32) -> String {
     format!("{s}.{}", frac.trim_end_matches('0'))
 }
 
-fn server_line(s: &Server) -> String {
+/// One `server` line. In a backend with a `backup` server, sessions follow
+/// the servers' state, so that a backup is used only while every non-backup
+/// server is down, as the contract says, for connections already open too
+/// (haproxy 2.6 configuration.txt, 5.2 "on-marked-down", "on-marked-up"):
+/// - every checked server gets `on-marked-down shutdown-sessions`: a server
+///   marked down (a Galera node out of its Primary component) has its
+///   sessions closed, and the clients reconnect to the next server;
+/// - every checked non-backup server gets `on-marked-up
+///   shutdown-backup-sessions`: when it is back, the sessions still on a
+///   backup are closed, so the backend has one writer again instead of two
+///   (issue 19: after db1 returned, old sessions stayed on db2 while new ones
+///   went to db1). haproxy applies it only to a non-backup server, so the
+///   backups do not get it.
+///
+/// Without a check a server is never marked down or up, so neither is
+/// written there.
+fn server_line(s: &Server, with_backup: bool) -> String {
     let mut line = format!("server {} {}", s.name, host_text(&s.address));
     if let Some(port) = s.port {
         let _ = write!(line, ":{port}");
@@ -462,6 +483,12 @@ fn server_line(s: &Server) -> String {
     }
     if let Some(w) = s.weight {
         let _ = write!(line, " weight {w}");
+    }
+    if with_backup && s.check.is_some() {
+        line.push_str(" on-marked-down shutdown-sessions");
+        if !s.backup {
+            line.push_str(" on-marked-up shutdown-backup-sessions");
+        }
     }
     line
 }
@@ -922,7 +949,7 @@ vrrp_instance VI_k8s-api {
             "    balance leastconn",
             "    option httpchk",
             "    http-check send meth GET uri /healthz",
-            "    server w1 192.168.3.251:8080 check inter 3000ms rise 30 fall 3 port 8081 check-ssl verify none weight 10",
+            "    server w1 192.168.3.251:8080 check inter 3000ms rise 30 fall 3 port 8081 check-ssl verify none weight 10 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions",
             "    server w6 [fd00::51]:8080 backup",
             "    bind [fd00::240]:30000-32767",
             "    balance source",
@@ -939,6 +966,41 @@ vrrp_instance VI_k8s-api {
         let h = &file(&a, HAPROXY_CFG).content;
         assert!(!h.contains("stats"), "{h}");
         assert!(h.ends_with("weight 0\n    server n2 [fd00::52]\n"), "{h:?}");
+    }
+
+    /// Sessions follow the servers only in a backend with a backup: a
+    /// checked backup gets `on-marked-down` alone (haproxy ignores
+    /// `on-marked-up shutdown-backup-sessions` on a backup), an active one
+    /// both; a backend without backups, or a server without a check, none.
+    #[test]
+    fn backup_servers_make_sessions_follow_the_servers() {
+        let s = site();
+        let mut plan = full_plan(&s, 0);
+        let b = plan
+            .haproxy
+            .as_mut()
+            .unwrap()
+            .backends
+            .iter_mut()
+            .find(|b| b.name == "ingress-http")
+            .unwrap();
+        let check = b.servers[0].check;
+        b.servers[1].check = check;
+        let a = render(&s, 0, &plan);
+        let h = &file(&a, HAPROXY_CFG).content;
+        assert!(
+            h.lines().any(|l| l.starts_with("    server w6 ")
+                && l.ends_with(" backup on-marked-down shutdown-sessions")),
+            "{h}"
+        );
+        for b in &mut plan.haproxy.as_mut().unwrap().backends {
+            for server in &mut b.servers {
+                server.backup = false;
+            }
+        }
+        let a = render(&s, 0, &plan);
+        let h = &file(&a, HAPROXY_CFG).content;
+        assert!(!h.contains("on-marked"), "{h}");
     }
 
     #[test]

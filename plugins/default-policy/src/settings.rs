@@ -31,8 +31,12 @@ embedded one (which expires 2026-12-29); \
 with check-ssl verify none), how haproxy checks the masters' API servers; \
 \"db_balance\": \"single-writer\" (default: the first db node takes every connection, the others \
 are backup) or \"leastconn\" (every db node active, balance leastconn); \
-\"galera_sst\": \"rsync\" (default) or \"mariabackup\" (an SST user, wsrep_sst_auth, is left to a site \
-plugin), Galera's state snapshot transfer; \
+\"galera_sst\": \"mariabackup\" (default: the donor keeps serving; MariaDB's own mysql@localhost \
+account through unix_socket, wsrep_sst_auth = mysql:) or \"rsync\" (blocks the donor, unencrypted), Galera's \
+state snapshot transfer; \
+\"galera_bootstrap\": \"manual\" (default) or \"new-site\", who starts a new Galera cluster when the first db \
+node boots and no peer runs one: the operator (haseed-galera-bootstrap --new-cluster on that node, once), or the \
+node itself when every other db node answers and none holds cluster state (see db.rs); \
 \"apiserver_cert_sans\": extra names (IP addresses or DNS names) for kubeadm's apiServer.certSANs on \
 every master, e.g. the public address of the API VIP's AWS Elastic IP, which the inventory does not know \
 (default none); \
@@ -88,18 +92,46 @@ pub enum DbBalance {
     Leastconn,
 }
 
-/// Galera's state snapshot transfer method.
+/// Galera's state snapshot transfer method (decision and sources in
+/// `db.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GaleraSst {
-    /// Needs no database credentials; blocks the donor while it copies.
-    #[default]
+    /// Needs no database account; blocks the donor (FLUSH TABLES WITH READ
+    /// LOCK) while it copies, and the copy travels unencrypted.
     Rsync,
-    /// Non-blocking; needs the `mariadb-backup` package on every db node
-    /// (installed) and, where the server asks for one, an SST user
-    /// (`wsrep_sst_auth`), which this policy does not invent: a site plugin
-    /// adds it in its own configuration file.
+    /// The default, as kolla-ansible's: the donor keeps taking writes while
+    /// mariadb-backup copies. Needs the `mariadb-backup` package on every db
+    /// node (installed; socat comes with mariadb-server) and a local account
+    /// on the donor: MariaDB's own `mysql@localhost` through unix_socket
+    /// (`wsrep_sst_auth = mysql:`, no password).
+    #[default]
     Mariabackup,
+}
+
+/// Who starts a new Galera cluster when the first db node boots and no
+/// other db node runs one (`db.rs`, "Bootstrap").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GaleraBootstrap {
+    /// The operator, once, with `haseed-galera-bootstrap --new-cluster` on
+    /// the first db node. The node itself only ever joins.
+    #[default]
+    Manual,
+    /// The first db node itself, at its first boot, but only when it holds
+    /// no cluster state and every other db node answers that it holds none
+    /// either: a new site whose db nodes boot together.
+    NewSite,
+}
+
+impl GaleraBootstrap {
+    /// The value the bootstrap script reads (`HASEED_GALERA_BOOTSTRAP`).
+    pub fn word(self) -> &'static str {
+        match self {
+            GaleraBootstrap::Manual => "manual",
+            GaleraBootstrap::NewSite => "new-site",
+        }
+    }
 }
 
 impl GaleraSst {
@@ -135,6 +167,7 @@ pub struct Settings {
     pub apiserver_check: ApiserverCheck,
     pub db_balance: DbBalance,
     pub galera_sst: GaleraSst,
+    pub galera_bootstrap: GaleraBootstrap,
     /// None: the site's name, made safe.
     pub galera_cluster_name: Option<String>,
     /// Event-driven failover (`failover.rs`).
@@ -159,7 +192,8 @@ impl Default for Settings {
             kubernetes_key_fingerprint: crate::kubernetes::DEFAULT_FINGERPRINT.into(),
             apiserver_check: ApiserverCheck::Tcp,
             db_balance: DbBalance::SingleWriter,
-            galera_sst: GaleraSst::Rsync,
+            galera_sst: GaleraSst::Mariabackup,
+            galera_bootstrap: GaleraBootstrap::Manual,
             galera_cluster_name: None,
             failover: true,
             apiserver_cert_sans: Vec::new(),
@@ -171,8 +205,8 @@ impl Default for Settings {
 /// The accepted keys, for error messages.
 const KEYS: &str = "check_script, advert_int_ms, priority, kubernetes_version, kubernetes_key, \
 kubernetes_key_fingerprint, \
-apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_cluster_name, failover, \
-haproxy_watch";
+apiserver_check, apiserver_cert_sans, db_balance, galera_sst, galera_bootstrap, galera_cluster_name, \
+failover, haproxy_watch";
 
 /// A refused setting: the key it is about (None: the table as a whole) and
 /// a sentence in the user's words that starts with the key ("priority must
@@ -240,6 +274,9 @@ impl Settings {
                 }
                 "galera_sst" => {
                     settings.galera_sst = field(k, value, "\"rsync\" or \"mariabackup\"")?
+                }
+                "galera_bootstrap" => {
+                    settings.galera_bootstrap = field(k, value, "\"manual\" or \"new-site\"")?
                 }
                 "galera_cluster_name" => {
                     settings.galera_cluster_name = Some(field(k, value, "a string")?)
