@@ -43,7 +43,16 @@ report() {
     done
     journalctl -u keepalived -o cat 2>/dev/null | grep -E "Entering|FAULT|track" | tail -n 10 | sed 's/^/vrrp /'
   fi
-  for unit in haproxy keepalived ssh userconfig; do
+  # The distribution's units, then every unit haseed wrote, by its file name
+  # (as the user-data enables it: haseed-haproxy-watch.service).
+  units="haproxy keepalived ssh userconfig"
+  for f in /etc/systemd/system/haseed-*.service /etc/systemd/system/haseed-*.socket; do
+    case $f in
+    */haseed-report.service | *@.service | "/etc/systemd/system/haseed-*.service" | "/etc/systemd/system/haseed-*.socket") ;;
+    *) units="$units ${f##*/}" ;;
+    esac
+  done
+  for unit in $units; do
     echo "service $unit $(systemctl is-enabled "$unit" 2>&1) $(systemctl is-active "$unit" 2>&1)"
     echo "dropins $unit $(systemctl show -p DropInPaths --value "$unit" 2>&1)"
   done
