@@ -243,18 +243,18 @@ fn python_plugin_weights_and_drains_servers() {
     let cfg = std::fs::read_to_string(out.join("lb2/files/etc/haproxy/haproxy.cfg")).expect("cfg");
     assert!(
         cfg.contains(
-            "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3 weight 200"
+            "server master1 192.168.3.251:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none weight 200"
         ),
         "{cfg}"
     );
     assert!(
         cfg.contains(
-            "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3 weight 0"
+            "server master3 192.168.3.253:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none weight 0"
         ),
         "{cfg}"
     );
     assert!(
-        cfg.contains("server master2 192.168.3.252:6443 check inter 3000ms rise 30 fall 3\n"),
+        cfg.contains("server master2 192.168.3.252:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none\n"),
         "{cfg}"
     );
     let log = stderr(&o);

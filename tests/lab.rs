@@ -218,9 +218,9 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         assert_eq!(t["vip_moves"], 0, "{t}");
         assert_eq!(t["passed"], true, "{t}");
         if t["failed_probes"] != 0 {
-            // The check window of the example's servers: 3000 ms x fall 3.
+            // The check window of the example's servers: 1000 ms x fall 2.
             let note = t["note"].as_str().expect("note");
-            assert!(note.contains("check window for it (9000 ms)"), "{note}");
+            assert!(note.contains("check window for it (2000 ms)"), "{note}");
         }
     }
     // A master stops answering (its SYNs vanish): every new connection that
@@ -234,6 +234,23 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         assert_eq!(t["passed"], true, "{t}");
         let note = t["note"].as_str().expect("note");
         assert!(note.contains("timeout connect 500 ms"), "{note}");
+    }
+    // A master drains (its /readyz answers 500 while it still serves, as
+    // kube-apiserver's does during --shutdown-delay-duration) for its check
+    // window + 1 s, then leaves: the readyz check took it out before it
+    // left, so no probe meets it.
+    let draining = scenario(&json, "backend-draining");
+    assert_eq!(draining.len(), 3, "{json}");
+    for t in draining {
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        assert_eq!(t["vip_moves"], 0, "{t}");
+        assert_eq!(t["passed"], true, "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(
+            note.contains("(its check window 2000 ms + 1 s)")
+                && note.contains("HTTPS GET /readyz, inter 1000 ms rise 2 fall 2"),
+            "{note}"
+        );
     }
     // The active holder stalls 500 ms (its VRRP child alone, then every
     // process of the node): nothing failed, so nothing moves, and clients
@@ -312,10 +329,11 @@ fn lost_backends_move_the_vip_to_the_peer() {
         assert_eq!(t["passed"], true, "{t}");
         assert!(t["vip_moves"].as_u64() >= Some(1), "{t}");
         assert_eq!(t["duplicate_vip_ms"], 0.0, "{t}");
-        assert!(t["outage_ms"].as_f64() <= Some(10_000.0), "{t}");
+        // The readyz check's window: inter 1000 ms x fall 2.
+        assert!(t["outage_ms"].as_f64() <= Some(3_000.0), "{t}");
         let note = t["note"].as_str().expect("note");
         assert!(
-            note.contains("bound 10000 ms: haproxy's check window 9000 ms + haseed-haproxy-watch"),
+            note.contains("bound 3000 ms: haproxy's check window 2000 ms + haseed-haproxy-watch"),
             "{note}"
         );
     }
@@ -472,12 +490,41 @@ fn the_reference_polling_check_is_caught() {
     // A silent master: `timeout connect 3000ms` and redispatch on the last
     // retry only keep new connections waiting on it (7 of 31 probes past
     // 1.5 s when measured).
+    // Nor does its TCP check see a draining master.
+    let draining = scenario(&json, "backend-draining");
+    assert_eq!(draining[0]["passed"], false, "{json}");
     let silent = scenario(&json, "backend-unreachable");
     assert_eq!(silent[0]["passed"], false, "{json}");
     let why = silent[0]["why"].as_str().expect("why");
     assert!(
         why.contains("probes failed while backend master1 did not answer")
             || why.contains("more than timeout connect 3000 ms"),
+        "{why}"
+    );
+}
+
+/// A TCP check of the API servers (`apiserver_check = "tcp"`, the
+/// reference's) cannot see a master whose `/readyz` fails while it still
+/// accepts connections: when it leaves after its drain, haproxy still sends
+/// it new connections, which wait out `timeout connect` and fail.
+#[test]
+fn a_tcp_check_of_the_api_servers_misses_a_drain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ok, json) = lab_on_variant(
+        tmp.path(),
+        |text| format!("{text}\n[default_policy]\napiserver_check = \"tcp\"\n"),
+        &["--trials", "1", "--scenario", "backend-draining"],
+    );
+    assert!(!ok, "{json}");
+    let draining = scenario(&json, "backend-draining");
+    assert_eq!(draining.len(), 1, "{json}");
+    let t = draining[0];
+    assert_eq!(t["passed"], false, "{t}");
+    assert!(t["failed_probes"].as_u64() >= Some(1), "{t}");
+    let why = t["why"].as_str().expect("why");
+    assert!(
+        why.contains("probes failed when backend master1 left after draining for 10000 ms")
+            && why.contains("TCP connect, inter 3000 ms rise 30 fall 3"),
         "{why}"
     );
 }

@@ -18,8 +18,14 @@ fn example_site_matches_golden_files() {
     for line in [
         "bind *:9000",
         "balance roundrobin",
-        "server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3",
-        "server master3 192.168.3.253:6443 check inter 3000ms rise 30 fall 3",
+        // Not the reference's TCP connect `inter 3000ms rise 30 fall 3`: an
+        // API server that is up but not ready (starting, or in a graceful
+        // shutdown's delay) is out within 2 s and back 2 s after it is
+        // ready (default-policy haproxy.rs; `haseed lab` scenario
+        // backend-draining).
+        "    option httpchk\n    http-check send meth GET uri /readyz\n",
+        "server master1 192.168.3.251:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none",
+        "server master3 192.168.3.253:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none",
         // Not the reference's connect 3 s, 6 retries, redispatch on the last:
         // a silent master costs a connection one 500 ms connect timeout
         // (default-policy haproxy.rs; `haseed lab` scenario backend-unreachable).
@@ -241,7 +247,7 @@ fn a_site_plugin_changes_decisions_after_the_default_policy() {
         "{conf}"
     );
     let cfg = std::fs::read_to_string(out.join("lb1/files/etc/haproxy/haproxy.cfg")).expect("cfg");
-    assert!(cfg.contains("check inter 3000ms rise 5 fall 2"), "{cfg}");
+    assert!(cfg.contains("check inter 1000ms rise 5 fall 2"), "{cfg}");
 }
 
 #[test]

@@ -570,7 +570,7 @@ fn assert_tunes_lb1_checks(wasm: &std::path::Path, rise: u32) {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let want =
-        format!("+    server master2 192.168.3.252:6443 check inter 3000ms rise {rise} fall 3");
+        format!("+    server master2 192.168.3.252:6443 check inter 1000ms rise {rise} fall 2 check-ssl verify none");
     assert!(stdout(&o).contains(&want), "{}", stdout(&o));
     assert!(
         stderr(&o).contains("lb1: tuned 3 server checks"),

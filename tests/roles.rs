@@ -976,8 +976,39 @@ fn kubernetes_nodes_get_the_package_repository_and_the_api_check_setting() {
         ],
     );
     assert!(!read(&out.join("lb1/user-data")).contains("\n  sources: "));
+    // The default with failover: HTTPS GET /readyz, out within 2 s, back
+    // within 2 s (default-policy haproxy.rs).
     let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
-    assert!(!lb.contains("httpchk") && !lb.contains("check-ssl"), "{lb}");
+    contains_all(
+        "lb1 haproxy.cfg",
+        &lb,
+        &[
+            "option httpchk\n    http-check send meth GET uri /readyz\n",
+            "server master1 192.168.3.251:6443 check inter 1000ms rise 2 fall 2 check-ssl verify none\n",
+        ],
+    );
+    // "tcp", and failover = false without the setting: the reference's
+    // TCP connect.
+    for (i, setting) in ["apiserver_check = \"tcp\"", "failover = false"]
+        .iter()
+        .enumerate()
+    {
+        let site = variant(tmp.path(), "pi-k8s", |t| {
+            format!("{t}\n[default_policy]\n{setting}\n")
+        });
+        let out = tmp.path().join(format!("tcp{i}"));
+        let o = build(&site, &out);
+        assert!(o.status.success(), "{setting}: {}", stderr(&o));
+        let lb = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
+        assert!(
+            lb.contains("server master1 192.168.3.251:6443 check inter 3000ms rise 30 fall 3\n"),
+            "{setting}: {lb}"
+        );
+        assert!(
+            !lb.contains("httpchk") && !lb.contains("check-ssl"),
+            "{setting}: {lb}"
+        );
+    }
 
     // Settings: another minor version, the healthz check over TLS.
     let site = variant(tmp.path(), "pi-k8s", |t| {

@@ -42,6 +42,9 @@ pub(super) struct Lab {
     /// How long a probe waits for its answer: `PROBE_TIMEOUT`, longer only
     /// where a scenario freezes a node on purpose (`stall`).
     pub(super) probe_timeout: Duration,
+    /// The backends' TLS (`probe::tls_config`): haproxy's HTTPS `/readyz`
+    /// check of the API servers.
+    pub(super) tls: Arc<rustls::ServerConfig>,
 }
 
 impl Lab {
@@ -68,6 +71,7 @@ impl Lab {
             epoch: Instant::now(),
             vip: topo.vip,
             probe_timeout: PROBE_TIMEOUT,
+            tls: tls_config()?,
         })
     }
 
@@ -149,6 +153,7 @@ impl Lab {
                     member: m.clone(),
                     port,
                     running: None,
+                    draining: Arc::new(AtomicBool::new(false)),
                 });
                 self.start_backend(self.backends.len() - 1)?;
             }
@@ -225,8 +230,12 @@ impl Lab {
         let stop = Arc::new(AtomicBool::new(false));
         let (ns, addr, port) = (b.member.ns.clone(), b.member.address, b.port);
         let (tx, rx) = std::sync::mpsc::channel();
-        let flag = stop.clone();
-        let t = thread::spawn(move || backend(&ns, addr, port, flag, tx));
+        let flags = Flags {
+            stop: stop.clone(),
+            draining: b.draining.clone(),
+            tls: self.tls.clone(),
+        };
+        let t = thread::spawn(move || backend(&ns, addr, port, flags, tx));
         b.running = Some((stop, t));
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| anyhow!("backend {} port {port} did not start", b.member.name))?
@@ -509,4 +518,7 @@ pub(super) struct BackendServer {
     pub(super) member: Member,
     pub(super) port: u16,
     pub(super) running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// Set: its `/readyz` answers 500 while it still serves (an API server
+    /// in its `--shutdown-delay-duration`, `backend-draining`).
+    pub(super) draining: Arc<AtomicBool>,
 }

@@ -84,7 +84,8 @@ pub struct LabArgs {
     pub max_outage_ms: Option<u64>,
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
-    /// backend-killed, backends-lost, backends-lost-everywhere, split-brain,
+    /// backend-killed, backend-unreachable, backend-draining, backends-lost,
+    /// backends-lost-everywhere, split-brain,
     /// vrrp-stall, node-stall,
     /// long-lived, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
@@ -103,6 +104,7 @@ pub const SCENARIOS: &[&str] = &[
     "old-master-restored",
     "backend-killed",
     "backend-unreachable",
+    "backend-draining",
     "backends-lost",
     "backends-lost-everywhere",
     "split-brain",
@@ -252,6 +254,7 @@ pub fn run(
                     }
                     "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
                     "backend-unreachable" => lab.backend_unreachable(&topo, trial, plans)?,
+                    "backend-draining" => lab.backend_draining(&topo, trial, plans)?,
                     "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
                     "backends-lost-everywhere" => {
                         lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)?

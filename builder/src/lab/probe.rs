@@ -123,16 +123,52 @@ const BACKEND_WAIT: Duration = Duration::from_secs(90);
 /// server answers late).
 pub(super) const SLOW_ANSWER: Duration = Duration::from_secs(10);
 
+/// The stand-in backends' TLS, for haproxy's HTTPS check of the API
+/// servers (`apiserver_check = "readyz"` or `"healthz"`, `check-ssl verify
+/// none`): a self-signed certificate made when the lab starts, served with
+/// rustls (ring provider).
+pub(super) fn tls_config() -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let key = rcgen::KeyPair::generate().context("a key for the backends' TLS")?;
+    let cert = rcgen::CertificateParams::new(vec!["haseed-lab".to_string()])?
+        .self_signed(&key)
+        .context("the backends' self-signed certificate")?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    // ring (no cmake or Go toolchain to build, unlike aws-lc-rs); rustls
+    // 0.23.48 deprecated its provider for lacking post-quantum key exchange,
+    // which a lab server answering health checks inside its own namespaces
+    // does not need.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .context("the backends' TLS configuration")?;
+    Ok(Arc::new(config))
+}
+
+/// What a backend server's connections share.
+pub(super) struct Flags {
+    /// Set: the server stops.
+    pub(super) stop: Arc<AtomicBool>,
+    /// Set: `GET /readyz` over TLS answers 500 (the server still serves).
+    pub(super) draining: Arc<AtomicBool>,
+    pub(super) tls: Arc<rustls::ServerConfig>,
+}
+
 /// A tiny backend server in its node's namespace, until `stop`: each
 /// connection gets `ok` once its request arrives (after [`SLOW_ANSWER`] for
-/// `GET /slow`), and is closed when the server stops.
+/// `GET /slow`), and is closed when the server stops. A connection that
+/// starts with a TLS handshake is haproxy's HTTPS check (`serve_tls`).
 pub(super) fn backend(
     ns: &str,
     addr: Ipv4Addr,
     port: u16,
-    stop: Arc<AtomicBool>,
+    flags: Flags,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let stop = flags.stop.clone();
+    let flags = Arc::new(flags);
     let listener = enter_netns(ns)
         .map_err(|e| e.to_string())
         .and_then(|()| TcpListener::bind((addr, port)).map_err(|e| e.to_string()))
@@ -161,9 +197,9 @@ pub(super) fn backend(
                     continue; // dropped: closed at once
                 }
                 live.fetch_add(1, Ordering::SeqCst);
-                let (stop, live) = (stop.clone(), live.clone());
+                let (flags, live) = (flags.clone(), live.clone());
                 threads.push(thread::spawn(move || {
-                    serve(s, &stop);
+                    serve(s, &flags);
                     live.fetch_sub(1, Ordering::SeqCst);
                 }));
             }
@@ -186,10 +222,19 @@ pub(super) fn is_timeout(e: &std::io::Error) -> bool {
     )
 }
 
+/// The first byte of a TLS connection: a handshake record (RFC 8446
+/// section 5.1, `ContentType handshake(22)`), which no plain request starts
+/// with.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a TLS check's handshake and request may take.
+const TLS_WAIT: Duration = Duration::from_secs(2);
+
 /// One backend connection: waits for the request (up to [`BACKEND_WAIT`],
 /// checking `stop` every 100 ms) and answers it; a peer that closes first
-/// (a TCP health check) gets nothing.
-fn serve(mut s: TcpStream, stop: &AtomicBool) {
+/// (a TCP health check) gets nothing; one that opens with a TLS handshake
+/// is served by [`serve_tls`].
+fn serve(mut s: TcpStream, flags: &Flags) {
+    let stop = &*flags.stop;
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = [0u8; 512];
@@ -197,6 +242,13 @@ fn serve(mut s: TcpStream, stop: &AtomicBool) {
     let n = loop {
         if stop.load(Ordering::SeqCst) || start.elapsed() > BACKEND_WAIT {
             return;
+        }
+        match s.peek(&mut buf[..1]) {
+            Ok(0) => return,
+            Ok(_) if buf[0] == TLS_HANDSHAKE => return serve_tls(s, flags),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => continue,
+            Err(_) => return,
         }
         match s.read(&mut buf) {
             Ok(0) => return,
@@ -226,6 +278,45 @@ fn serve(mut s: TcpStream, stop: &AtomicBool) {
         }
     }
     let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+}
+
+/// An HTTPS request on a backend, as haproxy's `option httpchk` with
+/// `check-ssl` sends it: `GET /readyz` gets 200, or 500 while the backend is
+/// draining (kube-apiserver during `--shutdown-delay-duration`); any other
+/// request gets 200. One request, then close_notify.
+fn serve_tls(mut s: TcpStream, flags: &Flags) {
+    let _ = s.set_read_timeout(Some(TLS_WAIT));
+    let _ = s.set_write_timeout(Some(TLS_WAIT));
+    let Ok(mut conn) = rustls::ServerConnection::new(flags.tls.clone()) else {
+        return;
+    };
+    let mut tls = rustls::Stream::new(&mut conn, &mut s);
+    let mut request = Vec::new();
+    let mut buf = [0u8; 512];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 4096 {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let readyz = request.starts_with(b"GET /readyz ") || request.starts_with(b"GET /readyz?");
+    // kube-apiserver's words in its shutdown delay.
+    let (status, body) = if readyz && flags.draining.load(Ordering::SeqCst) {
+        (
+            "500 Internal Server Error",
+            "[-]shutdown failed: reason withheld\nreadyz check failed\n",
+        )
+    } else {
+        ("200 OK", "ok\n")
+    };
+    let answer = format!(
+        "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if tls.write_all(answer.as_bytes()).is_ok() {
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    }
 }
 
 /// Runs `f` on a thread inside network namespace `ns` (a name under
@@ -288,4 +379,53 @@ pub(super) fn pid_alive(pid: i32) -> bool {
                 .is_some_and(|r| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection to a backend on loopback, served as the lab serves it.
+    fn ask(flags: &Arc<Flags>, client: impl FnOnce(u16) -> String + Send + 'static) -> String {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let asker = thread::spawn(move || client(port));
+        let (s, _) = l.accept().expect("accept");
+        serve(s, flags);
+        asker.join().expect("client")
+    }
+
+    fn curl(port: u16, path: &str) -> String {
+        let o = Command::new("curl")
+            .args(["-sk", "--max-time", "5", "-w", " %{http_code}"])
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The stand-in API server answers an HTTPS /readyz (200, or 500 while
+    /// it drains) and still answers plain requests (the probes).
+    #[test]
+    fn backends_answer_the_https_readyz_check_and_plain_probes() {
+        let flags = Arc::new(Flags {
+            stop: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
+            tls: tls_config().expect("tls"),
+        });
+        assert_eq!(ask(&flags, |p| curl(p, "/readyz")), "ok\n 200");
+        let plain = ask(&flags, |p| {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, p)).expect("connect");
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).expect("read");
+            answer
+        });
+        assert!(plain.starts_with("HTTP/1.0 200 OK\r\n"), "{plain}");
+        flags.draining.store(true, Ordering::SeqCst);
+        let drained = ask(&flags, |p| curl(p, "/readyz"));
+        assert!(drained.ends_with("readyz check failed\n 500"), "{drained}");
+        // Draining, it still serves everything else.
+        assert_eq!(ask(&flags, |p| curl(p, "/version")), "ok\n 200");
+    }
 }

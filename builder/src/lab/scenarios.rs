@@ -380,6 +380,94 @@ impl Lab {
         Ok(r)
     }
 
+    /// An API server drains, then leaves (a different backend each trial):
+    /// its `/readyz` fails (500) while it still serves, as kube-apiserver's
+    /// does during `--shutdown-delay-duration`, for the plan's check window
+    /// of it + 1 s; then it stops and its address stops answering (its
+    /// process exited and the node goes down, as a master rebooted after its
+    /// drain). A check that reads `/readyz` took it out during the drain, so
+    /// no probe meets it when it leaves: no failed probe, no VIP move. A
+    /// TCP check cannot see the drain and still sends it new connections
+    /// when it leaves: each waits `timeout connect` on the silent address,
+    /// longer than a probe waits (200 ms), and fails.
+    pub(super) fn backend_draining(
+        &mut self,
+        topo: &Topology,
+        trial: u32,
+        plans: &[NodePlan],
+    ) -> anyhow::Result<TrialResult> {
+        let i = (trial as usize - 1) % self.backends.len();
+        let member = self.backends[i].member.clone();
+        let port = self.backends[i].port;
+        let plan = self
+            .active(topo)
+            .ok()
+            .and_then(|h| plans.get(topo.holders[h].node?));
+        let window_ms = plan
+            .and_then(|p| check_window_ms(p, member.address, port))
+            .unwrap_or(9000);
+        let check = plan
+            .and_then(|p| check_kind(p, member.address, port))
+            .unwrap_or_else(|| "no check".into());
+        let drain_ms = window_ms + 1000;
+        let address = format!("{}/{}", member.address, topo.prefix);
+        let addr = |op: &str| {
+            ip(&[
+                "-n",
+                &member.ns,
+                "addr",
+                op,
+                &address,
+                "dev",
+                &member.interface,
+            ])
+        };
+        let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
+        let draining = self.backends[i].draining.clone();
+        draining.store(true, Ordering::SeqCst);
+        let m = self.measure(
+            topo,
+            Duration::from_millis(drain_ms),
+            Duration::from_millis(1500),
+            &mut |_| {
+                if let Some(s) = &server {
+                    s.store(true, Ordering::SeqCst);
+                }
+                addr("del")
+            },
+        );
+        let restored = addr("add");
+        draining.store(false, Ordering::SeqCst);
+        self.stop_backend(i);
+        let started = self.start_backend(i);
+        let m = m?;
+        restored?;
+        started?;
+        // Back up at once on every holder (`backend_unreachable`).
+        let forced = self.force_health_up(topo, plans, member.address);
+        let mark = format!("backend {} left after draining", member.name);
+        let mut r = self.trial(topo, "backend-draining", trial, &m, mark);
+        forced?;
+        r.note = Some(format!(
+            "backend {} port {port}: /readyz failing for {drain_ms} ms (its check window \
+             {window_ms} ms + 1 s) while it served, then gone; haproxy's check: {check}",
+            member.name
+        ));
+        r.why = if r.failed_probes > 0 {
+            Some(format!(
+                "{} probes failed when backend {} left after draining for {drain_ms} ms \
+                 (outage {:.0} ms): haproxy's check ({check}) had not taken it out",
+                r.failed_probes, member.name, r.outage_ms
+            ))
+        } else if r.vip_moves > 0 {
+            Some("the VIP moved".into())
+        } else {
+            None
+        };
+        r.passed = r.why.is_none();
+        Ok(r)
+    }
+
     /// `set server B/S health up` on every holder's admin socket (in its
     /// home, `setup::lab_haproxy_cfg`) for each server at `address` in its
     /// plan.
@@ -1405,6 +1493,29 @@ pub(super) fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> 
         .filter_map(|s| s.check.as_ref())
         .map(|c| u64::from(c.inter_ms) * u64::from(c.fall.max(1)))
         .max()
+}
+
+/// How the plan checks the server at `address` (and `port`): "HTTPS GET
+/// /readyz", "HTTP GET /", "TCP connect", with its `inter`, `rise` and
+/// `fall`.
+pub(super) fn check_kind(plan: &NodePlan, address: Ipv4Addr, port: u16) -> Option<String> {
+    let address = address.to_string();
+    plan.haproxy.as_ref()?.backends.iter().find_map(|b| {
+        let s = b
+            .servers
+            .iter()
+            .find(|s| s.address == address && s.port.is_none_or(|p| p == port))?;
+        let c = s.check.as_ref()?;
+        let how = match &b.http_check {
+            Some(request) if c.ssl => format!("HTTPS {request}"),
+            Some(request) => format!("HTTP {request}"),
+            None => "TCP connect".into(),
+        };
+        Some(format!(
+            "{how}, inter {} ms rise {} fall {}",
+            c.inter_ms, c.rise, c.fall
+        ))
+    })
 }
 
 /// From `from_ms` on, did exactly one holder have the VIP at every sample?

@@ -5,10 +5,49 @@
 //! The backend's defaults depend on the role behind it; the inventory's
 //! per-service `balance` and `check` fields win over all of them:
 //!
-//! - `master` (Kubernetes API): the reference; with the setting
-//!   `apiserver_check = "healthz"` the check is `option httpchk GET /healthz`
-//!   with `check-ssl verify none` (the apiserver speaks only TLS; its serving
-//!   certificate is not the LB's to verify).
+//! - `master` (Kubernetes API), setting `apiserver_check`:
+//!   - `"readyz"`, the default with failover: `option httpchk GET /readyz`
+//!     with `check-ssl verify none`, `inter 1000ms rise 2 fall 2`
+//!     ([`READYZ_INTER_MS`]). A TCP connect cannot see an API server that
+//!     is up but not ready. `/readyz` answers 200 only when it is ready to
+//!     serve, and fails while it starts (etcd not reached, post-start hooks
+//!     not done) and, in a graceful shutdown, for the whole
+//!     `--shutdown-delay-duration` while it still serves: "For a graceful
+//!     shutdown you can specify the --shutdown-delay-duration flag with the
+//!     /readyz endpoint", and "traffic should be routed away from it" when
+//!     `/readyz` fails (Kubernetes docs, "Kubernetes API health endpoints",
+//!     <https://kubernetes.io/docs/reference/using-api/health-checks/>);
+//!     `--shutdown-delay-duration`: "Time to delay the termination. During
+//!     that time the server keeps serving requests normally. The endpoints
+//!     /healthz and /livez will return success, but /readyz immediately
+//!     returns failure" (kubernetes/kubernetes
+//!     staging/src/k8s.io/apiserver/pkg/server/options/server_run_options.go
+//!     at ab3e83f). `/healthz` is deprecated since 1.16 and stays 200 in
+//!     that delay, so it cannot drain a server. The check needs no
+//!     credentials: the default ClusterRole `system:public-info-viewer`
+//!     lets unauthenticated clients read `/healthz`, `/livez`, `/readyz` and
+//!     `/version` (<https://kubernetes.io/docs/reference/access-authn-authz/rbac/#discovery-roles>).
+//!     `check-ssl verify none`: the apiserver speaks only TLS, and its
+//!     serving certificate is not the LB's to verify (no CA on the LB);
+//!     kubeadm's HA guide checks the same way (`http-check connect ssl`,
+//!     `GET /healthz`, `check verify none`, kubernetes/kubeadm
+//!     docs/ha-considerations.md at 1ee9603), but with `/healthz`.
+//!     The cadence: a failing `/readyz` answers at once (500), so a server
+//!     that stops being ready is out after `fall` checks, at most `inter x
+//!     fall` = 2 s: a shutdown delay longer than that (kube-apiserver's
+//!     default is 0 s; a site that wants drains without failed requests
+//!     sets `--shutdown-delay-duration` a few seconds above this window)
+//!     lets every LB stop sending before the server closes; `fall 2` rather than 1 so one check lost to a loaded Pi (the check
+//!     times out after `inter`, haproxy's rule without `timeout check`)
+//!     does not take a healthy server out. A server that became ready is
+//!     back after `rise 2`: 1-2 s. The reference's `rise 30` (90 s) stood in
+//!     for the readiness a TCP check cannot see; with `/readyz` it only
+//!     keeps a ready server idle. Cost: one TLS handshake and GET a second
+//!     per LB per master, a few ms of an apiserver's CPU.
+//!   - `"tcp"`, the default without failover: the reference (`check inter
+//!     3000ms rise 30 fall 3`, a TCP connect).
+//!   - `"healthz"`: `option httpchk GET /healthz` with `check-ssl verify
+//!     none` at the reference's cadence.
 //! - `controller` (OpenStack-style APIs): `balance roundrobin`, as
 //!   kolla-ansible ships it (`haproxy_defaults_balance: "roundrobin"`,
 //!   ansible/roles/loadbalancer/defaults/main.yml at 1a68181; only keystone
@@ -95,6 +134,12 @@ use crate::Policy;
 const CHECK_INTER_MS: u32 = 3000;
 const CHECK_RISE: u32 = 30;
 const CHECK_FALL: u32 = 3;
+
+/// `apiserver_check = "readyz"` (module docs): out within 2 s of `/readyz`
+/// failing, back 1-2 s after it answers 200 again.
+const READYZ_INTER_MS: u32 = 1000;
+const READYZ_RISE: u32 = 2;
+const READYZ_FALL: u32 = 2;
 
 /// OpenStack-style checks (controllers and databases): up after 4 s, out
 /// after 10 s of failures.
@@ -259,10 +304,21 @@ impl Policy {
             single_writer: false,
         };
         match service.backend_role {
-            Role::Master if self.settings.apiserver_check == ApiserverCheck::Healthz => Profile {
-                ssl: true,
-                http_check: Some("GET /healthz".into()),
-                ..reference
+            Role::Master => match self.settings.apiserver_check {
+                ApiserverCheck::Tcp => reference,
+                ApiserverCheck::Healthz => Profile {
+                    ssl: true,
+                    http_check: Some("GET /healthz".into()),
+                    ..reference
+                },
+                ApiserverCheck::Readyz => Profile {
+                    inter_ms: READYZ_INTER_MS,
+                    rise: READYZ_RISE,
+                    fall: READYZ_FALL,
+                    ssl: true,
+                    http_check: Some("GET /readyz".into()),
+                    ..reference
+                },
             },
             Role::Controller => Profile {
                 inter_ms: FAST_INTER_MS,

@@ -29,8 +29,8 @@
 //!   API `kubeadm.k8s.io/v1beta4` for Kubernetes 1.31 and later, `v1beta3`
 //!   before (see [`kubeadm_api`]).
 //!
-//! The load balancers' check of the API server (TCP or `GET /healthz` over
-//! TLS, setting `apiserver_check`) is in `haproxy.rs`.
+//! The load balancers' check of the API server (`GET /readyz` or `GET
+//! /healthz` over TLS, or TCP; setting `apiserver_check`) is in `haproxy.rs`.
 //!
 //! Cost: O(this node's plan); the fronting service comes from the index.
 

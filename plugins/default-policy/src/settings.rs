@@ -27,8 +27,11 @@ checked on the node when it fetches the key at boot (default DE15B14486CD377B9E8
 isv:kubernetes OBS Project); \
 \"kubernetes_key\": the ASCII-armored copy of that key a node uses when the fetch fails, replacing the \
 embedded one (which expires 2026-12-29); \
-\"apiserver_check\": \"tcp\" (default, as in the reference) or \"healthz\" (option httpchk GET /healthz \
-with check-ssl verify none), how haproxy checks the masters' API servers; \
+\"apiserver_check\": how haproxy checks the masters' API servers: \"readyz\" (default with failover: \
+option httpchk GET /readyz with check-ssl verify none, inter 1000ms rise 2 fall 2, so an API server that \
+is not ready, starting or in its shutdown delay, is out within 2 s and back 2 s after it is ready), \
+\"tcp\" (default without failover: a TCP connect, inter 3000ms rise 30 fall 3, as in the reference) or \
+\"healthz\" (option httpchk GET /healthz with check-ssl verify none, the reference's cadence); \
 \"db_balance\": \"single-writer\" (default: the first db node takes every connection, the others \
 are backup) or \"leastconn\" (every db node active, balance leastconn); \
 \"galera_sst\": \"mariabackup\" (default: the donor keeps serving; MariaDB's own mysql@localhost \
@@ -70,13 +73,21 @@ impl CheckScript {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiserverCheck {
-    /// A TCP connect, as in the reference cluster.
+    /// A TCP connect, as in the reference cluster; the default without
+    /// failover.
     #[default]
     Tcp,
     /// `option httpchk GET /healthz` over TLS without verifying the
     /// apiserver's certificate (`check-ssl verify none`): a live but broken
-    /// apiserver is taken out.
+    /// apiserver is taken out. `/healthz` is deprecated since Kubernetes
+    /// 1.16 and, unlike `/readyz`, keeps answering 200 during a graceful
+    /// shutdown's `--shutdown-delay-duration`.
     Healthz,
+    /// `option httpchk GET /readyz` over TLS (`check-ssl verify none`) with
+    /// a fast cadence (`haproxy.rs`, `READYZ_*`): an API server that is up
+    /// but not ready (starting, or in a graceful shutdown's delay) gets no
+    /// new connections. The default with failover.
+    Readyz,
 }
 
 /// How the haproxy backend of a `db` service spreads connections.
@@ -190,7 +201,7 @@ impl Default for Settings {
             kubernetes_version: crate::kubernetes::DEFAULT_MINOR.into(),
             kubernetes_key: None,
             kubernetes_key_fingerprint: crate::kubernetes::DEFAULT_FINGERPRINT.into(),
-            apiserver_check: ApiserverCheck::Tcp,
+            apiserver_check: ApiserverCheck::Readyz,
             db_balance: DbBalance::SingleWriter,
             galera_sst: GaleraSst::Mariabackup,
             galera_bootstrap: GaleraBootstrap::Manual,
@@ -236,7 +247,7 @@ impl Settings {
             return Err(whole("settings must be a table".into()));
         };
         let mut settings = Settings::default();
-        let (mut advert, mut priority) = (None, None);
+        let (mut advert, mut priority, mut apiserver_check) = (None, None, None);
         for (key, value) in table {
             let k = key.as_str();
             match k {
@@ -264,7 +275,7 @@ impl Settings {
                     settings.kubernetes_key_fingerprint = fpr.to_ascii_uppercase();
                 }
                 "apiserver_check" => {
-                    settings.apiserver_check = field(k, value, "\"tcp\" or \"healthz\"")?
+                    apiserver_check = Some(field(k, value, "\"readyz\", \"tcp\" or \"healthz\"")?)
                 }
                 "apiserver_cert_sans" => {
                     settings.apiserver_cert_sans = field(k, value, "a list of strings")?
@@ -295,6 +306,12 @@ impl Settings {
         let default_priority = if settings.failover { 254 } else { 100 };
         settings.advert_int_ms = advert.unwrap_or(default_advert);
         settings.priority = priority.unwrap_or(default_priority);
+        // The reference (failover off) keeps its TCP check.
+        settings.apiserver_check = apiserver_check.unwrap_or(if settings.failover {
+            ApiserverCheck::Readyz
+        } else {
+            ApiserverCheck::Tcp
+        });
         settings.check()?;
         Ok(settings)
     }
