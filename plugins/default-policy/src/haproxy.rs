@@ -20,9 +20,9 @@
 //!     `--shutdown-delay-duration`: "Time to delay the termination. During
 //!     that time the server keeps serving requests normally. The endpoints
 //!     /healthz and /livez will return success, but /readyz immediately
-//!     returns failure" (kubernetes/kubernetes
-//!     staging/src/k8s.io/apiserver/pkg/server/options/server_run_options.go
-//!     at ab3e83f). `/healthz` is deprecated since 1.16 and stays 200 in
+//!     returns failure" (the kube-apiserver
+//!     command-line reference, `--shutdown-delay-duration`,
+//!     <https://kubernetes.io/docs/reference/command-line-tools-reference/kube-apiserver/>). `/healthz` is deprecated since 1.16 and stays 200 in
 //!     that delay, so it cannot drain a server. The check needs no
 //!     credentials: the default ClusterRole `system:public-info-viewer`
 //!     lets unauthenticated clients read `/healthz`, `/livez`, `/readyz` and
