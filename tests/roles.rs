@@ -1260,22 +1260,8 @@ address = "10.99.0.31"
         .output()
         .expect("mariadb-install-db (Debian package mariadb-server, .ci/install-deps)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // The client as the health script finds it on PATH, pointed at this
-    // test's socket (the node's client uses the default one).
     let bin = d.join("bin");
-    std::fs::create_dir(&bin).expect("bin");
-    let client = bin.join("mariadb");
-    std::fs::write(
-        &client,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
-            sock.display()
-        ),
-    )
-    .expect("client");
-    let mut perm = std::fs::metadata(&client).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&client, perm).expect("chmod");
+    let client = mariadb_client(&bin, &sock);
     let client = client.to_str().expect("utf-8").to_string();
 
     let mut lab = Lab::new();
@@ -1433,19 +1419,7 @@ impl DbNode {
         )
         .expect("my.cnf");
         let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        let client = bin.join("mariadb");
-        std::fs::write(
-            &client,
-            format!(
-                "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
-                sock.display()
-            ),
-        )
-        .expect("client");
-        let mut perm = std::fs::metadata(&client).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        std::fs::set_permissions(&client, perm).expect("chmod");
+        let client = mariadb_client(&bin, &sock);
         let node = DbNode {
             my_cnf: format!("--defaults-file={}", dir.join("my.cnf").display()),
             client: client.to_str().expect("utf-8").to_string(),
@@ -1793,4 +1767,23 @@ galera_bootstrap = "new-site"
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(!list.contains(&format!("haseed-g1-{pid}")), "{list}");
     assert!(!list.contains(&format!("haseed-g2-{pid}")), "{list}");
+}
+
+/// `BIN/mariadb`: the client as the generated scripts find it on PATH,
+/// pointed at a test server's socket (a node's client uses the default one).
+fn mariadb_client(bin: &Path, sock: &Path) -> PathBuf {
+    std::fs::create_dir_all(bin).expect("bin");
+    let client = bin.join("mariadb");
+    std::fs::write(
+        &client,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/mariadb --socket={} \"$@\"\n",
+            sock.display()
+        ),
+    )
+    .expect("client");
+    let mut perm = std::fs::metadata(&client).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&client, perm).expect("chmod");
+    client
 }

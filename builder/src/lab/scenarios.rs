@@ -308,32 +308,12 @@ impl Lab {
         trial: u32,
         plans: &[NodePlan],
     ) -> anyhow::Result<TrialResult> {
-        let i = (trial as usize - 1) % self.backends.len();
-        let member = self.backends[i].member.clone();
-        let port = self.backends[i].port;
-        let plan = self
-            .active(topo)
-            .ok()
-            .and_then(|h| plans.get(topo.holders[h].node?));
-        let window_ms = plan
-            .and_then(|p| check_window_ms(p, member.address, port))
-            .unwrap_or(9000);
+        let (_, member, _, plan, window_ms) = self.trial_backend(topo, trial, plans);
         let connect_ms = plan
             .and_then(|p| p.haproxy.as_ref())
             .map(|h| u64::from(h.defaults.timeout_connect_ms))
             .ok_or_else(|| anyhow!("the active holder's plan has no haproxy"))?;
-        let address = format!("{}/{}", member.address, topo.prefix);
-        let addr = |op: &str| {
-            ip(&[
-                "-n",
-                &member.ns,
-                "addr",
-                op,
-                &address,
-                "dev",
-                &member.interface,
-            ])
-        };
+        let addr = |op: &str| member_address(topo, &member, op);
         self.probe_timeout = STALL_PROBE_TIMEOUT;
         let m = self.measure(
             topo,
@@ -396,32 +376,12 @@ impl Lab {
         trial: u32,
         plans: &[NodePlan],
     ) -> anyhow::Result<TrialResult> {
-        let i = (trial as usize - 1) % self.backends.len();
-        let member = self.backends[i].member.clone();
-        let port = self.backends[i].port;
-        let plan = self
-            .active(topo)
-            .ok()
-            .and_then(|h| plans.get(topo.holders[h].node?));
-        let window_ms = plan
-            .and_then(|p| check_window_ms(p, member.address, port))
-            .unwrap_or(9000);
+        let (i, member, port, plan, window_ms) = self.trial_backend(topo, trial, plans);
         let check = plan
             .and_then(|p| check_kind(p, member.address, port))
             .unwrap_or_else(|| "no check".into());
         let drain_ms = window_ms + 1000;
-        let address = format!("{}/{}", member.address, topo.prefix);
-        let addr = |op: &str| {
-            ip(&[
-                "-n",
-                &member.ns,
-                "addr",
-                op,
-                &address,
-                "dev",
-                &member.interface,
-            ])
-        };
+        let addr = |op: &str| member_address(topo, &member, op);
         let server = self.backends[i].running.as_ref().map(|(s, _)| s.clone());
         let draining = self.backends[i].draining.clone();
         draining.store(true, Ordering::SeqCst);
@@ -466,6 +426,28 @@ impl Lab {
         };
         r.passed = r.why.is_none();
         Ok(r)
+    }
+
+    /// The backend a trial acts on (a different one each trial): its index,
+    /// member and port, the active holder's plan, and the backend's check
+    /// window in that plan (9 s, the reference's, when it has none).
+    fn trial_backend<'p>(
+        &self,
+        topo: &Topology,
+        trial: u32,
+        plans: &'p [NodePlan],
+    ) -> (usize, Member, u16, Option<&'p NodePlan>, u64) {
+        let i = (trial as usize - 1) % self.backends.len();
+        let member = self.backends[i].member.clone();
+        let port = self.backends[i].port;
+        let plan = self
+            .active(topo)
+            .ok()
+            .and_then(|h| plans.get(topo.holders[h].node?));
+        let window_ms = plan
+            .and_then(|p| check_window_ms(p, member.address, port))
+            .unwrap_or(9000);
+        (i, member, port, plan, window_ms)
     }
 
     /// `set server B/S health up` on every holder's admin socket (in its
@@ -1482,6 +1464,21 @@ impl Lab {
 
 /// `inter x fall` of the checked server at `address:port` in `plan`'s
 /// haproxy: how long haproxy may still send to it after it died.
+/// Adds or deletes (`op`) a member's address in its own namespace: deleted,
+/// packets to it vanish unanswered, as with a host powered off.
+fn member_address(topo: &Topology, member: &Member, op: &str) -> anyhow::Result<()> {
+    let address = format!("{}/{}", member.address, topo.prefix);
+    ip(&[
+        "-n",
+        &member.ns,
+        "addr",
+        op,
+        &address,
+        "dev",
+        &member.interface,
+    ])
+}
+
 pub(super) fn check_window_ms(plan: &NodePlan, address: Ipv4Addr, port: u16) -> Option<u64> {
     let address = address.to_string();
     plan.haproxy
