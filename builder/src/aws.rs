@@ -181,7 +181,7 @@ pub fn security_group(site: &Site, vip: usize) -> Value {
 }
 
 /// Every AWS file of a build, relative to the build directory.
-pub fn build_files(site: &Site) -> Vec<OutFile> {
+pub fn build_files(site: &Site) -> Vec<OutFile<'static>> {
     let mut files = Vec::new();
     for (i, vip) in site.vips.iter().enumerate() {
         let Some(how) = &vip.aws else { continue };
@@ -198,7 +198,7 @@ pub fn build_files(site: &Site) -> Vec<OutFile> {
             files.push(OutFile {
                 rel: base.join(name),
                 mode: 0o644,
-                content: text.into_bytes(),
+                content: text.into_bytes().into(),
             });
         }
     }

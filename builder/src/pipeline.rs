@@ -166,20 +166,54 @@ pub fn render(
     plans: &[NodePlan],
 ) -> Result<Vec<(String, NodeArtifacts)>, BuildError> {
     let renderer = Renderer::new();
-    inv.site
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            renderer
-                .render_node_with(&inv.site, i as u32, &plans[i], &inv.node_extras[i])
-                .map(|a| (node.name.clone(), a))
-                .map_err(|e| BuildError::Render {
-                    node: node.name.clone(),
-                    message: format!("{e:#}"),
-                })
-        })
-        .collect()
+    let nodes = &inv.site.nodes;
+    let one = |i: usize| {
+        let node = &nodes[i];
+        renderer
+            .render_node_with(&inv.site, i as u32, &plans[i], &inv.node_extras[i])
+            .map(|a| (node.name.clone(), a))
+            .map_err(|e| BuildError::Render {
+                node: node.name.clone(),
+                message: format!("{e:#}"),
+            })
+    };
+    // Nodes render independently (a 10,000-node site took 0.8 s on one thread).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    map_in_order(nodes.len(), threads, one)
+}
+
+/// `(0..n).map(f).collect()`, computed in consecutive slices on up to `threads` threads: the
+/// same values in the same order, and on failure the error of the lowest index that failed,
+/// as one thread going through them in order would report. Below 64 items, on this thread.
+fn map_in_order<T: Send, E: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
+    if threads <= 1 || n < 64 {
+        return (0..n).map(f).collect();
+    }
+    let per = n.div_ceil(threads);
+    let parts: Vec<Result<Vec<T>, E>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|from| {
+                let f = &f;
+                s.spawn(move || (from..(from + per).min(n)).map(f).collect())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(n);
+    for part in parts {
+        all.extend(part?);
+    }
+    Ok(all)
 }
 
 /// Parses the site file (all problems reported at once).
@@ -237,4 +271,36 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod map_in_order_tests {
+    use super::map_in_order;
+
+    #[test]
+    fn same_values_in_the_same_order_on_any_number_of_threads() {
+        for n in [0, 1, 63, 64, 65, 100, 1000] {
+            let serial: Vec<usize> = (0..n).map(|i| i * 7 + 1).collect();
+            for threads in 1..=9 {
+                let got = map_in_order(n, threads, |i| Ok::<_, ()>(i * 7 + 1));
+                assert_eq!(got, Ok(serial.clone()), "n {n}, threads {threads}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_failing_index_is_reported_as_one_thread_would() {
+        // Items 70 and 900 fail: one thread going in order stops at 70; so must the slices,
+        // though the slice holding 900 may finish first.
+        for threads in 1..=9 {
+            let got = map_in_order(1000, threads, |i| {
+                if i == 70 || i == 900 {
+                    Err(i)
+                } else {
+                    Ok(i)
+                }
+            });
+            assert_eq!(got, Err(70), "threads {threads}");
+        }
+    }
 }
