@@ -1676,6 +1676,43 @@ pub fn check_site(site: &Site, plans: &[NodePlan]) -> Vec<PlanIssue> {
     issues
 }
 
+/// Advice on plans the checker accepts but that do not behave as written on every keepalived
+/// the nodes may run, one line per problem, grouped by node like
+/// [`crate::kubernetes::warnings`]. A track file with an init value: keepalived 2.2.8 to 2.3.2
+/// write it over the file at every start, not only when the file is missing
+/// (`trackers/track_file.c` at v2.2.8; fixed by 3f386640, first in v2.3.3), and Ubuntu
+/// 24.04 ships 2.2.8, so a state written before keepalived started (e.g. by haproxy's start
+/// hook) is lost at its start; the default policy sets none (a missing file reads as 0).
+pub fn advisories(site: &Site, plans: &[NodePlan]) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (node, plan) in site.nodes.iter().zip(plans) {
+        let Some(k) = &plan.keepalived else { continue };
+        for t in k.track_files.iter().filter(|t| t.init_value.is_some()) {
+            let problem = format!(
+                "track file {} ({}) has an init value: keepalived 2.2.8 to 2.3.2 (Ubuntu 24.04 \
+                 ships 2.2.8) write it over the file at every start, so a state written before \
+                 keepalived started is lost; leave it out (a missing file reads as 0)",
+                t.name, t.path
+            );
+            match groups.iter_mut().find(|g| g.0 == problem) {
+                Some(group) => group.1.push(&node.name),
+                None => groups.push((problem, vec![&node.name])),
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(problem, nodes)| {
+            let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+            format!(
+                "warning: site {}, {noun} {}: {problem}",
+                site.name,
+                crate::kubernetes::node_list(&nodes)
+            )
+        })
+        .collect()
+}
+
 /// A hand-built reference site and plans, shared with the renderer's tests
 /// and the fuzz targets ([`crate::fuzzing`]).
 pub(crate) mod fixture {
@@ -2024,6 +2061,23 @@ mod tests {
     use super::*;
     use crate::contract::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_track_file_init_value_is_advised_against() {
+        let s = site();
+        // lb_plan's track files carry no init value; full_plan's "maint" carries 0.
+        let plain: Vec<NodePlan> = (0..2).map(|n| lb_plan(&s, n)).collect();
+        assert_eq!(advisories(&s, &plain), Vec::<String>::new());
+        let with: Vec<NodePlan> = (0..2).map(|n| full_plan(&s, n)).collect();
+        let got = advisories(&s, &with);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0]
+                .contains("nodes lb1, lb2: track file maint (/run/haseed/maint) has an init value")
+                && got[0].contains("keepalived 2.2.8 to 2.3.2"),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn reference_and_full_plans_pass() {

@@ -532,7 +532,10 @@ fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
                     .warn(Notice::new(w).at(at.as_ref()).node(&node.name));
             }
         }
-        for w in crate::kubernetes::warnings(&inv.site, &plans, today) {
+        for w in crate::kubernetes::warnings(&inv.site, &plans, today)
+            .into_iter()
+            .chain(crate::check::advisories(&inv.site, &plans))
+        {
             let w = w.strip_prefix("warning: ").unwrap_or(&w);
             global.out.warn(Notice::new(w));
         }
@@ -543,7 +546,10 @@ fn plan_inventory(global: &Global, inv: Inventory) -> anyhow::Result<Planned> {
                 errln!("warning: node {}: {}", node.name, w);
             }
         }
-        for w in crate::kubernetes::warnings(&inv.site, &plans, today) {
+        for w in crate::kubernetes::warnings(&inv.site, &plans, today)
+            .into_iter()
+            .chain(crate::check::advisories(&inv.site, &plans))
+        {
             eprintln!("{w}");
         }
     }

@@ -163,7 +163,7 @@ fn minor_in(text: &str) -> Option<String> {
 }
 
 /// "master1, master2 and 3 more": names a group of nodes briefly.
-fn node_list(names: &[&str]) -> String {
+pub(crate) fn node_list(names: &[&str]) -> String {
     const SHOWN: usize = 5;
     let mut text = names[..names.len().min(SHOWN)].join(", ");
     if names.len() > SHOWN {
