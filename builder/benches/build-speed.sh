@@ -7,6 +7,16 @@
 #
 #   builder/benches/build-speed.sh [HASEED] [RUNS] [NODES]
 #   defaults: target/release/haseed, 5, 10000. Needs python3 with jinja2 (Debian: python3-jinja2).
+#
+# Where the trees go matters as much as the tools: as root, the script makes a file system for
+# the run (ext4 as Debian's mkfs.ext4 makes it, with its journal, on a loop device over a
+# file in the temporary directory) so both tools write to the same fresh disk. Without it the
+# runs go to the temporary directory's own file system, and the figures are that file
+# system's: ext4 without a journal, for one, skips every inode freed in the last 5 s (305 s
+# while its inode table block is unwritten) when it allocates a new one (recently_deleted()
+# and find_inode_bit() in fs/ext4/ialloc.c, torvalds/linux a02633e9b13d), so each run
+# after the previous run's trees were removed was slower than the last (haseed 27 to 59 s
+# for 5 runs on this build machine's root file system, the Jinja2 script 10 to 15 s).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 haseed=${1:-$here/../../target/release/haseed}
@@ -14,8 +24,26 @@ runs=${2:-5}
 nodes=${3:-10000}
 [ -x "$haseed" ] || { echo "no haseed binary at $haseed (cargo build --release)" >&2; exit 1; }
 python3 -c 'import jinja2' || { echo "python3 has no jinja2 (apt-get install python3-jinja2)" >&2; exit 1; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+tmp=$(mktemp -d)
+work=$tmp
+cleanup() {
+  if [ "$work" != "$tmp" ]; then umount "$work" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 > /dev/null && command -v losetup > /dev/null; then
+  # 2 builds of each tool at most on it at once (the warm one and a run's), ~1.3 GB and
+  # 280,000 inodes for haseed's, so 8 GiB and 2M inodes. Tables zeroed now, not by the
+  # kernel's lazy init thread during the runs.
+  truncate -s 8G "$tmp/disk.img"
+  mkfs.ext4 -q -F -N 2000000 -E lazy_itable_init=0,lazy_journal_init=0 "$tmp/disk.img"
+  mkdir "$tmp/mnt"
+  mount -o loop "$tmp/disk.img" "$tmp/mnt"
+  work=$tmp/mnt
+  echo "trees on a fresh journaled ext4 (loop device over $tmp/disk.img)"
+else
+  echo "not root (or no mkfs.ext4/losetup): trees in $tmp, on $(df -T "$tmp" | awk 'NR == 2 {print $2}'); the figures are that file system's" >&2
+fi
 python3 - "$nodes" > "$work/site.toml" <<'PY'
 import sys
 n = int(sys.argv[1])
