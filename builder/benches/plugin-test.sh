@@ -33,4 +33,4 @@ while [ $r -lt "$runs" ]; do
   echo "run $r: ${ms} ms wall; haseed: ${line##*: }"
   times="$times $ms"
 done
-echo "median wall: $(echo $times | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms over $runs runs (100 fixtures)"
+echo "median wall: $(echo "$times" | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms over $runs runs (100 fixtures)"
