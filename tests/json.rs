@@ -479,3 +479,56 @@ fn plugin_add_json_says_what_it_pinned() {
     let o = run(&["plugin", "add", s(&file), "--site", s(&broken), "--json"]);
     assert_site_error(&o, "plugin add", &broken);
 }
+
+/// A command line clap refuses still gives a script JSON when it asked for it: the envelope
+/// with `ok: false`, clap's error as the message and its usage as the help, clap's exit code
+/// 2 and text on stderr. Without `--json` stdout stays empty; `--help` stays text.
+#[test]
+fn a_usage_error_with_json_is_the_envelope() {
+    let o = run(&["build", "--json", "--no-such-flag", "site.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let doc = envelope(&o, "build");
+    let e = &doc["errors"][0];
+    assert!(
+        e["message"]
+            .as_str()
+            .expect("message")
+            .contains("unexpected argument '--no-such-flag'"),
+        "{doc}"
+    );
+    assert!(
+        e["help"]
+            .as_str()
+            .expect("help")
+            .contains("Usage: haseed build"),
+        "{doc}"
+    );
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+
+    // A missing argument of a nested command, and plan's --format json.
+    let o = run(&["plugin", "inspect", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let doc = envelope(&o, "plugin inspect");
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("<FILE>"),
+        "{doc}"
+    );
+    let o = run(&["plan", "--format", "json", "site.toml", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    envelope(&o, "plan");
+
+    // No JSON asked: nothing on stdout. Help is text, even with --json.
+    let o = run(&["build", "--no-such-flag", "site.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    let o = run(&["build", "--json", "--help"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).starts_with("Decide, check and render"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -393,6 +393,91 @@ impl Command {
     }
 }
 
+/// A command line clap refused (or `--help`, `--version`): clap's text and exit code as
+/// always, plus, when the words name a command that takes `--json` and `--json` (or plan's
+/// `--format json`) is among them, the envelope on stdout with `ok: false` and the error (its
+/// first line as the message, clap's usage as the help), so a script reading stdout gets JSON
+/// for every failure. Help and version output stay text.
+pub fn usage_error(args: &[std::ffi::OsString], e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !informational {
+        if let Some(command) = json_command(args) {
+            // clap's text: the error's paragraph, then tips and usage, blank lines between.
+            let text = e.render().to_string();
+            let (first, rest) = text.split_once("\n\n").unwrap_or((&text, ""));
+            let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+            let message = words(first.trim_start_matches("error: "));
+            let help = words(rest);
+            let out = crate::envelope::Sink::default();
+            out.set_json(true);
+            let mut notice = crate::envelope::Notice::new(message);
+            if !help.is_empty() {
+                notice.help = Some(help);
+            }
+            out.error(notice);
+            let doc = out.document(command, &Ok(ExitCode::from(2)));
+            let _ = crate::envelope::print(&doc);
+        }
+    }
+    e.exit()
+}
+
+/// The `--json` command the words of `args` name, if they ask for JSON: the first word that is
+/// a subcommand (and its own subcommand, for `plugin`), with `--json`, `--format json` or
+/// `--format=json` among the words.
+fn json_command(args: &[std::ffi::OsString]) -> Option<&'static str> {
+    let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let wants = words.iter().enumerate().any(|(i, w)| {
+        *w == "--json"
+            || *w == "--format=json"
+            || (*w == "--format" && words.get(i + 1) == Some(&"json"))
+    });
+    if !wants {
+        return None;
+    }
+    let mut names = words.iter().filter(|w| !w.starts_with('-'));
+    let first = *names.find(|w| {
+        [
+            "plan",
+            "build",
+            "validate",
+            "user-data",
+            "lab",
+            "image",
+            "flash",
+            "seed",
+            "plugin",
+        ]
+        .contains(w)
+    })?;
+    const COMMANDS: &[&str] = &[
+        "plan",
+        "build",
+        "validate",
+        "user-data",
+        "lab",
+        "image",
+        "flash",
+        "seed",
+        "plugin inspect",
+        "plugin add",
+        "plugin check",
+        "plugin test",
+    ];
+    let name = if first == "plugin" {
+        format!("plugin {}", names.next()?)
+    } else {
+        first.to_string()
+    };
+    COMMANDS.iter().copied().find(|c| *c == name)
+}
+
 /// Runs the parsed command line; errors are printed here (on stderr, and with `--json` in
 /// the envelope on stdout too).
 pub fn run(cli: Cli) -> ExitCode {

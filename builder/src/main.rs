@@ -9,9 +9,13 @@ fn main() -> std::process::ExitCode {
         env!("HASEED_BUILD"),
         haseed::contract::WIT_VERSION
     );
-    let matches = haseed::cli::Cli::command().version(version).get_matches();
-    match haseed::cli::Cli::from_arg_matches(&matches) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = haseed::cli::Cli::command()
+        .version(version)
+        .try_get_matches_from(&args)
+        .and_then(|m| haseed::cli::Cli::from_arg_matches(&m));
+    match parsed {
         Ok(cli) => haseed::cli::run(cli),
-        Err(e) => e.exit(),
+        Err(e) => haseed::cli::usage_error(&args, e),
     }
 }
