@@ -654,6 +654,7 @@ fn taplo_validates_sites_against_the_schema() {
         "deep-arrays-in-settings",
         "deep-dotted-header",
         "deep-inline-tables",
+        "default-policy-unknown-key",
         "missing-key-address",
         "missing-site-table",
         "plugin-missing-sha256",
@@ -722,6 +723,37 @@ fn taplo_validates_sites_against_the_schema() {
 /// stage overlay's line for a staged key), in the user's words, said once
 /// (issue 21 item 7: it was "settings: default-policy settings: priority:
 /// invalid value: integer `300`, expected u8" at no line).
+/// The `[default_policy]` keys the schema and docs/inventory.md describe are exactly the keys
+/// the embedded default policy accepts: its refusal of an unknown key lists them.
+#[test]
+fn the_documented_default_policy_keys_are_the_policys() {
+    let o = run(&["schema"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).expect("schema JSON");
+    let mut documented: Vec<String> = schema["properties"]["default_policy"]["properties"]
+        .as_object()
+        .expect("default_policy properties")
+        .keys()
+        .cloned()
+        .collect();
+    documented.sort();
+    let site = repo_root().join("tests/broken_inventories/default-policy-unknown-key.toml");
+    let o = run(&["--quiet", "plan", site.to_str().expect("utf-8")]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let list = err
+        .lines()
+        .find_map(|l| l.split_once("the keys are ").map(|(_, keys)| keys))
+        .unwrap_or_else(|| panic!("no key list in: {err}"));
+    let mut accepted: Vec<String> = list
+        .trim_end_matches('.')
+        .split(", ")
+        .map(str::to_string)
+        .collect();
+    accepted.sort();
+    assert_eq!(documented, accepted, "docs vs the policy");
+}
+
 #[test]
 fn a_refused_default_policy_setting_points_at_its_line() {
     let tmp = tempfile::tempdir().expect("tempdir");

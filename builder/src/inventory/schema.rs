@@ -30,7 +30,7 @@ pub(crate) const DOCS: &[Doc] = &[
     ("the site file", "service", "What each VIP serves: a frontend on the VIP, balanced over the nodes of one role.", None, None),
     ("the site file", "node", "The machines.", None, None),
     ("the site file", "plugin", "Policy plugins (WebAssembly components), run in order after the built-in default policy.", None, None),
-    ("the site file", "default_policy", "Settings of the built-in default policy (see the README's \"Policy plugins\" and plugins/default-policy/src/settings.rs); checked by the policy itself.", None, None),
+    ("the site file", "default_policy", "Settings of the built-in default policy, checked by the policy itself (its keys: docs/inventory.md, `[default_policy]`).", None, None),
     ("[site]", "name", "The site's name: output directory names, bundle name, instance ids.", None, None),
     ("[site]", "stage", "The stage this file describes when no --stage is given (stages are [stage.NAME] overlays).", None, None),
     ("[site]", "vrid_base", "The VRRP virtual router id of each network's first VIP without a vrid; the next ones count up (255 wraps to 1). Sites sharing a LAN should use ranges that do not overlap.", Some("derived from the site's name (1 + FNV-1a % 255)"), Some((1, 255))),
@@ -88,6 +88,63 @@ pub(crate) const DOCS: &[Doc] = &[
     ("[[plugin]]", "allow_repeat", "Allow this entry to pin the same component as an earlier one (it then runs twice).", Some("false"), None),
 ];
 
+/// The type of a `[default_policy]` key.
+#[derive(Clone, Copy)]
+pub(crate) enum PolicyType {
+    Boolean,
+    /// An integer in this range.
+    Integer(i64, i64),
+    String,
+    Strings,
+    /// One of these words.
+    Choice(&'static [&'static str]),
+}
+
+/// (key, type, default, description) of every `[default_policy]` key. The default policy reads
+/// them, not the host (plugins/default-policy/src/settings.rs, where its `settings-help` says
+/// the same); tests/pipeline.rs checks this list against the keys the embedded policy accepts
+/// (its refusal of an unknown key lists them).
+pub(crate) const DEFAULT_POLICY: &[(&str, PolicyType, &str, &str)] = &[
+    ("failover", PolicyType::Boolean, "true", "Event-driven failover: haproxy.service and keepalived.service drop-ins, a keepalived track file written by haproxy's start and stop hooks, a watcher of haproxy's monitor-uri, gratuitous ARP refresh. false reproduces the reference write-ups exactly (1 s adverts, priority 100, a polling process check)."),
+    ("haproxy_watch", PolicyType::Boolean, "true", "With failover: haseed-haproxy-watch.service asks haproxy's monitor-uri every 0.1 s and gives the VIP up within 1 s when haproxy hangs or has no usable server while a peer has one. false: keepalived checks the monitor-uri over HTTP every second instead (a hang seen in 2-4 s, lost backends not seen)."),
+    ("check_script", PolicyType::Choice(&["pgrep", "systemctl"]), "pgrep", "How keepalived checks that haproxy runs: /usr/bin/pgrep -x haproxy, or /usr/bin/systemctl is-active --quiet haproxy."),
+    ("advert_int_ms", PolicyType::Integer(10, 255_000), "1000", "VRRP advert interval in ms. Whole seconds up to 255000 use VRRPv2; anything else must be 10..40950 in steps of 10 and uses VRRPv3. A holder stalled for less than three adverts keeps the VIP."),
+    ("priority", PolicyType::Integer(1, 254), "254 with failover, else 100", "keepalived priority of every VIP holder; a VIP's preferred master gets 50 more, at most 254."),
+    ("kubernetes_version", PolicyType::String, "the newest minor upstream supports that haseed knows (a build warns past its end of life)", "\"MAJOR.MINOR\" of the pkgs.k8s.io repository masters and workers install kubeadm, kubelet and kubectl from (held with apt-mark hold). kubeadm's config API is v1beta4 from 1.31 on, v1beta3 before."),
+    ("kubernetes_key_fingerprint", PolicyType::String, "DE15B14486CD377B9E876E1A234654DA9A296436 (isv:kubernetes OBS Project)", "The 40-hex-digit fingerprint the repository's signing key must have, checked on the node when it fetches the key at boot."),
+    ("kubernetes_key", PolicyType::String, "the embedded copy (expires 2026-12-29; a build warns 60 days before)", "The ASCII-armored copy of that key a node uses when the fetch fails."),
+    ("apiserver_check", PolicyType::Choice(&["readyz", "tcp", "healthz"]), "readyz with failover, else tcp", "How haproxy checks the masters' API servers. readyz: GET /readyz with check-ssl verify none, inter 1000ms rise 2 fall 2 (a server starting or in its shutdown delay is out within 2 s). tcp: a TCP connect, inter 3000ms rise 30 fall 3, as in the reference. healthz: GET /healthz over TLS at the reference's cadence."),
+    ("apiserver_cert_sans", PolicyType::Strings, "none", "Extra names (IP addresses or DNS names) in kubeadm's apiServer.certSANs on every master, e.g. the public address of the API VIP's Elastic IP, which the inventory does not know."),
+    ("db_balance", PolicyType::Choice(&["single-writer", "leastconn"]), "single-writer", "single-writer: the first db node takes every connection, the others are backup servers (sessions moved when it goes down and when it returns). leastconn: every db node active."),
+    ("galera_sst", PolicyType::Choice(&["mariabackup", "rsync"]), "mariabackup", "Galera's state snapshot transfer. mariabackup keeps the donor serving (MariaDB's own mysql@localhost account through unix_socket); rsync blocks the donor."),
+    ("galera_bootstrap", PolicyType::Choice(&["manual", "new-site"]), "manual", "Who starts a new Galera cluster when the first db node boots and no peer runs one: the operator (haseed-galera-bootstrap --new-cluster on that node, once), or the node itself when every other db node answers and none holds cluster state."),
+    ("galera_cluster_name", PolicyType::String, "the site's name", "wsrep_cluster_name: letters, digits, '.', '_', '-', up to 32."),
+];
+
+/// `[default_policy]` as a JSON Schema object: the default policy refuses a key it does not know.
+fn default_policy_schema(description: Option<&Value>) -> Value {
+    let mut props = Map::new();
+    for (key, ty, default, what) in DEFAULT_POLICY {
+        let mut s = match ty {
+            PolicyType::Boolean => json!({"type": "boolean"}),
+            PolicyType::Integer(lo, hi) => json!({"type": "integer", "minimum": lo, "maximum": hi}),
+            PolicyType::String => json!({"type": "string"}),
+            PolicyType::Strings => json!({"type": "array", "items": {"type": "string"}}),
+            PolicyType::Choice(words) => json!({"type": "string", "enum": words}),
+        };
+        s["description"] = json!(format!("{what} Default: {default}."));
+        props.insert(key.to_string(), s);
+    }
+    let mut m = Map::new();
+    if let Some(d) = description {
+        m.insert("description".into(), d.clone());
+    }
+    m.insert("type".into(), json!("object"));
+    m.insert("properties".into(), Value::Object(props));
+    m.insert("additionalProperties".into(), json!(false));
+    Value::Object(m)
+}
+
 /// Every key the reader asks for, by running it over a document that has every table.
 pub(crate) fn recorded() -> Vec<KeyRead> {
     let doc: toml_edit::DocumentMut = "[site]\n[defaults]\n[[network]]\n[[vip]]\naws = {}\n\
@@ -118,6 +175,16 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "additionalProperties": {"type": "object"}
             }),
+        );
+    }
+    if let Some(Value::Object(props)) = root.get_mut("properties") {
+        let described = props
+            .get("default_policy")
+            .and_then(|d| d.get("description"))
+            .cloned();
+        props.insert(
+            "default_policy".into(),
+            default_policy_schema(described.as_ref()),
         );
     }
     if let Value::Object(m) = &mut root {
@@ -229,6 +296,9 @@ pub fn markdown() -> String {
                     format!("table (`{}`)", w.trim_matches('`').replace("` in ", " in "))
                 }
                 KeyKind::Tables(w) => format!("array of tables ({w})"),
+                KeyKind::Settings if k.key == "default_policy" => {
+                    "table (`[default_policy]`, below)".into()
+                }
                 KeyKind::Settings => "table (free-form, JSON)".into(),
                 KeyKind::Ignored => "(ignored)".into(),
             };
@@ -242,6 +312,26 @@ pub fn markdown() -> String {
                 doc.map_or("", |d| d.2).replace('|', "\\|")
             ));
         }
+    }
+    out.push_str(
+        "\n## `[default_policy]`\n\n\
+         Read by the built-in default policy, not the site reader: every key is optional, and an \
+         unknown key is an error that lists these.\n\n\
+         | key | type | default | what |\n|---|---|---|---|\n",
+    );
+    for (key, ty, default, what) in DEFAULT_POLICY {
+        let ty = match ty {
+            PolicyType::Boolean => "boolean".to_string(),
+            PolicyType::Integer(lo, hi) => format!("integer {lo}..={hi}"),
+            PolicyType::String => "string".into(),
+            PolicyType::Strings => "array of strings".into(),
+            PolicyType::Choice(words) => format!("one of {}", words.join(", ")),
+        };
+        out.push_str(&format!(
+            "| `{key}` | {ty} | {} | {} |\n",
+            default.replace('|', "\\|"),
+            what.replace('|', "\\|")
+        ));
     }
     out
 }
@@ -297,8 +387,17 @@ mod tests {
             s["properties"]["plugin"]["items"]["properties"]["settings"]["type"],
             "object"
         );
-        assert!(s["properties"]["default_policy"]
-            .get("additionalProperties")
-            .is_none());
+        // [default_policy]: the policy's own keys, and nothing else (it refuses the rest).
+        let policy = &s["properties"]["default_policy"];
+        assert_eq!(policy["additionalProperties"], false);
+        assert_eq!(
+            policy["properties"]["check_script"]["enum"],
+            json!(["pgrep", "systemctl"])
+        );
+        assert_eq!(policy["properties"]["priority"]["maximum"], 254);
+        assert!(policy["description"]
+            .as_str()
+            .expect("description")
+            .contains("default policy"));
     }
 }
