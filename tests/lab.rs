@@ -704,6 +704,27 @@ fn lab_needs_root_and_says_so() {
     );
 }
 
+/// curl asks haproxy's monitor URI for the probes and the LBs' watcher: without it on PATH the
+/// lab stops before it creates anything, and says which package. (haproxy, keepalived and ip
+/// are also looked for in /usr/sbin and /sbin; curl, in /usr/bin, is not.)
+#[test]
+fn lab_needs_curl_and_says_so() {
+    let site = example("pi-k8s");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_haseed"))
+        .args(["--quiet", "lab", site.to_str().expect("utf-8")])
+        .env("PATH", empty.path())
+        .output()
+        .expect("haseed runs");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("haseed lab needs curl on PATH (apt-get install")
+            && stderr(&o).contains("curl)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// The adversarial review's attack: a plugin adds a `haproxy.service`
 /// drop-in and a tracked keepalived script (plugins/hostile/lab-escape), a
 /// valid plan that `haseed lab` would have run as root on this machine. The

@@ -202,9 +202,12 @@ pub fn run(
     out: &crate::envelope::Sink,
 ) -> anyhow::Result<ExitCode> {
     require_root()?;
-    for tool in ["ip", "haproxy", "keepalived"] {
+    // curl: the probes, and the haproxy watcher the default policy runs on each LB.
+    for tool in ["ip", "haproxy", "keepalived", "curl"] {
         if find_tool(tool).is_none() {
-            bail!("haseed lab needs {tool} on PATH (apt-get install iproute2 haproxy keepalived)");
+            bail!(
+                "haseed lab needs {tool} on PATH (apt-get install iproute2 haproxy keepalived curl)"
+            );
         }
     }
     crate::interrupt::install();
