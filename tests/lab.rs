@@ -82,7 +82,7 @@ fn lab_on_variant(
 fn scenario<'j>(json: &'j serde_json::Value, name: &str) -> Vec<&'j serde_json::Value> {
     json["trials"]
         .as_array()
-        .expect("trials")
+        .unwrap_or_else(|| panic!("the lab reported no trials: {json}"))
         .iter()
         .filter(|t| t["scenario"] == name)
         .collect()
