@@ -1684,33 +1684,23 @@ pub fn check_site(site: &Site, plans: &[NodePlan]) -> Vec<PlanIssue> {
 /// 24.04 ships 2.2.8, so a state written before keepalived started (e.g. by haproxy's start
 /// hook) is lost at its start; the default policy sets none (a missing file reads as 0).
 pub fn advisories(site: &Site, plans: &[NodePlan]) -> Vec<String> {
-    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
-    for (node, plan) in site.nodes.iter().zip(plans) {
-        let Some(k) = &plan.keepalived else { continue };
-        for t in k.track_files.iter().filter(|t| t.init_value.is_some()) {
-            let problem = format!(
-                "track file {} ({}) has an init value: keepalived 2.2.8 to 2.3.2 (Ubuntu 24.04 \
-                 ships 2.2.8) write it over the file at every start, so a state written before \
-                 keepalived started is lost; leave it out (a missing file reads as 0)",
-                t.name, t.path
-            );
-            match groups.iter_mut().find(|g| g.0 == problem) {
-                Some(group) => group.1.push(&node.name),
-                None => groups.push((problem, vec![&node.name])),
-            }
-        }
-    }
-    groups
-        .into_iter()
-        .map(|(problem, nodes)| {
-            let noun = if nodes.len() == 1 { "node" } else { "nodes" };
-            format!(
-                "warning: site {}, {noun} {}: {problem}",
-                site.name,
-                crate::kubernetes::node_list(&nodes)
-            )
-        })
-        .collect()
+    crate::kubernetes::grouped_warnings(site, |i| {
+        let Some(k) = plans.get(i).and_then(|p| p.keepalived.as_ref()) else {
+            return Vec::new();
+        };
+        k.track_files
+            .iter()
+            .filter(|t| t.init_value.is_some())
+            .map(|t| {
+                format!(
+                    "track file {} ({}) has an init value: keepalived 2.2.8 to 2.3.2 (Ubuntu 24.04 \
+                     ships 2.2.8) write it over the file at every start, so a state written \
+                     before keepalived started is lost; leave it out (a missing file reads as 0)",
+                    t.name, t.path
+                )
+            })
+            .collect()
+    })
 }
 
 /// A hand-built reference site and plans, shared with the renderer's tests

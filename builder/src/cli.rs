@@ -421,17 +421,17 @@ pub fn usage_error(args: &[std::ffi::OsString], e: clap::Error) -> ! {
                 notice.help = Some(help);
             }
             out.error(notice);
-            let doc = out.document(command, &Ok(ExitCode::from(2)));
+            let doc = out.document(&command, &Ok(ExitCode::from(2)));
             let _ = crate::envelope::print(&doc);
         }
     }
     e.exit()
 }
 
-/// The `--json` command the words of `args` name, if they ask for JSON: the first word that is
-/// a subcommand (and its own subcommand, for `plugin`), with `--json`, `--format json` or
-/// `--format=json` among the words.
-fn json_command(args: &[std::ffi::OsString]) -> Option<&'static str> {
+/// The `--json` command the words of `args` name, if they ask for JSON: the subcommands the
+/// words walk down (`plugin inspect`), as clap's own command tree has them, when the last one
+/// takes `--json` and `--json`, `--format json` or `--format=json` is among the words.
+fn json_command(args: &[std::ffi::OsString]) -> Option<String> {
     let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
     let wants = words.iter().enumerate().any(|(i, w)| {
         *w == "--json"
@@ -441,41 +441,17 @@ fn json_command(args: &[std::ffi::OsString]) -> Option<&'static str> {
     if !wants {
         return None;
     }
-    let mut names = words.iter().filter(|w| !w.starts_with('-'));
-    let first = *names.find(|w| {
-        [
-            "plan",
-            "build",
-            "validate",
-            "user-data",
-            "lab",
-            "image",
-            "flash",
-            "seed",
-            "plugin",
-        ]
-        .contains(w)
-    })?;
-    const COMMANDS: &[&str] = &[
-        "plan",
-        "build",
-        "validate",
-        "user-data",
-        "lab",
-        "image",
-        "flash",
-        "seed",
-        "plugin inspect",
-        "plugin add",
-        "plugin check",
-        "plugin test",
-    ];
-    let name = if first == "plugin" {
-        format!("plugin {}", names.next()?)
-    } else {
-        first.to_string()
-    };
-    COMMANDS.iter().copied().find(|c| *c == name)
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut path: Vec<&str> = Vec::new();
+    for w in words.iter().filter(|w| !w.starts_with('-')) {
+        let Some(sub) = command.find_subcommand(w).cloned() else {
+            continue;
+        };
+        path.push(w);
+        command = sub;
+    }
+    let takes_json = command.get_arguments().any(|a| a.get_id() == "json");
+    (!path.is_empty() && takes_json).then(|| path.join(" "))
 }
 
 /// Runs the parsed command line; errors are printed here (on stderr, and with `--json` in

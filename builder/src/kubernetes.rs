@@ -163,7 +163,7 @@ fn minor_in(text: &str) -> Option<String> {
 }
 
 /// "master1, master2 and 3 more": names a group of nodes briefly.
-pub(crate) fn node_list(names: &[&str]) -> String {
+fn node_list(names: &[&str]) -> String {
     const SHOWN: usize = 5;
     let mut text = names[..names.len().min(SHOWN)].join(", ");
     if names.len() > SHOWN {
@@ -175,18 +175,33 @@ pub(crate) fn node_list(names: &[&str]) -> String {
 /// The warnings for `plans` (one per node of `site`, same order) built on
 /// `today`, one line each, grouped by problem so a large site is not flooded.
 pub fn warnings(site: &Site, plans: &[NodePlan], today: Day) -> Vec<String> {
-    // (problem text) -> node names, in first-seen order.
-    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
-    for (node, plan) in site.nodes.iter().zip(plans) {
+    grouped_warnings(site, |i| {
+        let Some(plan) = plans.get(i) else {
+            return Vec::new();
+        };
         let found = packages_of(plan);
-        let problems = [
+        [
             found.minor.as_deref().and_then(|m| minor_problem(m, today)),
             found
                 .fingerprint
                 .as_deref()
                 .and_then(|f| key_problem(f, today)),
-        ];
-        for problem in problems.into_iter().flatten() {
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    })
+}
+
+/// "warning: site S, nodes A, B and 3 more: PROBLEM" lines: `problems(i)` gives node `i`'s
+/// problems; each distinct problem is one line naming its nodes, in first-seen order.
+pub(crate) fn grouped_warnings(
+    site: &Site,
+    mut problems: impl FnMut(usize) -> Vec<String>,
+) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (i, node) in site.nodes.iter().enumerate() {
+        for problem in problems(i) {
             match groups.iter_mut().find(|g| g.0 == problem) {
                 Some(group) => group.1.push(&node.name),
                 None => groups.push((problem, vec![&node.name])),
