@@ -271,6 +271,20 @@ fn example_site_fails_over_in_tens_of_milliseconds() {
         assert_eq!(t["passed"], true, "{t}");
         assert!(t["outage_ms"].as_f64() <= Some(1000.0), "{t}");
     }
+    // A client still sending to the peer (it missed the holder's gratuitous
+    // ARP): the peer answers for the VIP on lo and garp_master_refresh 1
+    // corrects the client within the 3 s window.
+    let stale = scenario(&json, "client-stale-arp");
+    assert_eq!(stale.len(), 3, "{json}");
+    for t in stale {
+        assert_eq!(t["failed_probes"], 0, "{t}");
+        assert_eq!(t["passed"], true, "{t}");
+        let note = t["note"].as_str().expect("note");
+        assert!(
+            note.contains("3 s later: lb") && note.contains("'s MAC ("),
+            "{note}"
+        );
+    }
     // The exit status says whether every trial met the objective.
     let all = json["trials"]
         .as_array()
@@ -491,6 +505,18 @@ fn the_reference_polling_check_is_caught() {
     // retry only keep new connections waiting on it (7 of 31 probes past
     // 1.5 s when measured).
     // Nor does its TCP check see a draining master.
+    // No gratuitous ARP after the move and no VIP on the peer's lo: a client
+    // that missed the holder's announcement stays cut off until its entry
+    // ages out (15-45 s); the lab says so, clears the entry, and goes on.
+    let stale = scenario(&json, "client-stale-arp");
+    assert_eq!(stale[0]["passed"], false, "{json}");
+    let why = stale[0]["why"].as_str().expect("why");
+    assert!(
+        why.contains("failed probes while the client sent to"),
+        "{why}"
+    );
+    assert!(why.contains("sent no gratuitous ARP"), "{why}");
+    assert!(why.contains("the lab deleted the entry"), "{why}");
     let draining = scenario(&json, "backend-draining");
     assert_eq!(draining[0]["passed"], false, "{json}");
     let silent = scenario(&json, "backend-unreachable");

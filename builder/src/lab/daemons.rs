@@ -37,6 +37,8 @@ pub(super) struct Lab {
     pub(super) anchors: Vec<Child>,
     /// Per holder: its interface's hardware address (for the ARP check).
     pub(super) macs: Vec<Option<String>>,
+    /// What `settle` found: a client cut off by a stale ARP entry.
+    pub(super) settle_findings: Vec<String>,
     pub(super) epoch: Instant,
     pub(super) vip: Ipv4Addr,
     /// How long a probe waits for its answer: `PROBE_TIMEOUT`, longer only
@@ -68,6 +70,7 @@ impl Lab {
             backends: Vec::new(),
             anchors: Vec::new(),
             macs: Vec::new(),
+            settle_findings: Vec::new(),
             epoch: Instant::now(),
             vip: topo.vip,
             probe_timeout: PROBE_TIMEOUT,
@@ -399,19 +402,66 @@ impl Lab {
     }
 
     /// Waits until exactly one holder has the VIP and a probe succeeds.
-    pub(super) fn settle(&self, topo: &Topology) -> anyhow::Result<()> {
+    ///
+    /// A client whose ARP entry still names a node that gave the VIP up is
+    /// cut off until the entry ages out, 15-45 s later (Linux's random
+    /// `reachable_time` around `base_reachable_time` 30 s, then the 5 s
+    /// `delay_first_probe_time` and three unicast probes): a holder that sends
+    /// no gratuitous ARP after it won back the VIP leaves it so (the
+    /// reference after a healed split brain: issue 19; the default policy's
+    /// `garp_master_refresh 1` re-announces every second). After
+    /// [`STALE_ARP_GRACE`] of that, the lab deletes the client's entry so
+    /// the next trial starts clean, and keeps the finding for this trial
+    /// ([`Lab::take_settle_finding`]).
+    pub(super) fn settle(&mut self, topo: &Topology) -> anyhow::Result<()> {
         let start = Instant::now();
-        let mut held = 0;
+        let mut held = Vec::new();
+        // The last failed probe, for the error: which port, what it got.
+        let mut failed: Option<String> = None;
+        // Since when one holder has had the VIP and the probes failed.
+        let mut cut_off: Option<Instant> = None;
         while start.elapsed() < SETTLE {
             interrupted()?;
-            held = self.holding(topo).iter().filter(|(a, b)| *a && *b).count();
-            if held == 1 {
-                let ok = in_ns(&topo.client.ns, {
+            let holding = self.holding(topo);
+            let holders: Vec<usize> = (0..holding.len())
+                .filter(|&h| holding[h].0 && holding[h].1)
+                .collect();
+            held = holders
+                .iter()
+                .map(|&h| topo.holders[h].name.clone())
+                .collect();
+            if held.len() != 1 {
+                cut_off = None;
+            }
+            if let (&[holder], Some(since)) = (holders.as_slice(), cut_off) {
+                if since.elapsed() >= STALE_ARP_GRACE {
+                    if let Some(finding) = self.clear_stale_arp(topo, holder, since)? {
+                        self.settle_findings.push(finding);
+                        cut_off = None;
+                    }
+                }
+            }
+            if held.len() == 1 {
+                let first_failure = in_ns(&topo.client.ns, {
                     let (vip, ports) = (topo.vip, topo.ports.clone());
-                    move || ports.iter().all(|&p| probe(vip, p, PROBE_TIMEOUT).is_ok())
+                    move || {
+                        ports.iter().find_map(|&p| {
+                            probe(vip, p, PROBE_TIMEOUT)
+                                .err()
+                                .map(|e| format!("port {p}: {e}"))
+                        })
+                    }
                 })?;
-                if ok {
-                    return Ok(());
+                match first_failure {
+                    None => return Ok(()),
+                    Some(f) => {
+                        cut_off.get_or_insert_with(Instant::now);
+                        failed = Some(format!(
+                            "{f} ({:.1} s in, {} holding it)",
+                            start.elapsed().as_secs_f64(),
+                            held[0]
+                        ));
+                    }
                 }
             }
             thread::sleep(Duration::from_millis(100));
@@ -430,13 +480,81 @@ impl Lab {
                 )
             })
             .collect();
+        let last_probe = failed.map_or(String::new(), |f| {
+            format!("; the last failed probe through the VIP: {f}")
+        });
         bail!(
-            "VIP {} did not settle on exactly one holder within {} s ({held} held it); keepalived said:\n{}",
+            "VIP {} did not settle on exactly one holder answering on every port within {} s (held by {}{last_probe}); keepalived said:\n{}",
             topo.vip_name,
             SETTLE.as_secs(),
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.join(" and ")
+            },
             logs.join("\n")
         )
     }
+}
+
+impl Lab {
+    /// When the client's ARP entry for the VIP names another holder than
+    /// `holder` (which has held the VIP, unanswered, since `since`): deletes
+    /// the entry and says what the client went through.
+    fn clear_stale_arp(
+        &self,
+        topo: &Topology,
+        holder: usize,
+        since: Instant,
+    ) -> anyhow::Result<Option<String>> {
+        let c = &topo.client;
+        let vip = topo.vip.to_string();
+        let o = Command::new("ip")
+            .args([
+                "-n",
+                &c.ns,
+                "neigh",
+                "show",
+                "to",
+                &vip,
+                "dev",
+                &c.interface,
+            ])
+            .output()
+            .context("running ip neigh")?;
+        let Some(mac) = neighbour_mac(&String::from_utf8_lossy(&o.stdout)) else {
+            return Ok(None);
+        };
+        let named = |h: usize| self.macs.get(h).and_then(Option::as_deref) == Some(mac.as_str());
+        if named(holder) {
+            return Ok(None);
+        }
+        let whose = (0..topo.holders.len()).find(|&h| named(h)).map_or_else(
+            || format!("an unknown node ({mac})"),
+            |h| topo.holders[h].name.clone(),
+        );
+        ip(&["-n", &c.ns, "neigh", "del", &vip, "dev", &c.interface])?;
+        Ok(Some(format!(
+            "after the trial the client still sent to {whose}'s MAC while {} held the VIP: no gratuitous ARP had corrected its ARP entry {:.1} s later (the lab deleted the entry before the next trial; left alone it ages out in 15-45 s)",
+            topo.holders[holder].name,
+            since.elapsed().as_secs_f64(),
+        )))
+    }
+
+    /// What `settle` found since the last call (a client cut off by a stale
+    /// ARP entry), for the trial that left it so.
+    pub(super) fn take_settle_finding(&mut self) -> Option<String> {
+        let found = std::mem::take(&mut self.settle_findings);
+        (!found.is_empty()).then(|| found.join("; "))
+    }
+}
+
+/// The hardware address in one line of `ip neigh show` (`ADDR dev IF lladdr
+/// MAC STATE`), none for an entry without one (INCOMPLETE, FAILED).
+pub(super) fn neighbour_mac(line: &str) -> Option<String> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_ascii_lowercase)
 }
 
 impl Drop for Lab {
@@ -521,4 +639,21 @@ pub(super) struct BackendServer {
     /// Set: its `/readyz` answers 500 while it still serves (an API server
     /// in its `--shutdown-delay-duration`, `backend-draining`).
     pub(super) draining: Arc<AtomicBool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neighbour_mac;
+
+    #[test]
+    fn the_neighbour_mac_is_read_from_ip_neigh_lines() {
+        assert_eq!(
+            neighbour_mac("192.168.3.240 dev eth0 lladdr 0A:58:c0:a8:03:f1 REACHABLE\n").as_deref(),
+            Some("0a:58:c0:a8:03:f1")
+        );
+        // Entries being resolved or given up have no address.
+        assert_eq!(neighbour_mac("192.168.3.240 dev eth0 INCOMPLETE"), None);
+        assert_eq!(neighbour_mac("192.168.3.240 dev eth0 FAILED"), None);
+        assert_eq!(neighbour_mac(""), None);
+    }
 }

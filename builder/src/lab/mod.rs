@@ -85,7 +85,7 @@ pub struct LabArgs {
     /// Run only this scenario (repeatable) [default: all of them]:
     /// steady, haproxy-killed, haproxy-hung, old-master-restored,
     /// backend-killed, backend-unreachable, backend-draining, backends-lost,
-    /// backends-lost-everywhere, split-brain,
+    /// backends-lost-everywhere, split-brain, client-stale-arp,
     /// vrrp-stall, node-stall,
     /// long-lived, keepalived-stop, keepalived-crash.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
@@ -108,6 +108,7 @@ pub const SCENARIOS: &[&str] = &[
     "backends-lost",
     "backends-lost-everywhere",
     "split-brain",
+    "client-stale-arp",
     "vrrp-stall",
     "node-stall",
     "long-lived",
@@ -131,6 +132,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 const ARP_WAIT: Duration = Duration::from_millis(200);
 /// How long the lab waits for the VIP to settle on one holder.
 const SETTLE: Duration = Duration::from_secs(20);
+/// How long the lab lets one holder go unanswered before it looks at the
+/// client's ARP entry: a holder's gratuitous ARP reaches it in milliseconds.
+const STALE_ARP_GRACE: Duration = Duration::from_secs(2);
 
 /// One scenario trial's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -242,35 +246,50 @@ pub fn run(
     let result = (|| {
         lab.build(site, &topo)?;
         lab.settle(&topo)?;
+        if let Some(found) = lab.take_settle_finding() {
+            bail!("the lab could not start clean: {found}");
+        }
         let mut results = Vec::new();
         for &scenario in SCENARIOS {
             if !args.scenario.is_empty() && !args.scenario.iter().any(|s| s == scenario) {
                 continue;
             }
             for trial in 1..=args.trials {
-                results.push(match scenario {
-                    "steady" => lab.steady(&topo, trial)?,
-                    "haproxy-killed" => lab.haproxy_killed(&topo, trial, max_outage_ms)?,
-                    "haproxy-hung" => lab.haproxy_hung(&topo, trial, &vrrp)?,
+                let result = match scenario {
+                    "steady" => lab.steady(&topo, trial),
+                    "haproxy-killed" => lab.haproxy_killed(&topo, trial, max_outage_ms),
+                    "haproxy-hung" => lab.haproxy_hung(&topo, trial, &vrrp),
                     "old-master-restored" => {
-                        lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)?
+                        lab.old_master_restored(&topo, trial, &vrrp, max_outage_ms)
                     }
-                    "backend-killed" => lab.backend_killed(&topo, trial, plans)?,
-                    "backend-unreachable" => lab.backend_unreachable(&topo, trial, plans)?,
-                    "backend-draining" => lab.backend_draining(&topo, trial, plans)?,
-                    "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans)?,
+                    "backend-killed" => lab.backend_killed(&topo, trial, plans),
+                    "backend-unreachable" => lab.backend_unreachable(&topo, trial, plans),
+                    "backend-draining" => lab.backend_draining(&topo, trial, plans),
+                    "backends-lost" => lab.backends_lost(&topo, trial, &vrrp, plans),
                     "backends-lost-everywhere" => {
-                        lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)?
+                        lab.backends_lost_everywhere(&topo, trial, &vrrp, plans)
                     }
-                    "split-brain" => lab.split_brain(&topo, trial, &vrrp)?,
-                    "vrrp-stall" => lab.stall(&topo, trial, false)?,
-                    "node-stall" => lab.stall(&topo, trial, true)?,
-                    "long-lived" => lab.long_lived(&topo, trial)?,
+                    "split-brain" => lab.split_brain(&topo, trial, &vrrp),
+                    "client-stale-arp" => lab.stale_arp(&topo, trial),
+                    "vrrp-stall" => lab.stall(&topo, trial, false),
+                    "node-stall" => lab.stall(&topo, trial, true),
+                    "long-lived" => lab.long_lived(&topo, trial),
                     "keepalived-stop" => {
-                        lab.keepalived_stopped(&topo, trial, max_outage_ms, false, &vrrp)?
+                        lab.keepalived_stopped(&topo, trial, max_outage_ms, false, &vrrp)
                     }
-                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true, &vrrp)?,
-                });
+                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true, &vrrp),
+                };
+                // An error ends the run: it says in which trial.
+                let mut r =
+                    result.with_context(|| format!("scenario {scenario}, trial {trial}"))?;
+                if let Some(found) = lab.take_settle_finding() {
+                    r.passed = false;
+                    r.why = Some(match r.why.take() {
+                        Some(why) => format!("{why}; {found}"),
+                        None => found,
+                    });
+                }
+                results.push(r);
             }
         }
         Ok::<_, anyhow::Error>(results)

@@ -110,7 +110,112 @@ pub(super) const HUNG_OBJECTIVE_MS: u64 = 1000;
 /// the VIP's move and the lab's own sampling.
 pub(super) const HUNG_MARGIN_MS: u64 = 500;
 
+/// How long `client-stale-arp` watches after it pointed the client at the
+/// peer: three of the default policy's `garp_master_refresh 1` announcements.
+pub(super) const STALE_ARP_WINDOW: Duration = Duration::from_millis(3000);
+
 impl Lab {
+    /// A client that missed the holder's gratuitous ARP (broadcast, never
+    /// acknowledged: a busy client, a switch that dropped it, a client that
+    /// joined the segment late) and still sends to the peer: the lab sets the
+    /// client's ARP entry for the VIP to the peer's MAC (`ip neigh replace
+    /// ... nud reachable`). Linux keeps a reachable entry 15-45 s, so only the
+    /// holder's next gratuitous ARP corrects it (`garp_master_refresh`), and
+    /// only a peer that answers for the VIP locally (the default policy keeps
+    /// it on `lo`) serves the client meanwhile. Passes when no probe fails
+    /// and the entry names the holder within [`STALE_ARP_WINDOW`].
+    pub(super) fn stale_arp(&mut self, topo: &Topology, trial: u32) -> anyhow::Result<TrialResult> {
+        let active = self.active(topo)?;
+        let peer = (0..topo.holders.len())
+            .find(|&h| h != active)
+            .ok_or_else(|| {
+                anyhow!(
+                    "VIP {} has one holder: no peer to point the client at",
+                    topo.vip_name
+                )
+            })?;
+        let (holder_name, peer_name) = (
+            topo.holders[active].name.clone(),
+            topo.holders[peer].name.clone(),
+        );
+        let peer_mac = self.macs[peer]
+            .clone()
+            .ok_or_else(|| anyhow!("no hardware address known for {peer_name}"))?;
+        let c = topo.client.clone();
+        let vip = topo.vip.to_string();
+        let m = self.measure(
+            topo,
+            Duration::from_millis(300),
+            STALE_ARP_WINDOW,
+            &mut |_| {
+                ip(&[
+                    "-n",
+                    &c.ns,
+                    "neigh",
+                    "replace",
+                    &vip,
+                    "lladdr",
+                    &peer_mac,
+                    "dev",
+                    &c.interface,
+                    "nud",
+                    "reachable",
+                ])
+            },
+        )?;
+        let mut r = self.trial(
+            topo,
+            "client-stale-arp",
+            trial,
+            &m,
+            format!("client's ARP entry for the VIP set to {peer_name}'s MAC"),
+        );
+        let o = Command::new("ip")
+            .args([
+                "-n",
+                &c.ns,
+                "neigh",
+                "show",
+                "to",
+                &vip,
+                "dev",
+                &c.interface,
+            ])
+            .output()
+            .context("running ip neigh")?;
+        let now = neighbour_mac(&String::from_utf8_lossy(&o.stdout));
+        let still_peer = now.as_deref() == Some(peer_mac.as_str());
+        r.note = Some(format!(
+            "the client's entry {} s later: {}",
+            STALE_ARP_WINDOW.as_secs(),
+            match &now {
+                Some(mac) if still_peer => format!("{peer_name}'s MAC ({mac})"),
+                Some(mac) if self.macs[active].as_deref() == Some(mac.as_str()) => {
+                    format!("{holder_name}'s MAC ({mac})")
+                }
+                Some(mac) => mac.clone(),
+                None => "none".into(),
+            }
+        ));
+        let mut found = Vec::new();
+        if r.failed_probes > 0 {
+            found.push(format!(
+                "{} failed probes while the client sent to {peer_name}, which does not answer for the VIP",
+                r.failed_probes
+            ));
+        }
+        if still_peer {
+            found.push(format!(
+                "the client's ARP entry still named {peer_name} {} s later: {holder_name} sent no gratuitous ARP (garp_master_refresh)",
+                STALE_ARP_WINDOW.as_secs()
+            ));
+        }
+        r.why = (!found.is_empty()).then(|| found.join("; "));
+        r.passed = r.why.is_none();
+        self.settle(topo)?;
+        Ok(r)
+    }
+
     /// Split brain: the load balancers stop hearing each other for 2 s (their
     /// bridge ports isolated from each other, both still reach the client
     /// and the backends), then the link returns. Both may become MASTER while
