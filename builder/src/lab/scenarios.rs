@@ -1011,9 +1011,22 @@ impl Lab {
                 // and the VRRP child it forked).
                 unsafe {
                     if crash {
-                        libc::kill(pid, libc::SIGKILL);
-                        if let Some(c) = vrrp_child.filter(|c| *c > 1) {
-                            libc::kill(c, libc::SIGKILL);
+                        // Both frozen first, then killed: the VRRP child
+                        // asks for SIGTERM when its parent dies
+                        // (`prctl(PR_SET_PDEATHSIG, SIGTERM)`,
+                        // keepalived/vrrp/vrrp_daemon.c, acassen/keepalived
+                        // 9cbce3e2). Killed parent first and scheduled
+                        // before its own SIGKILL, it ran part of a clean
+                        // shutdown: its priority-0 advert made the peer take
+                        // over at once while its VIP stayed for the
+                        // ExecStopPost's 3.1 s (one trial in a CI run: VIP
+                        // held twice 3.09 s). A crash gives it no such turn.
+                        let child = vrrp_child.filter(|c| *c > 1);
+                        for sig in [libc::SIGSTOP, libc::SIGKILL] {
+                            if let Some(c) = child {
+                                libc::kill(c, sig);
+                            }
+                            libc::kill(pid, sig);
                         }
                     } else {
                         libc::kill(pid, libc::SIGTERM);

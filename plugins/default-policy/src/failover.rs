@@ -90,7 +90,10 @@
 //!    (`ExecStopPost=`; at once caused outages of seconds, the peer had not
 //!    taken over yet) and flushes stale ones before it starts (`ExecStartPre=`): duplicate VIP <= 0.5 s, outage <= 21 ms
 //!    (field notes, with a 0.5 s delay); `haseed lab`, 10 trials: no failed
-//!    probe, duplicate VIP 94-163 ms (6.9 s with the reference settings).
+//!    probe, duplicate VIP 341-946 ms, 0.1 s plus the phase of the last
+//!    advert the peer heard (6.9 s with the reference settings; the earlier
+//!    94-163 ms came from a lab kill order that let the VRRP child start a
+//!    clean shutdown).
 //! 5. Gratuitous ARP every second while MASTER (`garp_master_refresh 1`): a
 //!    healed split brain converges in ~0.3 s instead of 6-9 s (field notes;
 //!    `haseed lab`, 10 trials: no failed probe after the link returned).
