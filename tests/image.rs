@@ -912,6 +912,330 @@ fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
     );
 }
 
+/// A loop device over `backing`, detached when dropped.
+struct Loop(PathBuf);
+
+impl Loop {
+    fn over(backing: &Path) -> Loop {
+        let dev = sh(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing));
+        Loop(PathBuf::from(dev.trim()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `bytes` at `dir`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Issue 23 items 1, 2 and 5: two nodes onto two cards (loop devices) in one
+/// run from one decompression, each card its node's own image, read back;
+/// the ledger says what went where. A card listed twice, or a node given two
+/// cards, is refused before anything is written. A card that fails while it
+/// is written (a loop device over a file on a tmpfs too small for it: the
+/// kernel's writes to it end in I/O errors) is reported by node and device
+/// while the other card completes; exit 1.
+#[test]
+fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "xz");
+    let out = tmp.path().join("images");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--node",
+        "lb2",
+        "--base",
+        s(&base),
+        "-o",
+        s(&out),
+        s(&site),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = |node: &str| std::fs::read(out.join(format!("{node}.img"))).expect("image");
+    let (lb1, lb2) = (want("lb1"), want("lb2"));
+    assert_ne!(lb1, lb2, "each node has its own identity");
+    let backing = |name: &str, len: usize| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, vec![0xAAu8; len]).expect("backing");
+        p
+    };
+    let card1 = Loop::over(&backing("card1.bin", lb1.len()));
+    let card2 = Loop::over(&backing("card2.bin", lb1.len()));
+    let ledger = tmp.path().join("ledger.jsonl");
+    let flash = |extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            s(&site),
+            "--base",
+            s(&base),
+            "--tmp-dir",
+            s(tmp.path()),
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let pair = |n: &str, d: &Loop| format!("{n}={}", d.0.display());
+
+    // Refused before anything is written: one card twice (by another name
+    // too), one node twice.
+    let link = tmp.path().join("card1-link");
+    std::os::unix::fs::symlink(&card1.0, &link).expect("symlink");
+    for (args, want) in [
+        (
+            vec![
+                "--node".to_string(),
+                pair("lb1", &card1),
+                "--node".into(),
+                format!("lb2={}", link.display()),
+            ],
+            "are the same card",
+        ),
+        (
+            vec![
+                "--node".to_string(),
+                pair("lb1", &card1),
+                "--node".into(),
+                pair("lb1", &card2),
+            ],
+            "node lb1 is given two cards",
+        ),
+        (
+            vec![
+                "--node".to_string(),
+                "lb1".into(),
+                "--node".into(),
+                pair("lb2", &card2),
+                s(&card1.0).into(),
+            ],
+            "for several cards give --node NODE=DEVICE",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = flash(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "no {want:?} in {}", stderr(&o));
+    }
+    for card in [&card1, &card2] {
+        let back = std::fs::read(&card.0).expect("card");
+        assert!(
+            back.iter().all(|&b| b == 0xAA),
+            "{} was written",
+            card.0.display()
+        );
+    }
+    assert!(!ledger.exists(), "a refused run wrote the ledger");
+
+    // Two cards, one run.
+    let (a, b) = (pair("lb1", &card1), pair("lb2", &card2));
+    let o = flash(&["--node", &a, "--node", &b, "--ledger", s(&ledger)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("lb1 -> {}", card1.0.display())),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&card1.0).expect("card1") == lb1,
+        "card 1 holds lb1's image"
+    );
+    assert!(
+        std::fs::read(&card2.0).expect("card2") == lb2,
+        "card 2 holds lb2's image"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, (node, card, img)) in lines
+        .iter()
+        .zip([("lb1", &card1, &lb1), ("lb2", &card2, &lb2)])
+    {
+        assert_eq!(line["node"], node, "{line}");
+        assert_eq!(line["device"], s(&card.0), "{line}");
+        assert_eq!(line["result"], "verified", "{line}");
+        assert_eq!(line["bytes_written"], img.len() as u64, "{line}");
+        assert_eq!(line["sha256"], sha256_hex(img), "{line}");
+        // From sysfs: the loop device's backing file.
+        let model = line["model"].as_str().expect("model");
+        assert!(
+            model.starts_with("loop device over ") && model.contains("card"),
+            "{line}"
+        );
+        assert!(
+            line["instance_id"].as_str().is_some_and(|i| !i.is_empty()),
+            "{line}"
+        );
+        assert!(
+            line["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+            "{line}"
+        );
+    }
+
+    // A card that fails while written; the other completes.
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={}", lb1.len() / 4)])
+        .arg("tmpfs")
+        .arg(&small));
+    let _small = Tmpfs(small.clone());
+    let sparse = small.join("card3.bin");
+    std::fs::File::create(&sparse)
+        .and_then(|f| f.set_len(lb1.len() as u64))
+        .expect("sparse backing");
+    let card3 = Loop::over(&sparse);
+    std::fs::write(&card1.0, vec![0u8; lb1.len()]).expect("wipe card 1");
+    let (a, c) = (pair("lb1", &card1), pair("lb2", &card3));
+    let o = flash(&["--node", &a, "--node", &c, "--ledger", s(&ledger)]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "1 of 2 cards failed: node lb2 on {}",
+            card3.0.display()
+        )) && err.contains("the other cards were written and verified"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "lb1: wrote and verified {} bytes on {}",
+            lb1.len(),
+            card1.0.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&card1.0).expect("card1") == lb1,
+        "card 1 completed"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "appended: {lines:?}");
+    assert_eq!(lines[2]["result"], "verified", "{}", lines[2]);
+    assert_eq!(lines[3]["node"], "lb2", "{}", lines[3]);
+    assert_eq!(lines[3]["result"], "failed", "{}", lines[3]);
+    assert!(lines[3]["sha256"].is_null(), "{}", lines[3]);
+    // The step and the kernel's error: the loop device's writes to its full
+    // backing file fail, and the sync reports it.
+    let error = lines[3]["error"].as_str().expect("error");
+    assert!(
+        error.contains(&format!("syncing {}", card3.0.display()))
+            && error.contains("Input/output error"),
+        "{error}"
+    );
+}
+
+/// `--all` gives the cards to the site's flashable nodes in order: a count
+/// that does not match is refused, naming the nodes; the assignment is not
+/// taken without --yes when nobody can be asked; with --yes every node gets
+/// its image.
+#[test]
+fn flash_all_assigns_cards_in_the_sites_order_and_wants_a_confirmation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let base = base(tmp.path(), "raspios-trixie", "xz");
+    let nodes = ["lb1", "lb2", "master1", "master2", "master3"];
+    let cards: Vec<PathBuf> = nodes
+        .iter()
+        .map(|n| {
+            let p = tmp.path().join(format!("{n}.card"));
+            std::fs::write(&p, b"").expect("card");
+            p
+        })
+        .collect();
+    let flash = |cards: &[PathBuf], extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            s(&site),
+            "--base",
+            s(&base),
+            "--tmp-dir",
+            s(tmp.path()),
+            "--force",
+            "--all",
+        ];
+        for c in cards {
+            args.extend(["--device", s(c)]);
+        }
+        args.extend_from_slice(extra);
+        common::haseed()
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("haseed runs")
+    };
+    let o = flash(&cards[..2], &["--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "--all: 5 nodes to flash (lb1, lb2, master1, master2, master3) but 2 --device cards"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = flash(&cards, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("confirm with --yes")
+            && stderr(&o).contains(&format!("master3 -> {}", cards[4].display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        cards
+            .iter()
+            .all(|c| std::fs::metadata(c).expect("card").len() == 0),
+        "written unconfirmed"
+    );
+    let o = flash(&cards, &["--yes", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let listed: Vec<&str> = doc["cards"]
+        .as_array()
+        .expect("cards")
+        .iter()
+        .map(|c| c["node"].as_str().expect("node"))
+        .collect();
+    assert_eq!(listed, nodes, "{doc}");
+    // Each card its own node's identity: the instance ids differ.
+    let mut ids: Vec<&str> = doc["cards"]
+        .as_array()
+        .expect("cards")
+        .iter()
+        .map(|c| c["instance_id"].as_str().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "{doc}");
+}
+
 /// Runs `haseed image` with a deadline; returns the exit status, stderr, the
 /// time taken and the peak resident memory in KiB, the kernel's VmHWM of the
 /// process, polled every 10 ms while it runs (wait4's ru_maxrss would count

@@ -131,13 +131,10 @@ haseed image site.toml --node lb1 --base 2025-11-24-raspios-trixie-arm64-lite.im
 haseed image site.toml --node lb1 --base raspios.img.xz -o lb1.img.xz      compressed output\n  \
 haseed image site.toml --all --base ubuntu-24.04.3-preinstalled-server-arm64+raspi.img.xz -o out/images/")]
     Image(crate::image::cli::ImageArgs),
-    /// Write a node's image straight to an SD card, then read it back and verify.
+    /// Write nodes' images straight to SD cards (one or many at once), then read each back.
     ///
     /// Refuses a target that is not a whole removable block device, is mounted or holds the running
     /// system, unless --force. The first MiB is written last; everything is synced and read back.
-    #[command(
-        after_help = "Example:\n  sudo haseed flash site.toml --node lb1 --base raspios.img.xz /dev/sdX"
-    )]
     Flash(crate::image::cli::FlashArgs),
     /// Write a node's NoCloud seed as a small FAT disk labelled cidata (for VMs).
     #[command(

@@ -1,13 +1,14 @@
-//! The `image`, `flash` and `seed` subcommands.
+//! The `image`, `flash` and `seed` subcommands (`flash` in `flash_cmd.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 
 use super::base::{self, BaseImage};
-use super::{flash, Job, Made};
+pub use super::flash_cmd::{flash_cmd, FlashArgs};
+use super::{Job, Made};
 use crate::cli::{plan_site, Global, Planned};
 use crate::pipeline;
 
@@ -52,31 +53,6 @@ pub enum Compress {
 }
 
 #[derive(Args, Debug)]
-pub struct FlashArgs {
-    /// The site inventory (TOML).
-    pub site: PathBuf,
-    /// Apply the inventory's [stage.NAME] overlay.
-    #[arg(long, value_name = "NAME")]
-    pub stage: Option<String>,
-    /// The node whose card this is.
-    #[arg(long, value_name = "NODE")]
-    pub node: String,
-    /// The base image: raw .img, .img.xz or .img.gz.
-    #[arg(long, value_name = "FILE")]
-    pub base: PathBuf,
-    /// The card: a whole removable block device, e.g. /dev/sdX or /dev/mmcblk0.
-    pub device: PathBuf,
-    /// Write even if the target is not a removable block device, is mounted or holds the running system.
-    #[arg(long)]
-    pub force: bool,
-    /// Where the image is assembled before writing.
-    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
-    pub tmp_dir: PathBuf,
-    #[arg(long, help = crate::cli::JSON_HELP)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
 pub struct SeedArgs {
     /// The site inventory (TOML).
     pub site: PathBuf,
@@ -95,7 +71,7 @@ pub struct SeedArgs {
 
 /// Plans the site with each node's packages named as its base image names them,
 /// and renders.
-fn prepare(
+pub(super) fn prepare(
     global: &Global,
     site: &Path,
     stage: Option<&str>,
@@ -111,7 +87,7 @@ fn prepare(
     Ok((planned, nodes))
 }
 
-fn node_index(planned: &Planned, name: &str) -> anyhow::Result<usize> {
+pub(super) fn node_index(planned: &Planned, name: &str) -> anyhow::Result<usize> {
     planned
         .inv
         .site
@@ -134,7 +110,7 @@ fn node_index(planned: &Planned, name: &str) -> anyhow::Result<usize> {
         })
 }
 
-fn jobs<'a>(
+pub(super) fn jobs<'a>(
     planned: &'a Planned,
     rendered: &'a [(String, crate::render::NodeArtifacts)],
     all: &'a [BaseImage],
@@ -179,7 +155,7 @@ fn report(global: &Global, made: &[Made]) -> anyhow::Result<()> {
 /// SIGINT, SIGTERM or SIGHUP during `image` or `flash`: the temporary
 /// outputs are gone by the time the error gets here (they remove themselves
 /// as the error unwinds); say so and exit 128 + the signal.
-fn interruptible(
+pub(super) fn interruptible(
     global: &Global,
     what: &str,
     run: impl FnOnce() -> anyhow::Result<ExitCode>,
@@ -202,6 +178,41 @@ fn interruptible(
     }
 }
 
+/// `--all`: every node whose platform has a base description (of one
+/// platform, or `platform`), in the site's order.
+pub(super) fn flashable_nodes(
+    site: &crate::contract::Site,
+    all: &[BaseImage],
+    platform: Option<&str>,
+) -> anyhow::Result<Vec<usize>> {
+    let flashable = |p: &str| all.iter().any(|b| b.platform == p);
+    let chosen: Vec<usize> = (0..site.nodes.len())
+        .filter(|&i| {
+            let p = site.nodes[i].platform.as_str();
+            flashable(p) && platform.is_none_or(|want| want == p)
+        })
+        .collect();
+    let mut platforms: Vec<&str> = chosen
+        .iter()
+        .map(|&i| site.nodes[i].platform.as_str())
+        .collect();
+    platforms.sort_unstable();
+    platforms.dedup();
+    if platforms.len() > 1 {
+        bail!(
+            "--all: the site's nodes have several flashable platforms ({}), each needing its own base image: add --platform",
+            platforms.join(", ")
+        );
+    }
+    if chosen.is_empty() {
+        bail!(
+            "--all: no node of the site has a flashable platform{}",
+            platform.map(|p| format!(" {p}")).unwrap_or_default()
+        );
+    }
+    Ok(chosen)
+}
+
 pub fn image(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     interruptible(global, "image", || image_inner(global, args))
 }
@@ -211,35 +222,7 @@ fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
     let site = &planned.inv.site;
     let mut picks: Vec<usize> = if args.all {
-        let flashable = |p: &str| all.iter().any(|b| b.platform == p);
-        let chosen: Vec<usize> = (0..site.nodes.len())
-            .filter(|&i| {
-                let p = site.nodes[i].platform.as_str();
-                flashable(p) && args.platform.as_deref().is_none_or(|want| want == p)
-            })
-            .collect();
-        let mut platforms: Vec<&str> = chosen
-            .iter()
-            .map(|&i| site.nodes[i].platform.as_str())
-            .collect();
-        platforms.sort_unstable();
-        platforms.dedup();
-        if platforms.len() > 1 {
-            bail!(
-                "--all: the site's nodes have several flashable platforms ({}), each needing its own base image: add --platform",
-                platforms.join(", ")
-            );
-        }
-        if chosen.is_empty() {
-            bail!(
-                "--all: no node of the site has a flashable platform{}",
-                args.platform
-                    .as_deref()
-                    .map(|p| format!(" {p}"))
-                    .unwrap_or_default()
-            );
-        }
-        chosen
+        flashable_nodes(site, &all, args.platform.as_deref())?
     } else {
         args.node
             .iter()
@@ -288,69 +271,6 @@ fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
     let jobs = jobs(&planned, &rendered, &all, &picks)?;
     let made = super::make(&args.base, &jobs, &all, global.quiet)?;
     report(global, &made)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn flash_cmd(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
-    interruptible(global, "flash", || flash_inner(global, args))
-}
-
-fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
-    // Refuse a wrong target before the long work.
-    let target = flash::inspect(&args.device)?;
-    if !target.refusals.is_empty() {
-        if args.force {
-            for r in &target.refusals {
-                if global.out.json() {
-                    global
-                        .out
-                        .warn(crate::envelope::Notice::new(format!("--force: {r}")));
-                } else {
-                    eprintln!("warning: --force: {r}");
-                }
-            }
-        } else {
-            bail!(
-                "refusing to flash {}: {} (--force overrides)",
-                args.device.display(),
-                target.refusals.join("; ")
-            );
-        }
-    }
-    let all = base::all()?;
-    let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
-    let i = node_index(&planned, &args.node)?;
-    std::fs::create_dir_all(&args.tmp_dir)
-        .with_context(|| format!("creating {}", args.tmp_dir.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("haseed-flash-")
-        .tempdir_in(&args.tmp_dir)
-        .with_context(|| format!("creating a scratch directory in {}", args.tmp_dir.display()))?;
-    let img = scratch.path().join(format!("{}.img", args.node));
-    let jobs = jobs(&planned, &rendered, &all, &[(i, img.clone())])?;
-    let made = super::make(&args.base, &jobs, &all, global.quiet)?;
-    let file = std::fs::File::open(&img)?;
-    flash::write(&file, made[0].image_bytes, &target, global.quiet)?;
-    if global.out.json() {
-        global.out.field("node", &args.node)?;
-        global
-            .out
-            .field("device", args.device.display().to_string())?;
-        global.out.field("bytes", made[0].image_bytes)?;
-        global.out.field("verified", true)?;
-        global.out.field("seed", made[0].seed)?;
-        global.out.field("instance_id", &made[0].instance_id)?;
-        global.out.field("base", &made[0].base)?;
-    } else if !global.quiet {
-        eprintln!(
-            "{}: wrote and verified {} bytes on {} ({} seed, instance {})",
-            args.node,
-            made[0].image_bytes,
-            args.device.display(),
-            made[0].seed,
-            made[0].instance_id
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,8 @@
 //! running system, unless the user forces it. The first MiB (partition table
 //! and boot sector) is written last, so an interrupted write leaves a card
 //! that does not look bootable; then everything is synced, the page cache
-//! dropped, and the card read back and compared.
+//! dropped, and the card read back and compared. Several cards are written
+//! at once, each on its own thread ([`write`] per card, `cli.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
@@ -21,6 +22,10 @@ const CHUNK: usize = 4 << 20;
 pub struct Target {
     pub path: PathBuf,
     pub block_device: bool,
+    /// The whole disk's directory in sysfs (block devices).
+    pub sys: Option<PathBuf>,
+    /// The disk's size in bytes, from sysfs (block devices).
+    pub size: Option<u64>,
     /// Reasons to refuse without --force, each a full sentence.
     pub refusals: Vec<String>,
 }
@@ -71,6 +76,8 @@ pub fn inspect(path: &Path) -> anyhow::Result<Target> {
         return Ok(Target {
             path: path.into(),
             block_device: false,
+            sys: None,
+            size: None,
             refusals,
         });
     }
@@ -119,11 +126,66 @@ pub fn inspect(path: &Path) -> anyhow::Result<Target> {
             mounted.join(", ")
         ));
     }
+    // `size` counts 512-byte sectors whatever the logical block size
+    // (Documentation/ABI/stable/sysfs-block).
+    let size = std::fs::read_to_string(disk_dir.join("size"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|sectors| sectors * 512);
     Ok(Target {
         path: path.into(),
         block_device: true,
+        sys: Some(disk_dir),
+        size,
         refusals,
     })
+}
+
+/// What sysfs says the card is, for the ledger: (model, serial), each where
+/// the kernel has it. An SD card in an MMC slot has `device/name` and
+/// `device/serial` (the card's own CID fields); a card in a USB reader has
+/// the reader's `device/vendor` and `device/model`, and the USB device above
+/// it a `serial`; a loop device names its backing file.
+pub fn identity(target: &Target) -> (Option<String>, Option<String>) {
+    let Some(disk) = &target.sys else {
+        return (None, None);
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(backing) = read(disk.join("loop/backing_file")) {
+        return (Some(format!("loop device over {backing}")), None);
+    }
+    let dev = disk.join("device");
+    let model = read(dev.join("name")).or_else(|| {
+        let parts: Vec<String> = [read(dev.join("vendor")), read(dev.join("model"))]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    });
+    // The serial: the device's own, else the nearest one above it (the USB
+    // device of a reader), never above /sys/devices.
+    let mut serial = read(dev.join("serial"));
+    if serial.is_none() {
+        if let Ok(mut at) = std::fs::canonicalize(&dev) {
+            while serial.is_none() && at.starts_with("/sys/devices/") && at.pop() {
+                serial = read(at.join("serial"));
+            }
+        }
+    }
+    (model, serial)
+}
+
+/// What was written to one card: its bytes and their sha256, read back from
+/// the card.
+#[derive(Debug)]
+pub struct Written {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 fn drop_cache(f: &File) {
@@ -135,8 +197,15 @@ fn drop_cache(f: &File) {
 }
 
 /// Writes `image` (of `len` bytes) to the target, first MiB last, syncs, and
-/// reads it back.
-pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Result<()> {
+/// reads it back, hashing what the card holds.
+pub fn write(
+    image: &File,
+    len: u64,
+    target: &Target,
+    progress: &Progress,
+    verify: &Progress,
+) -> anyhow::Result<Written> {
+    use sha2::Digest;
     let dev = OpenOptions::new()
         .write(true)
         .read(true)
@@ -149,12 +218,7 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
             d.seek(SeekFrom::End(0))?
         };
         if size < len {
-            bail!(
-                "{} holds {} bytes but the image is {} bytes",
-                target.path.display(),
-                size,
-                len
-            );
+            bail!("{}", too_small(&target.path, size, len));
         }
     } else {
         // A plain file (forced) gets what `haseed image` writes: exactly the
@@ -166,7 +230,6 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
         dev.set_len(len)?;
     }
 
-    let progress = Progress::new("write", quiet);
     progress.set_total(len);
     let mut buf = vec![0u8; CHUNK];
     let mut off = HEAD.min(len);
@@ -184,10 +247,16 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
         off += n as u64;
         progress.advance(n as u64);
     }
-    dev.sync_all()?;
+    dev.sync_all().with_context(|| {
+        format!(
+            "syncing {}: the card did not take the data written to it",
+            target.path.display()
+        )
+    })?;
     let head = HEAD.min(len) as usize;
     image.read_exact_at(&mut buf[..head], 0)?;
-    dev.write_all_at(&buf[..head], 0)?;
+    dev.write_all_at(&buf[..head], 0)
+        .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
     progress.advance(head as u64);
     dev.sync_all()
         .with_context(|| format!("syncing {}", target.path.display()))?;
@@ -195,9 +264,9 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
 
     // Read back from the device, not from the cache.
     drop_cache(&dev);
-    let verify = Progress::new("verify", quiet);
     verify.set_total(len);
     let mut back = vec![0u8; CHUNK];
+    let mut hash = sha2::Sha256::new();
     let mut off = 0;
     while off < len {
         crate::interrupt::check().map_err(|e| {
@@ -208,7 +277,8 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
         })?;
         let n = (len - off).min(CHUNK as u64) as usize;
         image.read_exact_at(&mut buf[..n], off)?;
-        dev.read_exact_at(&mut back[..n], off)?;
+        dev.read_exact_at(&mut back[..n], off)
+            .with_context(|| format!("reading {} back at byte {off}", target.path.display()))?;
         if buf[..n] != back[..n] {
             let at = off
                 + buf[..n]
@@ -221,11 +291,25 @@ pub fn write(image: &File, len: u64, target: &Target, quiet: bool) -> anyhow::Re
                 target.path.display()
             );
         }
+        hash.update(&back[..n]);
         off += n as u64;
         verify.advance(n as u64);
     }
     verify.finish();
-    Ok(())
+    Ok(Written {
+        bytes: len,
+        sha256: hex::encode(hash.finalize()),
+    })
+}
+
+/// The refusal of a card smaller than the image, sizes in human units.
+pub fn too_small(path: &Path, size: u64, len: u64) -> String {
+    format!(
+        "{} holds {} ({size} bytes) but the image is {} ({len} bytes)",
+        path.display(),
+        super::progress::human(size),
+        super::progress::human(len)
+    )
 }
 
 #[cfg(test)]

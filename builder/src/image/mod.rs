@@ -18,6 +18,7 @@ pub mod fatcheck;
 pub mod fatfuzz;
 pub mod firstrun;
 pub mod flash;
+mod flash_cmd;
 pub mod progress;
 pub mod seed;
 pub mod source;

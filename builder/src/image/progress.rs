@@ -50,6 +50,16 @@ impl Progress {
         Progress(Arc::new(inner))
     }
 
+    /// One of several progress lines shown together (one per card): on a
+    /// terminal its bar is drawn by `multi`, below the others.
+    pub fn in_multi(multi: &indicatif::MultiProgress, label: &str, quiet: bool) -> Progress {
+        let p = Progress::new(label, quiet);
+        if let Inner::Bar(b) = &*p.0 {
+            multi.add(b.clone());
+        }
+        p
+    }
+
     pub fn hidden() -> Progress {
         Progress(Arc::new(Inner::Hidden))
     }
