@@ -10,6 +10,7 @@
 //! into place. After an error nothing is left behind.
 
 pub mod base;
+pub mod bmap;
 pub mod bootcfg;
 pub mod cli;
 pub mod disk;
@@ -60,6 +61,13 @@ pub struct Made {
     pub instance_id: String,
     pub cmdline: String,
     pub image_bytes: u64,
+    /// The block map written beside the image (`bmap.rs`).
+    pub bmap: PathBuf,
+    /// Bytes its ranges cover: what `bmaptool copy` writes.
+    pub mapped_bytes: u64,
+    /// The boot partition haseed edited: (offset, length) in bytes.
+    #[serde(skip)]
+    pub boot: (u64, u64),
 }
 
 /// Output compression, chosen by the output's extension.
@@ -191,6 +199,11 @@ fn make_in(
         raws.push(tmp);
     }
 
+    // The base's block map, checked before the long work.
+    let base_map = match bmap::find_for(base_path) {
+        Some(p) => Some((bmap::read(&p)?, p)),
+        None => None,
+    };
     let progress = Progress::new("decompress", quiet);
     let mut src = source::open(base_path, progress.clone())?;
     let mut outputs: Vec<Output<'_>> = raws
@@ -208,10 +221,20 @@ fn make_in(
         )
     })?;
     progress.finish();
+    if let (Some((map, path)), Some(raw)) = (&base_map, raws.first()) {
+        bmap::verify(map, raw.as_file(), len).with_context(|| {
+            format!(
+                "block map {} of base image {}",
+                path.display(),
+                base_path.display()
+            )
+        })?;
+    }
 
     let mut made = Vec::with_capacity(jobs.len());
+    let mut maps = Vec::with_capacity(jobs.len());
     for (job, raw) in jobs.iter().zip(&raws) {
-        let m = seed_image(raw.as_file(), len, job, all).with_context(|| {
+        let mut m = seed_image(raw.as_file(), len, job, all).with_context(|| {
             format!(
                 "node {}: base image {} ({})",
                 job.node,
@@ -219,6 +242,22 @@ fn make_in(
                 job.base.description
             )
         })?;
+        // The image's block map: the base's ranges and the edited boot
+        // partition (every block without a base map).
+        let map = bmap::for_image(
+            raw.as_file(),
+            len,
+            base_map.as_ref().map(|(b, _)| b),
+            &[m.boot],
+        )?;
+        m.mapped_bytes = map.mapped_bytes();
+        let tmp = tempfile::Builder::new()
+            .prefix(".haseed-")
+            .suffix(".bmap.part")
+            .tempfile_in(parent_dir(&job.output))?;
+        std::fs::write(tmp.path(), bmap::render(&map))
+            .with_context(|| format!("writing the block map for {}", job.output.display()))?;
+        maps.push(tmp);
         made.push(m);
         crate::interrupt::check()?;
     }
@@ -243,6 +282,11 @@ fn make_in(
     }
     // The last moment to stop with nothing in place.
     crate::interrupt::check()?;
+    for (tmp, m) in maps.into_iter().zip(&made) {
+        tmp.persist(&m.bmap)
+            .map_err(|e| e.error)
+            .with_context(|| format!("moving the block map into place at {}", m.bmap.display()))?;
+    }
     for (tmp, dest) in finals {
         let mut perms = tmp.as_file().metadata()?.permissions();
         // The seed may carry password hashes and keys: owner only.
@@ -607,6 +651,9 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         instance_id: id,
         cmdline: cmdline.trim_end().to_string(),
         image_bytes: len,
+        bmap: bmap::path_for_output(&job.output),
+        mapped_bytes: len,
+        boot: (part.start, part.len),
     })
 }
 
