@@ -1369,6 +1369,70 @@ fn images_get_a_block_map_that_bmaptool_copies_and_checks() {
     assert_eq!(covered, mapped * block);
     assert!(back.contains(&0xAA), "bmaptool wrote unmapped blocks too");
 
+    // haseed flash writes and reads back the same ranges (and the first
+    // MiB, written last), not the whole image.
+    std::fs::write(&dev.0, vec![0xAAu8; want.len()]).expect("refill");
+    let ledger = tmp.path().join("ledger.jsonl");
+    let o = run(&[
+        "flash",
+        s(&site),
+        "--base",
+        s(&xz),
+        "--tmp-dir",
+        s(tmp.path()),
+        "--force",
+        "-q",
+        "--ledger",
+        s(&ledger),
+        "--node",
+        &format!("lb1={}", dev.0.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&ledger).expect("ledger").trim())
+            .expect("json");
+    // The first MiB's blocks that the map leaves out are written too.
+    let head_blocks = (1u64 << 20) / block;
+    let head_extra = (0..head_blocks)
+        .filter(|k| !ranges.iter().any(|&(a, b)| a <= *k && *k <= b))
+        .count() as u64
+        * block;
+    assert_eq!(line["bytes_written"], mapped * block + head_extra, "{line}");
+    let back = std::fs::read(&dev.0).expect("card");
+    for &(a, b) in &ranges {
+        let (start, end) = (
+            (a * block) as usize,
+            (((b + 1) * block) as usize).min(want.len()),
+        );
+        assert!(
+            back[start..end] == want[start..end],
+            "flash: blocks {a}-{b} differ"
+        );
+    }
+    assert!(back.contains(&0xAA), "flash wrote unmapped blocks");
+
+    // --bmap names a map kept elsewhere.
+    let elsewhere = tmp.path().join("maps");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let bare = elsewhere.join("base.img");
+    std::fs::copy(&raw, &bare).expect("copy");
+    let named = elsewhere.join("kept.bmap");
+    std::fs::copy(tmp.path().join("raspios-trixie.img.bmap"), &named).expect("copy");
+    let o = image(&[
+        "--node",
+        "lb1",
+        "--base",
+        s(&bare),
+        "--bmap",
+        s(&named),
+        "-o",
+        s(&elsewhere.join("lb1.img")),
+        s(&site),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_map(&elsewhere.join("lb1.img.bmap")).1, mapped);
+
     // Not this base's map (one byte of the base changed in a mapped range:
     // the MBR's disk signature), or a map edited by hand: refused, and no
     // image or map is left.

@@ -31,6 +31,11 @@ pub struct ImageArgs {
     /// The base image: raw .img, .img.xz or .img.gz (recognised by content).
     #[arg(long, value_name = "FILE")]
     pub base: PathBuf,
+    /// The base's block map (bmaptool's .bmap) [default: BASE.bmap beside the base, found as
+    /// bmaptool finds it, if there is one]: only its blocks and the boot partition are mapped in
+    /// the image's own block map (and written to cards); without one, every block.
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
     /// Output: a file for one --node (.img, .img.xz or .img.gz), else a directory that gets NODE.img per node.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
@@ -269,7 +274,7 @@ fn image_inner(global: &Global, args: &ImageArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let jobs = jobs(&planned, &rendered, &all, &picks)?;
-    let made = super::make(&args.base, &jobs, &all, global.quiet)?;
+    let made = super::make(&args.base, args.bmap.as_deref(), &jobs, &all, global.quiet)?;
     report(global, &made)?;
     Ok(ExitCode::SUCCESS)
 }

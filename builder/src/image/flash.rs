@@ -196,11 +196,32 @@ fn drop_cache(f: &File) {
     }
 }
 
-/// Writes `image` (of `len` bytes) to the target, first MiB last, syncs, and
-/// reads it back, hashing what the card holds.
+/// The byte ranges a card gets: the image's mapped `ranges` ((offset,
+/// length), ascending, as its block map says) and the whole first MiB,
+/// merged, cut at `len`.
+pub fn with_head(ranges: &[(u64, u64)], len: u64) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = std::iter::once((0, HEAD.min(len)))
+        .chain(ranges.iter().map(|&(s, n)| (s.min(len), (s + n).min(len))))
+        .filter(|(s, e)| e > s)
+        .collect();
+    all.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in all {
+        match merged.last_mut() {
+            Some((_, end)) if s <= *end => *end = (*end).max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged.into_iter().map(|(s, e)| (s, e - s)).collect()
+}
+
+/// Writes `image` (of `len` bytes) to the target: the byte `ranges` it
+/// maps (`with_head`: the first MiB included, written last), syncs, and
+/// reads them back, hashing what the card holds in them.
 pub fn write(
     image: &File,
     len: u64,
+    ranges: &[(u64, u64)],
     target: &Target,
     progress: &Progress,
     verify: &Progress,
@@ -230,22 +251,29 @@ pub fn write(
         dev.set_len(len)?;
     }
 
-    progress.set_total(len);
+    let ranges = with_head(ranges, len);
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    progress.set_total(total);
     let mut buf = vec![0u8; CHUNK];
-    let mut off = HEAD.min(len);
-    while off < len {
-        crate::interrupt::check().map_err(|e| {
-            anyhow::Error::new(e).context(format!(
-                "{} is partly written, without its first MiB (partition table), so it does not boot; flash it again",
-                target.path.display()
-            ))
-        })?;
-        let n = (len - off).min(CHUNK as u64) as usize;
-        image.read_exact_at(&mut buf[..n], off)?;
-        dev.write_all_at(&buf[..n], off)
-            .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
-        off += n as u64;
-        progress.advance(n as u64);
+    let head = HEAD.min(len);
+    for &(start, n) in &ranges {
+        // The first MiB comes last.
+        let mut off = start.max(head);
+        let end = start + n;
+        while off < end {
+            crate::interrupt::check().map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "{} is partly written, without its first MiB (partition table), so it does not boot; flash it again",
+                    target.path.display()
+                ))
+            })?;
+            let n = (end - off).min(CHUNK as u64) as usize;
+            image.read_exact_at(&mut buf[..n], off)?;
+            dev.write_all_at(&buf[..n], off)
+                .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
+            off += n as u64;
+            progress.advance(n as u64);
+        }
     }
     dev.sync_all().with_context(|| {
         format!(
@@ -253,7 +281,7 @@ pub fn write(
             target.path.display()
         )
     })?;
-    let head = HEAD.min(len) as usize;
+    let head = head as usize;
     image.read_exact_at(&mut buf[..head], 0)?;
     dev.write_all_at(&buf[..head], 0)
         .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
@@ -264,40 +292,42 @@ pub fn write(
 
     // Read back from the device, not from the cache.
     drop_cache(&dev);
-    verify.set_total(len);
+    verify.set_total(total);
     let mut back = vec![0u8; CHUNK];
     let mut hash = sha2::Sha256::new();
-    let mut off = 0;
-    while off < len {
-        crate::interrupt::check().map_err(|e| {
-            anyhow::Error::new(e).context(format!(
-                "{} is written but was not verified; flash it again to be sure",
-                target.path.display()
-            ))
-        })?;
-        let n = (len - off).min(CHUNK as u64) as usize;
-        image.read_exact_at(&mut buf[..n], off)?;
-        dev.read_exact_at(&mut back[..n], off)
-            .with_context(|| format!("reading {} back at byte {off}", target.path.display()))?;
-        if buf[..n] != back[..n] {
-            let at = off
-                + buf[..n]
-                    .iter()
-                    .zip(&back[..n])
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-            bail!(
-                "verification failed: {} differs from the image at byte {at}; the card may be failing",
-                target.path.display()
-            );
+    for &(start, n) in &ranges {
+        let mut off = start;
+        while off < start + n {
+            crate::interrupt::check().map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "{} is written but was not verified; flash it again to be sure",
+                    target.path.display()
+                ))
+            })?;
+            let n = (start + n - off).min(CHUNK as u64) as usize;
+            image.read_exact_at(&mut buf[..n], off)?;
+            dev.read_exact_at(&mut back[..n], off)
+                .with_context(|| format!("reading {} back at byte {off}", target.path.display()))?;
+            if buf[..n] != back[..n] {
+                let at = off
+                    + buf[..n]
+                        .iter()
+                        .zip(&back[..n])
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0) as u64;
+                bail!(
+                    "verification failed: {} differs from the image at byte {at}; the card may be failing",
+                    target.path.display()
+                );
+            }
+            hash.update(&back[..n]);
+            off += n as u64;
+            verify.advance(n as u64);
         }
-        hash.update(&back[..n]);
-        off += n as u64;
-        verify.advance(n as u64);
     }
     verify.finish();
     Ok(Written {
-        bytes: len,
+        bytes: total,
         sha256: hex::encode(hash.finalize()),
     })
 }

@@ -61,6 +61,11 @@ pub struct FlashArgs {
     /// The base image: raw .img, .img.xz or .img.gz.
     #[arg(long, value_name = "FILE")]
     pub base: PathBuf,
+    /// The base's block map (bmaptool's .bmap) [default: BASE.bmap beside the base, found as
+    /// bmaptool finds it, if there is one]: only its blocks and the boot partition are mapped in
+    /// the image's own block map (and written to cards); without one, every block.
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
     /// The card of a single --node NODE: a whole removable block device, e.g. /dev/sdX or
     /// /dev/mmcblk0.
     pub device: Option<PathBuf>,
@@ -133,7 +138,7 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let jobs = jobs(&planned, &rendered, &all, &images)?;
     // One decompression of the base for every card.
-    let made = super::make(&args.base, &jobs, &all, global.quiet)?;
+    let made = super::make(&args.base, args.bmap.as_deref(), &jobs, &all, global.quiet)?;
     // Every card big enough before any is written.
     let small: Vec<String> = picks
         .iter()
@@ -178,7 +183,7 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
                 );
                 scope.spawn(move || {
                     let file = std::fs::File::open(img)?;
-                    flash::write(&file, m.image_bytes, target, &write, &verify)
+                    flash::write(&file, m.image_bytes, &m.ranges, target, &write, &verify)
                 })
             })
             .collect();

@@ -68,6 +68,9 @@ pub struct Made {
     /// The boot partition haseed edited: (offset, length) in bytes.
     #[serde(skip)]
     pub boot: (u64, u64),
+    /// The byte ranges the block map covers: (offset, length), ascending.
+    #[serde(skip)]
+    pub ranges: Vec<(u64, u64)>,
 }
 
 /// Output compression, chosen by the output's extension.
@@ -129,6 +132,7 @@ pub fn base_for<'b>(
 /// Makes every job's image from one pass over the base.
 pub fn make(
     base_path: &Path,
+    base_bmap: Option<&Path>,
     jobs: &[Job<'_>],
     all: &[BaseImage],
     quiet: bool,
@@ -138,7 +142,7 @@ pub fn make(
         refuse_overwriting_base(base_path, &job.output)?;
     }
     let mut dirs = CreatedDirs::default();
-    let made = make_in(base_path, jobs, all, quiet, &mut dirs);
+    let made = make_in(base_path, base_bmap, jobs, all, quiet, &mut dirs);
     if made.is_err() {
         // The temporary outputs are gone with `make_in`'s frame: the
         // directories it created for them go too.
@@ -182,6 +186,7 @@ impl CreatedDirs {
 
 fn make_in(
     base_path: &Path,
+    base_bmap: Option<&Path>,
     jobs: &[Job<'_>],
     all: &[BaseImage],
     quiet: bool,
@@ -200,7 +205,10 @@ fn make_in(
     }
 
     // The base's block map, checked before the long work.
-    let base_map = match bmap::find_for(base_path) {
+    let base_map = match base_bmap
+        .map(Path::to_path_buf)
+        .or_else(|| bmap::find_for(base_path))
+    {
         Some(p) => Some((bmap::read(&p)?, p)),
         None => None,
     };
@@ -251,6 +259,11 @@ fn make_in(
             &[m.boot],
         )?;
         m.mapped_bytes = map.mapped_bytes();
+        m.ranges = map
+            .ranges
+            .iter()
+            .map(|r| map.byte_range(r.first, r.last))
+            .collect();
         let tmp = tempfile::Builder::new()
             .prefix(".haseed-")
             .suffix(".bmap.part")
@@ -654,6 +667,7 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         bmap: bmap::path_for_output(&job.output),
         mapped_bytes: len,
         boot: (part.start, part.len),
+        ranges: Vec::new(),
     })
 }
 
