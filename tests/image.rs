@@ -1158,6 +1158,69 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     );
 }
 
+/// A card too small for the image is refused before the base is
+/// decompressed when its size is known (a raw base), and before any card is
+/// written otherwise (an xz base): sizes in human units, the other card
+/// untouched, no scratch image made in the first case.
+#[test]
+fn a_card_too_small_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    let raw = base(tmp.path(), "raspios-trixie", "");
+    let len = std::fs::metadata(&raw).expect("base").len() as usize;
+    let backing = |name: &str, len: usize| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, vec![0xAAu8; len]).expect("backing");
+        p
+    };
+    let big = Loop::over(&backing("big.bin", len));
+    let small = Loop::over(&backing("small.bin", len / 2));
+    let scratch = tmp.path().join("scratch");
+    for (base, scratch_made) in [
+        (raw.clone(), false),
+        (base(tmp.path(), "raspios-trixie", "xz"), true),
+    ] {
+        let o = run(&[
+            "flash",
+            s(&site),
+            "--base",
+            s(&base),
+            "--tmp-dir",
+            s(&scratch),
+            "--force",
+            "-q",
+            "--node",
+            &format!("lb1={}", big.0.display()),
+            "--node",
+            &format!("lb2={}", small.0.display()),
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{} holds 64.0 MiB ({} bytes) but the image is 128.0 MiB ({len} bytes)",
+                small.0.display(),
+                len / 2
+            )) && err.contains("nothing was written"),
+            "{err}"
+        );
+        assert_eq!(
+            scratch.exists(),
+            scratch_made,
+            "{}: scratch",
+            base.display()
+        );
+        for card in [&big, &small] {
+            let back = std::fs::read(&card.0).expect("card");
+            assert!(
+                back.iter().all(|&b| b == 0xAA),
+                "{} was written",
+                card.0.display()
+            );
+        }
+    }
+}
+
 /// `--all` gives the cards to the site's flashable nodes in order: a count
 /// that does not match is refused, naming the nodes; the assignment is not
 /// taken without --yes when nobody can be asked; with --yes every node gets

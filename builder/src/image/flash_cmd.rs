@@ -117,6 +117,23 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Cards too small for the image, before the base is decompressed, when
+    // its size is known without that (a raw base, or its block map).
+    if let Some(len) = known_image_len(&args.base, args.bmap.as_deref()) {
+        let small: Vec<String> = targets
+            .iter()
+            .filter_map(|t| {
+                let size = t.size.filter(|_| t.block_device)?;
+                (size < len).then(|| flash::too_small(&t.path, size, len))
+            })
+            .collect();
+        if !small.is_empty() {
+            bail!(
+                "refusing to flash: {}; nothing was written",
+                small.join("; ")
+            );
+        }
+    }
     let all = base::all()?;
     let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
     let picks = assign(&planned, &all, args, &specs)?;
@@ -264,6 +281,24 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {message}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// The decompressed base's size, where it is known before decompressing:
+/// its block map's `ImageSize`, or a raw base's length.
+fn known_image_len(base: &Path, bmap: Option<&Path>) -> Option<u64> {
+    if let Some(map) = bmap
+        .map(Path::to_path_buf)
+        .or_else(|| super::bmap::find_for(base))
+    {
+        return super::bmap::read(&map).ok().map(|m| m.image_size);
+    }
+    let mut head = [0u8; 8];
+    let f = std::fs::File::open(base).ok()?;
+    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).ok()?;
+    match super::source::sniff(&head[..n]) {
+        Ok(super::source::Format::Raw) => f.metadata().ok().map(|m| m.len()),
+        _ => None,
+    }
 }
 
 /// The cards on the command line: (the node's name, unless --all, device).
