@@ -236,28 +236,29 @@ fn hash_range(image: &File, (start, len): (u64, u64)) -> anyhow::Result<String> 
     Ok(hex::encode(hash.finalize()))
 }
 
-/// The block map of an image of `len` bytes made from a base with block map
-/// `base` (or none: every block), plus the byte ranges haseed wrote
-/// (`extra`), with checksums read from `image`.
+/// The block map of an image of `len` bytes: blocks of `block_size` that
+/// hold any byte of the `mapped` byte ranges ((offset, length); `None`:
+/// every block) or of the ranges haseed wrote (`extra`), with checksums read
+/// from `image`.
 pub fn for_image(
     image: &File,
     len: u64,
-    base: Option<&Bmap>,
+    block_size: u64,
+    mapped: Option<&[(u64, u64)]>,
     extra: &[(u64, u64)],
 ) -> anyhow::Result<Bmap> {
-    let block_size = base.map_or(DEFAULT_BLOCK, |b| b.block_size);
     let blocks = len.div_ceil(block_size);
-    let mut spans: Vec<(u64, u64)> = match base {
-        Some(b) => b.ranges.iter().map(|r| (r.first, r.last)).collect(),
-        None if blocks > 0 => vec![(0, blocks - 1)],
-        None => Vec::new(),
-    };
-    for &(start, n) in extra.iter().filter(|(_, n)| *n > 0) {
-        let last = ((start + n).div_ceil(block_size))
-            .min(blocks)
-            .saturating_sub(1);
-        spans.push((start / block_size, last));
-    }
+    let every = [(0, len)];
+    let mut spans: Vec<(u64, u64)> = mapped
+        .unwrap_or(&every)
+        .iter()
+        .chain(extra)
+        .filter(|&&(start, n)| n > 0 && start < len)
+        .map(|&(start, n)| {
+            let last = (start + n).div_ceil(block_size).min(blocks) - 1;
+            (start / block_size, last)
+        })
+        .collect();
     spans.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (a, b) in spans {
@@ -280,6 +281,16 @@ pub fn for_image(
         });
     }
     Ok(map)
+}
+
+impl Bmap {
+    /// The ranges as bytes: (offset, length).
+    pub fn byte_ranges(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .iter()
+            .map(|r| self.byte_range(r.first, r.last))
+            .collect()
+    }
 }
 
 /// The XML text, in bmaptool's own layout, with its file checksum.
@@ -373,8 +384,14 @@ mod tests {
             ],
         };
         // The extra byte range 3*4096+7.. joins block 3.
-        let map =
-            for_image(&f, bytes.len() as u64, Some(&base), &[(3 * 4096 + 7, 1)]).expect("map");
+        let map = for_image(
+            &f,
+            bytes.len() as u64,
+            4096,
+            Some(&base.byte_ranges()),
+            &[(3 * 4096 + 7, 1)],
+        )
+        .expect("map");
         let spans: Vec<(u64, u64)> = map.ranges.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(spans, [(0, 0), (3, 3), (5, 5)]);
         assert_eq!(map.mapped_bytes(), 2 * 4096 + 100);
@@ -383,7 +400,7 @@ mod tests {
         assert_eq!(back, map);
         verify(&back, &f, bytes.len() as u64).expect("verifies");
         // Without a base map: every block, in one range.
-        let all = for_image(&f, bytes.len() as u64, None, &[]).expect("map");
+        let all = for_image(&f, bytes.len() as u64, 4096, None, &[]).expect("map");
         assert_eq!(all.ranges.len(), 1);
         assert_eq!((all.ranges[0].first, all.ranges[0].last), (0, 5));
     }
@@ -392,7 +409,7 @@ mod tests {
     fn a_changed_map_or_base_is_refused() {
         let bytes = vec![7u8; 3 * 4096];
         let f = image(&bytes);
-        let map = for_image(&f, bytes.len() as u64, None, &[]).expect("map");
+        let map = for_image(&f, bytes.len() as u64, 4096, None, &[]).expect("map");
         let text = render(&map);
         // Any edit breaks the file's own checksum.
         let edited = text.replace(

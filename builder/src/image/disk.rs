@@ -67,6 +67,26 @@ pub fn fat_partition(image: &File, image_len: u64, number: u8) -> anyhow::Result
     })
 }
 
+/// Every used partition of an MBR image (its table already checked by
+/// [`fat_partition`]), in table order.
+pub fn partitions(image: &File, image_len: u64) -> anyhow::Result<Vec<Partition>> {
+    let mut mbr = [0u8; SECTOR as usize];
+    image.read_exact_at(&mut mbr, 0)?;
+    let header = mbrman::MBRHeader::read_from(&mut io::Cursor::new(&mbr[..]))
+        .map_err(|e| anyhow::anyhow!("the image's MBR does not parse: {e}"))?;
+    Ok(header
+        .iter()
+        .filter(|(_, e)| e.is_used())
+        .map(|(i, e)| Partition {
+            number: i as u8,
+            kind: e.sys,
+            start: u64::from(e.starting_lba) * SECTOR,
+            len: u64::from(e.sectors) * SECTOR,
+        })
+        .filter(|p| p.start < image_len)
+        .collect())
+}
+
 /// Refuses a partition table whose partitions overlap each other or the MBR
 /// itself: editing one would then write into another (or into the table).
 /// Raspberry Pi OS and Ubuntu images have two primary partitions, the first

@@ -244,9 +244,9 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         global.out.field("cards", &cards)?;
     } else if !global.quiet {
         for (c, m) in cards.iter().zip(&made) {
-            if c.error.is_none() {
+            if let Some(written) = c.bytes_written {
                 eprintln!(
-                    "{}: wrote and verified {} bytes on {} ({} seed, instance {})",
+                    "{}: wrote and verified {written} bytes of the {}-byte image on {} (the blocks its block map covers and the first MiB; {} seed, instance {})",
                     c.node, m.image_bytes, c.device, m.seed, m.instance_id
                 );
             }

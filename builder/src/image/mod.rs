@@ -14,6 +14,7 @@ pub mod bmap;
 pub mod bootcfg;
 pub mod cli;
 pub mod disk;
+mod ext4map;
 pub mod fatcheck;
 #[doc(hidden)]
 pub mod fatfuzz;
@@ -65,6 +66,9 @@ pub struct Made {
     pub bmap: PathBuf,
     /// Bytes its ranges cover: what `bmaptool copy` writes.
     pub mapped_bytes: u64,
+    /// Where its ranges came from: the base's block map, the base's file
+    /// systems, or every block (and why).
+    pub bmap_from: String,
     /// The boot partition haseed edited: (offset, length) in bytes.
     #[serde(skip)]
     pub boot: (u64, u64),
@@ -250,14 +254,20 @@ fn make_in(
                 job.base.description
             )
         })?;
-        // The image's block map: the base's ranges and the edited boot
-        // partition (every block without a base map).
-        let map = bmap::for_image(
-            raw.as_file(),
-            len,
-            base_map.as_ref().map(|(b, _)| b),
-            &[m.boot],
-        )?;
+        // The image's block map: the base's ranges, or what the base's own
+        // file systems use, and the edited boot partition.
+        let (block_size, mapped) = match &base_map {
+            Some((b, path)) => {
+                m.bmap_from = format!("the base's block map {}", path.display());
+                (b.block_size, Some(b.byte_ranges()))
+            }
+            None => {
+                let (from, ranges) = computed_map(raw.as_file(), len);
+                m.bmap_from = from;
+                (bmap::DEFAULT_BLOCK, ranges)
+            }
+        };
+        let map = bmap::for_image(raw.as_file(), len, block_size, mapped.as_deref(), &[m.boot])?;
         m.mapped_bytes = map.mapped_bytes();
         m.ranges = map
             .ranges
@@ -539,6 +549,55 @@ fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a base without a block map needs on a card, from its partition
+/// table and file systems: the disk up to its first partition, each ext4
+/// partition's used blocks (`ext4map`), every other partition whole (the
+/// boot partition is mapped whole anyway: haseed edits it). Says where the
+/// map came from; `None` (every block) when even the table cannot be read.
+fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
+    let parts = match disk::partitions(raw, len) {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            return (
+                "every block (the base has no block map and no partitions)".into(),
+                None,
+            )
+        }
+        Err(e) => {
+            return (
+                format!("every block (the base has no block map, and its partition table: {e:#})"),
+                None,
+            )
+        }
+    };
+    let first = parts.iter().map(|p| p.start).min().unwrap_or(0);
+    let mut ranges = vec![(0, first)];
+    let mut said = Vec::new();
+    for p in &parts {
+        let whole = (p.start, p.len.min(len - p.start));
+        if p.kind != 0x83 {
+            ranges.push(whole);
+            continue;
+        }
+        match ext4map::used_ranges(raw, p.start, p.len.min(len - p.start)) {
+            Ok(used) => {
+                said.push(format!("partition {}'s ext4 block bitmaps", p.number));
+                ranges.extend(used);
+            }
+            Err(e) => {
+                said.push(format!("partition {} whole ({e:#})", p.number));
+                ranges.push(whole);
+            }
+        }
+    }
+    let from = if said.is_empty() {
+        "its partitions whole (the base has no block map)".to_string()
+    } else {
+        format!("the base's file systems: {}", said.join(", "))
+    };
+    (from, Some(ranges))
+}
+
 /// Checks the image against the node's base description and writes the seed.
 fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow::Result<Made> {
     let desc = job.base;
@@ -666,6 +725,7 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         image_bytes: len,
         bmap: bmap::path_for_output(&job.output),
         mapped_bytes: len,
+        bmap_from: String::new(),
         boot: (part.start, part.len),
         ranges: Vec::new(),
     })
