@@ -906,7 +906,11 @@ fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
     let o = flash(&dev, true);
     assert!(o.status.success(), "{}", stderr(&o));
     let back = std::fs::read(&dev).unwrap();
-    let ranges = card_ranges(&tmp.path().join("lb1.img.bmap"), expected.len() as u64);
+    let ranges = card_ranges(
+        &tmp.path().join("lb1.img.bmap"),
+        expected.len() as u64,
+        false,
+    );
     assert!(
         holds_over(&back, &expected, &ranges),
         "the loop device holds the image over its block map"
@@ -923,14 +927,18 @@ fn flash_refuses_what_is_not_a_card_and_verifies_what_it_writes() {
 }
 
 /// The byte ranges `flash` writes and reads back for an image of `len`
-/// bytes: its block map's ranges and the first MiB, merged, end-exclusive.
-fn card_ranges(bmap: &Path, len: u64) -> Vec<(u64, u64)> {
+/// bytes: its block map's ranges and the MBR's sector (and sectors 1-33
+/// on a card that held a GPT), merged, end-exclusive.
+fn card_ranges(bmap: &Path, len: u64, gpt: bool) -> Vec<(u64, u64)> {
     let (block, ranges) = bmap_ranges(bmap);
     let mut all: Vec<(u64, u64)> = ranges
         .iter()
         .map(|&(a, b)| (a * block, ((b + 1) * block).min(len)))
         .collect();
-    all.push((0, (1 << 20).min(len)));
+    all.push((0, 512));
+    if gpt {
+        all.push((512, 34 * 512));
+    }
     all.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (a, b) in all {
@@ -1106,6 +1114,15 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     assert!(!ledger.exists(), "a refused run wrote the ledger");
 
     // Two cards, one run.
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(&card2.0)
+            .expect("card2"),
+        b"EFI PART",
+        512,
+    )
+    .expect("a GPT signature");
     let (a, b) = (pair("lb1", &card1), pair("lb2", &card2));
     let o = flash(&["--node", &a, "--node", &b, "--ledger", s(&ledger)]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1117,10 +1134,12 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     // Each card holds its node's image over what flash writes (the image's
     // block map, from the base's file systems, and the first MiB); the
     // rest is still the 0xAA it was filled with.
-    let ranges = |node: &str, img: &[u8]| {
-        card_ranges(&out.join(format!("{node}.img.bmap")), img.len() as u64)
+    let ranges = |node: &str, img: &[u8], gpt: bool| {
+        card_ranges(&out.join(format!("{node}.img.bmap")), img.len() as u64, gpt)
     };
-    let (r1, r2) = (ranges("lb1", &lb1), ranges("lb2", &lb2));
+    // Card 2 held a GPT before (its header at LBA 1): flash clears sectors
+    // 1-33 too, which the image's map alone would leave.
+    let (r1, r2) = (ranges("lb1", &lb1, false), ranges("lb2", &lb2, true));
     assert!(
         holds_over(&std::fs::read(&card1.0).expect("card1"), &lb1, &r1),
         "card 1 holds lb1's image"
@@ -1500,8 +1519,8 @@ fn images_get_a_block_map_that_bmaptool_copies_and_checks() {
     assert_eq!(covered, mapped * block);
     assert!(back.contains(&0xAA), "bmaptool wrote unmapped blocks too");
 
-    // haseed flash writes and reads back the same ranges (and the first
-    // MiB, written last), not the whole image.
+    // haseed flash writes and reads back the same ranges (what lies in the
+    // first MiB last), not the whole image.
     std::fs::write(&dev.0, vec![0xAAu8; want.len()]).expect("refill");
     let ledger = tmp.path().join("ledger.jsonl");
     let o = run(&[
@@ -1522,13 +1541,10 @@ fn images_get_a_block_map_that_bmaptool_copies_and_checks() {
     let line: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&ledger).expect("ledger").trim())
             .expect("json");
-    // The first MiB's blocks that the map leaves out are written too.
-    let head_blocks = (1u64 << 20) / block;
-    let head_extra = (0..head_blocks)
-        .filter(|k| !ranges.iter().any(|&(a, b)| a <= *k && *k <= b))
-        .count() as u64
-        * block;
-    assert_eq!(line["bytes_written"], mapped * block + head_extra, "{line}");
+    // Exactly the bytes bmaptool copy writes: the map (block 0, the MBR's,
+    // is in it); the card held no GPT to clear.
+    assert!(ranges.first().is_some_and(|&(a, _)| a == 0), "{ranges:?}");
+    assert_eq!(line["bytes_written"], mapped * block, "{line}");
     let back = std::fs::read(&dev.0).expect("card");
     for &(a, b) in &ranges {
         let (start, end) = (

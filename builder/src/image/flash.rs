@@ -196,12 +196,22 @@ fn drop_cache(f: &File) {
     }
 }
 
+/// The primary GPT of a card's earlier life: its header at LBA 1 ("EFI
+/// PART", UEFI 2.10 section 5.3.2) and a partition array up to LBA 33.
+const GPT: (u64, u64) = (512, 33 * 512);
+
 /// The byte ranges a card gets: the image's mapped `ranges` ((offset,
-/// length), ascending, as its block map says) and the whole first MiB,
-/// merged, cut at `len`.
-pub fn with_head(ranges: &[(u64, u64)], len: u64) -> Vec<(u64, u64)> {
-    let mut all: Vec<(u64, u64)> = std::iter::once((0, HEAD.min(len)))
-        .chain(ranges.iter().map(|&(s, n)| (s.min(len), (s + n).min(len))))
+/// length), ascending, as its block map says), the MBR's sector, and, when
+/// `stale_gpt` (the card holds a GPT header at LBA 1 that the image's MBR
+/// would leave behind, confusing partitioning tools), sectors 1-33 too;
+/// merged, cut at `len`. Nothing else: the same bytes `bmaptool copy`
+/// writes, unless the card needs its old GPT cleared.
+pub fn card_ranges(ranges: &[(u64, u64)], len: u64, stale_gpt: bool) -> Vec<(u64, u64)> {
+    let extra = [(0, 512), GPT];
+    let mut all: Vec<(u64, u64)> = extra[..if stale_gpt { 2 } else { 1 }]
+        .iter()
+        .chain(ranges)
+        .map(|&(s, n)| (s.min(len), (s + n).min(len)))
         .filter(|(s, e)| e > s)
         .collect();
     all.sort_unstable();
@@ -216,8 +226,9 @@ pub fn with_head(ranges: &[(u64, u64)], len: u64) -> Vec<(u64, u64)> {
 }
 
 /// Writes `image` (of `len` bytes) to the target: the byte `ranges` it
-/// maps (`with_head`: the first MiB included, written last), syncs, and
-/// reads them back, hashing what the card holds in them.
+/// maps (`card_ranges`; what lies in the first MiB, the partition table
+/// among it, written last), syncs, and reads them back, hashing what the
+/// card holds in them.
 pub fn write(
     image: &File,
     len: u64,
@@ -251,7 +262,9 @@ pub fn write(
         dev.set_len(len)?;
     }
 
-    let ranges = with_head(ranges, len);
+    let mut sig = [0u8; 8];
+    let stale_gpt = dev.read_exact_at(&mut sig, GPT.0).is_ok() && &sig == b"EFI PART";
+    let ranges = card_ranges(ranges, len, stale_gpt);
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     progress.set_total(total);
     let mut buf = vec![0u8; CHUNK];
@@ -281,11 +294,13 @@ pub fn write(
             target.path.display()
         )
     })?;
-    let head = head as usize;
-    image.read_exact_at(&mut buf[..head], 0)?;
-    dev.write_all_at(&buf[..head], 0)
-        .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
-    progress.advance(head as u64);
+    for &(start, n) in ranges.iter().filter(|(start, _)| *start < head) {
+        let n = ((start + n).min(head) - start) as usize;
+        image.read_exact_at(&mut buf[..n], start)?;
+        dev.write_all_at(&buf[..n], start)
+            .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
+        progress.advance(n as u64);
+    }
     dev.sync_all()
         .with_context(|| format!("syncing {}", target.path.display()))?;
     progress.finish();

@@ -550,9 +550,10 @@ fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
 }
 
 /// What a base without a block map needs on a card, from its partition
-/// table and file systems: the disk up to its first partition, each ext4
-/// partition's used blocks (`ext4map`), every other partition whole (the
-/// boot partition is mapped whole anyway: haseed edits it). Says where the
+/// table and file systems: everything outside the partitions (the MBR and
+/// the gap before the first), each ext4 partition's used blocks
+/// (`ext4map`), every other partition whole (the boot partition is mapped
+/// whole anyway: haseed edits it). Says where the
 /// map came from; `None` (every block) when even the table cannot be read.
 fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
     let parts = match disk::partitions(raw, len) {
@@ -570,8 +571,24 @@ fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
             )
         }
     };
-    let first = parts.iter().map(|p| p.start).min().unwrap_or(0);
-    let mut ranges = vec![(0, first)];
+    // Whatever lies outside the partitions (the MBR and the gap before the
+    // first one, anything after the last) is mapped as it is.
+    let mut extents: Vec<(u64, u64)> = parts
+        .iter()
+        .map(|p| (p.start, (p.start + p.len).min(len)))
+        .collect();
+    extents.sort_unstable();
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    for &(s, e) in &extents {
+        if s > at {
+            ranges.push((at, s - at));
+        }
+        at = at.max(e);
+    }
+    if at < len {
+        ranges.push((at, len - at));
+    }
     let mut said = Vec::new();
     for p in &parts {
         let whole = (p.start, p.len.min(len - p.start));
