@@ -39,6 +39,11 @@ pub(super) struct Lab {
     pub(super) macs: Vec<Option<String>>,
     /// What `settle` found: a client cut off by a stale ARP entry.
     pub(super) settle_findings: Vec<String>,
+    /// Per holder: its VRRP instance for the VIP (keepalived's log names
+    /// its states by it).
+    pub(super) instances: Vec<String>,
+    /// Set while `settle_between` runs.
+    pub(super) no_fault: bool,
     pub(super) epoch: Instant,
     pub(super) vip: Ipv4Addr,
     /// How long a probe waits for its answer: `PROBE_TIMEOUT`, longer only
@@ -71,6 +76,8 @@ impl Lab {
             anchors: Vec::new(),
             macs: Vec::new(),
             settle_findings: Vec::new(),
+            instances: Vec::new(),
+            no_fault: false,
             epoch: Instant::now(),
             vip: topo.vip,
             probe_timeout: PROBE_TIMEOUT,
@@ -401,7 +408,9 @@ impl Lab {
             .collect()
     }
 
-    /// Waits until exactly one holder has the VIP and a probe succeeds.
+    /// Waits until exactly one holder has the VIP and a probe succeeds;
+    /// between trials ([`Lab::settle_between`]) also until no holder is in
+    /// FAULT.
     ///
     /// A client whose ARP entry still names a node that gave the VIP up is
     /// cut off until the entry ages out, 15-45 s later (Linux's random
@@ -420,6 +429,7 @@ impl Lab {
         let mut failed: Option<String> = None;
         // Since when one holder has had the VIP and the probes failed.
         let mut cut_off: Option<Instant> = None;
+        let mut faulted: Vec<String> = Vec::new();
         while start.elapsed() < SETTLE {
             interrupted()?;
             let holding = self.holding(topo);
@@ -432,6 +442,13 @@ impl Lab {
                 .collect();
             if held.len() != 1 {
                 cut_off = None;
+            }
+            if self.no_fault {
+                faulted = self.in_fault(topo);
+                if !faulted.is_empty() {
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
             }
             if let (&[holder], Some(since)) = (holders.as_slice(), cut_off) {
                 if since.elapsed() >= STALE_ARP_GRACE {
@@ -480,11 +497,14 @@ impl Lab {
                 )
             })
             .collect();
-        let last_probe = failed.map_or(String::new(), |f| {
+        let mut last_probe = failed.map_or(String::new(), |f| {
             format!("; the last failed probe through the VIP: {f}")
         });
+        if !faulted.is_empty() {
+            last_probe.push_str(&format!("; {} still in FAULT", faulted.join(" and ")));
+        }
         bail!(
-            "VIP {} did not settle on exactly one holder answering on every port within {} s (held by {}{last_probe}); keepalived said:\n{}",
+            "VIP {} did not settle on exactly one holder answering on every port, none in FAULT, within {} s (held by {}{last_probe}); keepalived said:\n{}",
             topo.vip_name,
             SETTLE.as_secs(),
             if held.is_empty() {
@@ -539,6 +559,41 @@ impl Lab {
             topo.holders[holder].name,
             since.elapsed().as_secs_f64(),
         )))
+    }
+
+    /// `settle`, and no holder left in FAULT: a trial that starts while the
+    /// peer is still in FAULT, after the one before restored what it broke,
+    /// measures the recovery of that trial, not its own (a FAULT node ignores
+    /// the holder's priority-0 advert and waits a whole master-down
+    /// interval). Inside a scenario a FAULT may be the point (the old master
+    /// before it is restored), so only the run loop asks for this.
+    pub(super) fn settle_between(&mut self, topo: &Topology) -> anyhow::Result<()> {
+        self.no_fault = true;
+        let settled = self.settle(topo);
+        self.no_fault = false;
+        settled
+    }
+
+    /// The holders whose keepalived last said it entered FAULT for the
+    /// VIP's instance (its log, appended across restarts).
+    pub(super) fn in_fault(&self, topo: &Topology) -> Vec<String> {
+        topo.holders
+            .iter()
+            .zip(&self.instances)
+            .filter(|(m, instance)| {
+                let log = fs::read_to_string(self.dir.path().join(&m.name).join("keepalived.log"))
+                    .unwrap_or_default();
+                let tag = format!("({instance}) Entering ");
+                log.lines()
+                    .rev()
+                    .find_map(|l| {
+                        l.split_once(&tag)
+                            .map(|(_, rest)| rest.starts_with("FAULT"))
+                    })
+                    .unwrap_or(false)
+            })
+            .map(|(m, _)| m.name.clone())
+            .collect()
     }
 
     /// What `settle` found since the last call (a client cut off by a stale

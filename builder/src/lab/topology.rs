@@ -158,6 +158,8 @@ impl Topology {
 /// the plan, not from constants.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct HolderVrrp {
+    /// The instance's name, as keepalived's log names it.
+    pub(super) instance: String,
     /// `state MASTER`: keepalived ignores `nopreempt` then.
     pub(super) master: bool,
     pub(super) priority: u8,
@@ -236,6 +238,7 @@ impl HolderVrrp {
             )
         });
         Some(HolderVrrp {
+            instance: inst.name.clone(),
             master: inst.state == VrrpState::Master,
             priority: inst.priority,
             nopreempt: inst.nopreempt,
