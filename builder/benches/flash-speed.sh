@@ -132,7 +132,7 @@ block=$(sed -n 's:.*<BlockSize> *\([0-9]*\) *</BlockSize>.*:\1:p' "$tmp/lb1.img.
 mapped=$(sed -n 's:.*<MappedBlocksCount> *\([0-9]*\) *</MappedBlocksCount>.*:\1:p' "$tmp/lb1.img.bmap")
 bm_bytes=$((block * mapped))
 echo
-echo "image: $((image_mib << 20)) bytes; bmaptool writes $bm_bytes, haseed $one_bytes (its map and the first MiB)"
+echo "image: $((image_mib << 20)) bytes; bmaptool writes $bm_bytes, haseed $one_bytes (its block map's ranges)"
 echo "medians of $runs: bmaptool copy $bm s; haseed flash, one card $one s; four cards $four s"
 awk -v bm="$bm" -v one="$one" -v four="$four" -v bb="$bm_bytes" -v hb="$one_bytes" 'BEGIN {
   printf "haseed / bmaptool, one card: %.2f (time), %.4f (bytes)\n", one / bm, hb / bb
