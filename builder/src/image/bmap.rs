@@ -249,7 +249,7 @@ pub fn for_image(
 ) -> anyhow::Result<Bmap> {
     let blocks = len.div_ceil(block_size);
     let every = [(0, len)];
-    let mut spans: Vec<(u64, u64)> = mapped
+    let spans: Vec<(u64, u64)> = mapped
         .unwrap_or(&every)
         .iter()
         .chain(extra)
@@ -259,14 +259,11 @@ pub fn for_image(
             (start / block_size, last)
         })
         .collect();
-    spans.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (a, b) in spans {
-        match merged.last_mut() {
-            Some((_, last)) if a <= *last + 1 => *last = (*last).max(b),
-            _ => merged.push((a, b)),
-        }
-    }
+    // Inclusive block spans as half-open ones, merged, and back.
+    let merged: Vec<(u64, u64)> = merge(spans.into_iter().map(|(a, b)| (a, b + 1)).collect())
+        .into_iter()
+        .map(|(a, e)| (a, e - 1))
+        .collect();
     let mut map = Bmap {
         image_size: len,
         block_size,
@@ -281,6 +278,20 @@ pub fn for_image(
         });
     }
     Ok(map)
+}
+
+/// Half-open spans `(start, end)` sorted and merged where they touch or
+/// overlap.
+pub fn merge(mut spans: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some((_, end)) if a <= *end => *end = (*end).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 impl Bmap {

@@ -208,21 +208,16 @@ const GPT: (u64, u64) = (512, 33 * 512);
 /// writes, unless the card needs its old GPT cleared.
 pub fn card_ranges(ranges: &[(u64, u64)], len: u64, stale_gpt: bool) -> Vec<(u64, u64)> {
     let extra = [(0, 512), GPT];
-    let mut all: Vec<(u64, u64)> = extra[..if stale_gpt { 2 } else { 1 }]
+    let all: Vec<(u64, u64)> = extra[..if stale_gpt { 2 } else { 1 }]
         .iter()
         .chain(ranges)
         .map(|&(s, n)| (s.min(len), (s + n).min(len)))
         .filter(|(s, e)| e > s)
         .collect();
-    all.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in all {
-        match merged.last_mut() {
-            Some((_, end)) if s <= *end => *end = (*end).max(e),
-            _ => merged.push((s, e)),
-        }
-    }
-    merged.into_iter().map(|(s, e)| (s, e - s)).collect()
+    super::bmap::merge(all)
+        .into_iter()
+        .map(|(s, e)| (s, e - s))
+        .collect()
 }
 
 /// Writes `image` (of `len` bytes) to the target: the byte `ranges` it

@@ -120,19 +120,7 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     // Cards too small for the image, before the base is decompressed, when
     // its size is known without that (a raw base, or its block map).
     if let Some(len) = known_image_len(&args.base, args.bmap.as_deref()) {
-        let small: Vec<String> = targets
-            .iter()
-            .filter_map(|t| {
-                let size = t.size.filter(|_| t.block_device)?;
-                (size < len).then(|| flash::too_small(&t.path, size, len))
-            })
-            .collect();
-        if !small.is_empty() {
-            bail!(
-                "refusing to flash: {}; nothing was written",
-                small.join("; ")
-            );
-        }
+        refuse_small(targets.iter().map(|t| (None, t, len)))?;
     }
     let all = base::all()?;
     let (planned, rendered) = prepare(global, &args.site, args.stage.as_deref(), &all)?;
@@ -157,27 +145,12 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     // One decompression of the base for every card.
     let made = super::make(&args.base, args.bmap.as_deref(), &jobs, &all, global.quiet)?;
     // Every card big enough before any is written.
-    let small: Vec<String> = picks
-        .iter()
-        .zip(&made)
-        .filter_map(|(&(k, _), m)| {
-            let t = &targets[k];
-            let size = t.size.filter(|_| t.block_device)?;
-            (size < m.image_bytes).then(|| {
-                format!(
-                    "{}: {}",
-                    m.node,
-                    flash::too_small(&t.path, size, m.image_bytes)
-                )
-            })
-        })
-        .collect();
-    if !small.is_empty() {
-        bail!(
-            "refusing to flash: {}; nothing was written",
-            small.join("; ")
-        );
-    }
+    refuse_small(
+        picks
+            .iter()
+            .zip(&made)
+            .map(|(&(k, _), m)| (Some(m.node.as_str()), &targets[k], m.image_bytes)),
+    )?;
     let multi = indicatif::MultiProgress::new();
     let several = picks.len() > 1;
     let results: Vec<anyhow::Result<flash::Written>> = std::thread::scope(|scope| {
@@ -281,6 +254,29 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {message}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// Refuses, naming each, the block devices smaller than their image
+/// (`(node, card, image bytes)`); nothing has been written yet.
+fn refuse_small<'t>(
+    cards: impl Iterator<Item = (Option<&'t str>, &'t flash::Target, u64)>,
+) -> anyhow::Result<()> {
+    let small: Vec<String> = cards
+        .filter_map(|(node, t, len)| {
+            let size = t.size.filter(|_| t.block_device)?;
+            (size < len).then(|| {
+                let why = flash::too_small(&t.path, size, len);
+                node.map_or_else(|| why.clone(), |n| format!("{n}: {why}"))
+            })
+        })
+        .collect();
+    if !small.is_empty() {
+        bail!(
+            "refusing to flash: {}; nothing was written",
+            small.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// The decompressed base's size, where it is known before decompressing:

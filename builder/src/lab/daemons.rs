@@ -529,20 +529,7 @@ impl Lab {
     ) -> anyhow::Result<Option<String>> {
         let c = &topo.client;
         let vip = topo.vip.to_string();
-        let o = Command::new("ip")
-            .args([
-                "-n",
-                &c.ns,
-                "neigh",
-                "show",
-                "to",
-                &vip,
-                "dev",
-                &c.interface,
-            ])
-            .output()
-            .context("running ip neigh")?;
-        let Some(mac) = neighbour_mac(&String::from_utf8_lossy(&o.stdout)) else {
+        let Some(mac) = client_neighbour_mac(topo)? else {
             return Ok(None);
         };
         let named = |h: usize| self.macs.get(h).and_then(Option::as_deref) == Some(mac.as_str());
@@ -602,6 +589,26 @@ impl Lab {
         let found = std::mem::take(&mut self.settle_findings);
         (!found.is_empty()).then(|| found.join("; "))
     }
+}
+
+/// The hardware address the client's ARP entry for the VIP names, if any.
+pub(super) fn client_neighbour_mac(topo: &Topology) -> anyhow::Result<Option<String>> {
+    let c = &topo.client;
+    let vip = topo.vip.to_string();
+    let o = Command::new("ip")
+        .args([
+            "-n",
+            &c.ns,
+            "neigh",
+            "show",
+            "to",
+            &vip,
+            "dev",
+            &c.interface,
+        ])
+        .output()
+        .context("running ip neigh")?;
+    Ok(neighbour_mac(&String::from_utf8_lossy(&o.stdout)))
 }
 
 /// The hardware address in one line of `ip neigh show` (`ADDR dev IF lladdr

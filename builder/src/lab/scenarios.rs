@@ -176,20 +176,7 @@ impl Lab {
             &m,
             format!("client's ARP entry for the VIP set to {peer_name}'s MAC"),
         );
-        let o = Command::new("ip")
-            .args([
-                "-n",
-                &c.ns,
-                "neigh",
-                "show",
-                "to",
-                &vip,
-                "dev",
-                &c.interface,
-            ])
-            .output()
-            .context("running ip neigh")?;
-        let now = neighbour_mac(&String::from_utf8_lossy(&o.stdout));
+        let now = client_neighbour_mac(topo)?;
         let still_peer = now.as_deref() == Some(peer_mac.as_str());
         r.note = Some(format!(
             "the client's entry {} s later: {}",
