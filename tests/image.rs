@@ -1558,6 +1558,54 @@ fn images_get_a_block_map_that_bmaptool_copies_and_checks() {
     }
     assert!(back.contains(&0xAA), "flash wrote unmapped blocks");
 
+    // A base that is not its map's (one byte changed in the last mapped
+    // range): flash checks the checksums while writing and stops the card
+    // before that range, without its first MiB.
+    let damaged = tmp.path().join("damaged");
+    std::fs::create_dir(&damaged).expect("mkdir");
+    let (base_block, base_ranges) = bmap_ranges(&tmp.path().join("raspios-trixie.img.bmap"));
+    let &(bad_first, bad_last) = base_ranges.last().expect("the base map has ranges");
+    let mut bytes = std::fs::read(&raw).expect("base");
+    bytes[(bad_first * base_block) as usize] ^= 0xFF;
+    std::fs::write(damaged.join("raspios-trixie.img"), &bytes).expect("write");
+    std::fs::copy(
+        tmp.path().join("raspios-trixie.img.bmap"),
+        damaged.join("raspios-trixie.img.bmap"),
+    )
+    .expect("copy");
+    std::fs::write(&dev.0, vec![0xAAu8; want.len()]).expect("refill");
+    let o = run(&[
+        "flash",
+        s(&site),
+        "--base",
+        s(&damaged.join("raspios-trixie.img")),
+        "--tmp-dir",
+        s(tmp.path()),
+        "--force",
+        "-q",
+        "--node",
+        &format!("lb1={}", dev.0.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(
+        said.contains(&format!("blocks {bad_first}-{bad_last}"))
+            && said.contains("not this base's block map, or the base is damaged")
+            && said.contains("does not boot"),
+        "{said}"
+    );
+    let back = std::fs::read(&dev.0).expect("card");
+    let bad =
+        (bad_first * base_block) as usize..(((bad_last + 1) * base_block) as usize).min(back.len());
+    assert!(
+        back[..1 << 20].iter().all(|&b| b == 0xAA),
+        "the stopped card got its first MiB"
+    );
+    assert!(
+        back[bad].iter().all(|&b| b == 0xAA),
+        "blocks {bad_first}-{bad_last} reached the card"
+    );
+
     // --bmap names a map kept elsewhere.
     let elsewhere = tmp.path().join("maps");
     std::fs::create_dir(&elsewhere).expect("mkdir");

@@ -223,6 +223,95 @@ pub fn verify(bmap: &Bmap, image: &File, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A base's block map checked while cards are written (issue 23 item 3: its
+/// checksums "verified while writing: a mismatch stops that card"): one
+/// thread ([`Checker::run`]) hashes the base's ranges in order and moves a
+/// mark up; each card's writer waits ([`Checker::wait`]) until the mark has
+/// passed what it is about to write, so no byte of a range whose checksum is
+/// wrong reaches a card. Hashing (about 1 GB/s) outruns any card, so the
+/// writers hardly ever wait.
+pub struct Checker {
+    /// Everything below the mark is verified or unmapped; the failure, once
+    /// one is found.
+    state: std::sync::Mutex<(u64, Option<String>)>,
+    moved: std::sync::Condvar,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker {
+            state: std::sync::Mutex::new((0, None)),
+            moved: std::sync::Condvar::new(),
+        }
+    }
+}
+
+impl Checker {
+    /// A checker with nothing to check: every wait returns at once.
+    pub fn passed() -> Checker {
+        let c = Checker::default();
+        c.set(u64::MAX, None);
+        c
+    }
+
+    fn set(&self, mark: u64, failure: Option<String>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.max(mark);
+        if s.1.is_none() {
+            s.1 = failure;
+        }
+        self.moved.notify_all();
+    }
+
+    /// Hashes `image`'s ranges (the decompressed base, `bmap`'s image) and
+    /// moves the mark past each that matches; stops at the first that does
+    /// not, or at an interrupt, saying so to every waiting writer.
+    pub fn run(&self, bmap: &Bmap, image: &File) {
+        for (i, r) in bmap.ranges.iter().enumerate() {
+            let (start, len) = bmap.byte_range(r.first, r.last);
+            if let Some(want) = &r.sha256 {
+                if crate::interrupt::check().is_err() {
+                    return self.set(0, Some("interrupted".into()));
+                }
+                match hash_range(image, (start, len)) {
+                    Ok(got) if &got == want => {}
+                    Ok(got) => {
+                        return self.set(
+                            0,
+                            Some(format!(
+                                "blocks {}-{}: sha256 {got}, the block map says {want}: not this base's block map, or the base is damaged",
+                                r.first, r.last
+                            )),
+                        )
+                    }
+                    Err(e) => return self.set(0, Some(format!("reading blocks {}-{}: {e:#}", r.first, r.last))),
+                }
+            }
+            let next = bmap
+                .ranges
+                .get(i + 1)
+                .map_or(u64::MAX, |n| n.first * bmap.block_size);
+            self.set(next, None);
+        }
+        self.set(u64::MAX, None);
+    }
+
+    /// Waits until every byte below `end` is checked; the failure, if the
+    /// check failed.
+    pub fn wait(&self, end: u64) -> Result<(), String> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(f) = &s.1 {
+                return Err(f.clone());
+            }
+            if s.0 >= end {
+                return Ok(());
+            }
+            s = self.moved.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 fn hash_range(image: &File, (start, len): (u64, u64)) -> anyhow::Result<String> {
     let mut hash = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -247,6 +336,30 @@ pub fn for_image(
     mapped: Option<&[(u64, u64)]>,
     extra: &[(u64, u64)],
 ) -> anyhow::Result<Bmap> {
+    let mut map = Bmap {
+        image_size: len,
+        block_size,
+        ranges: Vec::new(),
+    };
+    for (first, last) in block_spans(len, block_size, mapped, extra) {
+        let sha256 = Some(hash_range(image, map.byte_range(first, last))?);
+        map.ranges.push(Range {
+            first,
+            last,
+            sha256,
+        });
+    }
+    Ok(map)
+}
+
+/// The blocks [`for_image`] maps, as inclusive (first, last) spans,
+/// ascending, without reading the image: what `flash` writes.
+pub fn block_spans(
+    len: u64,
+    block_size: u64,
+    mapped: Option<&[(u64, u64)]>,
+    extra: &[(u64, u64)],
+) -> Vec<(u64, u64)> {
     let blocks = len.div_ceil(block_size);
     let every = [(0, len)];
     let spans: Vec<(u64, u64)> = mapped
@@ -260,24 +373,10 @@ pub fn for_image(
         })
         .collect();
     // Inclusive block spans as half-open ones, merged, and back.
-    let merged: Vec<(u64, u64)> = merge(spans.into_iter().map(|(a, b)| (a, b + 1)).collect())
+    merge(spans.into_iter().map(|(a, b)| (a, b + 1)).collect())
         .into_iter()
         .map(|(a, e)| (a, e - 1))
-        .collect();
-    let mut map = Bmap {
-        image_size: len,
-        block_size,
-        ranges: Vec::new(),
-    };
-    for (first, last) in merged {
-        let sha256 = Some(hash_range(image, map.byte_range(first, last))?);
-        map.ranges.push(Range {
-            first,
-            last,
-            sha256,
-        });
-    }
-    Ok(map)
+        .collect()
 }
 
 /// Half-open spans `(start, end)` sorted and merged where they touch or

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::bmap::Checker;
+use super::cards::Layered;
 use super::progress::Progress;
 
 const HEAD: u64 = 1 << 20;
@@ -224,10 +226,15 @@ pub fn card_ranges(ranges: &[(u64, u64)], len: u64, stale_gpt: bool) -> Vec<(u64
 /// maps (`card_ranges`; what lies in the first MiB, the partition table
 /// among it, written last), syncs, and reads them back, hashing what the
 /// card holds in them.
+///
+/// No byte is written before `checker` has passed it (the base's block map's
+/// checksums, checked while writing): a mismatch stops the card there,
+/// without its first MiB.
 pub fn write(
-    image: &File,
+    image: &Layered<'_>,
     len: u64,
     ranges: &[(u64, u64)],
+    checker: &Checker,
     target: &Target,
     progress: &Progress,
     verify: &Progress,
@@ -276,6 +283,7 @@ pub fn write(
                 ))
             })?;
             let n = (end - off).min(CHUNK as u64) as usize;
+            checked(checker, off + n as u64, target)?;
             image.read_exact_at(&mut buf[..n], off)?;
             dev.write_all_at(&buf[..n], off)
                 .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
@@ -291,6 +299,7 @@ pub fn write(
     })?;
     for &(start, n) in ranges.iter().filter(|(start, _)| *start < head) {
         let n = ((start + n).min(head) - start) as usize;
+        checked(checker, start + n as u64, target)?;
         image.read_exact_at(&mut buf[..n], start)?;
         dev.write_all_at(&buf[..n], start)
             .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
@@ -339,6 +348,20 @@ pub fn write(
     Ok(Written {
         bytes: total,
         sha256: hex::encode(hash.finalize()),
+    })
+}
+
+/// Waits for the block map's check to pass `end`; its failure stops the
+/// card, which has no first MiB yet.
+fn checked(checker: &Checker, end: u64, target: &Target) -> anyhow::Result<()> {
+    checker.wait(end).map_err(|why| {
+        if let Err(e) = crate::interrupt::check() {
+            return anyhow::Error::new(e);
+        }
+        anyhow::anyhow!(
+            "the base's block map: {why}; {} was stopped before that range, without its first MiB (partition table), so it does not boot",
+            target.path.display()
+        )
     })
 }
 

@@ -1,9 +1,11 @@
 //! `haseed flash`: one card or many in one run (issue 23). The cards are
-//! checked before the site is read, the images made from one decompression
-//! of the base, every card's size checked before any is written, then each
-//! card written and read back on its own thread (`flash::write`); a card
-//! that fails is reported by node and device while the others finish, and
-//! `--ledger` records every card.
+//! checked before the site is read, each card's image prepared from one
+//! decompression of the base (`cards.rs`: the node's edited head over the
+//! shared base, no whole image per card), every card's size checked before
+//! any is written, then each card written and read back on its own thread
+//! (`flash::write`) while one more thread checks the base's block map; a
+//! card that fails is reported by node and device while the others finish,
+//! and `--ledger` records every card.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,8 +64,10 @@ pub struct FlashArgs {
     #[arg(long, value_name = "FILE")]
     pub base: PathBuf,
     /// The base's block map (bmaptool's .bmap) [default: BASE.bmap beside the base, found as
-    /// bmaptool finds it, if there is one]: only its blocks and the boot partition are mapped in
-    /// the image's own block map (and written to cards); without one, every block.
+    /// bmaptool finds it, if there is one]: only its blocks and the boot partition are written
+    /// (and read back), its checksums checked while writing (a mismatch stops every card before
+    /// that range); without one, what the base's file systems use (ext4 block bitmaps), or every
+    /// block where they cannot be read.
     #[arg(long, value_name = "FILE")]
     pub bmap: Option<PathBuf>,
     /// The card of a single --node NODE: a whole removable block device, e.g. /dev/sdX or
@@ -73,7 +77,8 @@ pub struct FlashArgs {
     /// running system.
     #[arg(long)]
     pub force: bool,
-    /// Where the images are assembled before writing (one image per card).
+    /// Scratch space: a compressed base is decompressed here once, and each card's boot
+    /// partition edited in a sparse copy of the image's head; a raw base is read in place.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub tmp_dir: PathBuf,
     #[arg(long, help = crate::cli::JSON_HELP)]
@@ -134,6 +139,8 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         .prefix("haseed-flash-")
         .tempdir_in(&args.tmp_dir)
         .with_context(|| format!("creating a scratch directory in {}", args.tmp_dir.display()))?;
+    // Job outputs name the scratch files nothing writes: a card's image is
+    // its node's head over the shared base (`cards.rs`).
     let images: Vec<(usize, PathBuf)> = picks
         .iter()
         .map(|&(i, _)| {
@@ -143,22 +150,38 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let jobs = jobs(&planned, &rendered, &all, &images)?;
     // One decompression of the base for every card.
-    let made = super::make(&args.base, args.bmap.as_deref(), &jobs, &all, global.quiet)?;
+    let cards = super::cards::prepare(
+        &args.base,
+        args.bmap.as_deref(),
+        &jobs,
+        &all,
+        global.quiet,
+        scratch.path(),
+    )?;
+    let made = &cards.made;
     // Every card big enough before any is written.
     refuse_small(
         picks
             .iter()
-            .zip(&made)
+            .zip(made)
             .map(|(&(k, _), m)| (Some(m.node.as_str()), &targets[k], m.image_bytes)),
     )?;
     let multi = indicatif::MultiProgress::new();
     let several = picks.len() > 1;
+    let checker = match &cards.base_map {
+        Some(_) => super::bmap::Checker::default(),
+        None => super::bmap::Checker::passed(),
+    };
     let results: Vec<anyhow::Result<flash::Written>> = std::thread::scope(|scope| {
+        if let Some((map, _)) = &cards.base_map {
+            let (checker, base) = (&checker, cards.base());
+            scope.spawn(move || checker.run(map, base));
+        }
         let handles: Vec<_> = picks
             .iter()
-            .zip(&made)
-            .zip(&images)
-            .map(|((&(k, _), m), (_, img))| {
+            .zip(made)
+            .enumerate()
+            .map(|(j, (&(k, _), m))| {
                 let target = &targets[k];
                 let label = |what: &str| {
                     if several {
@@ -171,9 +194,17 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
                     Progress::in_multi(&multi, &label("write"), global.quiet),
                     Progress::in_multi(&multi, &label("verify"), global.quiet),
                 );
+                let (image, checker) = (cards.image(j), &checker);
                 scope.spawn(move || {
-                    let file = std::fs::File::open(img)?;
-                    flash::write(&file, m.image_bytes, &m.ranges, target, &write, &verify)
+                    flash::write(
+                        &image,
+                        m.image_bytes,
+                        &m.ranges,
+                        checker,
+                        target,
+                        &write,
+                        &verify,
+                    )
                 })
             })
             .collect();
@@ -185,14 +216,14 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     });
-    let cards: Vec<Card> = picks
+    let report: Vec<Card> = picks
         .iter()
-        .zip(&made)
+        .zip(made)
         .zip(&results)
         .map(|((&(k, _), m), r)| Card::of(m, &targets[k], r))
         .collect();
     if let Some(ledger) = &args.ledger {
-        append_ledger(ledger, &cards)?;
+        append_ledger(ledger, &report)?;
     }
     // A signal stopped the writers: the interrupt path reports it.
     if let Some(e) = results.into_iter().filter_map(Result::err).find(|e| {
@@ -201,9 +232,9 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     }) {
         return Err(e);
     }
-    let failed: Vec<&Card> = cards.iter().filter(|c| c.error.is_some()).collect();
+    let failed: Vec<&Card> = report.iter().filter(|c| c.error.is_some()).collect();
     if global.out.json() {
-        if let [card] = cards.as_slice() {
+        if let [card] = report.as_slice() {
             // One card: the fields this command has always had.
             let m = &made[0];
             global.out.field("node", &card.node)?;
@@ -214,9 +245,9 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
             global.out.field("instance_id", &m.instance_id)?;
             global.out.field("base", &m.base)?;
         }
-        global.out.field("cards", &cards)?;
+        global.out.field("cards", &report)?;
     } else if !global.quiet {
-        for (c, m) in cards.iter().zip(&made) {
+        for (c, m) in report.iter().zip(made) {
             if let Some(written) = c.bytes_written {
                 eprintln!(
                     "{}: wrote and verified {written} bytes of the {}-byte image on {} (the blocks its block map covers and the first MiB; {} seed, instance {})",
@@ -231,7 +262,7 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
     let message = format!(
         "{} of {} cards failed: {}{}",
         failed.len(),
-        cards.len(),
+        report.len(),
         failed
             .iter()
             .map(|c| format!(
@@ -242,7 +273,7 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
             ))
             .collect::<Vec<_>>()
             .join("; "),
-        if failed.len() < cards.len() {
+        if failed.len() < report.len() {
             "; the other cards were written and verified"
         } else {
             ""

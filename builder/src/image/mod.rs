@@ -12,6 +12,7 @@
 pub mod base;
 pub mod bmap;
 pub mod bootcfg;
+pub mod cards;
 pub mod cli;
 pub mod disk;
 mod ext4map;
