@@ -1235,10 +1235,10 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     assert_eq!(lines[3]["result"], "failed", "{}", lines[3]);
     assert!(lines[3]["sha256"].is_null(), "{}", lines[3]);
     // The step and the kernel's error: the loop device's writes to its full
-    // backing file fail, and the sync reports it.
+    // backing file fail, and the writeback of that chunk reports it.
     let error = lines[3]["error"].as_str().expect("error");
     assert!(
-        error.contains(&format!("syncing {}", card3.0.display()))
+        error.contains(&format!("writing {} at byte", card3.0.display()))
             && error.contains("Input/output error"),
         "{error}"
     );

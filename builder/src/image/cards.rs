@@ -74,7 +74,12 @@ pub struct Layered<'a> {
     base: &'a File,
 }
 
-impl Layered<'_> {
+impl<'a> Layered<'a> {
+    /// `head` below `end`, `base` from there on.
+    pub fn new(head: &'a File, end: u64, base: &'a File) -> Layered<'a> {
+        Layered { head, end, base }
+    }
+
     pub fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         let split = self.end.saturating_sub(off).min(buf.len() as u64) as usize;
         let (low, high) = buf.split_at_mut(split);

@@ -191,11 +191,7 @@ pub struct Written {
 }
 
 fn drop_cache(f: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
+    drop_range(f, 0, 0);
 }
 
 /// The primary GPT of a card's earlier life: its header at LBA 1 ("EFI
@@ -222,14 +218,26 @@ pub fn card_ranges(ranges: &[(u64, u64)], len: u64, stale_gpt: bool) -> Vec<(u64
         .collect()
 }
 
-/// Writes `image` (of `len` bytes) to the target: the byte `ranges` it
-/// maps (`card_ranges`; what lies in the first MiB, the partition table
-/// among it, written last), syncs, and reads them back, hashing what the
-/// card holds in them.
+/// Writes `image` (of `len` bytes) to the target, the byte `ranges` it
+/// maps (`card_ranges`), and reads every byte back while the card is still
+/// being written, so that the card's write speed alone sets the time, as
+/// with `bmaptool copy`, which reads nothing back:
+/// - the body (everything past the first MiB) goes in ascending order, a
+///   chunk at a time; each chunk's writeback is started at once and waited
+///   for one chunk later (the card always has the next chunk queued), then
+///   its cached pages are dropped and a verifier thread reads it back from
+///   the card and compares it with the image;
+/// - the card is synced, then the first MiB (partition table) written,
+///   synced and read back: an interrupted write leaves a card that does not
+///   look bootable;
+/// - last, one block of every chunk is read back again from the card: a
+///   counterfeit card that wraps writes past its real capacity around onto
+///   earlier data passes each chunk's own read-back, not this one.
 ///
-/// No byte is written before `checker` has passed it (the base's block map's
-/// checksums, checked while writing): a mismatch stops the card there,
-/// without its first MiB.
+/// The sha256 is of the ranges in ascending order, every byte of which was
+/// read back equal to the image. No byte is written before `checker` has
+/// passed it (the base's block map's checksums, checked while writing): a
+/// mismatch stops the card there, without its first MiB.
 pub fn write(
     image: &Layered<'_>,
     len: u64,
@@ -268,40 +276,85 @@ pub fn write(
     let stale_gpt = dev.read_exact_at(&mut sig, GPT.0).is_ok() && &sig == b"EFI PART";
     let ranges = card_ranges(ranges, len, stale_gpt);
     let total: u64 = ranges.iter().map(|r| r.1).sum();
-    progress.set_total(total);
-    let mut buf = vec![0u8; CHUNK];
     let head = HEAD.min(len);
-    for &(start, n) in &ranges {
-        // The first MiB comes last.
-        let mut off = start.max(head);
-        let end = start + n;
-        while off < end {
-            crate::interrupt::check().map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "{} is partly written, without its first MiB (partition table), so it does not boot; flash it again",
-                    target.path.display()
-                ))
-            })?;
-            let n = (end - off).min(CHUNK as u64) as usize;
-            checked(checker, off + n as u64, target)?;
-            image.read_exact_at(&mut buf[..n], off)?;
-            dev.write_all_at(&buf[..n], off)
-                .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
-            off += n as u64;
-            progress.advance(n as u64);
-        }
+    let (heads, body) = pieces(&ranges, head);
+    progress.set_total(total);
+    verify.set_total(total);
+    let unbootable = |what: &str| {
+        format!(
+            "{} is partly written, without its first MiB (partition table), so it does not boot; {what}",
+            target.path.display()
+        )
+    };
+
+    // The hash starts with the first MiB's ranges, as the image has them:
+    // they are read back equal to it below, before the hash is used.
+    let mut hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    for &(off, n) in &heads {
+        image.read_exact_at(&mut buf[..n], off)?;
+        hash.update(&buf[..n]);
     }
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, usize)>();
+    let (written, checked_back) = std::thread::scope(|scope| {
+        let dev = &dev;
+        let reader = scope.spawn(move || -> anyhow::Result<sha2::Sha256> {
+            let (mut want, mut back) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+            for (off, n) in rx {
+                read_back(image, dev, target, off, &mut want[..n], &mut back[..n])?;
+                drop_range(dev, off, n as u64);
+                hash.update(&back[..n]);
+                verify.advance(n as u64);
+            }
+            Ok(hash)
+        });
+        let written = (|| -> anyhow::Result<()> {
+            let mut queued: Option<(u64, usize)> = None;
+            for &(off, n) in &body {
+                crate::interrupt::check()
+                    .map_err(|e| anyhow::Error::new(e).context(unbootable("flash it again")))?;
+                checked(checker, off + n as u64, target)?;
+                image.read_exact_at(&mut buf[..n], off)?;
+                dev.write_all_at(&buf[..n], off)
+                    .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
+                writeback(dev, off, n as u64, false)
+                    .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
+                if let Some((q, m)) = queued.replace((off, n)) {
+                    written_back(dev, target, q, m)?;
+                    if tx.send((q, m)).is_err() {
+                        // The reader stopped: its error says why.
+                        return Ok(());
+                    }
+                }
+                progress.advance(n as u64);
+            }
+            if let Some((q, m)) = queued {
+                written_back(dev, target, q, m)?;
+                let _ = tx.send((q, m));
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let back = reader
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a card's reader panicked")));
+        (written, back)
+    });
+    let hash = match (written, checked_back) {
+        (_, Err(e)) => return Err(e.context(unbootable("flash it again"))),
+        (Err(e), _) => return Err(e),
+        (Ok(()), Ok(h)) => h,
+    };
     dev.sync_all().with_context(|| {
         format!(
             "syncing {}: the card did not take the data written to it",
             target.path.display()
         )
     })?;
-    for &(start, n) in ranges.iter().filter(|(start, _)| *start < head) {
-        let n = ((start + n).min(head) - start) as usize;
-        checked(checker, start + n as u64, target)?;
-        image.read_exact_at(&mut buf[..n], start)?;
-        dev.write_all_at(&buf[..n], start)
+    for &(off, n) in &heads {
+        checked(checker, off + n as u64, target)?;
+        image.read_exact_at(&mut buf[..n], off)?;
+        dev.write_all_at(&buf[..n], off)
             .with_context(|| format!("writing {}'s first MiB", target.path.display()))?;
         progress.advance(n as u64);
     }
@@ -309,46 +362,145 @@ pub fn write(
         .with_context(|| format!("syncing {}", target.path.display()))?;
     progress.finish();
 
-    // Read back from the device, not from the cache.
+    // The first MiB, and then a block of every chunk, read back from the
+    // card, not from the cache.
     drop_cache(&dev);
-    verify.set_total(total);
     let mut back = vec![0u8; CHUNK];
-    let mut hash = sha2::Sha256::new();
-    for &(start, n) in &ranges {
-        let mut off = start;
-        while off < start + n {
-            crate::interrupt::check().map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "{} is written but was not verified; flash it again to be sure",
-                    target.path.display()
-                ))
-            })?;
-            let n = (start + n - off).min(CHUNK as u64) as usize;
-            image.read_exact_at(&mut buf[..n], off)?;
-            dev.read_exact_at(&mut back[..n], off)
-                .with_context(|| format!("reading {} back at byte {off}", target.path.display()))?;
-            if buf[..n] != back[..n] {
-                let at = off
-                    + buf[..n]
-                        .iter()
-                        .zip(&back[..n])
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(0) as u64;
-                bail!(
-                    "verification failed: {} differs from the image at byte {at}; the card may be failing",
-                    target.path.display()
-                );
-            }
-            hash.update(&back[..n]);
-            off += n as u64;
-            verify.advance(n as u64);
-        }
+    for &(off, n) in &heads {
+        read_back(image, &dev, target, off, &mut buf[..n], &mut back[..n])?;
+        verify.advance(n as u64);
     }
+    resample(image, &dev, target, &body)?;
+    drop_cache(&dev);
     verify.finish();
     Ok(Written {
         bytes: total,
         sha256: hex::encode(hash.finalize()),
     })
+}
+
+/// What is read back again of every chunk once the whole card is written.
+const SAMPLE: usize = 4096;
+
+/// Reads the first block of every chunk of the body back again, once the
+/// whole card is written: each chunk was read back right after it was
+/// written, so a difference now means a later write landed on it.
+fn resample(
+    image: &Layered<'_>,
+    dev: &File,
+    target: &Target,
+    body: &[(u64, usize)],
+) -> anyhow::Result<()> {
+    let (mut want, mut back) = ([0u8; SAMPLE], [0u8; SAMPLE]);
+    for &(off, n) in body {
+        crate::interrupt::check().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "{} is written but was not verified; flash it again to be sure",
+                target.path.display()
+            ))
+        })?;
+        let n = n.min(SAMPLE);
+        read_back(image, dev, target, off, &mut want[..n], &mut back[..n]).map_err(|e| {
+            e.context("after the whole card was written: the card may hold less than it says (counterfeit cards wrap writes past their real size around onto earlier data)")
+        })?;
+    }
+    Ok(())
+}
+
+/// (offset, length) pieces of a card's ranges, at most CHUNK bytes each.
+type Pieces = Vec<(u64, usize)>;
+
+/// `ranges` in pieces of at most CHUNK bytes, in the order they are
+/// written: (those in the first `head` bytes, the rest).
+fn pieces(ranges: &[(u64, u64)], head: u64) -> (Pieces, Pieces) {
+    let (mut heads, mut body) = (Vec::new(), Vec::new());
+    for &(start, n) in ranges {
+        let end = start + n;
+        let mut off = start;
+        while off < end {
+            let stop = if off < head { end.min(head) } else { end };
+            let n = (stop - off).min(CHUNK as u64) as usize;
+            if off < head {
+                heads.push((off, n));
+            } else {
+                body.push((off, n));
+            }
+            off += n as u64;
+        }
+    }
+    (heads, body)
+}
+
+/// Reads `want.len()` bytes at `off` from the image and from the card and
+/// fails where they differ.
+fn read_back(
+    image: &Layered<'_>,
+    dev: &File,
+    target: &Target,
+    off: u64,
+    want: &mut [u8],
+    back: &mut [u8],
+) -> anyhow::Result<()> {
+    image.read_exact_at(want, off)?;
+    dev.read_exact_at(back, off)
+        .with_context(|| format!("reading {} back at byte {off}", target.path.display()))?;
+    if want != back {
+        let at = off
+            + want
+                .iter()
+                .zip(&*back)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0) as u64;
+        bail!(
+            "verification failed: {} differs from the image at byte {at}; the card may be failing",
+            target.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the writeback of a range of the card's cached pages
+/// (`sync_file_range(2)`), and with `wait` waits for it (and any already
+/// under way) to reach the card.
+fn writeback(dev: &File, off: u64, n: u64, wait: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: a valid open descriptor; the call only schedules and waits for
+    // writeback of the file's own pages.
+    let r = unsafe { libc::sync_file_range(dev.as_raw_fd(), off as i64, n as i64, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits for a chunk to reach the card and drops its cached pages, so that
+/// reading it back reads the card.
+fn written_back(dev: &File, target: &Target, off: u64, n: usize) -> anyhow::Result<()> {
+    writeback(dev, off, n as u64, true)
+        .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
+    drop_range(dev, off, n as u64);
+    Ok(())
+}
+
+fn drop_range(f: &File, off: u64, n: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            off as i64,
+            n as i64,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
 }
 
 /// Waits for the block map's check to pass `end`; its failure stops the
@@ -401,6 +553,111 @@ mod tests {
 
         let t = inspect(Path::new("/dev/null")).expect("inspect");
         assert_eq!(t.refusals, ["/dev/null is not a block device"]);
+    }
+
+    /// Ranges in write order: the first MiB's parts apart, the rest in
+    /// chunks of at most CHUNK.
+    #[test]
+    fn ranges_are_cut_at_the_head_and_into_chunks() {
+        let c = CHUNK as u64;
+        let (heads, body) = pieces(&[(0, 512), (HEAD - 4096, 8192), (3 * c, c + 1)], HEAD);
+        assert_eq!(heads, [(0, 512), (HEAD - 4096, 4096)]);
+        assert_eq!(body, [(HEAD, 4096), (3 * c, CHUNK), (4 * c, 1)]);
+    }
+
+    fn image_of(bytes: &[u8]) -> (File, File) {
+        let (head, base) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        base.write_all_at(bytes, 0).unwrap();
+        head.write_all_at(&bytes[..4096], 0).unwrap();
+        (head, base)
+    }
+
+    fn plain(path: &Path) -> Target {
+        Target {
+            path: path.into(),
+            block_device: false,
+            sys: None,
+            size: None,
+            refusals: Vec::new(),
+        }
+    }
+
+    /// A plain file as the card: every mapped byte lands and is read back,
+    /// the unmapped ones stay as they were, and the sha256 is of the ranges
+    /// in ascending order.
+    #[test]
+    fn a_card_gets_its_ranges_and_their_sha256() {
+        use sha2::Digest;
+        let len = 3 * CHUNK as u64 + HEAD;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8 | 1).collect();
+        let (head, base) = image_of(&bytes);
+        let image = Layered::new(&head, 4096, &base);
+        let dir = tempfile::tempdir().unwrap();
+        let card = dir.path().join("card");
+        std::fs::write(&card, vec![0u8; len as usize]).unwrap();
+        let ranges = [
+            (0, 8192),
+            (HEAD + 4096, 2 * CHUNK as u64),
+            (len - 4096, 4096),
+        ];
+        let quiet = Progress::new("test", true);
+        let w = write(
+            &image,
+            len,
+            &ranges,
+            &Checker::passed(),
+            &plain(&card),
+            &quiet,
+            &quiet,
+        )
+        .expect("written");
+        let back = std::fs::read(&card).unwrap();
+        let mut hash = sha2::Sha256::new();
+        let mut at = 0;
+        for &(s, n) in &ranges {
+            let (s, e) = (s as usize, (s + n) as usize);
+            assert_eq!(back[s..e], bytes[s..e], "range at {s}");
+            assert!(
+                back[at..s].iter().all(|&b| b == 0),
+                "unmapped bytes before {s}"
+            );
+            hash.update(&bytes[s..e]);
+            at = e;
+        }
+        assert_eq!(w.bytes, ranges.iter().map(|r| r.1).sum::<u64>());
+        assert_eq!(w.sha256, hex::encode(hash.finalize()));
+    }
+
+    /// A byte that differs is found, at its offset; a chunk that a later
+    /// write overwrote is found by the second look.
+    #[test]
+    fn a_card_that_differs_or_wraps_is_caught() {
+        let bytes = vec![5u8; 2 * CHUNK];
+        let (head, base) = image_of(&bytes);
+        let image = Layered::new(&head, 4096, &base);
+        let dir = tempfile::tempdir().unwrap();
+        let card = dir.path().join("card");
+        std::fs::write(&card, &bytes).unwrap();
+        let dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&card)
+            .unwrap();
+        let t = plain(&card);
+        let body = [(0, CHUNK), (CHUNK as u64, CHUNK)];
+        resample(&image, &dev, &t, &body).expect("the card holds the image");
+        let (mut a, mut b) = (vec![0u8; 100], vec![0u8; 100]);
+        read_back(&image, &dev, &t, 0, &mut a, &mut b).expect("equal");
+
+        dev.write_all_at(&[6], CHUNK as u64 + 10).unwrap();
+        let e = read_back(&image, &dev, &t, CHUNK as u64, &mut a, &mut b).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("differs from the image at byte {}", CHUNK + 10)),
+            "{e}"
+        );
+        let e = format!("{:#}", resample(&image, &dev, &t, &body).unwrap_err());
+        assert!(e.contains("counterfeit"), "{e}");
     }
 
     #[test]
