@@ -2,13 +2,15 @@
 # Benchmark (issue 23 item 4): flashing cards whose write speed, not the CPU, is the bottleneck,
 # as with SD cards. Same base, same devices, one run, RUNS rounds interleaved:
 #   - `bmaptool copy` of lb1's image (made by `haseed image`, with its block map) to one card;
-#   - `haseed flash` of lb1 to one card (it makes the image from the base, writes the mapped
-#     blocks and reads them back);
+#   - `haseed flash` of lb1 to one card (it edits the card's boot partition in a copy of the base's
+#     head, writes the mapped blocks and reads them back as it goes);
 #   - `haseed flash` of lb1, lb2, master1 and master2 to four cards at once.
 # Prints each time, the medians, the bytes each wrote, and the ratios the issue sets targets for:
 # haseed writes no more bytes than bmaptool and is no slower on one card; four cards take at most
 # 1.2x one card's time. Every haseed card is read back and compared over its mapped ranges by
-# haseed itself (its exit status); the script checks it.
+# haseed itself (its exit status; the script checks it), and after the last round the script reads
+# the four cards itself and compares each with `haseed image`'s image of its node over that image's
+# block map (sha256 of the ranges, read with dd).
 #
 #   sudo builder/benches/flash-speed.sh [HASEED] [RUNS] [MBPS] [IMAGE_MIB] [DATA_MIB]
 #   defaults: target/release/haseed, 3, 20, 1024, 400.
@@ -124,6 +126,25 @@ while [ "$r" -le "$runs" ]; do
   echo "round $r: bmaptool $tb s, haseed one card $t1 s, four cards $t4 s"
   r=$((r + 1))
 done
+
+# The last round's cards against `haseed image`'s own image of each node, over that image's block
+# map's ranges, read here from the cards (not haseed's own read-back).
+ranges_sha256() { # FILE BMAP
+  bs=$(sed -n 's:.*<BlockSize> *\([0-9]*\) *</BlockSize>.*:\1:p' "$2")
+  sed -n 's:.*<Range[^>]*> *\([0-9-]*\) *</Range>.*:\1:p' "$2" | while IFS=- read -r a b; do
+    dd if="$1" bs="$bs" skip="$a" count=$((${b:-$a} - a + 1)) status=none
+  done | sha256sum | cut -d' ' -f1
+}
+n=1
+for node in lb1 lb2 master1 master2; do
+  rm -f "$tmp/check.img" "$tmp/check.img.bmap"
+  "$haseed" -q image "$site" --node "$node" --base "$tmp/base.img" -o "$tmp/check.img"
+  want=$(ranges_sha256 "$tmp/check.img" "$tmp/check.img.bmap")
+  got=$(eval ranges_sha256 "\${$n}" "$tmp/check.img.bmap")
+  [ "$want" = "$got" ] || { echo "card $n ($node) differs from haseed image's $node over its ranges" >&2; exit 1; }
+  n=$((n + 1))
+done
+echo "the last round's four cards hold haseed image's lb1, lb2, master1, master2 over their block maps"
 
 bm=$(median < "$tmp/t.bmaptool")
 one=$(median < "$tmp/t.one")

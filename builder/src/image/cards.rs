@@ -188,7 +188,12 @@ pub fn prepare(
             format!("copying the first {end} bytes of the base for {}", job.node)
         })?;
         let mut m = seed_image(head.as_file(), len, job, all).with_context(context)?;
-        let spans = bmap::block_spans(len, block_size, mapped.as_deref(), &[m.boot]);
+        let spans = bmap::block_spans(
+            len,
+            block_size,
+            mapped.as_deref(),
+            super::edits(&m, base_map.is_some()),
+        );
         let map = Bmap {
             image_size: len,
             block_size,

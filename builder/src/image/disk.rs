@@ -143,7 +143,13 @@ pub struct Slice<'f> {
     start: u64,
     len: u64,
     pos: u64,
+    /// Where written bytes are noted, as (start, end) in the image.
+    log: Option<&'f WriteLog>,
 }
+
+/// The byte spans (start, end) of the image a FAT file system wrote: what
+/// haseed changed in the boot partition.
+pub type WriteLog = std::cell::RefCell<Vec<(u64, u64)>>;
 
 impl<'f> Slice<'f> {
     pub fn new(file: &'f File, p: &Partition) -> Self {
@@ -152,6 +158,7 @@ impl<'f> Slice<'f> {
             start: p.start,
             len: p.len,
             pos: 0,
+            log: None,
         }
     }
 }
@@ -174,7 +181,11 @@ impl Write for Slice<'_> {
         if self.pos + buf.len() as u64 > self.len {
             return Err(io::Error::other("write past the end of the boot partition"));
         }
-        let n = self.file.write_at(buf, self.start + self.pos)?;
+        let at = self.start + self.pos;
+        let n = self.file.write_at(buf, at)?;
+        if let Some(log) = self.log {
+            log.borrow_mut().push((at, at + n as u64));
+        }
         self.pos += n as u64;
         Ok(n)
     }
@@ -236,6 +247,17 @@ pub type Fat<'f> = fatfs::FileSystem<Slice<'f>>;
 /// Opens a FAT file system on a partition. Call [`check_fat`] first.
 pub fn open_fat<'f>(file: &'f File, p: &Partition) -> anyhow::Result<Fat<'f>> {
     open_fat_on(Slice::new(file, p), p.number)
+}
+
+/// [`open_fat`], noting in `log` every byte span it writes.
+pub fn open_fat_logged<'f>(
+    file: &'f File,
+    p: &Partition,
+    log: &'f WriteLog,
+) -> anyhow::Result<Fat<'f>> {
+    let mut slice = Slice::new(file, p);
+    slice.log = Some(log);
+    open_fat_on(slice, p.number)
 }
 
 /// Opens a FAT file system on any disk (the fuzz harness's in-memory one).

@@ -73,6 +73,9 @@ pub struct Made {
     /// The boot partition haseed edited: (offset, length) in bytes.
     #[serde(skip)]
     pub boot: (u64, u64),
+    /// The bytes of it haseed wrote: (offset, length), ascending.
+    #[serde(skip)]
+    pub changed: Vec<(u64, u64)>,
     /// The byte ranges the block map covers: (offset, length), ascending.
     #[serde(skip)]
     pub ranges: Vec<(u64, u64)>,
@@ -268,7 +271,13 @@ fn make_in(
                 (bmap::DEFAULT_BLOCK, ranges)
             }
         };
-        let map = bmap::for_image(raw.as_file(), len, block_size, mapped.as_deref(), &[m.boot])?;
+        let map = bmap::for_image(
+            raw.as_file(),
+            len,
+            block_size,
+            mapped.as_deref(),
+            edits(&m, base_map.is_some()),
+        )?;
         m.mapped_bytes = map.mapped_bytes();
         m.ranges = map
             .ranges
@@ -616,12 +625,26 @@ fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
     (from, Some(ranges))
 }
 
+/// What the image's block map adds for haseed's edits: with the base's own
+/// block map, the bytes haseed wrote, as `bmaptool copy` would write the
+/// base's blocks and nothing else (the boot partition's free clusters stay
+/// whatever the card held, which FAT never reads); without one, the boot
+/// partition whole (`computed_map` maps FAT partitions whole anyway).
+fn edits(m: &Made, base_map: bool) -> &[(u64, u64)] {
+    if base_map {
+        &m.changed
+    } else {
+        std::slice::from_ref(&m.boot)
+    }
+}
+
 /// Checks the image against the node's base description and writes the seed.
 fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow::Result<Made> {
     let desc = job.base;
     let part = disk::fat_partition(raw, len, desc.boot_partition)?;
     let checked = disk::check_fat(raw, &part)?;
-    let fs = disk::open_fat(raw, &part)?;
+    let log = disk::WriteLog::default();
+    let fs = disk::open_fat_logged(raw, &part, &log)?;
     let looks = Looks::read(&fs, all);
     let matched = identify(&looks, all);
     let release = match matched.iter().find(|m| m.base.name == desc.name) {
@@ -729,6 +752,10 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         disk::write(&fs, name, bytes)?;
     }
     fs.unmount().context("finishing the boot partition")?;
+    let changed = bmap::merge(log.into_inner())
+        .into_iter()
+        .map(|(s, e)| (s, e - s))
+        .collect();
     Ok(Made {
         node: job.node.to_string(),
         output: job.output.clone(),
@@ -745,6 +772,7 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         mapped_bytes: len,
         bmap_from: String::new(),
         boot: (part.start, part.len),
+        changed,
         ranges: Vec::new(),
     })
 }
