@@ -1170,6 +1170,15 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // What those forked (socat's per-connection children) goes too.
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
@@ -1786,4 +1795,223 @@ fn mariadb_client(bin: &Path, sock: &Path) -> PathBuf {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&client, perm).expect("chmod");
     client
+}
+
+/// The single writer, live (issue 19 item 4): the generated haproxy.cfg of a
+/// two-node database site, run by the real haproxy in a network namespace,
+/// with two TCP servers standing in for db1 and db2 (each says its name and
+/// keeps the connection) and their health endpoints. db1 is down: a client
+/// lands on db2 and keeps its session. db1's health comes back: haproxy
+/// marks it up (rise 2, inter 2 s) and `on-marked-up
+/// shutdown-backup-sessions` closes the session left on db2, so no client
+/// keeps writing to the old node; a new client lands on db1. Without that
+/// option (haseed before issue 19) the session stays on db2: the same run
+/// shows it.
+#[test]
+fn a_returning_writer_closes_the_sessions_left_on_the_backup() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespace); CI runs tests as root"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let site = d.join("site.toml");
+    std::fs::write(
+        &site,
+        r#"[site]
+name = "writer-lab"
+
+[defaults]
+platform = "ubuntu"
+interface = "eth0"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
+
+[[network]]
+name = "lab"
+cidr = "10.99.1.0/24"
+
+[[vip]]
+name = "db"
+address = "10.99.1.10"
+network = "lab"
+
+[[service]]
+name = "galera"
+vip = "db"
+port = 13306
+backend_role = "db"
+backend_port = 3306
+mode = "tcp"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.99.1.11"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.99.1.31"
+
+[[node]]
+name = "db2"
+roles = ["db"]
+address = "10.99.1.32"
+"#,
+    )
+    .expect("site");
+    let out = built(d, &site);
+    let generated = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
+    let writer_line = "server db1 10.99.1.31:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n";
+    assert!(generated.contains(writer_line), "{generated}");
+    let health = d.join("health.sh");
+    std::fs::write(
+        &health,
+        "#!/bin/sh\nread -r _\nprintf 'HTTP/1.1 200 OK\\r\\nContent-Length: 7\\r\\nConnection: close\\r\\n\\r\\nSynced\\n'\n",
+    )
+    .expect("health.sh");
+    std::fs::set_permissions(&health, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+
+    // (seconds the db2 session lived after db1's health came back, or None
+    // if it was still open after 12 s; the node a new client reached)
+    let trial = |name: &str, cfg: &str| -> (Option<f64>, String) {
+        let dir = d.join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let mut lab = Lab::bare(&format!("haseed-writer-{}-{name}", std::process::id()));
+        for address in [
+            "10.99.1.10/32",
+            "10.99.1.11/32",
+            "10.99.1.31/32",
+            "10.99.1.32/32",
+        ] {
+            lab.exec(&["ip", "addr", "add", address, "dev", "lo"]);
+        }
+        for (db, at) in [("db1", "10.99.1.31"), ("db2", "10.99.1.32")] {
+            lab.spawn(
+                &[
+                    "socat",
+                    &format!("TCP-LISTEN:3306,bind={at},reuseaddr,fork"),
+                    &format!("SYSTEM:echo {db}; exec sleep 600"),
+                ],
+                &dir.join(format!("{db}.log")),
+            );
+        }
+        let endpoint = |at: &str| {
+            vec![
+                "socat".to_string(),
+                format!("TCP-LISTEN:9200,bind={at},reuseaddr,fork"),
+                format!("EXEC:{}", health.display()),
+            ]
+        };
+        let args = endpoint("10.99.1.32");
+        lab.spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &dir.join("health-db2.log"),
+        );
+        let sock = dir.join("admin.sock");
+        let cfg_path = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg_path,
+            cfg.replace(
+                "stats socket /run/haproxy/admin.sock",
+                &format!("stats socket {}", sock.display()),
+            ),
+        )
+        .expect("haproxy.cfg");
+        lab.spawn(
+            &["haproxy", "-db", "-f", cfg_path.to_str().expect("utf-8")],
+            &dir.join("haproxy.log"),
+        );
+        // db1 has no health endpoint yet: haproxy marks it down.
+        let state = format!(
+            "echo 'show servers state galera' | socat -t 2 - UNIX-CONNECT:{}",
+            sock.display()
+        );
+        let servers = |lab: &Lab| {
+            let (_, text, _) = lab.run(&["sh", "-c", &state]);
+            // Fields (haproxy's management guide, "show servers state"):
+            // srv_name is the 4th, srv_op_state the 6th (0 down, 2 up).
+            text.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    Some((f.get(3)?.to_string(), f.get(5)?.to_string()))
+                })
+                .filter(|(n, _)| n.starts_with("db"))
+                .collect::<Vec<_>>()
+        };
+        let until = |lab: &Lab, want: &[(&str, &str)], secs: u64| {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            loop {
+                let now = servers(lab);
+                if want
+                    .iter()
+                    .all(|(n, s)| now.iter().any(|(a, b)| a == n && b == s))
+                {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "{name}: servers {now:?}, not {want:?} within {secs} s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        };
+        until(&lab, &[("db1", "0"), ("db2", "2")], 30);
+
+        // A client through the VIP: it lands on db2 and stays.
+        let mut client = Command::new("ip")
+            .args(["netns", "exec", &lab.ns])
+            .args(["socat", "-u", "TCP:10.99.1.10:13306", "STDOUT"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(client.stdout.take().expect("stdout")),
+            &mut first,
+        )
+        .expect("the backend's name");
+        assert_eq!(first.trim(), "db2", "{name}");
+
+        // db1 is back.
+        let args = endpoint("10.99.1.31");
+        lab.spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &dir.join("health-db1.log"),
+        );
+        let back = std::time::Instant::now();
+        until(&lab, &[("db1", "2")], 15);
+        let mut closed = None;
+        while back.elapsed() < std::time::Duration::from_secs(12) {
+            if client.try_wait().expect("wait").is_some() {
+                closed = Some(back.elapsed().as_secs_f64());
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = client.kill();
+        let _ = client.wait();
+        let (_, now, _) = lab.run(&["socat", "-u", "-T", "3", "TCP:10.99.1.10:13306", "STDOUT"]);
+        (closed, now.lines().next().unwrap_or_default().to_string())
+    };
+
+    let (closed, reached) = trial("generated", &generated);
+    let lived = closed.expect("the session on db2 was still open 12 s after db1 came back");
+    // rise 2 at inter 2 s: db1 is up 2-4 s after its endpoint answers (the
+    // check timer's phase), and the session goes at that moment.
+    assert!(lived <= 6.0, "the session on db2 lived {lived:.1} s");
+    eprintln!("the session on db2 was closed {lived:.2} s after db1's health endpoint came back");
+    assert_eq!(reached, "db1");
+
+    let before = generated.replace(" on-marked-up shutdown-backup-sessions", "");
+    let (closed, reached) = trial("without", &before);
+    assert_eq!(
+        closed, None,
+        "without on-marked-up shutdown-backup-sessions the session on db2 stays"
+    );
+    assert_eq!(reached, "db1", "new clients go to db1 either way");
 }
