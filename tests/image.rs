@@ -1244,6 +1244,102 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     );
 }
 
+/// A write limit on a loop device for as long as this lives: cgroup v1's
+/// blkio throttle on the root group, which every writer of the device
+/// (processes and the kernel's writeback) passes through.
+struct Throttle(String);
+
+impl Throttle {
+    const RULES: &'static str = "/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device";
+
+    fn new(dev: &Loop, bytes_per_second: u64) -> Throttle {
+        assert!(
+            Path::new(Self::RULES).exists(),
+            "this test throttles a loop device with cgroup v1's blkio controller ({}), which this machine lacks",
+            Self::RULES
+        );
+        let mm = sh(Command::new("lsblk").args(["-dno", "MAJ:MIN"]).arg(&dev.0))
+            .trim()
+            .to_string();
+        std::fs::write(Self::RULES, format!("{mm} {bytes_per_second}\n")).expect("throttle");
+        Throttle(mm)
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::RULES, format!("{} 0\n", self.0));
+    }
+}
+
+/// Issue 23 item 1: a card that is too slow or stuck (its writes throttled
+/// to 1 MiB/s, so a 4 MiB chunk takes 4 s) is given up after
+/// `--stall-timeout 1` and reported by node and device, while the other
+/// card is written and verified; exit 1, and the ledger says which.
+#[test]
+fn a_stuck_card_is_given_up_while_the_other_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = example("pi-k8s");
+    // No block map: the boot partition is written whole (64 MiB).
+    let base = base(tmp.path(), "raspios-trixie", "");
+    let len = std::fs::metadata(&base).expect("base").len() as usize;
+    let backing = |name: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, vec![0xAAu8; len]).expect("backing");
+        p
+    };
+    let (fast, slow) = (
+        Loop::over(&backing("fast.bin")),
+        Loop::over(&backing("slow.bin")),
+    );
+    let _limit = Throttle::new(&slow, 1 << 20);
+    let ledger = tmp.path().join("ledger.jsonl");
+    let o = run(&[
+        "flash",
+        s(&site),
+        "--base",
+        s(&base),
+        "--tmp-dir",
+        s(tmp.path()),
+        "--force",
+        "--stall-timeout",
+        "1",
+        "--ledger",
+        s(&ledger),
+        "--node",
+        &format!("lb1={}", fast.0.display()),
+        "--node",
+        &format!("lb2={}", slow.0.display()),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "1 of 2 cards failed: node lb2 on {}: no progress for 1 s (--stall-timeout): the card is too slow or stuck",
+            slow.0.display()
+        )) && err.contains("the other cards were written and verified"),
+        "{err}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["node"], &lines[0]["result"]),
+        (&"lb1".into(), &"verified".into()),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        (&lines[1]["node"], &lines[1]["result"]),
+        (&"lb2".into(), &"failed".into()),
+        "{}",
+        lines[1]
+    );
+}
+
 /// A card too small for the image is refused before the base is
 /// decompressed when its size is known (a raw base), and before any card is
 /// written otherwise (an xz base): sizes in human units, the other card

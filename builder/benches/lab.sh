@@ -29,7 +29,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v jq >/dev/null || { echo "lab.sh needs jq" >&2; exit 1; }
 cargo build --release --locked -q
-haseed=$repo/target/release/haseed
+haseed=${CARGO_TARGET_DIR:-$repo/target}/release/haseed
 export HASEED_CACHE_DIR="$work/cache"
 
 cp examples/pi-k8s/site.toml "$work/default.toml"

@@ -244,10 +244,10 @@ pub fn write(
     ranges: &[(u64, u64)],
     checker: &Checker,
     target: &Target,
-    progress: &Progress,
-    verify: &Progress,
+    meters: &Meters<'_>,
 ) -> anyhow::Result<Written> {
     use sha2::Digest;
+    let (progress, verify, watch) = (meters.write, meters.verify, meters.watch);
     let dev = OpenOptions::new()
         .write(true)
         .read(true)
@@ -301,7 +301,9 @@ pub fn write(
         let reader = scope.spawn(move || -> anyhow::Result<sha2::Sha256> {
             let (mut want, mut back) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
             for (off, n) in rx {
+                watch.check()?;
                 read_back(image, dev, target, off, &mut want[..n], &mut back[..n])?;
+                watch.beat();
                 drop_range(dev, off, n as u64);
                 hash.update(&back[..n]);
                 verify.advance(n as u64);
@@ -313,6 +315,7 @@ pub fn write(
             for &(off, n) in &body {
                 crate::interrupt::check()
                     .map_err(|e| anyhow::Error::new(e).context(unbootable("flash it again")))?;
+                watch.check()?;
                 checked(checker, off + n as u64, target)?;
                 image.read_exact_at(&mut buf[..n], off)?;
                 dev.write_all_at(&buf[..n], off)
@@ -321,6 +324,7 @@ pub fn write(
                     .with_context(|| format!("writing {} at byte {off}", target.path.display()))?;
                 if let Some((q, m)) = queued.replace((off, n)) {
                     written_back(dev, target, q, m)?;
+                    watch.beat();
                     if tx.send((q, m)).is_err() {
                         // The reader stopped: its error says why.
                         return Ok(());
@@ -370,6 +374,7 @@ pub fn write(
         read_back(image, &dev, target, off, &mut buf[..n], &mut back[..n])?;
         verify.advance(n as u64);
     }
+    watch.check()?;
     resample(image, &dev, target, &body)?;
     drop_cache(&dev);
     verify.finish();
@@ -377,6 +382,67 @@ pub fn write(
         bytes: total,
         sha256: hex::encode(hash.finalize()),
     })
+}
+
+/// What a card's writer reports to: its two progress lines and its
+/// liveness.
+pub struct Meters<'a> {
+    pub write: &'a Progress,
+    pub verify: &'a Progress,
+    pub watch: &'a Watch,
+}
+
+/// A card writer's liveness: when it last made progress, and whether the
+/// run gave up on it (`--stall-timeout`). Its writer stops at its next step
+/// once given up; a write the kernel has not returned from keeps it until
+/// the card answers.
+pub struct Watch {
+    start: std::time::Instant,
+    /// Milliseconds from `start` to the last progress.
+    last: std::sync::atomic::AtomicU64,
+    given_up: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            start: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            given_up: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Watch {
+    /// Progress, now.
+    pub fn beat(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last progress.
+    pub fn idle(&self) -> std::time::Duration {
+        let last =
+            std::time::Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    pub fn give_up(&self) {
+        self.given_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn given_up(&self) -> bool {
+        self.given_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.given_up() {
+            bail!("given up: no progress for too long");
+        }
+        Ok(())
+    }
 }
 
 /// What is read back again of every chunk once the whole card is written.
@@ -601,14 +667,18 @@ mod tests {
             (len - 4096, 4096),
         ];
         let quiet = Progress::new("test", true);
+        let meters = Meters {
+            write: &quiet,
+            verify: &quiet,
+            watch: &Watch::default(),
+        };
         let w = write(
             &image,
             len,
             &ranges,
             &Checker::passed(),
             &plain(&card),
-            &quiet,
-            &quiet,
+            &meters,
         )
         .expect("written");
         let back = std::fs::read(&card).unwrap();

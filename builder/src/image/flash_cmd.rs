@@ -81,6 +81,11 @@ pub struct FlashArgs {
     /// partition edited in a sparse copy of the image's head; a raw base is read in place.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub tmp_dir: PathBuf,
+    /// Give up a card that makes no progress for this many seconds: too slow or stuck (a
+    /// failing card or reader). A healthy card, even at Class 2's 2 MB/s, takes about 2 s for
+    /// each 4 MiB chunk; the others carry on and the report names it.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stall_timeout: u64,
     #[arg(long, help = crate::cli::JSON_HELP)]
     pub json: bool,
 }
@@ -172,7 +177,9 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         Some(_) => super::bmap::Checker::default(),
         None => super::bmap::Checker::passed(),
     };
-    let results: Vec<anyhow::Result<flash::Written>> = std::thread::scope(|scope| {
+    let stall = std::time::Duration::from_secs(args.stall_timeout.max(1));
+    let watches: Vec<flash::Watch> = picks.iter().map(|_| flash::Watch::default()).collect();
+    std::thread::scope(|scope| {
         if let Some((map, _)) = &cards.base_map {
             let (checker, base) = (&checker, cards.base());
             scope.spawn(move || checker.run(map, base));
@@ -180,8 +187,9 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
         let handles: Vec<_> = picks
             .iter()
             .zip(made)
+            .zip(&watches)
             .enumerate()
-            .map(|(j, (&(k, _), m))| {
+            .map(|(j, ((&(k, _), m), watch))| {
                 let target = &targets[k];
                 let label = |what: &str| {
                     if several {
@@ -196,26 +204,78 @@ fn flash_inner(global: &Global, args: &FlashArgs) -> anyhow::Result<ExitCode> {
                 );
                 let (image, checker) = (cards.image(j), &checker);
                 scope.spawn(move || {
-                    flash::write(
-                        &image,
-                        m.image_bytes,
-                        &m.ranges,
-                        checker,
-                        target,
-                        &write,
-                        &verify,
-                    )
+                    let meters = flash::Meters {
+                        write: &write,
+                        verify: &verify,
+                        watch,
+                    };
+                    flash::write(&image, m.image_bytes, &m.ranges, checker, target, &meters)
                 })
             })
             .collect();
-        handles
+        // Every card finishes, fails, or is given up after `stall` without
+        // progress (its thread may stay blocked in the kernel until the card
+        // answers; the others do not wait for it).
+        loop {
+            let mut waiting = false;
+            for (h, w) in handles.iter().zip(&watches) {
+                if h.is_finished() || w.given_up() {
+                    continue;
+                }
+                if w.idle() > stall {
+                    w.give_up();
+                } else {
+                    waiting = true;
+                }
+            }
+            if !waiting {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let stuck = handles.iter().any(|h| !h.is_finished());
+        let results: Vec<anyhow::Result<flash::Written>> = handles
             .into_iter()
-            .map(|h| {
+            .zip(&watches)
+            .map(|(h, w)| {
+                if w.given_up() {
+                    return Err(anyhow::anyhow!(
+                        "no progress for {} s (--stall-timeout): the card is too slow or stuck; given up, it does not boot",
+                        stall.as_secs()
+                    ));
+                }
                 h.join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a card writer panicked")))
             })
-            .collect()
-    });
+            .collect();
+        let concluded = conclude(global, args, &picks, made, &targets, results);
+        if stuck {
+            // Leaving this scope would wait for the stuck writer: report
+            // now, and exit.
+            let code = match &concluded {
+                Ok(code) if *code == ExitCode::SUCCESS => 0,
+                _ => 1,
+            };
+            if global.out.json() {
+                let _ = crate::envelope::print(&global.out.document("flash", &concluded));
+            } else if let Err(e) = &concluded {
+                eprintln!("error: {e:#}");
+            }
+            std::process::exit(code);
+        }
+        concluded
+    })
+}
+
+/// The cards' outcomes: the ledger, the report, the exit status.
+fn conclude(
+    global: &Global,
+    args: &FlashArgs,
+    picks: &[(usize, usize)],
+    made: &[Made],
+    targets: &[flash::Target],
+    results: Vec<anyhow::Result<flash::Written>>,
+) -> anyhow::Result<ExitCode> {
     let report: Vec<Card> = picks
         .iter()
         .zip(made)
