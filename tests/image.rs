@@ -1188,7 +1188,13 @@ fn several_cards_in_one_run_each_with_its_node_and_a_ledger() {
     let small = tmp.path().join("small");
     std::fs::create_dir(&small).expect("mkdir");
     sh(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={}", lb1.len() / 4)])
+        // Room for a quarter of what the card gets (its block map's bytes).
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={}", r1.iter().map(|(a, b)| b - a).sum::<u64>() / 4),
+        ])
         .arg("tmpfs")
         .arg(&small));
     let _small = Tmpfs(small.clone());
@@ -1908,9 +1914,39 @@ fn a_base_without_a_block_map_is_mapped_from_its_file_systems() {
         "dumpe2fs listed no free block: {dump}"
     );
     let _ = first;
-    // Image blocks: everything before the root partition, and every image
-    // block holding a used file system block.
-    let mut expected: std::collections::BTreeSet<u64> = (0..root / block).collect();
+    // Image blocks: everything before the boot partition; of the boot
+    // partition, what its FAT (FAT32 here) uses in the base or in the image
+    // (the reserved sectors and FATs, and every cluster whose FAT entry is
+    // neither free nor bad: a cluster haseed freed stays mapped, one it
+    // filled is added); every image block holding a used ext4 block.
+    let mut expected: std::collections::BTreeSet<u64> = (0..BOOT_OFFSET / block).collect();
+    let fat_used = |bytes: &[u8]| -> Vec<(u64, u64)> {
+        let (_, fat, data, cluster) = fat32_geometry(bytes);
+        let clusters = (BOOT_OFFSET + BOOT_LEN - data) / cluster;
+        let mut spans = vec![(BOOT_OFFSET, data)];
+        for c in 2..clusters + 2 {
+            let at = (fat + 4 * c) as usize;
+            let e =
+                u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) & 0x0FFF_FFFF;
+            if e != 0 && e != 0x0FFF_FFF7 {
+                let start = data + (c - 2) * cluster;
+                spans.push((start, start + cluster));
+            }
+        }
+        spans
+    };
+    let image_bytes = std::fs::read(&img).expect("image");
+    let base_bytes = std::fs::read(&raw).expect("base");
+    for (a, b) in fat_used(&base_bytes)
+        .into_iter()
+        .chain(fat_used(&image_bytes))
+    {
+        expected.extend(a / block..b.div_ceil(block));
+    }
+    assert!(
+        expected.len() < ((BOOT_OFFSET + BOOT_LEN) / block) as usize,
+        "the test's boot partition has no free cluster"
+    );
     for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
         let at = root + k as u64 * fs_block;
         expected.extend(at / block..(at + fs_block).div_ceil(block));

@@ -188,12 +188,7 @@ pub fn prepare(
             format!("copying the first {end} bytes of the base for {}", job.node)
         })?;
         let mut m = seed_image(head.as_file(), len, job, all).with_context(context)?;
-        let spans = bmap::block_spans(
-            len,
-            block_size,
-            mapped.as_deref(),
-            super::edits(&m, base_map.is_some()),
-        );
+        let spans = bmap::block_spans(len, block_size, mapped.as_deref(), super::edits(&m));
         let map = Bmap {
             image_size: len,
             block_size,

@@ -19,7 +19,7 @@ pub struct Partition {
     pub len: u64,
 }
 
-const FAT_TYPES: &[u8] = &[0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e];
+pub const FAT_TYPES: &[u8] = &[0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e];
 
 /// Finds partition `number` of an MBR disk image and checks that it is a FAT
 /// partition lying inside the image.

@@ -125,6 +125,11 @@ pub struct Checked {
     pub free_clusters: u64,
     /// Every file and directory, at any depth.
     pub entries: Vec<Entry>,
+    /// What the volume uses, as (start, end) bytes from its start,
+    /// ascending: everything before the data area (boot sector, FATs, a
+    /// FAT12/16 root directory) and every cluster the FAT does not mark
+    /// free or bad. The rest is free space, which FAT never reads.
+    pub used: Vec<(u64, u64)>,
 }
 
 impl Checked {
@@ -525,12 +530,28 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<Checked, Corrupt> {
         walk.dir(&bytes, &format!("{path}/"), depth)?;
     }
     let free_clusters = v.fat[2..].iter().filter(|&&x| x == 0).count() as u64;
+    let mut used: Vec<(u64, u64)> = vec![(0, v.data_start.min(len))];
+    for c in 2..v.clusters + 2 {
+        if matches!(v.next(c), Next::Free | Next::Bad) {
+            continue;
+        }
+        let start = v.data_start + u64::from(c - 2) * v.cluster_size;
+        let end = (start + v.cluster_size).min(len);
+        if start >= end {
+            break;
+        }
+        match used.last_mut() {
+            Some((_, e)) if *e == start => *e = end,
+            _ => used.push((start, end)),
+        }
+    }
     Ok(Checked {
         kind: v.kind,
         cluster_size: v.cluster_size,
         clusters: v.clusters,
         free_clusters,
         entries: out,
+        used,
     })
 }
 

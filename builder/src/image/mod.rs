@@ -70,9 +70,6 @@ pub struct Made {
     /// Where its ranges came from: the base's block map, the base's file
     /// systems, or every block (and why).
     pub bmap_from: String,
-    /// The boot partition haseed edited: (offset, length) in bytes.
-    #[serde(skip)]
-    pub boot: (u64, u64),
     /// The bytes of it haseed wrote: (offset, length), ascending.
     #[serde(skip)]
     pub changed: Vec<(u64, u64)>,
@@ -271,13 +268,7 @@ fn make_in(
                 (bmap::DEFAULT_BLOCK, ranges)
             }
         };
-        let map = bmap::for_image(
-            raw.as_file(),
-            len,
-            block_size,
-            mapped.as_deref(),
-            edits(&m, base_map.is_some()),
-        )?;
+        let map = bmap::for_image(raw.as_file(), len, block_size, mapped.as_deref(), edits(&m))?;
         m.mapped_bytes = map.mapped_bytes();
         m.ranges = map
             .ranges
@@ -562,8 +553,9 @@ fn write_block(out: &mut Output<'_>, block: &Block) -> anyhow::Result<()> {
 /// What a base without a block map needs on a card, from its partition
 /// table and file systems: everything outside the partitions (the MBR and
 /// the gap before the first), each ext4 partition's used blocks
-/// (`ext4map`), every other partition whole (the boot partition is mapped
-/// whole anyway: haseed edits it). Says where the
+/// (`ext4map`), each FAT partition's (its FAT: `fatcheck`), every other
+/// partition whole; a file system that cannot be read is mapped whole,
+/// saying why. Says where the
 /// map came from; `None` (every block) when even the table cannot be read.
 fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
     let parts = match disk::partitions(raw, len) {
@@ -602,6 +594,21 @@ fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
     let mut said = Vec::new();
     for p in &parts {
         let whole = (p.start, p.len.min(len - p.start));
+        if disk::FAT_TYPES.contains(&p.kind) {
+            // The FAT's own allocation: what lies before the data area and
+            // the clusters in use.
+            match disk::check_fat(raw, p) {
+                Ok(fat) => {
+                    said.push(format!("partition {}'s FAT", p.number));
+                    ranges.extend(fat.used.iter().map(|&(s, e)| (p.start + s, e - s)));
+                }
+                Err(e) => {
+                    said.push(format!("partition {} whole ({e:#})", p.number));
+                    ranges.push(whole);
+                }
+            }
+            continue;
+        }
         if p.kind != 0x83 {
             ranges.push(whole);
             continue;
@@ -625,17 +632,13 @@ fn computed_map(raw: &File, len: u64) -> (String, Option<Vec<(u64, u64)>>) {
     (from, Some(ranges))
 }
 
-/// What the image's block map adds for haseed's edits: with the base's own
-/// block map, the bytes haseed wrote, as `bmaptool copy` would write the
-/// base's blocks and nothing else (the boot partition's free clusters stay
-/// whatever the card held, which FAT never reads); without one, the boot
-/// partition whole (`computed_map` maps FAT partitions whole anyway).
-fn edits(m: &Made, base_map: bool) -> &[(u64, u64)] {
-    if base_map {
-        &m.changed
-    } else {
-        std::slice::from_ref(&m.boot)
-    }
+/// What the image's block map adds for haseed's edits: the bytes haseed
+/// wrote, on top of the base's blocks (its own block map, or what its file
+/// systems use: `computed_map`), as `bmaptool copy` would write the base's
+/// blocks and nothing else. The boot partition's free clusters stay
+/// whatever the card held, which FAT never reads.
+fn edits(m: &Made) -> &[(u64, u64)] {
+    &m.changed
 }
 
 /// Checks the image against the node's base description and writes the seed.
@@ -771,7 +774,6 @@ fn seed_image(raw: &File, len: u64, job: &Job<'_>, all: &[BaseImage]) -> anyhow:
         bmap: bmap::path_for_output(&job.output),
         mapped_bytes: len,
         bmap_from: String::new(),
-        boot: (part.start, part.len),
         changed,
         ranges: Vec::new(),
     })
