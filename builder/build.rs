@@ -1,28 +1,55 @@
-//! Builds the policy plugins (`../plugins`, a cargo workspace for
-//! wasm32-wasip2) from source, so the default policy embedded in `haseed` and
-//! the plugins the tests load never come from a committed binary (the way
-//! wasmtime's test-programs build their guests).
+//! Builds the policy plugins from source, so the default policy embedded in
+//! `haseed` and the plugins the tests load never come from a committed binary
+//! (the way wasmtime's test-programs build their guests).
 //!
-//! The plugins get their own target directory next to ours: a nested cargo
-//! sharing our build directory would wait forever on our own lock.
+//! Two layouts:
+//! - a development checkout (`../plugins` and `../wit` beside `builder/`): the
+//!   whole plugins workspace, since the tests load every plugin;
+//! - a packaged crate (`cargo package`, `cargo install` from a `.crate`): only the
+//!   default policy, from the copy the crate carries in `assets/`. In the
+//!   checkout those are symlinks into `plugins/`, `wit/`, `images/` and
+//!   `examples/`, which `cargo package` stores as files. The guest's manifest and
+//!   its workspace travel as `manifest.toml` and `workspace.toml`: cargo leaves
+//!   any directory holding a `Cargo.toml` out of a package (a nested package), so
+//!   this script puts them back under their own names in `OUT_DIR`.
+//!
+//! The plugins get their own target directory: a nested cargo sharing our build
+//! directory would wait forever on our own lock.
 
 use std::env;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest_dir.parent().expect("builder/ has a parent");
-    let plugins = root.join("plugins");
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("wasm-plugins");
-
-    for watched in ["plugins", "wit"] {
-        rerun_if_changed_tree(&root.join(watched));
-    }
-    git_commit(root);
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));
+    let checkout = manifest_dir
+        .parent()
+        .filter(|root| root.join("plugins/Cargo.toml").is_file() && root.join("wit").is_dir());
+    let (plugins, target_dir, packages): (PathBuf, PathBuf, &[&str]) = match checkout {
+        Some(root) => {
+            for watched in ["plugins", "wit"] {
+                rerun_if_changed_tree(&root.join(watched));
+            }
+            let target_dir = env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("wasm-plugins");
+            (root.join("plugins"), target_dir, &["--workspace"])
+        }
+        None => {
+            let assets = manifest_dir.join("assets");
+            rerun_if_changed_tree(&assets);
+            let plugins = packaged_guest(&assets, &out_dir.join("guest-src"));
+            (
+                plugins,
+                out_dir.join("guest-target"),
+                &["--package", "default-policy"],
+            )
+        }
+    };
+    git_commit(checkout);
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_PROFILE");
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_TOOLCHAIN");
 
@@ -40,13 +67,8 @@ fn main() {
             .env_remove("RUSTDOC");
     }
     cmd.current_dir(&plugins)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--workspace",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(packages)
         .arg("--target-dir")
         .arg(&target_dir);
     // What our own build was told must not leak into the guest build.
@@ -92,11 +114,21 @@ fn main() {
 }
 
 /// `HASEED_BUILD` for `haseed --version`: `commit C`, the commit a release build was made from
-/// (`-dirty` when the tree had changes), `unknown` outside a git checkout (a packaged crate).
+/// (`-dirty` when the tree had changes), `unknown` outside a git checkout (a packaged crate:
+/// its directory may sit inside another repository, whose commit is not its own).
 /// Development builds say so instead: a value that changed with every commit would recompile
 /// the whole crate after each one.
-fn git_commit(root: &Path) {
+fn git_commit(checkout: Option<&Path>) {
     let release = env::var("PROFILE").as_deref() == Ok("release");
+    let Some(root) = checkout else {
+        let build = if release {
+            "commit unknown"
+        } else {
+            "development build"
+        };
+        println!("cargo:rustc-env=HASEED_BUILD={build}");
+        return;
+    };
     let git = |args: &[&str]| -> Option<String> {
         let out = Command::new("git")
             .arg("-C")
@@ -141,6 +173,57 @@ fn git_commit(root: &Path) {
         commit
     };
     println!("cargo:rustc-env=HASEED_BUILD={build}");
+}
+
+/// The default policy's workspace rebuilt from the packaged `assets/` under `dir`:
+/// `plugins/Cargo.toml` (the plugins' workspace with the default policy its only
+/// member: its dependency versions and release profile kept), `plugins/Cargo.lock`,
+/// `plugins/default-policy/{Cargo.toml,src}` and `wit/` (the guest's bindings read
+/// `../../wit`). Returns the workspace directory.
+fn packaged_guest(assets: &Path, dir: &Path) -> PathBuf {
+    let policy = assets.join("default-policy");
+    let read =
+        |p: &Path| fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    if dir.exists() {
+        fs::remove_dir_all(dir).expect("clearing the packaged guest's old copy");
+    }
+    let plugins = dir.join("plugins");
+    copy_tree(&assets.join("wit"), &dir.join("wit"));
+    copy_tree(&policy.join("src"), &plugins.join("default-policy/src"));
+    let mut workspace: toml_edit::DocumentMut = read(&policy.join("workspace.toml"))
+        .parse()
+        .expect("assets/default-policy/workspace.toml is the plugins' Cargo.toml");
+    let mut members = toml_edit::Array::new();
+    members.push("default-policy");
+    workspace["workspace"]["members"] = toml_edit::value(members);
+    let write = |p: PathBuf, text: &str| {
+        fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()))
+    };
+    write(plugins.join("Cargo.toml"), &workspace.to_string());
+    write(
+        plugins.join("Cargo.lock"),
+        &read(&policy.join("workspace.lock")),
+    );
+    write(
+        plugins.join("default-policy/Cargo.toml"),
+        &read(&policy.join("manifest.toml")),
+    );
+    plugins
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let entries = fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.expect("a directory entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            fs::copy(&src, &dst)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), dst.display()));
+        }
+    }
 }
 
 fn rerun_if_changed_tree(dir: &Path) {

@@ -1347,13 +1347,13 @@ fn plugin_new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     // The contract this host speaks is pinned by copying it into the project.
     let wit = (
         "wit/policy.wit",
-        include_str!("../../wit/policy.wit").to_string(),
+        include_str!("../assets/wit/policy.wit").to_string(),
     );
     // One passing fixture on the reference site, for `haseed plugin test`.
     let fixtures = [
         (
             "fixtures/site.toml",
-            include_str!("../../examples/pi-k8s/site.toml").to_string(),
+            include_str!("../assets/examples/pi-k8s/site.toml").to_string(),
         ),
         (
             "fixtures/tunes-checks.toml",

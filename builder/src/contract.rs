@@ -6,7 +6,7 @@
 //! This module owns no logic beyond small helpers on the generated types.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "assets/wit",
     world: "policy-plugin",
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });

@@ -272,8 +272,8 @@ mod tests {
     }
 
     fn site(nodes: &[&str]) -> Site {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pi-k8s/site.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/examples/pi-k8s/site.toml");
         let mut site = crate::inventory::load(&path).expect("example parses").site;
         site.nodes.truncate(nodes.len());
         for (n, name) in site.nodes.iter_mut().zip(nodes) {

@@ -92,15 +92,15 @@ pub struct BaseImage {
 const SOURCES: &[(&str, &str)] = &[
     (
         "images/raspios-trixie.toml",
-        include_str!("../../../images/raspios-trixie.toml"),
+        include_str!("../../assets/images/raspios-trixie.toml"),
     ),
     (
         "images/raspios-bookworm.toml",
-        include_str!("../../../images/raspios-bookworm.toml"),
+        include_str!("../../assets/images/raspios-bookworm.toml"),
     ),
     (
         "images/ubuntu-raspi.toml",
-        include_str!("../../../images/ubuntu-raspi.toml"),
+        include_str!("../../assets/images/ubuntu-raspi.toml"),
     ),
 ];
 

@@ -244,7 +244,7 @@ use crate::contract::CheckOverride;
 
 #[test]
 fn bundled_example_loads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pi-k8s/site.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/pi-k8s/site.toml");
     if !path.exists() {
         return;
     }

@@ -368,7 +368,7 @@ pub fn recognise_hooks(node: &str, hooks: &Hooks, refusals: &mut Vec<Refusal>) -
 /// The default policy's watcher script (`haseed-haproxy-watch`), as this
 /// host was built with it: the lab runs this text, never the plan's copy,
 /// and only for a plan whose copy is exactly this.
-pub const WATCH_SCRIPT: &str = include_str!("../../../plugins/default-policy/src/haproxy-watch.sh");
+pub const WATCH_SCRIPT: &str = include_str!("../../assets/default-policy/src/haproxy-watch.sh");
 /// Where the default policy installs it.
 pub const WATCH_SCRIPT_PATH: &str = "/usr/local/sbin/haseed-haproxy-watch";
 
