@@ -19,8 +19,12 @@ if [ -z "$qemu" ]; then
     qemu=$(command -v qemu-system-x86_64) || { echo "$0: qemu-system-x86_64 not found (run .ci/install-deps)" >&2; exit 1; }
   fi
 fi
-# Firmware: the unpacked qemu's own data, then Debian's seabios and ipxe packages.
-firmware="-L $(dirname "$qemu")/../share/qemu -L /usr/share/seabios -L /usr/lib/ipxe/qemu"
+# Firmware: the unpacked qemu's own data, then Debian's seabios and ipxe packages (ipxe's ROMs are
+# in /usr/lib/ipxe/qemu on Debian 12, /usr/share/qemu on 13), those that exist.
+firmware="-L $(dirname "$qemu")/../share/qemu"
+for dir in /usr/share/seabios /usr/lib/ipxe/qemu /usr/share/qemu; do
+  [ -d "$dir" ] && firmware="$firmware -L $dir"
+done
 append=${append:-root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=0}
 netns=''
 

@@ -55,6 +55,13 @@ echo "[fresh] $suite minbase tree: $(elapsed "$t")"
 mkdir -p "$tree/root/haseed"
 git -C "$repo" archive HEAD | tar -C "$tree/root/haseed" -x
 cp /etc/resolv.conf "$tree/etc/resolv.conf"
+# This machine reaches crates.io, PyPI and npm through an intercepting proxy whose CA the host
+# trusts (/usr/local/share/ca-certificates): the tree trusts it too. A machine on an open network
+# has none, and this copies nothing.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  cp /usr/local/share/ca-certificates/*.crt "$tree/usr/local/share/ca-certificates/"
+  chroot "$tree" update-ca-certificates >&2
+fi
 mnt_bind /dev /dev
 mnt_bind /sys /sys
 mnt_bind "$rustup_home" /root/.rustup
