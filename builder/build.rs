@@ -53,6 +53,46 @@ fn main() {
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_PROFILE");
     println!("cargo:rerun-if-env-changed=HASEED_PLUGINS_TOOLCHAIN");
 
+    guest_build(&plugins, &target_dir, packages);
+    // The example plugins again, built against the contract 0.1.0 as it shipped: the tests
+    // check that the host runs them through its adapter to the same result.
+    if checkout.is_some() {
+        let old = target_dir.with_file_name("wasm-plugins-0.1");
+        let examples = [
+            "prefer-lb1",
+            "nodeport",
+            "galera-single-writer",
+            "drop-tracking",
+        ];
+        let mut args = Vec::new();
+        for p in examples {
+            args.extend(["--package", p]);
+        }
+        let features = examples.map(|p| format!("{p}/contract-0-1")).join(",");
+        args.extend(["--features", features.as_str()]);
+        guest_build(&plugins, &old, &args);
+        println!(
+            "cargo:rustc-env=HASEED_PLUGIN_DIR_0_1={}",
+            old.join("wasm32-wasip2").join("release").display()
+        );
+    }
+
+    let out = target_dir.join("wasm32-wasip2").join("release");
+    let default_policy = out.join("default_policy.wasm");
+    assert!(
+        default_policy.exists(),
+        "{} was not produced",
+        default_policy.display()
+    );
+    println!(
+        "cargo:rustc-env=HASEED_DEFAULT_POLICY_WASM={}",
+        default_policy.display()
+    );
+    println!("cargo:rustc-env=HASEED_PLUGIN_DIR={}", out.display());
+}
+
+/// `cargo build --release --target wasm32-wasip2 ARGS` in the plugins workspace `plugins`.
+fn guest_build(plugins: &Path, target_dir: &Path, args: &[&str]) {
     // HASEED_PLUGINS_TOOLCHAIN (e.g. "stable") builds the guests with another rustup toolchain
     // than ours: the fuzz targets (fuzz/) build with nightly, which may lack wasm32-wasip2.
     let toolchain = env::var("HASEED_PLUGINS_TOOLCHAIN").ok();
@@ -66,11 +106,11 @@ fn main() {
             .env_remove("RUSTC")
             .env_remove("RUSTDOC");
     }
-    cmd.current_dir(&plugins)
+    cmd.current_dir(plugins)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .args(packages)
+        .args(args)
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
     // What our own build was told must not leak into the guest build.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -98,19 +138,6 @@ fn main() {
              Is the target installed? rustup target add wasm32-wasip2"
         );
     }
-
-    let out = target_dir.join("wasm32-wasip2").join("release");
-    let default_policy = out.join("default_policy.wasm");
-    assert!(
-        default_policy.exists(),
-        "{} was not produced",
-        default_policy.display()
-    );
-    println!(
-        "cargo:rustc-env=HASEED_DEFAULT_POLICY_WASM={}",
-        default_policy.display()
-    );
-    println!("cargo:rustc-env=HASEED_PLUGIN_DIR={}", out.display());
 }
 
 /// `HASEED_BUILD` for `haseed --version`: `commit C`, the commit a release build was made from

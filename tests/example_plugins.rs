@@ -287,6 +287,7 @@ fn example_plugins_pass_their_fixtures() {
     for (file, dir, count) in [
         ("prefer_lb1.wasm", "plugins/prefer-lb1/fixtures", 3),
         ("nodeport.wasm", "plugins/nodeport/fixtures", 2),
+        ("apt_mirror.wasm", "plugins/apt-mirror/fixtures", 1),
         (
             "galera_single_writer.wasm",
             "plugins/galera-single-writer/fixtures",
@@ -311,4 +312,110 @@ fn assert_fixtures_pass(wasm: &std::path::Path, dir: &str, count: usize) {
     let outcomes = doc["fixtures"].as_array().expect("array");
     assert_eq!(outcomes.len(), count, "{dir}: {doc}");
     assert!(outcomes.iter().all(|x| x["passed"] == true), "{dir}: {doc}");
+}
+
+/// The example plugins built against the contract 0.1.0 as it shipped (`wit/previous/0.1.0/`,
+/// builder/build.rs) and against the current one give the same build, byte for byte, on sites
+/// whose plans hold what 0.1 cannot express: APT sources (plugins/apt-mirror, a 0.2 plugin,
+/// adds one before the plugin under test) and a VIP that moves on AWS (issue 22 item 1).
+#[test]
+fn plugins_built_against_contract_0_1_build_the_same_sites() {
+    let old_dir = std::path::Path::new(env!("HASEED_PLUGIN_DIR_0_1"));
+    let cases: [(&str, String, Plugins); 4] = [
+        (
+            "pi-k8s",
+            std::fs::read_to_string(example("pi-k8s")).expect("example"),
+            &[("prefer_lb1.wasm", "{}")],
+        ),
+        (
+            "aws",
+            std::fs::read_to_string(example("aws")).expect("example"),
+            &[("prefer_lb1.wasm", "{}")],
+        ),
+        (
+            "edge",
+            SITE.to_string(),
+            &[
+                ("nodeport.wasm", "{}"),
+                ("galera_single_writer.wasm", r#"{ writer = "db2" }"#),
+            ],
+        ),
+        ("edge", SITE.to_string(), &[("drop_tracking.wasm", "{}")]),
+    ];
+    for (name, base, plugins) in cases {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut outputs = Vec::new();
+        for (contract, dir) in [
+            ("0.2", std::path::Path::new(env!("HASEED_PLUGIN_DIR"))),
+            ("0.1", old_dir),
+        ] {
+            let mut text = base.clone();
+            text.push_str(&plugin_entry(&plugin("apt_mirror.wasm"), Some(MIRROR)));
+            for (file, settings) in plugins {
+                let path = dir.join(file);
+                assert!(path.exists(), "{} was not built", path.display());
+                text.push_str(&plugin_entry(&path, Some(settings)));
+            }
+            let site = tmp.path().join(format!("site-{contract}.toml"));
+            std::fs::write(&site, text).expect("write");
+            let out = tmp.path().join(format!("out-{contract}"));
+            let o = build(&site, &out);
+            assert!(
+                o.status.success(),
+                "{name} with {contract} plugins: {}",
+                stderr(&o)
+            );
+            outputs.push(tree(&out));
+        }
+        let files = |t: &[(String, Vec<u8>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            files(&outputs[0]),
+            files(&outputs[1]),
+            "{name}: other files"
+        );
+        for ((path, new), (_, old)) in outputs[0].iter().zip(&outputs[1]) {
+            assert!(
+                new == old,
+                "{name}: {path} differs between the 0.2 and the 0.1 build of {plugins:?}:\n--- 0.2\n{}\n--- 0.1\n{}",
+                String::from_utf8_lossy(new),
+                String::from_utf8_lossy(old)
+            );
+        }
+    }
+    // What 0.1 could not express is really in these builds (else the comparison proves little).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let site = site_with_plugins(
+        tmp.path(),
+        &[("apt_mirror.wasm", MIRROR), ("prefer_lb1.wasm", "{}")],
+    );
+    assert!(build(&site, &out).status.success());
+    let lb = std::fs::read_to_string(out.join("lb1/user-data")).expect("user-data");
+    assert!(lb.contains("http://mirror.lan/debian"), "{lb}");
+}
+
+/// Plugin files with their settings.
+type Plugins<'a> = &'a [(&'a str, &'a str)];
+
+/// plugins/apt-mirror's settings in the comparison above: a source on every node.
+const MIRROR: &str =
+    r#"{ name = "site-mirror", source = "deb http://mirror.lan/debian bookworm main" }"#;
+
+/// `plugin inspect` says which contract a plugin speaks and how this host runs it.
+#[test]
+fn inspect_names_the_contract_and_the_adapter() {
+    let old = std::path::Path::new(env!("HASEED_PLUGIN_DIR_0_1")).join("prefer_lb1.wasm");
+    let o = run(&["plugin", "inspect", old.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("built for:    haseed:policy@0.1.0"), "{text}");
+    assert!(
+        text.contains("runs:         through the adapter 0.1.0 -> 0.2.0:"),
+        "{text}"
+    );
+    let new = plugin("prefer_lb1.wasm");
+    let o = run(&["plugin", "inspect", new.to_str().expect("utf-8")]);
+    let text = stdout(&o);
+    assert!(text.contains("built for:    haseed:policy@0.2.0"), "{text}");
+    assert!(text.contains("runs:         native"), "{text}");
 }

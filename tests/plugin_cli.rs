@@ -12,6 +12,7 @@ fn inspect_reports_contract_metadata_and_runnability() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(doc["wit_package"], "haseed:policy@0.2.0");
     assert_eq!(doc["host_wit_package"], "haseed:policy@0.2.0");
+    assert_eq!(doc["runs"], "native");
     assert_eq!(doc["runnable"], true);
     assert_eq!(doc["info"]["name"], "prefer-lb1");
     assert!(doc["info"]["settings_help"]
@@ -549,6 +550,10 @@ fn incompatible_contract_version_is_refused_by_name() {
     let err = stderr(&o);
     assert!(
         err.contains("built against haseed:policy@0.3.0, but this host offers haseed:policy@0.2.0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("it runs plugins built against 0.2.0, and 0.1.0 through an adapter"),
         "{err}"
     );
     assert!(err.contains("site.toml:"), "{err}");

@@ -898,6 +898,9 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
             report.wit_package.as_ref().unwrap_or(&none)
         );
         outln!("host offers:  {}", report.host_wit_package);
+        if let Some(runs) = &report.runs {
+            outln!("runs:         {runs}");
+        }
         if let Some(info) = &report.info {
             outln!("name:         {}", info.name);
             outln!("version:      {}", info.version);

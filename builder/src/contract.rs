@@ -25,6 +25,16 @@ pub use exports::haseed::policy::policy::{PluginInfo, PolicyError as PolicyRefus
 /// The WIT package version this host implements (`package haseed:policy@X`).
 pub const WIT_VERSION: &str = "0.2.0";
 
+/// The contract 0.1.0 as it shipped (`wit/previous/0.1.0/`): the bindings a plugin built
+/// against it is linked with. `policy::adapt` converts between these types and the current ones.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "assets/wit/previous/0.1.0",
+        world: "policy-plugin",
+        additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+    });
+}
+
 impl NodePlan {
     /// The plan the first plugin of the chain is handed.
     pub fn empty(hostname: &str) -> Self {
@@ -92,5 +102,112 @@ impl VrrpState {
             VrrpState::Master => "MASTER",
             VrrpState::Backup => "BACKUP",
         }
+    }
+}
+
+/// The contract changes only with its version (issue 22 item 1): `wit/previous/V/` holds every
+/// version V haseed shipped, as it shipped. The current `wit/policy.wit` must stay
+/// semver-compatible with the snapshot of the version it declares (wasm-tools' own predicate:
+/// `wit_component::semver_check`, structural, documentation aside), and every older snapshot
+/// must have an adapter (`policy::adapt::ADAPTED`).
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use wit_parser::Resolve;
+
+    fn wit_dir() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wit"))
+    }
+
+    /// Whether `new` is a semver-compatible successor of `old` (WIT source texts). A text
+    /// that does not parse is a broken test, not an incompatibility: it panics.
+    fn compatible(old: &str, new: &str) -> Result<(), String> {
+        let mut resolve = Resolve::default();
+        // One Resolve holds both: the old text's package gets a version of its own.
+        let at = old.find("package haseed:policy@").expect("a package line");
+        let end = at + old[at..].find(';').expect("package line ends");
+        let old = format!("{}-shipped{}", &old[..end], &old[end..]);
+        let old_pkg = resolve.push_str("old.wit", &old).expect("old WIT parses");
+        let new_pkg = resolve.push_str("new.wit", new).expect("new WIT parses");
+        let old_world = resolve
+            .select_world(&[old_pkg], Some("policy-plugin"))
+            .expect("old world");
+        let new_world = resolve
+            .select_world(&[new_pkg], Some("policy-plugin"))
+            .expect("new world");
+        wit_component::semver_check(resolve, old_world, new_world).map_err(|e| format!("{e:#}"))
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_contract_changes_only_with_its_version() {
+        let current = read(&wit_dir().join("policy.wit"));
+        assert!(
+            current.contains(&format!("package haseed:policy@{};", super::WIT_VERSION)),
+            "wit/policy.wit does not declare the version contract.rs says ({})",
+            super::WIT_VERSION
+        );
+        let snapshot = wit_dir()
+            .join("previous")
+            .join(super::WIT_VERSION)
+            .join("policy.wit");
+        assert!(
+            snapshot.is_file(),
+            "no snapshot {}: a version of the contract is kept as it shipped",
+            snapshot.display()
+        );
+        if let Err(e) = compatible(&read(&snapshot), &current) {
+            panic!(
+                "wit/policy.wit changed incompatibly since {v} shipped ({e}). Bump its version \
+                 (for 0.x: the minor), keep {v} in wit/previous/ and add its adapter to \
+                 builder/src/policy/adapt.rs",
+                v = super::WIT_VERSION
+            );
+        }
+        for entry in std::fs::read_dir(wit_dir().join("previous")).expect("wit/previous") {
+            let entry = entry.expect("entry");
+            if !entry.path().is_dir() {
+                continue; // README.md
+            }
+            let version = entry.file_name().to_string_lossy().into_owned();
+            let adapted = crate::policy::adapt::ADAPTED
+                .iter()
+                .any(|(v, _)| *v == version);
+            assert!(
+                crate::policy::wit_compatible(&version) || adapted,
+                "the contract {version} shipped, but this host neither speaks it nor adapts it"
+            );
+        }
+    }
+
+    /// The check above fails on a breaking edit: a field added to a record, a case removed
+    /// from an enum, a changed parameter; and on 0.1.0, which 0.2.0 broke (hence the adapter).
+    #[test]
+    fn a_breaking_edit_of_the_contract_is_caught() {
+        let current = read(&wit_dir().join("policy.wit"));
+        let edits = [
+            (
+                "apt-sources: list<apt-source>,",
+                "apt-sources: list<apt-source>,\n        extra: u32,",
+            ),
+            ("        secondary-ip,\n", ""),
+            ("nopreempt: bool,", "nopreempt: u8,"),
+        ];
+        for (from, to) in edits {
+            assert!(current.contains(from), "the edit's anchor {from:?} is gone");
+            let edited = current.replacen(from, to, 1);
+            assert!(
+                compatible(&current, &edited).is_err(),
+                "not caught: {from:?} -> {to:?}"
+            );
+        }
+        // Documentation is not structure.
+        let documented = current.replacen("/// ", "/// Reworded: ", 3);
+        compatible(&current, &documented).expect("doc edits are compatible");
+        let old = read(&wit_dir().join("previous/0.1.0/policy.wit"));
+        assert!(compatible(&old, &current).is_err(), "0.1.0 -> 0.2.0 broke");
     }
 }

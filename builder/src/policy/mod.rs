@@ -14,6 +14,7 @@
 //! [`compile`] turns it into native code in a bounded child process,
 //! [`cache`] keeps that native code between builds, authenticated.
 
+pub mod adapt;
 pub mod cache;
 pub mod compile;
 pub mod source;
@@ -35,10 +36,11 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use self::adapt::Contract;
 use self::cache::CompileCache;
 use self::compile::Compiled;
 use crate::check;
-use crate::contract::{NodePlan, PluginInfo, PolicyPlugin, PolicyPluginPre, Site};
+use crate::contract::{NodePlan, PluginInfo, PolicyPluginPre, Site};
 
 /// The built-in default policy, compiled from `plugins/default-policy` by build.rs.
 pub static DEFAULT_POLICY_WASM: &[u8] = include_bytes!(env!("HASEED_DEFAULT_POLICY_WASM"));
@@ -197,7 +199,14 @@ pub struct LoadedPlugin {
     pub name: String,
     /// sha256 of the component bytes (lowercase hex).
     pub digest: String,
-    pre: PolicyPluginPre<HostState>,
+    pre: adapt::Pre,
+}
+
+impl LoadedPlugin {
+    /// The contract it runs through: natively or through an adapter.
+    pub fn contract(&self) -> Contract {
+        self.pre.contract()
+    }
 }
 
 /// A plugin with the settings the inventory gives it.
@@ -337,8 +346,8 @@ impl Host {
         let component = self.compile(name, &digest, bytes)?;
         let surface = Surface::of(&component, &self.engine);
         // Say which contract the plugin needs before wasmtime says "missing export".
-        match &surface.wit_version {
-            Some(version) if !wit_compatible(version) => {
+        let contract = match &surface.wit_version {
+            Some(version) if Contract::of(version).is_none() => {
                 return Err(anyhow!(
                     "plugin {name}: built against haseed:policy@{version}, but this host offers \
                      haseed:policy@{host} (it runs plugins built against {range}). Rebuild the plugin \
@@ -357,10 +366,10 @@ impl Host {
                     }
                 ))
             }
-            Some(_) => {}
-        }
+            Some(version) => Contract::of(version).expect("checked above"),
+        };
         let pre = self
-            .link(&component)
+            .link(&component, contract)
             .map_err(|e| anyhow!("plugin {name}: {e}"))?;
         Ok(LoadedPlugin {
             name: name.to_string(),
@@ -433,7 +442,7 @@ impl Host {
         Ok(component)
     }
 
-    fn link(&self, component: &Component) -> Result<PolicyPluginPre<HostState>, String> {
+    fn link(&self, component: &Component, contract: Contract) -> Result<adapt::Pre, String> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             format!(
                 "this host cannot run it: {e:#}. The host offers haseed:policy@{} and sandboxed WASI only \
@@ -441,12 +450,21 @@ impl Host {
                 crate::contract::WIT_VERSION
             )
         })?;
-        PolicyPluginPre::new(instance_pre).map_err(|e| {
+        let expected = |e: wasmtime::Error| {
             format!(
                 "does not export the haseed:policy/policy interface this host expects \
-                 (haseed:policy@{}): {e:#}",
-                crate::contract::WIT_VERSION
+                 (haseed:policy@{}, {}): {e:#}",
+                crate::contract::WIT_VERSION,
+                contract.describe()
             )
+        };
+        Ok(match contract {
+            Contract::Current => {
+                adapt::Pre::Current(PolicyPluginPre::new(instance_pre).map_err(expected)?)
+            }
+            Contract::V0_1 => adapt::Pre::V0_1(
+                crate::contract::v0_1::PolicyPluginPre::new(instance_pre).map_err(expected)?,
+            ),
         })
     }
 
@@ -456,9 +474,9 @@ impl Host {
         let digest = sha256_hex(bytes);
         let component = self.compile(name, &digest, bytes)?;
         let surface = Surface::of(&component, &self.engine);
-        let compatible = surface.wit_version.as_deref().is_some_and(wit_compatible);
-        let (runnable, info) = if compatible {
-            match self.link(&component) {
+        let contract = surface.wit_version.as_deref().and_then(Contract::of);
+        let (runnable, info) = if let Some(contract) = contract {
+            match self.link(&component, contract) {
                 Ok(pre) => {
                     let plugin = LoadedPlugin {
                         name: name.into(),
@@ -493,6 +511,7 @@ impl Host {
                 .as_ref()
                 .map(|v| format!("haseed:policy@{v}")),
             host_wit_package: format!("haseed:policy@{}", crate::contract::WIT_VERSION),
+            runs: contract.map(Contract::describe),
             imports: surface.imports,
             exports: surface.exports,
             runnable: runnable.is_ok(),
@@ -562,8 +581,7 @@ impl Host {
             .instantiate(&mut store)
             .map_err(|e| fail(describe_trap(&e, &self.limits)))?;
         instance
-            .haseed_policy_policy()
-            .call_info(&mut store)
+            .info(&mut store)
             .map_err(|e| fail(describe_trap(&e, &self.limits)))
     }
 
@@ -642,16 +660,14 @@ impl Host {
         self.arm(&mut store, open_fuel)
             .map_err(|e| vec![fail(None, e.to_string())])?;
         let mark = logs.len();
-        let instance: PolicyPlugin = match link.plugin.pre.instantiate(&mut store) {
+        let instance = match link.plugin.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => {
                 drain_logs(name, &stdout, &stderr, &mut printed, logs);
                 return Err(vec![fail(None, trapped(&e, &logs[mark..]))]);
             }
         };
-        let api = instance.haseed_policy_policy();
-        let decider_api = api.decider();
-        let opened = decider_api.call_open(&mut store, site, link.settings);
+        let opened = instance.open(&mut store, site, link.settings);
         drain_logs(name, &stdout, &stderr, &mut printed, logs);
         let decider: ResourceAny = match opened {
             Ok(Ok(d)) => d,
@@ -701,7 +717,7 @@ impl Host {
             self.arm(&mut store, self.limits.fuel_per_call)
                 .map_err(|e| vec![fail(Some(node_name), e.to_string())])?;
             let mark = logs.len();
-            let result = decider_api.call_decide(&mut store, decider, index as u32, plan);
+            let result = instance.decide(&mut store, decider, index as u32, plan);
             drain_logs(name, &stdout, &stderr, &mut printed, logs);
             match result {
                 Ok(Ok(new_plan)) => {
@@ -795,10 +811,16 @@ fn compatible_range() -> String {
     } else {
         format!("{major}.0.0")
     };
-    if first == v {
+    let native = if first == v {
         v.to_string()
     } else {
         format!("{first} to {v}")
+    };
+    let adapted: Vec<&str> = adapt::ADAPTED.iter().map(|(version, _)| *version).collect();
+    if adapted.is_empty() {
+        native
+    } else {
+        format!("{native}, and {} through an adapter", adapted.join(", "))
     }
 }
 
@@ -810,6 +832,9 @@ pub struct Inspection {
     /// The contract the plugin was built against, e.g. "haseed:policy@0.1.0".
     pub wit_package: Option<String>,
     pub host_wit_package: String,
+    /// How this host runs it: "native", or through which adapter and what it then cannot
+    /// see or decide; none when it cannot run it.
+    pub runs: Option<String>,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub runnable: bool,
@@ -1082,7 +1107,10 @@ mod tests {
             !wit_compatible("0.2.1"),
             "a newer patch may use what the host lacks"
         );
-        assert!(!wit_compatible("0.1.0"), "0.1 plugins lack apt-sources");
+        assert!(
+            !wit_compatible("0.1.0"),
+            "0.1 plugins lack apt-sources: they run through the adapter (adapt.rs), not natively"
+        );
         assert!(!wit_compatible("0.3.0"));
         assert!(!wit_compatible("1.1.0"));
         assert!(!wit_compatible("unversioned"));

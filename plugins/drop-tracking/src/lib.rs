@@ -6,8 +6,14 @@
 //! (the checker and `keepalived -t` accept it); only the lab's
 //! `haproxy-killed` scenario shows the damage. Takes no settings.
 
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "../../wit",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.1.0",
     world: "policy-plugin",
 });
 

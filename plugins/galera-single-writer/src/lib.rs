@@ -15,8 +15,14 @@
 //! Settings (all optional): `{"writer": "db2"}`: the node that takes writes
 //! (default: the first server of each backend).
 
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "../../wit",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.1.0",
     world: "policy-plugin",
 });
 

@@ -9,8 +9,14 @@
 //! Settings (all optional): `{"health_port": 29499, "inter_ms": 5000,
 //! "rise": 15, "fall": 1, "log_days": 10}`.
 
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "../../wit",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.1.0",
     world: "policy-plugin",
 });
 

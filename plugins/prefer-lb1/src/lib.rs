@@ -5,8 +5,14 @@
 //!
 //! Settings (all optional): `{"prefer": "lb1", "rise": 5, "fall": 2}`.
 
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "../../wit",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.1.0",
     world: "policy-plugin",
 });
 
