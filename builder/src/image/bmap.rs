@@ -98,6 +98,15 @@ pub fn path_for_output(output: &Path) -> PathBuf {
 
 /// Reads and checks `path`: well-formed, a 2.x format with sha256, its own
 /// checksum right, its counts consistent and its ranges in order.
+/// The base's block map: the one given (`--bmap`), else the one beside the base as bmaptool
+/// finds it ([`find_for`]); read and checked. None when there is neither.
+pub fn for_base(base: &Path, given: Option<&Path>) -> anyhow::Result<Option<(Bmap, PathBuf)>> {
+    match given.map(Path::to_path_buf).or_else(|| find_for(base)) {
+        Some(path) => Ok(Some((read(&path)?, path))),
+        None => Ok(None),
+    }
+}
+
 pub fn read(path: &Path) -> anyhow::Result<Bmap> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the block map {}", path.display()))?;

@@ -106,13 +106,7 @@ pub fn prepare(
     quiet: bool,
     scratch: &Path,
 ) -> anyhow::Result<Cards> {
-    let base_map = match base_bmap
-        .map(Path::to_path_buf)
-        .or_else(|| bmap::find_for(base_path))
-    {
-        Some(p) => Some((bmap::read(&p)?, p)),
-        None => None,
-    };
+    let base_map = bmap::for_base(base_path, base_bmap)?;
     let raw = File::open(base_path)
         .with_context(|| format!("opening base image {}", base_path.display()))?;
     let mut magic = [0u8; 8];

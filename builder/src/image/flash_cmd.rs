@@ -373,11 +373,10 @@ fn refuse_small<'t>(
 /// The decompressed base's size, where it is known before decompressing:
 /// its block map's `ImageSize`, or a raw base's length.
 fn known_image_len(base: &Path, bmap: Option<&Path>) -> Option<u64> {
-    if let Some(map) = bmap
-        .map(Path::to_path_buf)
-        .or_else(|| super::bmap::find_for(base))
-    {
-        return super::bmap::read(&map).ok().map(|m| m.image_size);
+    match super::bmap::for_base(base, bmap) {
+        Ok(Some((map, _))) => return Some(map.image_size),
+        Ok(None) => {}
+        Err(_) => return None,
     }
     let mut head = [0u8; 8];
     let f = std::fs::File::open(base).ok()?;

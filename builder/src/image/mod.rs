@@ -210,13 +210,7 @@ fn make_in(
     }
 
     // The base's block map, checked before the long work.
-    let base_map = match base_bmap
-        .map(Path::to_path_buf)
-        .or_else(|| bmap::find_for(base_path))
-    {
-        Some(p) => Some((bmap::read(&p)?, p)),
-        None => None,
-    };
+    let base_map = bmap::for_base(base_path, base_bmap)?;
     let progress = Progress::new("decompress", quiet);
     let mut src = source::open(base_path, progress.clone())?;
     let mut outputs: Vec<Output<'_>> = raws
