@@ -60,7 +60,7 @@ head=$(git -C "$repo" rev-parse --short=12 HEAD)
 commands=$(find "$cache/target/release/deb-assets/man" -name "*.1.gz" | wc -l)
 
 # What the checked-out tree's own release binary makes of the example: the reference.
-SOURCE_DATE_EPOCH=0 "$host_bin" build "$repo/examples/pi-k8s/site.toml" -o "$work/host-out" >/dev/null 2>&1
+SOURCE_DATE_EPOCH=0 "$host_bin" build "$repo/examples/pi-k8s/site.toml" -o "$work/host-out" >/dev/null
 want=$(sha256sum <"$work/host-out/pi-k8s.tar.gz" | cut -d' ' -f1)
 
 # minbase SUITE: a fresh tree's tarball, made once.

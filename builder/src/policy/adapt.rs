@@ -9,8 +9,10 @@
 //!
 //! The conversions go through serde: the generated types of two versions carry the same
 //! field and case names wherever the contract did not change, so one JSON round trip plus
-//! the version's edit is the whole adapter, and a field the edit forgot to handle fails
-//! loudly (a deserialisation error naming it) instead of being dropped silently.
+//! the version's edit is the whole adapter. Lifting into the current type, a field the
+//! edit forgot to fill fails loudly (a deserialisation error naming it). Lowering, serde
+//! would drop a field the older type lacks by itself; the edits name those fields anyway,
+//! so what each version loses is written in one place.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,9 +59,26 @@ impl Contract {
             Contract::V0_1 => format!(
                 "through the adapter 0.1.0 -> {}: {}",
                 contract::WIT_VERSION,
-                ADAPTED[0].1
+                adapted_loss("0.1.0")
             ),
         }
+    }
+}
+
+/// What a plugin built against `version` cannot see or decide ([`ADAPTED`]).
+fn adapted_loss(version: &str) -> &'static str {
+    ADAPTED
+        .iter()
+        .find(|(v, _)| *v == version)
+        .map(|(_, loss)| *loss)
+        .unwrap_or("")
+}
+
+/// A 0.1 refusal as the current type (the record did not change).
+fn refusal_from_v0_1(r: v0_1::exports::haseed::policy::policy::PolicyError) -> PolicyRefusal {
+    PolicyRefusal {
+        message: r.message,
+        field: r.field,
     }
 }
 
@@ -118,10 +137,7 @@ impl Instance {
                     .haseed_policy_policy()
                     .decider()
                     .call_open(store, &site, settings)?;
-                Ok(opened.map_err(|r| PolicyRefusal {
-                    message: r.message,
-                    field: r.field,
-                }))
+                Ok(opened.map_err(refusal_from_v0_1))
             }
         }
     }
@@ -147,10 +163,7 @@ impl Instance {
                     .call_decide(store, decider, index, &old)?;
                 Ok(match decided {
                     Ok(new) => Ok(lift(&new, |v| plan_from_v0_1(v, plan))?),
-                    Err(r) => Err(PolicyRefusal {
-                        message: r.message,
-                        field: r.field,
-                    }),
+                    Err(r) => Err(refusal_from_v0_1(r)),
                 })
             }
         }
