@@ -173,6 +173,54 @@ fn drop_tracking_removes_the_tracking_and_still_validates() {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
 }
 
+/// drop-tracking declares the tracking fields it removes (issue 22 item 3). A site that pins
+/// it with a scope leaving them out refuses the build, naming the plugin, the node and the
+/// field, and writes nothing; with the tracking fields granted it builds. Its 0.1 build
+/// declares no scope: the site's scope alone restricts it, the same way.
+#[test]
+fn drop_tracking_is_refused_unless_its_scope_grants_the_tracking_fields() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tracking = r#"scope = ["keepalived.instances.track-scripts", "keepalived.instances.track-files", "keepalived.scripts", "keepalived.track-files"]"#;
+    let narrow = r#"scope = ["keepalived.instances.priority"]"#;
+    for (contract, dir) in [
+        ("0.3", env!("HASEED_PLUGIN_DIR")),
+        ("0.1", env!("HASEED_PLUGIN_DIR_0_1")),
+    ] {
+        let wasm = std::path::Path::new(dir).join("drop_tracking.wasm");
+        for (scope, builds) in [(narrow, false), (tracking, true)] {
+            let mut text = SITE.to_string();
+            text.push_str(&plugin_entry(&wasm, Some("{}")));
+            text.push_str(scope);
+            text.push('\n');
+            let site = tmp.path().join("site.toml");
+            std::fs::write(&site, text).expect("write");
+            let out = tmp.path().join(format!("out-{contract}-{builds}"));
+            let o = build(&site, &out);
+            let err = stderr(&o);
+            assert_eq!(
+                o.status.success(),
+                builds,
+                "{contract} with {scope}:\n{err}"
+            );
+            if builds {
+                assert!(
+                    err.contains("drop-tracking: lb1: 3 tracked checks removed"),
+                    "{err}"
+                );
+                continue;
+            }
+            assert!(!out.exists(), "{contract}: written after the refusal");
+            let refusal = format!(
+                "plugin {}: node lb1: changed keepalived.instances.track-scripts, outside its \
+                 change scope (its [[plugin]] entry in the site grants: \
+                 keepalived.instances.priority)",
+                wasm.display()
+            );
+            assert!(err.contains(&refusal), "{contract}: {err}");
+        }
+    }
+}
+
 #[test]
 fn example_plugins_refuse_bad_settings_before_any_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -314,13 +362,14 @@ fn assert_fixtures_pass(wasm: &std::path::Path, dir: &str, count: usize) {
     assert!(outcomes.iter().all(|x| x["passed"] == true), "{dir}: {doc}");
 }
 
-/// The example plugins built against the contract 0.1.0 as it shipped (`wit/previous/0.1.0/`,
-/// builder/build.rs) and against the current one give the same build, byte for byte, on sites
-/// whose plans hold what 0.1 cannot express: APT sources (plugins/apt-mirror, a 0.2 plugin,
-/// adds one before the plugin under test) and a VIP that moves on AWS (issue 22 item 1).
+/// The example plugins built against the contracts 0.1.0 and 0.2.0 as they shipped
+/// (`wit/previous/`, builder/build.rs) and against the current one give the same build, byte
+/// for byte, on sites whose plans hold what 0.1 cannot express: APT sources (plugins/apt-mirror,
+/// a current plugin, adds one before the plugin under test) and a VIP that moves on AWS
+/// (issue 22 item 1). The older builds declare no change scope; the current ones do, and keep
+/// to it.
 #[test]
-fn plugins_built_against_contract_0_1_build_the_same_sites() {
-    let old_dir = std::path::Path::new(env!("HASEED_PLUGIN_DIR_0_1"));
+fn plugins_built_against_earlier_contracts_build_the_same_sites() {
     let cases: [(&str, String, Plugins); 4] = [
         (
             "pi-k8s",
@@ -345,15 +394,22 @@ fn plugins_built_against_contract_0_1_build_the_same_sites() {
     for (name, base, plugins) in cases {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut outputs = Vec::new();
-        for (contract, dir) in [
-            ("0.2", std::path::Path::new(env!("HASEED_PLUGIN_DIR"))),
-            ("0.1", old_dir),
-        ] {
+        let contracts = [
+            ("0.3", env!("HASEED_PLUGIN_DIR")),
+            ("0.2", env!("HASEED_PLUGIN_DIR_0_2")),
+            ("0.1", env!("HASEED_PLUGIN_DIR_0_1")),
+        ];
+        for (contract, dir) in contracts {
+            let dir = std::path::Path::new(dir);
             let mut text = base.clone();
             text.push_str(&plugin_entry(&plugin("apt_mirror.wasm"), Some(MIRROR)));
             for (file, settings) in plugins {
                 let path = dir.join(file);
-                assert!(path.exists(), "{} was not built", path.display());
+                assert!(
+                    path.exists(),
+                    "{} was not built (a release build of the tests needs HASEED_TEST_PLUGINS=1)",
+                    path.display()
+                );
                 text.push_str(&plugin_entry(&path, Some(settings)));
             }
             let site = tmp.path().join(format!("site-{contract}.toml"));
@@ -368,18 +424,20 @@ fn plugins_built_against_contract_0_1_build_the_same_sites() {
             outputs.push(tree(&out));
         }
         let files = |t: &[(String, Vec<u8>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            files(&outputs[0]),
-            files(&outputs[1]),
-            "{name}: other files"
-        );
-        for ((path, new), (_, old)) in outputs[0].iter().zip(&outputs[1]) {
-            assert!(
-                new == old,
-                "{name}: {path} differs between the 0.2 and the 0.1 build of {plugins:?}:\n--- 0.2\n{}\n--- 0.1\n{}",
-                String::from_utf8_lossy(new),
-                String::from_utf8_lossy(old)
+        for (i, (contract, _)) in contracts.iter().enumerate().skip(1) {
+            assert_eq!(
+                files(&outputs[0]),
+                files(&outputs[i]),
+                "{name}: other files with {contract}"
             );
+            for ((path, new), (_, old)) in outputs[0].iter().zip(&outputs[i]) {
+                assert!(
+                    new == old,
+                    "{name}: {path} differs between the 0.3 and the {contract} build of {plugins:?}:\n--- 0.3\n{}\n--- {contract}\n{}",
+                    String::from_utf8_lossy(new),
+                    String::from_utf8_lossy(old)
+                );
+            }
         }
     }
     // What 0.1 could not express is really in these builds (else the comparison proves little).
@@ -410,12 +468,35 @@ fn inspect_names_the_contract_and_the_adapter() {
     let text = stdout(&o);
     assert!(text.contains("built for:    haseed:policy@0.1.0"), "{text}");
     assert!(
-        text.contains("runs:         through the adapter 0.1.0 -> 0.2.0:"),
+        text.contains("runs:         through the adapter 0.1.0 -> 0.3.0:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("may change:   any field (it declares no change scope)"),
+        "{text}"
+    );
+    let old = std::path::Path::new(env!("HASEED_PLUGIN_DIR_0_2")).join("prefer_lb1.wasm");
+    let o = run(&["plugin", "inspect", old.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("built for:    haseed:policy@0.2.0"), "{text}");
+    assert!(
+        text.contains(
+            "runs:         through the adapter 0.2.0 -> 0.3.0: it declares no change scope"
+        ),
         "{text}"
     );
     let new = plugin("prefer_lb1.wasm");
     let o = run(&["plugin", "inspect", new.to_str().expect("utf-8")]);
     let text = stdout(&o);
-    assert!(text.contains("built for:    haseed:policy@0.2.0"), "{text}");
+    assert!(text.contains("built for:    haseed:policy@0.3.0"), "{text}");
     assert!(text.contains("runs:         native"), "{text}");
+    assert!(
+        text.contains(
+            "may change:   keepalived.instances.state, keepalived.instances.priority, \
+             keepalived.instances.nopreempt, haproxy.backends.servers.check.rise, \
+             haproxy.backends.servers.check.fall"
+        ),
+        "{text}"
+    );
 }

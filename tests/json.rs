@@ -32,7 +32,7 @@ fn envelope(o: &Output, command: &str) -> serde_json::Value {
             "version": env!("CARGO_PKG_VERSION"),
             "schema": 1,
             "command": command,
-            "contract": "0.2.0",
+            "contract": "0.3.0",
         }),
         "{command}: {doc}"
     );

@@ -10,9 +10,10 @@ fn inspect_reports_contract_metadata_and_runnability() {
     let o = run(&["plugin", "inspect", file.to_str().expect("utf-8"), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(doc["wit_package"], "haseed:policy@0.2.0");
-    assert_eq!(doc["host_wit_package"], "haseed:policy@0.2.0");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.3.0");
+    assert_eq!(doc["host_wit_package"], "haseed:policy@0.3.0");
     assert_eq!(doc["runs"], "native");
+    assert_eq!(doc["info"]["scope"][1], "keepalived.instances.priority");
     assert_eq!(doc["runnable"], true);
     assert_eq!(doc["info"]["name"], "prefer-lb1");
     assert!(doc["info"]["settings_help"]
@@ -125,6 +126,90 @@ fn add_pins_a_plugin_after_proving_it_accepts_its_settings() {
     assert!(
         again.contains("prefer = \"lb2\""),
         "settings were lost: {again}"
+    );
+}
+
+/// `plugin add` writes the plugin's declared change scope into its entry and shows it; a site
+/// that narrows it by hand refuses the plugin's wider changes until `plugin add` grants them
+/// again, saying what widens. A plugin that declares no scope is added with a warning and no
+/// `scope` key (issue 22 item 3).
+#[test]
+fn add_writes_the_grant_and_warns_when_none_is_declared() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let site = tmp.path().join("site.toml");
+    std::fs::copy(example("pi-k8s"), &site).expect("copy");
+    let add = |file: &std::path::Path| {
+        run(&[
+            "plugin",
+            "add",
+            file.to_str().expect("utf-8"),
+            "--site",
+            site.to_str().expect("utf-8"),
+        ])
+    };
+    let file = plugin("drop_tracking.wasm");
+    let o = add(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tracking = "keepalived.instances.track-scripts, keepalived.instances.track-files, \
+                    keepalived.scripts, keepalived.track-files";
+    assert!(
+        stderr(&o).contains(&format!("  may change: {tracking}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&site).expect("site");
+    let granted = r#"scope = ["keepalived.instances.track-scripts", "keepalived.instances.track-files", "keepalived.scripts", "keepalived.track-files"]"#;
+    assert!(text.contains(granted), "{text}");
+
+    // Narrowed by hand: the plugin's changes are refused; added again, the grant widens.
+    let narrowed = text.replace(granted, r#"scope = ["keepalived.scripts"]"#);
+    std::fs::write(&site, narrowed).expect("write");
+    let o = run(&["plan", site.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("node lb1: changed keepalived.instances.track-files, outside its change scope (its [[plugin]] entry in the site grants: keepalived.scripts)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = add(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "  the grant widens: keepalived.instances.track-scripts, \
+             keepalived.instances.track-files, keepalived.track-files \
+             (the site's scope said keepalived.scripts)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::read_to_string(&site)
+        .expect("site")
+        .contains(granted));
+    assert!(run(&["plan", site.to_str().expect("utf-8")])
+        .status
+        .success());
+
+    // A plugin built against 0.2.0 declares nothing: added, with a warning and no scope key.
+    let site_text = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    std::fs::write(&site, site_text).expect("write");
+    let old = std::path::Path::new(env!("HASEED_PLUGIN_DIR_0_2")).join("prefer_lb1.wasm");
+    let o = add(&old);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("may change: any field (it declares no change scope)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("declares no change scope: it may change any field of any node's plan"),
+        "{}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&site).expect("site");
+    assert!(
+        text.contains("[[plugin]]") && !text.contains("scope"),
+        "{text}"
     );
 }
 
@@ -278,7 +363,7 @@ fn new_project_builds_and_runs_in_the_host() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let wit = std::fs::read_to_string(project.join("wit/policy.wit")).expect("wit copied");
-    assert!(wit.contains("package haseed:policy@0.2.0;"));
+    assert!(wit.contains("package haseed:policy@0.3.0;"));
     let manifest = std::fs::read_to_string(project.join("Cargo.toml")).expect("manifest");
     assert!(
         manifest.contains("[package.metadata.component]"),
@@ -527,8 +612,8 @@ fn incompatible_contract_version_is_refused_by_name() {
     std::fs::write(
         wit.join("policy.wit"),
         text.replace(
-            "package haseed:policy@0.2.0;",
             "package haseed:policy@0.3.0;",
+            "package haseed:policy@0.4.0;",
         ),
     )
     .expect("write");
@@ -538,7 +623,7 @@ fn incompatible_contract_version_is_refused_by_name() {
     let o = run(&["plugin", "inspect", wasm.to_str().expect("utf-8"), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(doc["wit_package"], "haseed:policy@0.3.0");
+    assert_eq!(doc["wit_package"], "haseed:policy@0.4.0");
     assert_eq!(doc["runnable"], false);
 
     let site = tmp.path().join("site.toml");
@@ -549,11 +634,11 @@ fn incompatible_contract_version_is_refused_by_name() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("built against haseed:policy@0.3.0, but this host offers haseed:policy@0.2.0"),
+        err.contains("built against haseed:policy@0.4.0, but this host offers haseed:policy@0.3.0"),
         "{err}"
     );
     assert!(
-        err.contains("it runs plugins built against 0.2.0, and 0.1.0 through an adapter"),
+        err.contains("it runs plugins built against 0.3.0, and 0.1.0, 0.2.0 through an adapter"),
         "{err}"
     );
     assert!(err.contains("site.toml:"), "{err}");

@@ -215,6 +215,28 @@ fn out_of_range_numbers_are_refused() {
     }
 }
 
+/// A decision that changes a field outside the plugin's declared change scope is refused
+/// (issue 22 item 3): hostile-scope-liar declares keepalived priorities, nudges them, and
+/// also sets haproxy's maxconn to 1, a plan the checker and haproxy accept.
+#[test]
+fn a_change_outside_the_declared_scope_is_refused() {
+    let o = build_with("hostile_scope_liar.wasm");
+    assert_refused(&o, "hostile_scope_liar.wasm", "outside its change scope");
+    assert!(
+        o.stderr.contains(
+            "changed haproxy.global.maxconn, outside its change scope \
+             (it declares: keepalived.instances.priority)"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("changed keepalived.instances.priority"),
+        "the declared change is granted:\n{}",
+        o.stderr
+    );
+}
+
 #[test]
 fn duplicate_backend_is_refused() {
     let o = build_with("hostile_duplicate_names.wasm");

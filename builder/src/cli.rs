@@ -195,11 +195,14 @@ pub struct ManArgs {
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
     /// Show what a plugin component is: the contract version it was built against, its name,
-    /// version, description and settings (from its own info()), its imports and exports, and
-    /// whether this host can run it.
+    /// version, description, settings and change scope (the plan fields it may change, from its
+    /// own info()), its imports and exports, and whether this host can run it.
     Inspect(InspectArgs),
     /// Pin a plugin in a site file: adds (or updates) its [[plugin]] entry with the file's
-    /// sha256, after checking that it loads and accepts its settings on that site.
+    /// sha256 and the change scope it declares (`scope = [...]`: the plan fields it may
+    /// change; narrow it by hand to restrict the plugin further), after checking that it
+    /// loads, accepts its settings and keeps to its scope on that site. A plugin that declares
+    /// no scope may change any field: added with a warning.
     Add(AddArgs),
     /// Try a plugin on a site before pinning it: runs the site's chain without and with the plugin
     /// (appended last) and shows, per node, what it changed in the plan and in the rendered files,
@@ -906,6 +909,7 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
             outln!("version:      {}", info.version);
             outln!("description:  {}", info.description);
             outln!("settings:     {}", info.settings_help);
+            outln!("may change:   {}", describe_scope(info.scope.as_deref()));
         }
         outln!("imports:      {}", report.imports.join(", "));
         outln!("exports:      {}", report.exports.join(", "));
@@ -922,8 +926,8 @@ fn plugin_inspect(global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCod
 }
 
 fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
-    let source = read_plugin_file(&args.file)?;
-    let digest = source.digest.clone();
+    let plugin_source = read_plugin_file(&args.file)?;
+    let digest = plugin_source.digest.clone();
     let settings: serde_json::Value = match &args.settings {
         Some(text) => serde_json::from_str(text).context("--settings is not JSON")?,
         None => serde_json::json!({}),
@@ -988,12 +992,53 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
     if args.settings.is_some() || !updated {
         entry["settings"] = toml_edit::value(table);
     }
+    let previous_grant: Option<Vec<String>> = entry.get("scope").and_then(|v| {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+    });
+    let entry_index = plugins
+        .iter()
+        .position(&same)
+        .expect("the entry was just written");
+
+    // Load the chain once (the plugin compiled once) and ask the plugin its scope.
+    let planned_host = host(global)?;
+    let first =
+        crate::inventory::parse(&args.site, &doc.to_string()).map_err(BuildError::Inventory)?;
+    let mut chain = pipeline::load_chain(&planned_host, &first)?;
+    let declared = planned_host
+        .info(&chain.plugins[entry_index + 1])
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .scope;
+    // The grant travels with the pin: the plugin's declared scope, which the site may narrow
+    // by hand later. A plugin that declares none may change any field: said, not written.
+    let entry = doc["plugin"]
+        .as_array_of_tables_mut()
+        .and_then(|a| a.get_mut(entry_index))
+        .expect("the entry was just written");
+    match &declared {
+        Some(paths) => {
+            let mut list = toml_edit::Array::new();
+            for p in paths {
+                list.push(p.as_str());
+            }
+            entry["scope"] = toml_edit::value(list);
+        }
+        None => {
+            entry.remove("scope");
+        }
+    }
     let new_source = doc.to_string();
 
-    // Prove the new site loads and the plugin accepts its settings before writing.
+    // Prove the new site loads and plans (the plugin accepts its settings and keeps to its
+    // scope) before writing.
     let inv = crate::inventory::parse(&args.site, &new_source).map_err(BuildError::Inventory)?;
-    let planned_host = host(global)?;
-    let chain = pipeline::load_chain(&planned_host, &inv)?;
+    chain.scopes = std::iter::once(None)
+        .chain(inv.plugins.iter().map(|p| p.scope.clone()))
+        .collect();
     pipeline::plan(&planned_host, &inv, &chain)?;
 
     let dir = args
@@ -1017,6 +1062,7 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
         global.out.field("path", &path_text)?;
         global.out.field("site", args.site.display().to_string())?;
         global.out.field("sha256", &digest)?;
+        global.out.field("scope", &declared)?;
     } else {
         errln!(
             "{} plugin {} in {} (sha256 {})",
@@ -1025,8 +1071,46 @@ fn plugin_add(global: &Global, args: &AddArgs) -> anyhow::Result<ExitCode> {
             args.site.display(),
             digest
         );
+        errln!("  may change: {}", describe_scope(declared.as_deref()));
+        if let (Some(before), Some(now)) = (&previous_grant, &declared) {
+            let widened: Vec<&str> = now
+                .iter()
+                .filter(|p| !crate::policy::scope::covers(before, p))
+                .map(String::as_str)
+                .collect();
+            if !widened.is_empty() {
+                errln!(
+                    "  the grant widens: {} (the site's scope said {})",
+                    widened.join(", "),
+                    describe_scope(Some(before))
+                );
+            }
+        }
+    }
+    if declared.is_none() {
+        let warning = format!(
+            "plugin {path_text} declares no change scope: it may change any field of any node's \
+             plan. Restrict it with scope = [\"FIELD.PATH\", ...] in its [[plugin]] entry \
+             (haseed plugin inspect shows what it is for)"
+        );
+        if global.out.json() {
+            global
+                .out
+                .warn(crate::envelope::Notice::new(warning).plugin(path_text.clone()));
+        } else {
+            errln!("warning: {warning}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A change scope as one line: the paths, or what none and an empty list mean.
+fn describe_scope(scope: Option<&[String]>) -> String {
+    match scope {
+        None => "any field (it declares no change scope)".to_string(),
+        Some([]) => "nothing (it only checks or refuses)".to_string(),
+        Some(paths) => paths.join(", "),
+    }
 }
 
 /// `to` as a path relative to the directory `from` (both absolute and canonical), going up
@@ -1160,29 +1244,12 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let candidate = host.load_source(&name, &source)?;
 
     // Without: the site's chain, minus this plugin if the site already pins it.
-    let site_chain = pipeline::load_chain(&host, &inv)?;
-    let mut base = pipeline::Chain {
-        plugins: Vec::new(),
-        settings: Vec::new(),
-    };
-    for (i, (plugin, setting)) in site_chain
-        .plugins
-        .into_iter()
-        .zip(site_chain.settings)
-        .enumerate()
-    {
-        // Index 0 is the default policy, which always stays.
-        if i == 0 || plugin.digest != candidate.digest {
-            base.plugins.push(plugin);
-            base.settings.push(setting);
-        }
-    }
+    let base = pipeline::load_chain(&host, &inv)?.without(&candidate.digest);
     let (before, _) = pipeline::plan(&host, &inv, &base)?;
     let before_files = pipeline::render(&inv, &before)?;
 
     let mut with = base;
-    with.plugins.push(candidate);
-    with.settings.push(settings.to_string());
+    with.push(candidate, settings.to_string(), None);
     let json = global.out.json();
     if json {
         global.out.field("plugin", &name)?;

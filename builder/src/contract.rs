@@ -23,13 +23,23 @@ pub use self::haseed::policy::site::{
 pub use exports::haseed::policy::policy::{PluginInfo, PolicyError as PolicyRefusal};
 
 /// The WIT package version this host implements (`package haseed:policy@X`).
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// The contract 0.1.0 as it shipped (`wit/previous/0.1.0/`): the bindings a plugin built
 /// against it is linked with. `policy::adapt` converts between these types and the current ones.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "assets/wit/previous/0.1.0",
+        world: "policy-plugin",
+        additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+    });
+}
+
+/// The contract 0.2.0 as it shipped (`wit/previous/0.2.0/`): as 0.3.0 without the plugin's
+/// declared change scope (`plugin-info.scope`).
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "assets/wit/previous/0.2.0",
         world: "policy-plugin",
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
     });
@@ -184,7 +194,8 @@ mod tests {
     }
 
     /// The check above fails on a breaking edit: a field added to a record, a case removed
-    /// from an enum, a changed parameter; and on 0.1.0, which 0.2.0 broke (hence the adapter).
+    /// from an enum, a changed parameter; and on 0.1.0 and 0.2.0, which their successors broke
+    /// (hence the adapters).
     #[test]
     fn a_breaking_edit_of_the_contract_is_caught() {
         let current = read(&wit_dir().join("policy.wit"));
@@ -207,7 +218,9 @@ mod tests {
         // Documentation is not structure.
         let documented = current.replacen("/// ", "/// Reworded: ", 3);
         compatible(&current, &documented).expect("doc edits are compatible");
-        let old = read(&wit_dir().join("previous/0.1.0/policy.wit"));
-        assert!(compatible(&old, &current).is_err(), "0.1.0 -> 0.2.0 broke");
+        let v0_1 = read(&wit_dir().join("previous/0.1.0/policy.wit"));
+        let v0_2 = read(&wit_dir().join("previous/0.2.0/policy.wit"));
+        assert!(compatible(&v0_1, &v0_2).is_err(), "0.1.0 -> 0.2.0 broke");
+        assert!(compatible(&v0_2, &current).is_err(), "0.2.0 -> 0.3.0 broke");
     }
 }

@@ -77,6 +77,34 @@ impl std::error::Error for BuildError {}
 pub struct Chain {
     pub plugins: Vec<LoadedPlugin>,
     pub settings: Vec<String>,
+    /// The change scope the site grants each (`scope` in its `[[plugin]]` entry), if it says.
+    pub scopes: Vec<Option<Vec<String>>>,
+}
+
+impl Chain {
+    /// This chain without the component `digest` (the default policy, link 0, always stays):
+    /// the site's chain a candidate plugin is then appended to.
+    pub fn without(self, digest: &str) -> Chain {
+        let mut kept = Chain {
+            plugins: Vec::new(),
+            settings: Vec::new(),
+            scopes: Vec::new(),
+        };
+        let links = self.plugins.into_iter().zip(self.settings).zip(self.scopes);
+        for (i, ((plugin, settings), scope)) in links.enumerate() {
+            if i == 0 || plugin.digest != digest {
+                kept.push(plugin, settings, scope);
+            }
+        }
+        kept
+    }
+
+    /// Appends a link.
+    pub fn push(&mut self, plugin: LoadedPlugin, settings: String, scope: Option<Vec<String>>) {
+        self.plugins.push(plugin);
+        self.settings.push(settings);
+        self.scopes.push(scope);
+    }
 }
 
 /// Loads the default policy and every `[[plugin]]` of the inventory,
@@ -84,13 +112,16 @@ pub struct Chain {
 /// and hashed as it is read (never read whole first); a component pinned
 /// twice is compiled once.
 pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
-    let mut plugins = Vec::with_capacity(inv.plugins.len() + 1);
-    let mut settings = Vec::with_capacity(inv.plugins.len() + 1);
-    plugins.push(host.load_default_policy().map_err(|e| BuildError::Plugin {
+    let mut chain = Chain {
+        plugins: Vec::with_capacity(inv.plugins.len() + 1),
+        settings: Vec::with_capacity(inv.plugins.len() + 1),
+        scopes: Vec::with_capacity(inv.plugins.len() + 1),
+    };
+    let default_policy = host.load_default_policy().map_err(|e| BuildError::Plugin {
         at: None,
         message: format!("{e:#}"),
-    })?);
-    settings.push(inv.default_policy_settings.clone());
+    })?;
+    chain.push(default_policy, inv.default_policy_settings.clone(), None);
     let mut once = LoadOnce::default();
     for p in &inv.plugins {
         let loaded = read_pinned(&p.path_text, &p.path, &p.sha256)
@@ -99,10 +130,9 @@ pub fn load_chain(host: &Host, inv: &Inventory) -> Result<Chain, BuildError> {
                 at: Some(locate(inv, p.span.start)),
                 message: format!("{e:#}"),
             })?;
-        plugins.push(loaded);
-        settings.push(p.settings_json.clone());
+        chain.push(loaded, p.settings_json.clone(), p.scope.clone());
     }
-    Ok(Chain { plugins, settings })
+    Ok(chain)
 }
 
 /// Plans every node: runs the chain, returns the checked plans and the
@@ -116,7 +146,12 @@ pub fn plan(
         .plugins
         .iter()
         .zip(&chain.settings)
-        .map(|(plugin, settings)| ChainLink { plugin, settings })
+        .zip(&chain.scopes)
+        .map(|((plugin, settings), scope)| ChainLink {
+            plugin,
+            settings,
+            site_scope: scope.as_deref(),
+        })
         .collect();
     let mut logs = Vec::new();
     match host.run_chain(&inv.site, &links, &mut logs) {

@@ -181,9 +181,9 @@ fn run_one(
     let mut chain = Chain {
         plugins: site.base.plugins.clone(),
         settings: site.base.settings.clone(),
+        scopes: site.base.scopes.clone(),
     };
-    chain.plugins.push(plugin.clone());
-    chain.settings.push(settings);
+    chain.push(plugin.clone(), settings, None);
     let planned = pipeline::plan(host, &site.inv, &chain);
 
     let mut failures = Vec::new();
@@ -243,16 +243,7 @@ fn load_site(host: &Host, plugin: &LoadedPlugin, path: &Path) -> Result<SiteRun,
         pipeline::load_inventory(path).map_err(|e| format!("site {}:\n{e}", path.display()))?;
     let full = pipeline::load_chain(host, &inv).map_err(|e| e.to_string())?;
     // The site's chain without the plugin under test (it runs last, with the fixture's settings).
-    let mut base = Chain {
-        plugins: Vec::new(),
-        settings: Vec::new(),
-    };
-    for (i, (p, s)) in full.plugins.into_iter().zip(full.settings).enumerate() {
-        if i == 0 || p.digest != plugin.digest {
-            base.plugins.push(p);
-            base.settings.push(s);
-        }
-    }
+    let base = full.without(&plugin.digest);
     Ok(SiteRun { inv, base })
 }
 

@@ -23,6 +23,8 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             settings_help: "none".into(),
+            // Declares nothing: the sandbox and the checker must hold without a scope.
+            scope: None,
         }
     }
 }

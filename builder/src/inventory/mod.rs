@@ -102,6 +102,9 @@ pub struct PluginRef {
     pub settings_at: SettingsAt,
     /// Span of the path value.
     pub span: Range<usize>,
+    /// The plan fields the site lets it change (`scope`, checked paths); none: whatever the
+    /// plugin itself declares.
+    pub scope: Option<Vec<String>>,
 }
 
 /// Per-node data that is not part of the plugin contract.

@@ -620,6 +620,7 @@ pub(super) struct RawPlugin {
     pub settings_json: Option<String>,
     pub settings_at: super::SettingsAt,
     pub allow_repeat: Option<Sp<bool>>,
+    pub scope: Option<List<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -692,7 +693,7 @@ pub(super) const NODE_KEYS: &[&str] = &[
     "password_hash",
     "password",
 ];
-const PLUGIN_KEYS: &[&str] = &["path", "sha256", "settings", "allow_repeat"];
+const PLUGIN_KEYS: &[&str] = &["path", "sha256", "settings", "allow_repeat", "scope"];
 
 /// Reads the whole document. Everything wrong at this level is in `cx.diags` afterwards.
 pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
@@ -859,6 +860,7 @@ pub(super) fn read_file(cx: &mut Cx<'_>, root: &dyn TableLike) -> RawFile {
             settings_json,
             settings_at,
             allow_repeat: cx.boolean(&t, "allow_repeat"),
+            scope: cx.strings(&t, "scope", false),
         });
     }
 

@@ -1499,6 +1499,14 @@ fn plugins(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Vec<PluginRef> {
                 ok = false;
             }
         }
+        let scope = p.scope.as_ref().map(|list| {
+            for path in &list.v {
+                if let Err(why) = crate::policy::scope::check(std::slice::from_ref(&path.v)) {
+                    cx.err(path.span.clone(), why);
+                }
+            }
+            list.v.iter().map(|p| p.v.clone()).collect::<Vec<_>>()
+        });
         let mut sha = String::new();
         if let Some(h) = &p.sha256 {
             if h.v.len() != 64 || !h.v.bytes().all(|c| c.is_ascii_hexdigit()) {
@@ -1523,6 +1531,7 @@ fn plugins(cx: &mut Cx<'_>, raw: &RawFile, site_path: &Path) -> Vec<PluginRef> {
                 settings_json: p.settings_json.clone().unwrap_or_else(|| "{}".into()),
                 settings_at: p.settings_at.clone(),
                 span: path.span.clone(),
+                scope,
             });
         }
     }

@@ -85,6 +85,7 @@ pub(crate) const DOCS: &[Doc] = &[
     ("[[plugin]]", "path", "The component file, relative to the site file.", None, None),
     ("[[plugin]]", "sha256", "The component's sha256 (64 hex digits): a file that does not match is refused.", None, None),
     ("[[plugin]]", "settings", "The plugin's settings, handed to it as JSON (haseed plugin inspect shows what it takes).", Some("{}"), None),
+    ("[[plugin]]", "scope", "The plan fields the plugin may change, e.g. [\"keepalived.instances.priority\"] (haseed plugin add writes what the plugin declares; narrow it to restrict the plugin further). A decision that changes a field outside it fails the build.", Some("what the plugin declares"), None),
     ("[[plugin]]", "allow_repeat", "Allow this entry to pin the same component as an earlier one (it then runs twice).", Some("false"), None),
 ];
 

@@ -1411,6 +1411,32 @@ fn plugin_rules() {
     only_err(&src, "settings cannot hold nan or inf", 19, 5);
 }
 
+/// A `[[plugin]]` scope names plan fields the host knows, each checked where it is written
+/// (issue 22 item 3); a good one reaches the plugin's entry.
+#[test]
+fn plugin_scope_paths_are_checked() {
+    let entry = format!("[[plugin]]\npath = \"p.wasm\"\nsha256 = \"{:064x}\"\n", 1);
+    let src = with(
+        MIN,
+        &format!("{entry}scope = [\"haproxy.global.maxconn\", \"keepalived.priority\"]\n"),
+    );
+    only_err(
+        &src,
+        "\"keepalived.priority\" is not a plan field path (did you mean keepalived.instances.priority?",
+        21,
+        36,
+    );
+    let src = with(
+        MIN,
+        &format!("{entry}scope = [\"haproxy.global.maxconn\"]\n"),
+    );
+    assert_eq!(
+        ok(&src).plugins[0].scope.as_deref(),
+        Some(&["haproxy.global.maxconn".to_string()][..])
+    );
+    assert_eq!(ok(&with(MIN, &entry)).plugins[0].scope, None);
+}
+
 #[test]
 fn plugin_count_is_capped() {
     // Distinct components (one pinned twice is an error of its own).

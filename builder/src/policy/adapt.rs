@@ -21,24 +21,35 @@ use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
 use super::HostState;
-use crate::contract::{self, v0_1, NodePlan, PluginInfo, PolicyRefusal, Site};
+use crate::contract::{self, v0_1, v0_2, NodePlan, PluginInfo, PolicyRefusal, Site};
 
 /// A contract this host runs a plugin through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contract {
     /// The host's own version (or an older patch of it): no adapter.
     Current,
-    /// haseed:policy@0.1.0: no VIP `aws` move in the site, no `apt-sources` in plans.
+    /// haseed:policy@0.1.0: no VIP `aws` move in the site, no `apt-sources` in plans, no
+    /// declared change scope.
     V0_1,
+    /// haseed:policy@0.2.0: no declared change scope.
+    V0_2,
 }
 
 /// The earlier versions this host adapts, each with what a plugin built against it cannot see
 /// or decide (`plugin inspect` says it).
-pub const ADAPTED: &[(&str, &str)] = &[(
-    "0.1.0",
-    "it does not see how a VIP moves on AWS and does not decide APT sources (its plans keep \
-     the APT sources the previous plugin set)",
-)];
+pub const ADAPTED: &[(&str, &str)] = &[
+    (
+        "0.1.0",
+        "it does not see how a VIP moves on AWS and does not decide APT sources (its plans keep \
+         the APT sources the previous plugin set); it declares no change scope, so it may change \
+         any field unless the site's `scope` narrows it",
+    ),
+    (
+        "0.2.0",
+        "it declares no change scope, so it may change any field unless the site's `scope` \
+         narrows it",
+    ),
+];
 
 impl Contract {
     /// The contract a plugin built against `version` ("0.1.0") runs through, if any.
@@ -48,20 +59,23 @@ impl Contract {
         }
         match version {
             "0.1.0" => Some(Contract::V0_1),
+            "0.2.0" => Some(Contract::V0_2),
             _ => None,
         }
     }
 
-    /// "native" or "adapter 0.1.0 -> 0.2.0: what it cannot see or decide".
+    /// "native" or "through the adapter 0.1.0 -> 0.3.0: what it cannot see or decide".
     pub fn describe(self) -> String {
-        match self {
-            Contract::Current => "native".to_string(),
-            Contract::V0_1 => format!(
-                "through the adapter 0.1.0 -> {}: {}",
-                contract::WIT_VERSION,
-                adapted_loss("0.1.0")
-            ),
-        }
+        let version = match self {
+            Contract::Current => return "native".to_string(),
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        };
+        format!(
+            "through the adapter {version} -> {}: {}",
+            contract::WIT_VERSION,
+            adapted_loss(version)
+        )
     }
 }
 
@@ -82,17 +96,27 @@ fn refusal_from_v0_1(r: v0_1::exports::haseed::policy::policy::PolicyError) -> P
     }
 }
 
+/// A 0.2 refusal as the current type (the record did not change).
+fn refusal_from_v0_2(r: v0_2::exports::haseed::policy::policy::PolicyError) -> PolicyRefusal {
+    PolicyRefusal {
+        message: r.message,
+        field: r.field,
+    }
+}
+
 /// A plugin linked with the bindings of its own contract.
 #[derive(Clone)]
 pub(super) enum Pre {
     Current(contract::PolicyPluginPre<HostState>),
     V0_1(v0_1::PolicyPluginPre<HostState>),
+    V0_2(v0_2::PolicyPluginPre<HostState>),
 }
 
 /// One instance of a plugin, called with the current contract's types.
 pub(super) enum Instance {
     Current(contract::PolicyPlugin),
     V0_1(v0_1::PolicyPlugin),
+    V0_2(v0_2::PolicyPlugin),
 }
 
 impl Pre {
@@ -100,6 +124,7 @@ impl Pre {
         match self {
             Pre::Current(_) => Contract::Current,
             Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
         }
     }
 
@@ -107,6 +132,7 @@ impl Pre {
         Ok(match self {
             Pre::Current(pre) => Instance::Current(pre.instantiate(store)?),
             Pre::V0_1(pre) => Instance::V0_1(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Instance::V0_2(pre.instantiate(store)?),
         })
     }
 }
@@ -115,7 +141,8 @@ impl Instance {
     pub(super) fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<PluginInfo> {
         match self {
             Instance::Current(i) => i.haseed_policy_policy().call_info(store),
-            Instance::V0_1(i) => lift(&i.haseed_policy_policy().call_info(store)?, |_| {}),
+            Instance::V0_1(i) => lift(&i.haseed_policy_policy().call_info(store)?, info_from_old),
+            Instance::V0_2(i) => lift(&i.haseed_policy_policy().call_info(store)?, info_from_old),
         }
     }
 
@@ -138,6 +165,14 @@ impl Instance {
                     .decider()
                     .call_open(store, &site, settings)?;
                 Ok(opened.map_err(refusal_from_v0_1))
+            }
+            Instance::V0_2(i) => {
+                let site: v0_2::haseed::policy::site::Site = lift(site, |_| {})?;
+                let opened = i
+                    .haseed_policy_policy()
+                    .decider()
+                    .call_open(store, &site, settings)?;
+                Ok(opened.map_err(refusal_from_v0_2))
             }
         }
     }
@@ -166,6 +201,17 @@ impl Instance {
                     Err(r) => Err(refusal_from_v0_1(r)),
                 })
             }
+            Instance::V0_2(i) => {
+                let old: v0_2::haseed::policy::plan::NodePlan = lift(plan, |_| {})?;
+                let decided = i
+                    .haseed_policy_policy()
+                    .decider()
+                    .call_decide(store, decider, index, &old)?;
+                Ok(match decided {
+                    Ok(new) => Ok(lift(&new, |_| {})?),
+                    Err(r) => Err(refusal_from_v0_2(r)),
+                })
+            }
         }
     }
 }
@@ -181,7 +227,15 @@ fn lift<A: Serialize, B: DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| wasmtime::format_err!("contract adapter: {e}"))
 }
 
-/// 0.2 -> 0.1 site: VIPs lose `aws` (0.1 has no way to say how a VIP moves on AWS).
+/// 0.1 or 0.2 -> 0.3 plugin info: no declared change scope (the plugin may change any field
+/// the site's `scope` grants, all of them when the site says nothing).
+fn info_from_old(info: &mut Value) {
+    if let Some(info) = info.as_object_mut() {
+        info.insert("scope".to_string(), Value::Null);
+    }
+}
+
+/// 0.3 (and 0.2) -> 0.1 site: VIPs lose `aws` (0.1 has no way to say how a VIP moves on AWS).
 fn site_to_v0_1(site: &mut Value) {
     if let Some(vips) = site.get_mut("vips").and_then(Value::as_array_mut) {
         for vip in vips {
@@ -192,14 +246,14 @@ fn site_to_v0_1(site: &mut Value) {
     }
 }
 
-/// 0.2 -> 0.1 plan: no `apt_sources`.
+/// 0.3 (and 0.2) -> 0.1 plan: no `apt_sources`.
 fn plan_to_v0_1(plan: &mut Value) {
     if let Some(plan) = plan.as_object_mut() {
         plan.remove("apt_sources");
     }
 }
 
-/// 0.1 -> 0.2 plan: `apt_sources` as they were before the call.
+/// 0.1 -> 0.3 (and 0.2) plan: `apt_sources` as they were before the call.
 fn plan_from_v0_1(plan: &mut Value, before: &NodePlan) {
     if let Some(plan) = plan.as_object_mut() {
         let kept = serde_json::to_value(&before.apt_sources).unwrap_or(Value::Array(Vec::new()));
@@ -215,8 +269,9 @@ mod tests {
     fn versions_map_to_contracts() {
         assert_eq!(Contract::of(contract::WIT_VERSION), Some(Contract::Current));
         assert_eq!(Contract::of("0.1.0"), Some(Contract::V0_1));
+        assert_eq!(Contract::of("0.2.0"), Some(Contract::V0_2));
         assert_eq!(Contract::of("0.1.1"), None, "never shipped");
-        assert_eq!(Contract::of("0.3.0"), None, "newer than this host");
+        assert_eq!(Contract::of("0.4.0"), None, "newer than this host");
         assert_eq!(Contract::of("1.0.0"), None);
     }
 

@@ -12,11 +12,14 @@
 //!
 //! Submodules: [`source`] reads a plugin file (bounded, hashed as read),
 //! [`compile`] turns it into native code in a bounded child process,
-//! [`cache`] keeps that native code between builds, authenticated.
+//! [`cache`] keeps that native code between builds, authenticated, [`adapt`] runs plugins
+//! built against an earlier contract, [`scope`] holds each plugin to the plan fields it
+//! may change.
 
 pub mod adapt;
 pub mod cache;
 pub mod compile;
+pub mod scope;
 pub mod source;
 
 pub use compile::{CompileLimits, Compiler, MAX_COMPONENT_BYTES, MAX_NATIVE_BYTES};
@@ -214,6 +217,8 @@ pub struct ChainLink<'a> {
     pub plugin: &'a LoadedPlugin,
     /// JSON object text.
     pub settings: &'a str,
+    /// The change scope the site grants it (`scope` in its `[[plugin]]` entry), if it says.
+    pub site_scope: Option<&'a [String]>,
 }
 
 impl Host {
@@ -465,6 +470,9 @@ impl Host {
             Contract::V0_1 => adapt::Pre::V0_1(
                 crate::contract::v0_1::PolicyPluginPre::new(instance_pre).map_err(expected)?,
             ),
+            Contract::V0_2 => adapt::Pre::V0_2(
+                crate::contract::v0_2::PolicyPluginPre::new(instance_pre).map_err(expected)?,
+            ),
         })
     }
 
@@ -667,6 +675,32 @@ impl Host {
                 return Err(vec![fail(None, trapped(&e, &logs[mark..]))]);
             }
         };
+        // Its declared change scope, checked before anything is decided.
+        let declared = match instance.info(&mut store) {
+            Ok(info) => info.scope,
+            Err(e) => {
+                drain_logs(name, &stdout, &stderr, &mut printed, logs);
+                return Err(vec![fail(None, trapped(&e, &logs[mark..]))]);
+            }
+        };
+        if let Some(declared) = &declared {
+            scope::check(declared).map_err(|why| {
+                vec![fail(
+                    None,
+                    format!("declares a change scope this host cannot enforce: {why}"),
+                )]
+            })?;
+        }
+        // Each scope given must grant a change; one that grants everything needs no diff.
+        let scopes: Vec<(&[String], &str)> = [
+            declared.as_deref().map(|s| (s, "it declares")),
+            link.site_scope
+                .map(|s| (s, "its [[plugin]] entry in the site grants")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|(s, _)| !scope::covers_everything(s))
+        .collect();
         let opened = instance.open(&mut store, site, link.settings);
         drain_logs(name, &stdout, &stderr, &mut printed, logs);
         let decider: ResourceAny = match opened {
@@ -721,8 +755,11 @@ impl Host {
             drain_logs(name, &stdout, &stderr, &mut printed, logs);
             match result {
                 Ok(Ok(new_plan)) => {
+                    let outside = out_of_scope(&scopes, plan, &new_plan);
                     let issues = check::check_node(site, index as u32, &new_plan);
-                    if issues.is_empty() {
+                    if !outside.is_empty() {
+                        errors.extend(outside.into_iter().map(|m| fail(Some(node_name), m)));
+                    } else if issues.is_empty() {
                         *plan = new_plan;
                     } else {
                         errors.extend(issues.into_iter().map(|issue| {
@@ -753,6 +790,28 @@ impl Host {
             Err(errors)
         }
     }
+}
+
+/// Why `after` is refused as a decision on `before` under `scopes` (each with who gives it):
+/// one message per changed field some scope does not grant.
+fn out_of_scope(scopes: &[(&[String], &str)], before: &NodePlan, after: &NodePlan) -> Vec<String> {
+    if scopes.is_empty() {
+        return Vec::new();
+    }
+    let mut refused = Vec::new();
+    for path in scope::changed(before, after) {
+        if let Some((granted, who)) = scopes.iter().find(|(s, _)| !scope::covers(s, &path)) {
+            let granted = if granted.is_empty() {
+                "nothing".to_string()
+            } else {
+                granted.join(", ")
+            };
+            refused.push(format!(
+                "changed {path}, outside its change scope ({who}: {granted})"
+            ));
+        }
+    }
+    refused
 }
 
 /// Imports and exports of a compiled component, and the contract version it
@@ -1101,17 +1160,18 @@ mod tests {
 
     #[test]
     fn contract_versions_follow_semver() {
-        // The host offers 0.2.0: for 0.x only the same minor, not newer.
-        assert!(wit_compatible("0.2.0"));
+        // The host offers 0.3.0: for 0.x only the same minor, not newer.
+        assert!(wit_compatible("0.3.0"));
         assert!(
-            !wit_compatible("0.2.1"),
+            !wit_compatible("0.3.1"),
             "a newer patch may use what the host lacks"
         );
         assert!(
-            !wit_compatible("0.1.0"),
-            "0.1 plugins lack apt-sources: they run through the adapter (adapt.rs), not natively"
+            !wit_compatible("0.2.0"),
+            "0.2 plugins declare no scope: they run through the adapter (adapt.rs), not natively"
         );
-        assert!(!wit_compatible("0.3.0"));
+        assert!(!wit_compatible("0.1.0"));
+        assert!(!wit_compatible("0.4.0"));
         assert!(!wit_compatible("1.1.0"));
         assert!(!wit_compatible("unversioned"));
         assert!(!wit_compatible(""));

@@ -1,6 +1,6 @@
 //! Example site plugin: every node (or the nodes of the given roles) gets one more APT
 //! repository, the site's own mirror, which cloud-init configures before it installs the
-//! packages. Contract 0.2 (`apt-sources`); a plugin built against 0.1 cannot say this, and
+//! packages. Contract 0.2 and later (`apt-sources`); a plugin built against 0.1 cannot say this, and
 //! haseed keeps such a source through a 0.1 plugin later in the chain (tests/example_plugins.rs).
 //!
 //! Settings: `{"name": "site-mirror", "source": "deb http://mirror.lan/debian bookworm main",
@@ -53,6 +53,7 @@ impl Guest for Component {
                             line; $KEY_FILE is the key's path), optional \"key\" (ASCII-armored \
                             signing key) and \"roles\" (only nodes with one of these roles)"
                 .into(),
+            scope: Some(vec!["apt-sources".into()]),
         }
     }
 }

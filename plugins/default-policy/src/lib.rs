@@ -80,6 +80,22 @@ impl Guest for Component {
                           OpenStack-style controllers; MariaDB Galera db nodes"
                 .into(),
             settings_help: settings::HELP.into(),
+            // The first link of the chain builds every plan from an empty one.
+            scope: Some(
+                [
+                    "hostname",
+                    "haproxy",
+                    "keepalived",
+                    "packages",
+                    "apt-sources",
+                    "sysctls",
+                    "kernel-cmdline",
+                    "files",
+                    "services",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! (the checker and `keepalived -t` accept it); only the lab's
 //! `haproxy-killed` scenario shows the damage. Takes no settings.
 
-#[cfg(not(feature = "contract-0-1"))]
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
 wit_bindgen::generate!({
     path: "../../wit",
     world: "policy-plugin",
@@ -14,6 +14,11 @@ wit_bindgen::generate!({
 #[cfg(feature = "contract-0-1")]
 wit_bindgen::generate!({
     path: "../../wit/previous/0.1.0",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.2.0",
     world: "policy-plugin",
 });
 
@@ -34,6 +39,13 @@ impl Guest for Component {
                           example that haseed lab catches"
                 .into(),
             settings_help: "no settings".into(),
+            #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+            scope: Some(vec![
+                "keepalived.instances.track-scripts".into(),
+                "keepalived.instances.track-files".into(),
+                "keepalived.scripts".into(),
+                "keepalived.track-files".into(),
+            ]),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! Settings (all optional): `{"writer": "db2"}`: the node that takes writes
 //! (default: the first server of each backend).
 
-#[cfg(not(feature = "contract-0-1"))]
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
 wit_bindgen::generate!({
     path: "../../wit",
     world: "policy-plugin",
@@ -23,6 +23,11 @@ wit_bindgen::generate!({
 #[cfg(feature = "contract-0-1")]
 wit_bindgen::generate!({
     path: "../../wit/previous/0.1.0",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.2.0",
     world: "policy-plugin",
 });
 
@@ -44,6 +49,8 @@ impl Guest for Component {
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             settings_help:
                 "{\"writer\": NODE} (optional; default: the first server of each db backend)".into(),
+            #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+            scope: Some(vec!["haproxy.backends.servers.backup".into()]),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! Settings (all optional): `{"health_port": 29499, "inter_ms": 5000,
 //! "rise": 15, "fall": 1, "log_days": 10}`.
 
-#[cfg(not(feature = "contract-0-1"))]
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
 wit_bindgen::generate!({
     path: "../../wit",
     world: "policy-plugin",
@@ -17,6 +17,11 @@ wit_bindgen::generate!({
 #[cfg(feature = "contract-0-1")]
 wit_bindgen::generate!({
     path: "../../wit/previous/0.1.0",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.2.0",
     world: "policy-plugin",
 });
 
@@ -35,6 +40,15 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             settings_help: "{\"health_port\": 29499, \"inter_ms\": 5000, \"rise\": 15, \"fall\": 1, \"log_days\": 10}, all optional".into(),
+            #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+            scope: Some(vec![
+                "haproxy.backends.servers.check.port".into(),
+                "haproxy.backends.servers.check.inter-ms".into(),
+                "haproxy.backends.servers.check.rise".into(),
+                "haproxy.backends.servers.check.fall".into(),
+                "files".into(),
+                "packages".into(),
+            ]),
         }
     }
 }

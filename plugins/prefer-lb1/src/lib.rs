@@ -5,7 +5,7 @@
 //!
 //! Settings (all optional): `{"prefer": "lb1", "rise": 5, "fall": 2}`.
 
-#[cfg(not(feature = "contract-0-1"))]
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
 wit_bindgen::generate!({
     path: "../../wit",
     world: "policy-plugin",
@@ -13,6 +13,11 @@ wit_bindgen::generate!({
 #[cfg(feature = "contract-0-1")]
 wit_bindgen::generate!({
     path: "../../wit/previous/0.1.0",
+    world: "policy-plugin",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit/previous/0.2.0",
     world: "policy-plugin",
 });
 
@@ -92,6 +97,14 @@ impl Guest for Component {
                             (priority 100), all preempting; \"rise\", \"fall\": 1..1000, set on \
                             every haproxy server check"
                 .into(),
+            #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+            scope: Some(vec![
+                "keepalived.instances.state".into(),
+                "keepalived.instances.priority".into(),
+                "keepalived.instances.nopreempt".into(),
+                "haproxy.backends.servers.check.rise".into(),
+                "haproxy.backends.servers.check.fall".into(),
+            ]),
         }
     }
 }

@@ -22,4 +22,5 @@ class Policy(exports.Policy):
             version="0.1.0",
             description="Sets haproxy server weights and drains servers for maintenance (Python)",
             settings_help='{"weights": {NODE: 0..256}, "drain": [NODE, ...]}, both optional',
+            scope=["haproxy.backends.servers.weight"],
         )

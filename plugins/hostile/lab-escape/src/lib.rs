@@ -28,6 +28,7 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             settings_help: "{\"marker_dir\": \"/ABSOLUTE/DIR\"}".into(),
+            scope: None,
         }
     }
 }
