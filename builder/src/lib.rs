@@ -7,6 +7,7 @@ pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod contract;
+pub mod day2;
 pub mod diag;
 pub mod envelope;
 #[doc(hidden)]
