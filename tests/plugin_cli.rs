@@ -172,6 +172,20 @@ fn add_writes_the_grant_and_warns_when_none_is_declared() {
         "{}",
         stderr(&o)
     );
+    // plugin check holds the plugin to the site's entry as well.
+    let o = run(&[
+        "plugin",
+        "check",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("outside its change scope (its [[plugin]] entry in the site grants: keepalived.scripts)"),
+        "{}",
+        stderr(&o)
+    );
     let o = add(&file);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -397,6 +411,38 @@ fn new_project_builds_and_runs_in_the_host() {
 
     assert_tunes_lb1_checks(&wasm, 5);
     assert_scaffold_fixture_passes(&wasm, &project);
+
+    // The template's change scope is enforced (issue 22 item 3): without `rise` in it, tuning
+    // rise is refused; a path the host does not know is refused before any node is decided.
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("lib.rs");
+    for (from, to, says) in [
+        (
+            "\"haproxy.backends.servers.check.rise\".into(),",
+            "",
+            "node lb1: changed haproxy.backends.servers.check.rise, outside its change scope (it declares: haproxy.backends.servers.check.fall, haproxy.backends.servers.check.inter-ms)",
+        ),
+        (
+            "\"haproxy.backends.servers.check.inter-ms\".into(),",
+            "\"haproxy.servers.inter-ms\".into(),",
+            "declares a change scope this host cannot enforce: \"haproxy.servers.inter-ms\" is not a plan field path (did you mean haproxy.backends.servers.check.inter-ms?",
+        ),
+    ] {
+        assert!(source.contains(from), "{from} not in the template");
+        std::fs::write(&lib, source.replacen(from, to, 1)).expect("write lib.rs");
+        cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+        let o = run(&[
+            "plugin",
+            "check",
+            wasm.to_str().expect("utf-8"),
+            "--site",
+            example("pi-k8s").to_str().expect("utf-8"),
+            "--settings",
+            r#"{"rise": 5}"#,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
 }
 
 /// `plugin new --lang python` makes a project componentize-py turns into a

@@ -1248,8 +1248,14 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (before, _) = pipeline::plan(&host, &inv, &base)?;
     let before_files = pipeline::render(&inv, &before)?;
 
+    // A site that pins this plugin already holds it to that entry's scope here too.
+    let pinned_scope = inv
+        .plugins
+        .iter()
+        .find(|p| p.sha256 == candidate.digest)
+        .and_then(|p| p.scope.clone());
     let mut with = base;
-    with.push(candidate, settings.to_string(), None);
+    with.push(candidate, settings.to_string(), pinned_scope);
     let json = global.out.json();
     if json {
         global.out.field("plugin", &name)?;
