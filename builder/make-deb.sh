@@ -10,10 +10,17 @@
 #      command (`haseed man`, gzipped), bash, zsh and fish completions (`haseed completions`), the site
 #      file's JSON Schema (`haseed schema`);
 #   3. cargo deb --no-build, with the assets builder/Cargo.toml's [package.metadata.deb] lists.
-# CARGO_TARGET_DIR is honoured (tests/package/check.sh keeps one outside the clone).
+# CARGO_TARGET_DIR is honoured (tests/package/check.sh keeps one outside the clone); it and OUT_DIR may
+# be relative to the caller's directory.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../target/debian}
+# Relative paths mean the caller's directory, not builder/ (the script changes into it below).
+case $out in /*) ;; *) out=$(pwd)/$out ;; esac
+case ${CARGO_TARGET_DIR:-/} in
+  /*) ;;
+  *) CARGO_TARGET_DIR=$(pwd)/$CARGO_TARGET_DIR && export CARGO_TARGET_DIR ;;
+esac
 
 command -v cargo-deb >/dev/null || {
   echo "make-deb.sh: cargo-deb is missing: cargo install --locked cargo-deb (or .ci/install-deps --tests)" >&2
