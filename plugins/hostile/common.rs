@@ -1,7 +1,8 @@
 // Shared by every hostile test plugin (each crate `include!`s it and defines
-// `misbehave`): the bindings, an `open` that accepts anything, and a `decide`
-// that hands the proposed plan to the crate's `misbehave`. The crates stay
-// separate components so each misbehaviour is tested on its own.
+// `misbehave` and `SCOPE`, its declared change scope): the bindings, an `open`
+// that accepts anything, and a `decide` that hands the proposed plan to the
+// crate's `misbehave`. The crates stay separate components so each
+// misbehaviour is tested on its own.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -23,8 +24,9 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").into(),
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             settings_help: "none".into(),
-            // Declares nothing: the sandbox and the checker must hold without a scope.
-            scope: None,
+            // Each crate's own SCOPE: None for most, since the sandbox and the checker must hold
+            // without a declared scope.
+            scope: SCOPE.map(|paths| paths.iter().map(|p| p.to_string()).collect()),
         }
     }
 }

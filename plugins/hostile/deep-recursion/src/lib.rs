@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
     // Non-tail recursion: the addition after the call keeps every frame alive.
     let depth = dive(core::hint::black_box(0));

@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
     let mut plan = proposed;
     if let Some(haproxy) = plan.haproxy.as_mut() {

@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
     let mut counter: u64 = 0;
     loop {

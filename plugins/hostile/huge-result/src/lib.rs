@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
     let mut plan = proposed;
     // A 50 MB hostname and 2,000,000 packages: far past every limit the

@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 fn misbehave(proposed: NodePlan) -> Result<NodePlan, PolicyError> {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {

@@ -3,6 +3,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 // It must not fail: it records what the sandbox let it see in the plan's
 // warnings, so the tests can prove the sandbox hides the world and that two
 // builds see the same clock and the same "random" bytes.

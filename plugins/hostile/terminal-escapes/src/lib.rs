@@ -10,6 +10,8 @@
 
 include!("../../common.rs");
 
+const SCOPE: Option<&[&str]> = None;
+
 use haseed::policy::plan::File;
 
 /// The warning: bidi controls only (control characters and line separators are refused).
