@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             (t3 - t2).as_secs_f64() * 1e6 / calls
         );
     }
+    scope_cost(&host, *sizes.last().expect("sizes"))?;
     python_plugin(&host_for_python()?)?;
     if let (Some(first), Some(last)) = (per_node.get(1), per_node.last()) {
         println!(
@@ -128,6 +129,44 @@ fn main() -> anyhow::Result<()> {
             last.0 as f64 / first.0 as f64
         );
     }
+    Ok(())
+}
+
+/// What holding a plugin to its change scope costs (issue 22 item 3): the comparison the host
+/// makes of every plan prefer-lb1 returns with the plan it was given (`policy::scope::changed`),
+/// timed alone over the site's nodes, against the whole plan of the same site. Best of five.
+fn scope_cost(host: &Host, n: usize) -> anyhow::Result<()> {
+    let plugin = std::path::Path::new(env!("HASEED_PLUGIN_DIR")).join("prefer_lb1.wasm");
+    let digest = haseed::policy::sha256_hex(&std::fs::read(&plugin)?);
+    let text = site_text(n, &plugin, &digest);
+    let inv = inventory::parse(std::path::Path::new("bench-site.toml"), &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chain = pipeline::load_chain(host, &inv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (after, _) = pipeline::plan(host, &inv, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = pipeline::load_chain(host, &inv)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .without(&digest);
+    let (before, _) = pipeline::plan(host, &inv, &base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut plan, mut diff, mut changed) = (Duration::MAX, Duration::MAX, 0);
+    for _ in 0..5 {
+        let t = Instant::now();
+        pipeline::plan(host, &inv, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
+        plan = plan.min(t.elapsed());
+        let t = Instant::now();
+        changed = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| haseed::policy::scope::changed(b, a).len())
+            .sum::<usize>();
+        diff = diff.min(t.elapsed());
+    }
+    println!(
+        "scope check, {n} nodes: {:.1} ms comparing plans ({changed} changed fields) of {:.1} ms \
+         planning ({:.1}%)",
+        ms(diff),
+        ms(plan),
+        100.0 * diff.as_secs_f64() / plan.as_secs_f64()
+    );
     Ok(())
 }
 
