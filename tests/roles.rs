@@ -1508,50 +1508,10 @@ fn galera_two_nodes_reflashed_first_node_rejoins_instead_of_forking() {
     let site = d.join("site.toml");
     std::fs::write(
         &site,
-        r#"[site]
-name = "galera-pair"
-
-[defaults]
-platform = "ubuntu"
-interface = "eth0"
-user = "ops"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
-
-[[network]]
-name = "lab"
-cidr = "10.99.1.0/24"
-
-[[vip]]
-name = "db"
-address = "10.99.1.10"
-network = "lab"
-
-[[service]]
-name = "galera"
-vip = "db"
-port = 13306
-backend_role = "db"
-backend_port = 3306
-mode = "tcp"
-
-[[node]]
-name = "lb1"
-roles = ["lb"]
-address = "10.99.1.11"
-
-[[node]]
-name = "db1"
-roles = ["db"]
-address = "10.99.1.31"
-
-[[node]]
-name = "db2"
-roles = ["db"]
-address = "10.99.1.32"
-
-[default_policy]
-galera_bootstrap = "new-site"
-"#,
+        galera_pair_site(
+            "galera-pair",
+            "\n[default_policy]\ngalera_bootstrap = \"new-site\"\n",
+        ),
     )
     .expect("site");
     let out = built(d, &site);
@@ -1816,51 +1776,7 @@ fn a_returning_writer_closes_the_sessions_left_on_the_backup() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = tmp.path();
     let site = d.join("site.toml");
-    std::fs::write(
-        &site,
-        r#"[site]
-name = "writer-lab"
-
-[defaults]
-platform = "ubuntu"
-interface = "eth0"
-user = "ops"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
-
-[[network]]
-name = "lab"
-cidr = "10.99.1.0/24"
-
-[[vip]]
-name = "db"
-address = "10.99.1.10"
-network = "lab"
-
-[[service]]
-name = "galera"
-vip = "db"
-port = 13306
-backend_role = "db"
-backend_port = 3306
-mode = "tcp"
-
-[[node]]
-name = "lb1"
-roles = ["lb"]
-address = "10.99.1.11"
-
-[[node]]
-name = "db1"
-roles = ["db"]
-address = "10.99.1.31"
-
-[[node]]
-name = "db2"
-roles = ["db"]
-address = "10.99.1.32"
-"#,
-    )
-    .expect("site");
+    std::fs::write(&site, galera_pair_site("writer-lab", "")).expect("site");
     let out = built(d, &site);
     let generated = read(&out.join("lb1/files/etc/haproxy/haproxy.cfg"));
     let writer_line = "server db1 10.99.1.31:3306 check inter 2000ms rise 2 fall 5 port 9200 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n";
@@ -2014,4 +1930,52 @@ address = "10.99.1.32"
         "without on-marked-up shutdown-backup-sessions the session on db2 stays"
     );
     assert_eq!(reached, "db1", "new clients go to db1 either way");
+}
+
+/// The site of the two-node Galera lab tests: one load balancer in front of db1 and db2 on the
+/// lab's network, named `name`, with `extra` appended.
+fn galera_pair_site(name: &str, extra: &str) -> String {
+    format!(
+        r#"[site]
+name = "{name}"
+
+[defaults]
+platform = "ubuntu"
+interface = "eth0"
+user = "ops"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaseedExampleKeyReplaceMeWithYours0000000 ops@example"]
+
+[[network]]
+name = "lab"
+cidr = "10.99.1.0/24"
+
+[[vip]]
+name = "db"
+address = "10.99.1.10"
+network = "lab"
+
+[[service]]
+name = "galera"
+vip = "db"
+port = 13306
+backend_role = "db"
+backend_port = 3306
+mode = "tcp"
+
+[[node]]
+name = "lb1"
+roles = ["lb"]
+address = "10.99.1.11"
+
+[[node]]
+name = "db1"
+roles = ["db"]
+address = "10.99.1.31"
+
+[[node]]
+name = "db2"
+roles = ["db"]
+address = "10.99.1.32"
+{extra}"#
+    )
 }
