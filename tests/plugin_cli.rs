@@ -573,6 +573,18 @@ fn plugin_test_reports_each_failure() {
     fixture("c-no-error.toml", "[error]\ncontains = \"boom\"\n");
     fixture("d-typo.toml", "setings = {}\n[error]\ncontains = \"x\"\n");
     let wasm = plugin("prefer_lb1.wasm");
+    // A site that pins the plugin with a narrower scope holds it to that scope.
+    let mut pinned = std::fs::read_to_string(example("pi-k8s")).expect("example");
+    pinned.push_str(&plugin_entry(&wasm, None));
+    pinned.push_str("scope = [\"keepalived.instances.priority\"]\n");
+    std::fs::write(dir.join("pinned.toml"), pinned).expect("write");
+    std::fs::write(
+        dir.join("e-pinned.toml"),
+        "site = \"pinned.toml\"\nsettings = { prefer = \"lb2\" }\n[error]\nnode = \"lb1\"\n\
+         contains = \"changed keepalived.instances.nopreempt, outside its change scope \
+         (its [[plugin]] entry in the site grants: keepalived.instances.priority)\"\n",
+    )
+    .expect("write");
     let junit = dir.join("junit.xml");
     let o = run(&[
         "plugin",
@@ -598,12 +610,13 @@ fn plugin_test_reports_each_failure() {
         "expected an error containing \"boom\", but the site planned",
         "FAIL  d-typo (",
         "unknown field `setings`",
-        ": 1 passed, 3 failed (",
+        "ok    e-pinned\n",
+        ": 2 passed, 3 failed (",
     ] {
         assert!(out.contains(want), "lacks {want:?}:\n{out}");
     }
     let xml = std::fs::read_to_string(&junit).expect("junit");
-    assert!(xml.contains("tests=\"4\" failures=\"3\""), "{xml}");
+    assert!(xml.contains("tests=\"5\" failures=\"3\""), "{xml}");
     assert_eq!(xml.matches("<failure ").count(), 3, "{xml}");
 
     let o = run(&[
@@ -621,7 +634,7 @@ fn plugin_test_reports_each_failure() {
         .iter()
         .map(|x| x["passed"].as_bool().expect("bool"))
         .collect();
-    assert_eq!(passed, [true, false, false, false]);
+    assert_eq!(passed, [true, false, false, false, true]);
     assert_eq!(
         doc["fixtures"][1]["failures"]
             .as_array()

@@ -183,7 +183,14 @@ fn run_one(
         settings: site.base.settings.clone(),
         scopes: site.base.scopes.clone(),
     };
-    chain.push(plugin.clone(), settings, None);
+    // A site that pins the plugin holds it to that entry's scope, as a build of the site would.
+    let pinned_scope = site
+        .inv
+        .plugins
+        .iter()
+        .find(|p| p.sha256 == plugin.digest)
+        .and_then(|p| p.scope.clone());
+    chain.push(plugin.clone(), settings, pinned_scope);
     let planned = pipeline::plan(host, &site.inv, &chain);
 
     let mut failures = Vec::new();
