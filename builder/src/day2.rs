@@ -361,10 +361,9 @@ pub fn node_actions(before: &NodeState, after: &NodeState) -> NodeActions {
             }
         }
     }
-    if out.files.is_empty() && out.steps.is_empty() && before.services == after.services {
-        return out;
+    if !out.files.is_empty() {
+        out.steps.push(Step::Swap);
     }
-    out.steps.push(Step::Swap);
     if daemon_reload {
         out.steps.push(Step::DaemonReload);
     }
@@ -636,6 +635,15 @@ mod tests {
                     unit: "haseed-extra.service".into()
                 },
             ]
+        );
+        // A package alone: installed, nothing swapped.
+        let mut more = lb1.clone();
+        more.packages.insert("chrony".into());
+        assert_eq!(
+            node_actions(lb1, &more).steps,
+            [Step::Install {
+                packages: vec!["chrony".into()]
+            }]
         );
         // And the way back: disabled, the package kept with a note.
         let back = node_actions(&after, lb1);
