@@ -173,13 +173,7 @@ fn add_writes_the_grant_and_warns_when_none_is_declared() {
         stderr(&o)
     );
     // plugin check holds the plugin to the site's entry as well.
-    let o = run(&[
-        "plugin",
-        "check",
-        file.to_str().expect("utf-8"),
-        "--site",
-        site.to_str().expect("utf-8"),
-    ]);
+    let o = plugin_check(&file, &site, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("outside its change scope (its [[plugin]] entry in the site grants: keepalived.scripts)"),
@@ -300,15 +294,7 @@ fn pins_travel_and_are_never_doubled() {
 fn check_shows_what_a_plugin_changes_per_node() {
     let file = plugin("prefer_lb1.wasm");
     let site = example("pi-k8s");
-    let o = run(&[
-        "plugin",
-        "check",
-        file.to_str().expect("utf-8"),
-        "--site",
-        site.to_str().expect("utf-8"),
-        "--settings",
-        r#"{"prefer":"lb2"}"#,
-    ]);
+    let o = plugin_check(&file, &site, &["--settings", r#"{"prefer":"lb2"}"#]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -332,15 +318,7 @@ fn check_shows_what_a_plugin_changes_per_node() {
     );
 
     // --node narrows the report.
-    let o = run(&[
-        "plugin",
-        "check",
-        file.to_str().expect("utf-8"),
-        "--site",
-        site.to_str().expect("utf-8"),
-        "--node",
-        "master1",
-    ]);
+    let o = plugin_check(&file, &site, &["--node", "master1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("= node master1: unchanged"), "{out}");
@@ -350,13 +328,7 @@ fn check_shows_what_a_plugin_changes_per_node() {
     );
 
     // A plugin that fails on the site: non-zero exit, the error names the node.
-    let o = run(&[
-        "plugin",
-        "check",
-        plugin("hostile_panic.wasm").to_str().expect("utf-8"),
-        "--site",
-        site.to_str().expect("utf-8"),
-    ]);
+    let o = plugin_check(&plugin("hostile_panic.wasm"), &site, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
     assert!(stderr(&o).contains("node lb1"), "{}", stderr(&o));
@@ -431,15 +403,7 @@ fn new_project_builds_and_runs_in_the_host() {
         assert!(source.contains(from), "{from} not in the template");
         std::fs::write(&lib, source.replacen(from, to, 1)).expect("write lib.rs");
         cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-        let o = run(&[
-            "plugin",
-            "check",
-            wasm.to_str().expect("utf-8"),
-            "--site",
-            example("pi-k8s").to_str().expect("utf-8"),
-            "--settings",
-            r#"{"rise": 5}"#,
-        ]);
+        let o = plugin_check(&wasm, &example("pi-k8s"), &["--settings", r#"{"rise": 5}"#]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains(says), "{}", stderr(&o));
     }
@@ -706,17 +670,16 @@ fn incompatible_contract_version_is_refused_by_name() {
 /// What both `plugin new` templates do: `plugin check` on the example site
 /// shows lb1's server checks getting `rise`, and the plugin's log line.
 fn assert_tunes_lb1_checks(wasm: &std::path::Path, rise: u32) {
-    let o = run(&[
-        "plugin",
-        "check",
-        wasm.to_str().expect("utf-8"),
-        "--site",
-        example("pi-k8s").to_str().expect("utf-8"),
-        "--settings",
-        &format!(r#"{{"rise": {rise}}}"#),
-        "--node",
-        "lb1",
-    ]);
+    let o = plugin_check(
+        wasm,
+        &example("pi-k8s"),
+        &[
+            "--settings",
+            &format!(r#"{{"rise": {rise}}}"#),
+            "--node",
+            "lb1",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let want =
         format!("+    server master2 192.168.3.252:6443 check inter 1000ms rise {rise} fall 2 check-ssl verify none");
@@ -726,4 +689,21 @@ fn assert_tunes_lb1_checks(wasm: &std::path::Path, rise: u32) {
         "{}",
         stderr(&o)
     );
+}
+
+/// `haseed plugin check FILE --site SITE EXTRA...`.
+fn plugin_check(
+    file: &std::path::Path,
+    site: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "plugin",
+        "check",
+        file.to_str().expect("utf-8"),
+        "--site",
+        site.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
 }
