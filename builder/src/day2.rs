@@ -67,7 +67,8 @@ impl NodeState {
                 })
                 .collect(),
             packages: plan.packages.iter().cloned().collect(),
-            services: plan.services.iter().cloned().collect(),
+            // Full unit names, as the steps name them: plans may say "haproxy".
+            services: plan.services.iter().map(|s| unit_name(s)).collect(),
         }
     }
 
@@ -259,6 +260,15 @@ fn effect(path: &str, services: &BTreeSet<String>) -> Effect {
         return restart(&own, "the unit runs this file and reads it only at start");
     }
     quiet(None)
+}
+
+/// `name` as systemd names the unit: a bare name is a service.
+pub fn unit_name(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
 }
 
 fn strings(words: &[&str]) -> Vec<String> {
