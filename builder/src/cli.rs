@@ -42,7 +42,9 @@ haseed plan examples/pi-k8s/site.toml                 table of per-node decision
 haseed plan examples/pi-k8s/site.toml --format json   the same for machines\n  \
 haseed plan examples/pi-k8s/site.toml --format dot | dot -Tsvg > topology.svg\n  \
 haseed build examples/pi-k8s/site.toml -o out/        every node's artifacts + out/pi-k8s.tar.gz\n  \
-haseed validate examples/pi-k8s/site.toml             build in memory, run the real validators\n\n\
+haseed validate examples/pi-k8s/site.toml             build in memory, run the real validators\n  \
+haseed diff examples/pi-k8s/site.toml -i ~/.ssh/id_ed25519   what the live nodes hold against this build\n  \
+haseed apply examples/pi-k8s/site.toml --dry-run      the roll onto them: steps, order and why\n\n\
 Every command that reports a result takes --json: one JSON document on stdout, errors included \
 (with file, line and column)."
 )]
@@ -117,6 +119,21 @@ pub enum Command {
         In the inventory:\n  \
         [[vip]]\n  name = \"db\"\n  ...\n  max_outage_ms = 250   # this VIP's objective")]
     Lab(crate::lab::LabArgs),
+    /// Compare live nodes with this build over SSH: files added, changed (unified diff) or
+    /// removed, packages missing, services not active, and the build last applied there.
+    ///
+    /// Exit 0 when every node is in sync, 1 when one drifted, 2 when a node cannot be read. Needs
+    /// the nodes' host keys in known_hosts (an unknown or changed key is refused) and sudo on them.
+    Diff(crate::apply::DiffArgs),
+    /// Roll this build onto live nodes over SSH, hitless: validated on the node, swapped in at
+    /// once, reloaded (not restarted where a reload takes effect), rolled back on failure.
+    ///
+    /// Each VIP's backups go first, one at a time, its active holder last (its VIP handed to a
+    /// peer first when its keepalived configuration changes); other nodes one per role at a
+    /// time. A node whose validation or health check fails gets its previous files back and the
+    /// roll stops. Changes a running node cannot take (its name, address, platform, network)
+    /// are refused before anything is done. --dry-run prints the plan and why.
+    Apply(crate::apply::ApplyArgs),
     /// Work with policy plugins: inspect a component, pin one in a site.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -376,6 +393,8 @@ impl Command {
             Command::Validate(a) => (a.json, "validate"),
             Command::UserData(a) => (a.json, "user-data"),
             Command::Lab(a) => (a.json, "lab"),
+            Command::Diff(a) => (a.json, "diff"),
+            Command::Apply(a) => (a.json, "apply"),
             Command::Image(a) => (a.json, "image"),
             Command::Flash(a) => (a.json, "flash"),
             Command::Seed(a) => (a.json, "seed"),
@@ -465,6 +484,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate_cmd(&cli.global, args),
         Command::UserData(args) => user_data(&cli.global, args),
         Command::Lab(args) => lab_cmd(&cli.global, args),
+        Command::Diff(args) => crate::apply::diff_cmd(&cli.global, args),
+        Command::Apply(args) => crate::apply::apply_cmd(&cli.global, args),
         Command::Image(args) => crate::image::cli::image(&cli.global, args),
         Command::Flash(args) => crate::image::cli::flash_cmd(&cli.global, args),
         Command::Seed(args) => crate::image::cli::seed_cmd(&cli.global, args),

@@ -3,6 +3,7 @@
 //! One module per stage of the flow. Pure stages (inventory, check, render,
 //! view) take values and return values; files, processes and devices are
 //! touched only at the edges (cli, output, validate, policy's compile cache).
+pub mod apply;
 pub mod aws;
 pub mod check;
 pub mod cli;
