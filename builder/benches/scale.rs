@@ -143,7 +143,7 @@ fn scope_cost(host: &Host, n: usize) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let chain = pipeline::load_chain(host, &inv).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (after, _) = pipeline::plan(host, &inv, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base = pipeline::load_chain(host, &inv)
+    let (base, _) = pipeline::load_chain(host, &inv)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .without(&digest);
     let (before, _) = pipeline::plan(host, &inv, &base).map_err(|e| anyhow::anyhow!("{e}"))?;

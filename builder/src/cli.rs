@@ -1265,16 +1265,10 @@ fn plugin_check(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let candidate = host.load_source(&name, &source)?;
 
     // Without: the site's chain, minus this plugin if the site already pins it.
-    let base = pipeline::load_chain(&host, &inv)?.without(&candidate.digest);
+    // A site that pins this plugin already holds it to that entry's scope here too.
+    let (base, pinned_scope) = pipeline::load_chain(&host, &inv)?.without(&candidate.digest);
     let (before, _) = pipeline::plan(&host, &inv, &base)?;
     let before_files = pipeline::render(&inv, &before)?;
-
-    // A site that pins this plugin already holds it to that entry's scope here too.
-    let pinned_scope = inv
-        .plugins
-        .iter()
-        .find(|p| p.sha256 == candidate.digest)
-        .and_then(|p| p.scope.clone());
     let mut with = base;
     with.push(candidate, settings.to_string(), pinned_scope);
     let json = global.out.json();

@@ -83,20 +83,24 @@ pub struct Chain {
 
 impl Chain {
     /// This chain without the component `digest` (the default policy, link 0, always stays):
-    /// the site's chain a candidate plugin is then appended to.
-    pub fn without(self, digest: &str) -> Chain {
+    /// the site's chain a candidate plugin is then appended to, and the scope the site grants
+    /// the dropped link (its `[[plugin]] scope`), which the candidate is then held to.
+    pub fn without(self, digest: &str) -> (Chain, Option<Vec<String>>) {
         let mut kept = Chain {
             plugins: Vec::new(),
             settings: Vec::new(),
             scopes: Vec::new(),
         };
+        let mut dropped = None;
         let links = self.plugins.into_iter().zip(self.settings).zip(self.scopes);
         for (i, ((plugin, settings), scope)) in links.enumerate() {
             if i == 0 || plugin.digest != digest {
                 kept.push(plugin, settings, scope);
+            } else if dropped.is_none() {
+                dropped = scope;
             }
         }
-        kept
+        (kept, dropped)
     }
 
     /// Appends a link.

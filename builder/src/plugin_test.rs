@@ -97,6 +97,9 @@ pub struct Outcome {
 struct SiteRun {
     inv: Inventory,
     base: Chain,
+    /// The scope the site grants the plugin under test if it pins it: a build of the site
+    /// would hold it to that.
+    pinned_scope: Option<Vec<String>>,
 }
 
 /// Runs every fixture in `dir` against `plugin`, in file-name order.
@@ -183,14 +186,7 @@ fn run_one(
         settings: site.base.settings.clone(),
         scopes: site.base.scopes.clone(),
     };
-    // A site that pins the plugin holds it to that entry's scope, as a build of the site would.
-    let pinned_scope = site
-        .inv
-        .plugins
-        .iter()
-        .find(|p| p.sha256 == plugin.digest)
-        .and_then(|p| p.scope.clone());
-    chain.push(plugin.clone(), settings, pinned_scope);
+    chain.push(plugin.clone(), settings, site.pinned_scope.clone());
     let planned = pipeline::plan(host, &site.inv, &chain);
 
     let mut failures = Vec::new();
@@ -250,8 +246,12 @@ fn load_site(host: &Host, plugin: &LoadedPlugin, path: &Path) -> Result<SiteRun,
         pipeline::load_inventory(path).map_err(|e| format!("site {}:\n{e}", path.display()))?;
     let full = pipeline::load_chain(host, &inv).map_err(|e| e.to_string())?;
     // The site's chain without the plugin under test (it runs last, with the fixture's settings).
-    let base = full.without(&plugin.digest);
-    Ok(SiteRun { inv, base })
+    let (base, pinned_scope) = full.without(&plugin.digest);
+    Ok(SiteRun {
+        inv,
+        base,
+        pinned_scope,
+    })
 }
 
 fn check_error(e: &BuildError, want: &ExpectError, failures: &mut Vec<String>) {
