@@ -53,8 +53,9 @@ impl SshArgs {
     }
 }
 
+/// The site and the nodes a day-2 command works on.
 #[derive(Args, Debug)]
-pub struct DiffArgs {
+pub struct Nodes {
     /// The site inventory (TOML).
     pub site: PathBuf,
     /// Apply this stage's `[stage.NAME]` overlays to the inventory.
@@ -63,6 +64,12 @@ pub struct DiffArgs {
     /// Only this node (repeatable) [default: every node].
     #[arg(long = "node", value_name = "NAME")]
     pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub which: Nodes,
     #[command(flatten)]
     pub ssh: SshArgs,
     #[arg(long, help = JSON_HELP)]
@@ -71,14 +78,8 @@ pub struct DiffArgs {
 
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
-    /// The site inventory (TOML).
-    pub site: PathBuf,
-    /// Apply this stage's `[stage.NAME]` overlays to the inventory.
-    #[arg(long, value_name = "NAME")]
-    pub stage: Option<String>,
-    /// Only this node (repeatable) [default: every node].
-    #[arg(long = "node", value_name = "NAME")]
-    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub which: Nodes,
     /// Read the nodes and print what would be done, and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -460,15 +461,9 @@ struct Survey {
     diffs: Vec<Result<NodeDiff, RemoteError>>,
 }
 
-fn survey(
-    global: &Global,
-    site: &std::path::Path,
-    stage: Option<&str>,
-    names: &[String],
-    ssh: &Ssh,
-    parallel: usize,
-) -> anyhow::Result<Survey> {
-    let planned = crate::cli::plan_site(global, site, stage)?;
+fn survey(global: &Global, which: &Nodes, ssh: &Ssh, parallel: usize) -> anyhow::Result<Survey> {
+    let (site, names) = (&which.site, &which.nodes);
+    let planned = crate::cli::plan_site(global, site, which.stage.as_deref())?;
     let rendered = crate::pipeline::render(&planned.inv, &planned.plans)?;
     let site_def = planned.inv.site.clone();
     let mut chosen = Vec::new();
@@ -585,14 +580,7 @@ fn print_diff(d: &NodeDiff) {
 }
 
 pub fn diff_cmd(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitCode> {
-    let s = survey(
-        global,
-        &args.site,
-        args.stage.as_deref(),
-        &args.nodes,
-        &args.ssh.ssh(),
-        8,
-    )?;
+    let s = survey(global, &args.which, &args.ssh.ssh(), 8)?;
     let mut drifted = 0;
     let mut failed = Vec::new();
     let mut out = Vec::new();
@@ -819,16 +807,6 @@ fn parse_steps(reply: &remote::Reply) -> (Vec<StepDone>, Option<String>, bool, b
     (steps, output, rolled_back, done)
 }
 
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let day = crate::kubernetes::Day(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{day}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
-}
-
 fn describe(d: &NodeDiff, hand_over: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
     for f in &d.files {
@@ -863,14 +841,7 @@ fn describe(d: &NodeDiff, hand_over: &[String]) -> Vec<String> {
 
 pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let ssh = args.ssh.ssh();
-    let mut s = survey(
-        global,
-        &args.site,
-        args.stage.as_deref(),
-        &args.nodes,
-        &ssh,
-        8,
-    )?;
+    let mut s = survey(global, &args.which, &ssh, 8)?;
     // A node left mid-swap by an apply that was killed: its old files go back first (node.sh
     // `begin`), then it is read again, so the plan starts from one build, not a mix.
     let cut_off: Vec<Target> = s
@@ -897,14 +868,7 @@ pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
             }
             ssh.run(t, "begin\n", Duration::from_secs(120))?;
         }
-        s = survey(
-            global,
-            &args.site,
-            args.stage.as_deref(),
-            &args.nodes,
-            &ssh,
-            8,
-        )?;
+        s = survey(global, &args.which, &ssh, 8)?;
     }
     let json = global.out.json();
     let mut unreadable = Vec::new();
@@ -1059,7 +1023,7 @@ pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
                         haseed: version.to_string(),
                         site: s.site.name.clone(),
                         build: digest.clone(),
-                        applied_at: utc_now(),
+                        applied_at: crate::kubernetes::utc_now(),
                         state: s.states[k].clone(),
                     })
                     .expect("a record serialises");
@@ -1128,19 +1092,19 @@ pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
     }
     if let Some(f) = failed.first() {
         anyhow::bail!(
-            "node {} ({}): {}{}; the roll stopped there{}",
+            "node {} ({}): {}; the roll stopped there{}{}",
             f.node,
             f.address,
             f.error.as_deref().unwrap_or("failed"),
-            f.output
-                .as_deref()
-                .map(|o| format!(":\n{}\n", o.trim_end()))
-                .unwrap_or_default(),
             if f.rolled_back {
                 " (its previous files are back and reloaded)"
             } else {
                 " (nothing was swapped on it)"
-            }
+            },
+            f.output
+                .as_deref()
+                .map(|o| format!(". The node said:\n{}", o.trim_end()))
+                .unwrap_or_default(),
         );
     }
     if !json && !global.quiet {

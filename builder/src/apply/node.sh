@@ -115,7 +115,7 @@ begin() {
   exec 9>>"$state/apply.lock"
   if ! flock -n 9; then
     say step lock failed 0
-    say out "$(b64 "another haseed apply holds $state/apply.lock on this node: wait for it, or find it with: fuser -v $state/apply.lock")"
+    say out "$(b64 "another haseed apply holds $state/apply.lock on this node: wait for it to finish (the lock goes with the process that holds it)")"
     exit 75
   fi
   if [ -f "$txn/journal" ]; then
@@ -237,6 +237,12 @@ reload_haproxy() {
   return 1
 }
 
+# holds ADDRESS: the address is on an interface other than lo (haseed's keepalived drop-in keeps
+# every VIP on lo as a /32 on every holder; the VRRP holder has it on its interface too).
+holds() {
+  ip -o addr show | awk '$2 != "lo"' | grep -q " $1/"
+}
+
 # hand_over ADDRESS...: stop keepalived (its priority-0 advert makes a peer take the VIPs
 # at once, keepalived(8)) and wait until none of ADDRESS is held here.
 hand_over() {
@@ -246,7 +252,7 @@ hand_over() {
   while [ $n -lt 50 ]; do
     held=''
     for a in "$@"; do
-      ip -o addr show | grep -q " $a/" && held=yes
+      holds "$a" && held=yes
     done
     [ -z "$held" ] && return 0
     n=$((n + 1))
@@ -328,6 +334,6 @@ svc_state() {
 
 vip_state() {
   for a in "$@"; do
-    if ip -o addr show | grep -q " $a/"; then say vip "$a" held; else say vip "$a" not; fi
+    if holds "$a"; then say vip "$a" held; else say vip "$a" not; fi
   done
 }

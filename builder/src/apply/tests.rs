@@ -394,3 +394,39 @@ fn a_second_apply_is_refused_while_one_holds_the_lock() {
         "{all}"
     );
 }
+
+#[test]
+fn a_node_without_room_for_the_staged_files_is_refused_before_anything_is_staged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.cfg");
+    std::fs::write(&a, "old\n").unwrap();
+    // More than any disk holds: df's real figure is below it.
+    let body = format!(
+        "begin\nfree_space 4000000000000\n{}step swap swap {} --\n",
+        stage_line(&a, "new\n"),
+        quote(&a.display().to_string())
+    );
+    let (reply, all) = node(tmp.path(), &body);
+    let (steps, output, _, done) = parse_steps(&reply);
+    assert!(!done, "{all}");
+    assert_eq!(steps.len(), 1, "{all}");
+    assert!(steps[0].step == "free-space" && !steps[0].ok, "{all}");
+    assert!(
+        output
+            .unwrap()
+            .contains("KiB free; this apply needs 4000000000000 KiB"),
+        "{all}"
+    );
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "old\n");
+}
+
+#[test]
+fn an_address_on_lo_alone_is_not_held() {
+    // haseed's keepalived drop-in puts every VIP on lo (a /32) on every holder: only the
+    // VRRP holder has it on its interface.
+    let tmp = tempfile::tempdir().unwrap();
+    let (reply, all) = node(tmp.path(), "vip_state 127.0.0.1\n");
+    let mut live = Live::default();
+    parse_state(&reply, &mut live).unwrap();
+    assert_eq!(live.vips.get("127.0.0.1"), Some(&false), "{all}");
+}

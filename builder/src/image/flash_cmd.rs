@@ -549,7 +549,7 @@ impl Card {
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         Card {
-            time: utc_now(),
+            time: crate::kubernetes::utc_now(),
             node: m.node.clone(),
             device: target.path.display().to_string(),
             model,
@@ -566,17 +566,6 @@ impl Card {
             error,
         }
     }
-}
-
-/// Now, as RFC 3339 in UTC to the second.
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let day = crate::kubernetes::Day(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{day}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// Appends one JSON line per card (one write each, O_APPEND: lines from
