@@ -172,3 +172,52 @@ pub fn assert_golden(out: &Path, name: &str) {
         );
     }
 }
+
+/// The example site with its key replaced by `public_key` (and its Pi
+/// nodes on `platform`), written into `dir`.
+pub fn site_with_key(dir: &Path, public_key: &str, platform: &str) -> PathBuf {
+    let text = std::fs::read_to_string(example("pi-k8s")).expect("example site");
+    let mut replaced = 0;
+    let edited: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("ssh_authorized_keys") {
+                replaced += 1;
+                format!("ssh_authorized_keys = [{:?}]", public_key.trim())
+            } else if l.trim() == "platform = \"raspios\"" {
+                format!("platform = {platform:?}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(
+        replaced, 1,
+        "the example site has one ssh_authorized_keys line"
+    );
+    let site = dir.join("site.toml");
+    std::fs::write(&site, edited.join("\n") + "\n").expect("write site");
+    site
+}
+
+/// A throwaway ed25519 keypair in `dir`: (private key path, public key line).
+pub fn keypair(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    let o = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "haseed-card-test",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs (openssh-client, .ci/install-deps)");
+    assert!(o.status.success(), "ssh-keygen: {}", stderr(&o));
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    (key, public.trim().to_string())
+}
