@@ -376,3 +376,24 @@ fn a_node_nobody_could_log_into_is_refused_unless_the_site_says_so() {
     assert_eq!(err.matches(&warning).count(), 1, "{err}");
     assert!(out.join("lb1/user-data").exists());
 }
+
+/// `diff` and `apply` name a node the site does not have, and the nodes it does; diff's own
+/// failures exit 2 (1 means drifted).
+#[test]
+fn day_two_refuses_a_node_not_in_the_site() {
+    let site = example("pi-k8s");
+    let site = site.to_str().unwrap();
+    for (args, code) in [
+        (vec!["diff", site, "--node", "lb9"], 2),
+        (vec!["apply", site, "--node", "lb9", "--dry-run"], 1),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("node lb9 is not in site pi-k8s")
+                && stderr(&o).contains("its nodes are lb1, lb2, master1"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -400,6 +400,19 @@ fn diff_and_apply_reach_the_booted_lb_over_ssh() {
         stdout(&o).contains("changed: /etc/haproxy/haproxy.cfg") && stdout(&o).contains("rise 7")
     );
     let master = on_node("systemctl show -p MainPID --value haproxy.service");
+    let before = sha(cfg);
+    let o = haseed(&["apply", &changed, "--node", "lb1", "--dry-run"], &known);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("validate /etc/haproxy/haproxy.cfg on the node: haproxy -c -f {}")
+            && stdout(&o).contains("reload haproxy.service (haproxy re-reads its configuration"),
+        "--dry-run prints the steps and why"
+    );
+    // Without --yes and without a terminal to ask on: refused.
+    let o = haseed(&["apply", &changed, "--node", "lb1"], &known);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("pass --yes"), "{}", stderr(&o));
+    assert_eq!(sha(cfg), before, "neither changed the node");
     let o = haseed(
         &["apply", &changed, "--node", "lb1", "--yes", "--json"],
         &known,

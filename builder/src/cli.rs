@@ -522,7 +522,13 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    result.unwrap_or(ExitCode::FAILURE)
+    // diff says "drifted" with 1: its own failures (a node not read, a site not built) are 2.
+    let failed = if matches!(cli.command, Command::Diff(_)) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
+    result.unwrap_or(failed)
 }
 
 fn host(global: &Global) -> anyhow::Result<Host> {

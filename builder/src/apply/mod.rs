@@ -67,6 +67,11 @@ pub struct Nodes {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+haseed diff site.toml -i ~/.ssh/id_ed25519            every node against this build\n  \
+haseed diff site.toml --node lb1 --json               one node, for machines\n\n\
+A node never applied to (flashed before `haseed apply` existed) is compared file by file; its \
+record appears with the first apply.")]
 pub struct DiffArgs {
     #[command(flatten)]
     pub which: Nodes,
@@ -77,6 +82,14 @@ pub struct DiffArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+haseed apply site.toml --dry-run                      the roll: groups, order, steps and why\n  \
+haseed apply site.toml --node lb2 --node lb1 --yes    two nodes, no question\n  \
+haseed apply site.toml --yes --json > report.json     per node: steps, timings, result\n\n\
+Health after the change: every reloaded, restarted or enabled unit active within 30 s, and for \
+haproxy a new worker (a master-worker reload that fails keeps the old workers while systemctl \
+reports success). On the node: /var/lib/haseed/applied.json (the record), apply.lock, txn/ (the \
+journal while a swap is under way).")]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub which: Nodes,
@@ -606,15 +619,13 @@ pub fn diff_cmd(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         global.out.field("nodes", out)?;
     }
     if !failed.is_empty() {
-        for f in &failed {
-            eprintln!("error: {}", crate::term::safe(f));
-        }
-        eprintln!(
-            "{} of {} node(s) could not be read",
+        // Exit 2 (cli::run): the node entries carry their errors too.
+        anyhow::bail!(
+            "{} of {} node(s) could not be read:\n  {}",
             failed.len(),
-            s.diffs.len()
+            s.diffs.len(),
+            failed.join("\n  ")
         );
-        return Ok(ExitCode::from(2));
     }
     if !global.quiet && !global.out.json() {
         eprintln!(
