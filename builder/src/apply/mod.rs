@@ -480,8 +480,15 @@ fn survey(global: &Global, which: &Nodes, ssh: &Ssh, parallel: usize) -> anyhow:
     let rendered = crate::pipeline::render(&planned.inv, &planned.plans)?;
     let site_def = planned.inv.site.clone();
     let mut chosen = Vec::new();
+    let index: BTreeMap<&str, usize> = site_def
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut seen = BTreeSet::new();
     for name in names {
-        let Some(i) = site_def.nodes.iter().position(|n| &n.name == name) else {
+        let Some(&i) = index.get(name.as_str()) else {
             let all: Vec<&str> = site_def.nodes.iter().map(|n| n.name.as_str()).collect();
             anyhow::bail!(
                 "node {name} is not in site {} ({}): its nodes are {}",
@@ -490,7 +497,7 @@ fn survey(global: &Global, which: &Nodes, ssh: &Ssh, parallel: usize) -> anyhow:
                 all.join(", ")
             );
         };
-        if !chosen.contains(&i) {
+        if seen.insert(i) {
             chosen.push(i);
         }
     }
@@ -909,14 +916,8 @@ pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
     // Who holds each VIP now (the node reports it), and who is to change.
     let by_site_index: BTreeMap<usize, usize> =
         s.chosen.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let holder = |v: usize| {
-        let address = &s.site.vips[v].address;
-        s.chosen
-            .iter()
-            .zip(&diffs)
-            .find(|(_, d)| d.holds.contains(address))
-            .map(|(&i, _)| i as u32)
-    };
+    let held_by = vip_holders(&s.chosen, &diffs);
+    let holder = |v: usize| held_by.get(s.site.vips[v].address.as_str()).copied();
     let changed: Vec<u32> = s
         .chosen
         .iter()
@@ -1122,6 +1123,18 @@ pub fn apply_cmd(global: &Global, args: &ApplyArgs) -> anyhow::Result<ExitCode> 
         eprintln!("applied to {} node(s)", reports.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each VIP address and the node (site index) that said it holds it (the first, should two
+/// say so): one pass over the nodes, not one per VIP.
+fn vip_holders<'a>(chosen: &[usize], diffs: &[&'a NodeDiff]) -> BTreeMap<&'a str, u32> {
+    let mut held_by = BTreeMap::new();
+    for (&i, d) in chosen.iter().zip(diffs) {
+        for a in &d.holds {
+            held_by.entry(a.as_str()).or_insert(i as u32);
+        }
+    }
+    held_by
 }
 
 fn print_report(r: &NodeReport) {

@@ -430,3 +430,16 @@ fn an_address_on_lo_alone_is_not_held() {
     parse_state(&reply, &mut live).unwrap();
     assert_eq!(live.vips.get("127.0.0.1"), Some(&false), "{all}");
 }
+
+#[test]
+fn each_vip_is_held_by_the_node_that_says_so() {
+    let (state, artifacts) = lb1(|t| t.to_string());
+    let mut a = compare(&live_of(&state, &artifacts), &state, &artifacts);
+    let mut b = compare(&live_of(&state, &artifacts), &state, &artifacts);
+    a.holds = vec!["192.168.3.240".into()];
+    b.holds = vec!["192.168.3.240".into(), "192.168.3.250".into()];
+    let held = vip_holders(&[4, 7], &[&a, &b]);
+    assert_eq!(held.get("192.168.3.240"), Some(&4), "the first to say so");
+    assert_eq!(held.get("192.168.3.250"), Some(&7));
+    assert_eq!(held.get("192.168.3.1"), None);
+}
