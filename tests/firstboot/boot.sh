@@ -24,7 +24,8 @@ base=$1 seed=$2 work=$3 gateway=$4 limit=${5:-1500}
 . "$(dirname "$0")/qemu.sh"
 
 mkdir -p "$work"
-rm -f "$work/console.log" "$work/report.txt" "$work/qemu.log" "$work/accel" "$work/overlay.qcow2"
+rm -f "$work/console.log" "$work/report.txt" "$work/qemu.log" "$work/accel" "$work/overlay.qcow2" \
+  "$work/console.panic1.log" "$work/console.panic2.log"
 qemu-img create -q -f qcow2 -b "$(cd "$base" && pwd)/root.img" -F raw "$work/overlay.qcow2"
 
 ns=haseed-fb-$$
@@ -43,12 +44,32 @@ echo "$accel" >"$work/accel"
 test_net "$ns" "$gateway"
 
 echo "boot.sh: booting under $accel (limit ${limit}s); console: $work/console.log" >&2
-rc=0
-netns=$ns vm "$accel" "$limit" "$work/console.log" "$work/report.txt" \
-  -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
-  -drive "file=$seed,if=virtio,format=raw,readonly=on" \
-  -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-  -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >"$work/qemu.log" 2>&1 || rc=$?
+began=$(date +%s)
+panics=0
+while :; do
+  rc=0
+  netns=$ns vm "$accel" "$((limit - ($(date +%s) - began)))" "$work/console.log" "$work/report.txt" \
+    -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
+    -drive "file=$seed,if=virtio,format=raw,readonly=on" \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >>"$work/qemu.log" 2>&1 &
+  qpid=$!
+  # A panicked guest hangs until the time limit: watch its console while it runs.
+  while kill -0 "$qpid" 2>/dev/null && ! panicked "$work/console.log"; do
+    sleep 2
+  done
+  if panicked "$work/console.log" && ! grep -q HASEED-REPORT-END "$work/report.txt" 2>/dev/null \
+    && [ "$panics" -lt 2 ]; then
+    panics=$((panics + 1))
+    kill_vms "$ns"
+    wait "$qpid" 2>/dev/null || true
+    mv "$work/console.log" "$work/console.panic$panics.log"
+    echo "boot.sh: the guest kernel panicked (console.panic$panics.log; an emulator fault under TCG): starting the VM again" >&2
+    continue
+  fi
+  wait "$qpid" || rc=$?
+  break
+done
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "boot.sh: the VM did not power off within ${limit}s" >&2
   exit 124

@@ -72,3 +72,16 @@ test_net() {
   ip -n "$1" link set tap0 up
   ip -n "$1" link set br0 up
 }
+
+# panicked CONSOLE: the guest kernel died before the node could report. Seen under TCG with
+# -smp 2, an emulator fault, not the node's: "Oops: int3" in sched_clock_cpu 2.6 s into boot,
+# then "Kernel panic - not syncing: Fatal exception in interrupt", and the VM hangs. The
+# scripts start such a VM again (at most twice) and say so.
+panicked() {
+  grep -q "Kernel panic - not syncing" "$1" 2>/dev/null
+}
+
+# kill_vms NS: every process in the namespace NS (the VM's qemu).
+kill_vms() {
+  ip netns pids "$1" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+}

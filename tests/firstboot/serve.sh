@@ -19,7 +19,7 @@ base=$1 seed=$2 work=$3 gateway=$4 limit=${5:-1800}
 . "$(dirname "$0")/qemu.sh"
 
 mkdir -p "$work"
-for f in console.log report.txt qemu.log accel overlay.qcow2 ready stop; do
+for f in console.log report.txt qemu.log accel overlay.qcow2 ready stop console.panic1.log console.panic2.log; do
   rm -f "${work:?}/$f"
 done
 qemu-img create -q -f qcow2 -b "$(cd "$base" && pwd)/root.img" -F raw "$work/overlay.qcow2"
@@ -43,13 +43,25 @@ test_net "$ns" "$gateway"
 echo "serve.sh: booting under $accel (limit ${limit}s); console: $work/console.log" >&2
 began=$(date +%s)
 elapsed() { echo $(($(date +%s) - began)); }
-netns=$ns vm_append=haseed.stay vm "$accel" "$limit" "$work/console.log" "$work/report.txt" \
-  -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
-  -drive "file=$seed,if=virtio,format=raw,readonly=on" \
-  -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-  -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >"$work/qemu.log" 2>&1 &
-qpid=$!
+start_vm() {
+  netns=$ns vm_append=haseed.stay vm "$accel" "$((limit - $(elapsed)))" "$work/console.log" "$work/report.txt" \
+    -drive "file=$work/overlay.qcow2,if=virtio,format=qcow2" \
+    -drive "file=$seed,if=virtio,format=raw,readonly=on" \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:4a:53:01 >>"$work/qemu.log" 2>&1 &
+  qpid=$!
+}
+start_vm
+panics=0
 while ! grep -q HASEED-REPORT-END "$work/report.txt" 2>/dev/null; do
+  if panicked "$work/console.log" && [ "$panics" -lt 2 ]; then
+    panics=$((panics + 1))
+    kill_vms "$ns"
+    wait "$qpid" 2>/dev/null || true
+    mv "$work/console.log" "$work/console.panic$panics.log"
+    echo "serve.sh: the guest kernel panicked (console.panic$panics.log; an emulator fault under TCG): starting the VM again" >&2
+    start_vm
+  fi
   kill -0 "$qpid" 2>/dev/null || { echo "serve.sh: the VM stopped before its report:" >&2; tail -n 20 "$work/qemu.log" >&2; exit 1; }
   [ "$(elapsed)" -lt "$limit" ] || { echo "serve.sh: no report within ${limit}s" >&2; exit 124; }
   sleep 2

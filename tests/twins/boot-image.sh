@@ -81,7 +81,8 @@ base_files="vmlinuz initrd.img"
 . "$(dirname "$0")/../firstboot/qemu.sh"
 
 for f in console.log report.txt qemu.log accel overlay.qcow2 ssh.log known_hosts ssh-result ssh-state \
-  boots reported-at console.1.log console.2.log console.3.log console.4.log bootfs.raw; do
+  boots reported-at console.1.log console.2.log console.3.log console.4.log bootfs.raw \
+  console.panic1.log console.panic2.log; do
   rm -f "${work:?}/$f"
 done
 printf '%s\n' "$append" >"$work/cmdline"
@@ -130,7 +131,17 @@ start_vm
 
 result=failed
 reported_at=''
+panics=0
 while [ "$(elapsed)" -lt "$limit" ]; do
+  if ! reported && panicked "$work/console.log" && [ "$panics" -lt 2 ]; then
+    panics=$((panics + 1))
+    kill_vms "$ns"
+    wait "$qpid" 2>/dev/null || true
+    mv "$work/console.log" "$work/console.panic$panics.log"
+    echo "boot-image.sh: the guest kernel panicked (console.panic$panics.log; an emulator fault under TCG): starting the VM again" >&2
+    boots=$((boots - 1))
+    start_vm
+  fi
   if ! kill -0 "$qpid" 2>/dev/null; then
     # The guest rebooted or powered off (qemu runs with -no-reboot).
     if reported || [ "$boots" -ge "$max_boots" ]; then
