@@ -399,6 +399,124 @@ pub fn node_actions(before: &NodeState, after: &NodeState) -> NodeActions {
     out
 }
 
+/// One thing done to a node, in the order [`node_ops`] lists them: what `haseed apply` sends
+/// to the node (`apply::apply_body`) and what the lab's config-change scenarios do to their
+/// nodes (`lab::change`), so the lab proves the very sequence apply runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeOp {
+    /// `apt-get install`, before anything is staged.
+    Install {
+        packages: Vec<String>,
+    },
+    /// Every added or changed file written next to its target.
+    Stage,
+    /// A staged copy checked by the node's own tool (`{}` stands for its path).
+    Validate {
+        path: String,
+        command: Vec<String>,
+    },
+    /// The node holds these VIPs and its keepalived configuration changes: keepalived stops
+    /// first and a peer takes the VIPs (its stop hooks run), so the VIP never sits on a
+    /// keepalived that reloads into a new priority or advert interval.
+    HandOver {
+        vips: Vec<String>,
+    },
+    /// The staged files into place, removed files out.
+    Swap,
+    DaemonReload,
+    Run {
+        command: Vec<String>,
+    },
+    Reload {
+        unit: String,
+    },
+    Restart {
+        unit: String,
+    },
+    Enable {
+        unit: String,
+    },
+    Disable {
+        unit: String,
+    },
+    /// keepalived started again after a hand-over, with its new configuration.
+    Start {
+        unit: String,
+    },
+    /// Every unit touched is active (and haproxy has its new worker) before the node counts as
+    /// done and the next node's turn comes.
+    Healthy {
+        units: Vec<String>,
+    },
+}
+
+/// The unit a hand-over stops and starts again.
+pub const KEEPALIVED_UNIT: &str = "keepalived.service";
+
+/// The sequence that moves one node: `actions`' steps, with the hand-over of `hand_over` (the
+/// VIPs the node holds: see [`roll_order`]) around the swap when its keepalived configuration
+/// changes. After a hand-over keepalived is started, not reloaded or restarted.
+pub fn node_ops(actions: &NodeActions, hand_over: &[String]) -> Vec<NodeOp> {
+    let handing = !hand_over.is_empty() && actions.touches_vrrp;
+    let mut ops = Vec::new();
+    for s in &actions.steps {
+        if let Step::Install { packages } = s {
+            ops.push(NodeOp::Install {
+                packages: packages.clone(),
+            });
+        }
+    }
+    if actions.files.iter().any(|(_, c)| *c != FileChange::Removed) {
+        ops.push(NodeOp::Stage);
+    }
+    for s in &actions.steps {
+        if let Step::Validate { path, command } = s {
+            ops.push(NodeOp::Validate {
+                path: path.clone(),
+                command: command.clone(),
+            });
+        }
+    }
+    if handing {
+        ops.push(NodeOp::HandOver {
+            vips: hand_over.to_vec(),
+        });
+    }
+    let mut healthy = Vec::new();
+    for s in &actions.steps {
+        ops.push(match s {
+            Step::Install { .. } | Step::Validate { .. } => continue,
+            Step::Swap => NodeOp::Swap,
+            Step::DaemonReload => NodeOp::DaemonReload,
+            Step::Run { command, .. } => NodeOp::Run {
+                command: command.clone(),
+            },
+            Step::Reload { unit, .. } | Step::Restart { unit, .. }
+                if handing && unit == KEEPALIVED_UNIT =>
+            {
+                continue
+            }
+            Step::Reload { unit, .. } => NodeOp::Reload { unit: unit.clone() },
+            Step::Restart { unit, .. } => NodeOp::Restart { unit: unit.clone() },
+            Step::Enable { unit } => NodeOp::Enable { unit: unit.clone() },
+            Step::Disable { unit } => NodeOp::Disable { unit: unit.clone() },
+        });
+        if let Step::Reload { unit, .. } | Step::Restart { unit, .. } | Step::Enable { unit } = s {
+            healthy.push(unit.clone());
+        }
+    }
+    if handing {
+        ops.push(NodeOp::Start {
+            unit: KEEPALIVED_UNIT.into(),
+        });
+        if !healthy.iter().any(|u| u == KEEPALIVED_UNIT) {
+            healthy.push(KEEPALIVED_UNIT.into());
+        }
+    }
+    ops.push(NodeOp::Healthy { units: healthy });
+    ops
+}
+
 /// The order nodes are changed in: groups that may run side by side, each a sequence.
 ///
 /// The holders of one VIP form a group (nodes holding several VIPs join their groups): its

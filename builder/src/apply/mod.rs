@@ -24,7 +24,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Global, JSON_HELP};
-use crate::day2::{self, FileChange, FileMeta, NodeActions, NodeState, Step};
+use crate::day2::{self, FileChange, FileMeta, NodeActions, NodeOp, NodeState, Step};
 use crate::render::NodeArtifacts;
 use remote::{quote, RemoteError, Ssh, Target};
 
@@ -678,101 +678,60 @@ fn apply_body(
     // twice: KiB, rounded up, with 64 KiB to spare.
     let bytes: usize = changed.iter().map(|f| f.content.len()).sum::<usize>() + record.len();
     b += &format!("free_space {}\n", (2 * bytes).div_ceil(1024) + 64);
-    let restart_keepalived = !hand_over.is_empty();
-    for s in &d.actions.steps {
-        if let Step::Install { packages } = s {
-            let words: Vec<String> = packages.iter().map(|p| quote(p)).collect();
-            b += &format!(
+    let words = |w: &[String]| w.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" ");
+    // A unit action: its step name in the report, then node.sh's `act`.
+    let act = |verb: &str, unit: &str| {
+        format!(
+            "step {} act {verb} {}\n",
+            quote(&format!("{verb} {unit}")),
+            quote(unit)
+        )
+    };
+    for op in day2::node_ops(&d.actions, hand_over) {
+        b += &match op {
+            NodeOp::Install { packages } => format!(
                 "step install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold {}\n",
-                words.join(" ")
-            );
-        }
-    }
-    for f in &changed {
-        b += &format!(
-            "stage {} {:o} {} <<'HASEED_B64_END' || {{ say step stage failed 0; fail; }}\n{}\nHASEED_B64_END\n",
-            quote(&f.path),
-            f.mode,
-            quote(&f.owner),
-            b64(&f.content)
-        );
-    }
-    if !changed.is_empty() {
-        b += "say step stage ok 0\n";
-    }
-    for s in &d.actions.steps {
-        if let Step::Validate { path, command } = s {
-            let words: Vec<String> = command.iter().map(|w| quote(w)).collect();
-            b += &format!("validate {} {}\n", quote(path), words.join(" "));
-        }
-    }
-    if restart_keepalived {
-        let words: Vec<String> = hand_over.iter().map(|a| quote(a)).collect();
-        b += &format!("step hand-over hand_over {}\n", words.join(" "));
-    }
-    for s in &d.actions.steps {
-        match s {
-            Step::Install { .. } | Step::Validate { .. } => {}
-            Step::Swap => {
-                let mut words: Vec<String> = changed.iter().map(|f| quote(&f.path)).collect();
-                words.push("--".into());
-                words.extend(removed.iter().map(|p| quote(p)));
-                b += &format!("step swap swap {}\n", words.join(" "));
+                words(&packages)
+            ),
+            NodeOp::Stage => {
+                let mut lines = String::new();
+                for f in &changed {
+                    lines += &format!(
+                        "stage {} {:o} {} <<'HASEED_B64_END' || {{ say step stage failed 0; fail; }}\n{}\nHASEED_B64_END\n",
+                        quote(&f.path),
+                        f.mode,
+                        quote(&f.owner),
+                        b64(&f.content)
+                    );
+                }
+                lines + "say step stage ok 0\n"
             }
-            Step::DaemonReload => b += "step daemon-reload act daemon-reload\n",
-            Step::Run { command, .. } => {
-                let words: Vec<String> = command.iter().map(|w| quote(w)).collect();
-                b += &format!("step {} {}\n", quote(&command.join(" ")), words.join(" "));
+            NodeOp::Validate { path, command } => {
+                format!("validate {} {}\n", quote(&path), words(&command))
             }
-            Step::Reload { unit, .. } | Step::Restart { unit, .. }
-                if restart_keepalived && unit == "keepalived.service" => {}
-            Step::Reload { unit, .. } => {
-                // reload-or-restart: a unit that is not running is started, not left down.
-                b += &format!(
-                    "step {} act reload {}\n",
-                    quote(&format!("reload {unit}")),
-                    quote(unit)
-                );
+            NodeOp::HandOver { vips } => format!("step hand-over hand_over {}\n", words(&vips)),
+            NodeOp::Swap => {
+                let staged: Vec<String> = changed.iter().map(|f| f.path.clone()).collect();
+                let gone: Vec<String> = removed.iter().map(|p| p.to_string()).collect();
+                // node.sh's `swap STAGED... -- REMOVED...`.
+                format!("step swap swap {} -- {}\n", words(&staged), words(&gone))
             }
-            Step::Restart { unit, .. } => {
-                b += &format!(
-                    "step {} act restart {}\n",
-                    quote(&format!("restart {unit}")),
-                    quote(unit)
-                );
+            NodeOp::DaemonReload => "step daemon-reload act daemon-reload\n".into(),
+            NodeOp::Run { command } => {
+                format!("step {} {}\n", quote(&command.join(" ")), words(&command))
             }
-            Step::Enable { unit } => {
-                b += &format!(
-                    "step {} act enable {}\n",
-                    quote(&format!("enable {unit}")),
-                    quote(unit)
-                );
+            // reload-or-restart: a unit that is not running is started, not left down.
+            NodeOp::Reload { unit } => act("reload", &unit),
+            NodeOp::Restart { unit } => act("restart", &unit),
+            NodeOp::Enable { unit } => act("enable", &unit),
+            NodeOp::Disable { unit } => act("disable", &unit),
+            NodeOp::Start { unit } => act("start", &unit),
+            NodeOp::Healthy { units } => {
+                let list: String = units.iter().map(|u| format!(" {}", quote(u))).collect();
+                format!("step health healthy{list}\n")
             }
-            Step::Disable { unit } => {
-                b += &format!(
-                    "step {} act disable {}\n",
-                    quote(&format!("disable {unit}")),
-                    quote(unit)
-                );
-            }
-        }
+        };
     }
-    if restart_keepalived {
-        b += "step 'start keepalived.service' act start keepalived.service\n";
-    }
-    b += "step health healthy";
-    for u in d.actions.steps.iter().filter_map(|s| match s {
-        Step::Reload { unit, .. } | Step::Restart { unit, .. } | Step::Enable { unit } => {
-            Some(unit)
-        }
-        _ => None,
-    }) {
-        b += &format!(" {}", quote(u));
-    }
-    if restart_keepalived {
-        b += " keepalived.service";
-    }
-    b += "\n";
     b += &format!(
         "finish {} <<'HASEED_B64_END'\n{}\nHASEED_B64_END\n",
         quote(digest),

@@ -183,7 +183,7 @@ fn the_active_holder_hands_its_vip_over_before_a_keepalived_change() {
     let b = body(&["192.168.3.240".into()], true);
     let hand = position(&b, "step hand-over hand_over '192.168.3.240'");
     let swap = position(&b, "step swap swap");
-    let start = position(&b, "act start keepalived.service");
+    let start = position(&b, "act start 'keepalived.service'");
     assert!(hand < swap && swap < start, "{b}");
     assert!(!b.contains("act reload 'keepalived.service'"), "{b}");
     assert!(!b.contains("act restart 'keepalived.service'"), "{b}");
