@@ -797,13 +797,63 @@ fn user_data(global: &Global, args: &UserDataArgs) -> anyhow::Result<ExitCode> {
 
 fn lab_cmd(global: &Global, args: &crate::lab::LabArgs) -> anyhow::Result<ExitCode> {
     crate::lab::require_root()?;
+    if args.change.is_none() && args.scenario.iter().any(|s| s == "change-site") {
+        anyhow::bail!(
+            "scenario change-site rolls your changed site onto the lab: give it with --change NEW_SITE"
+        );
+    }
     let planned = plan_site(global, &args.site, args.stage.as_deref())?;
     let nodes = pipeline::render(&planned.inv, &planned.plans)?;
+    // The config-change scenarios' builds: the site with one setting changed, planned by the
+    // same plugins (the files a change touches are the plugins' to decide).
+    let host = host(global)?;
+    let mut changes = Vec::new();
+    for change in crate::lab::changes_of(args) {
+        let inv = match (change, &args.change) {
+            (crate::lab::Change::Site, Some(path)) => {
+                let inv = load_staged(path, args.stage.as_deref())?;
+                // The lab's nodes are the site's: the changed site keeps them, in order.
+                let new = &inv.site.nodes;
+                if let Some((k, o)) = planned
+                    .inv
+                    .site
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .find(|(k, o)| new.get(*k).is_none_or(|n| n.name != o.name))
+                {
+                    anyhow::bail!(
+                        "{}: node {} {}: the changed site must keep the site's nodes, in the \
+                         same order (new nodes may follow them)",
+                        path.display(),
+                        o.name,
+                        match new.get(k) {
+                            Some(n) => format!("is {} there", n.name),
+                            None => "is missing there".into(),
+                        }
+                    );
+                }
+                inv
+            }
+            _ => change
+                .edit(&planned.inv, &planned.plans)
+                .with_context(|| format!("changing the site for the lab's {change:?} change"))?,
+        };
+        let chain = pipeline::load_chain(&host, &inv)?;
+        let (plans, _) = pipeline::plan(&host, &inv, &chain)?;
+        let nodes = pipeline::render(&inv, &plans)?;
+        changes.push(crate::lab::Changed {
+            change,
+            plans,
+            nodes,
+        });
+    }
     crate::lab::run(
         &planned.inv.site,
         &planned.inv.vip_max_outage_ms,
         &planned.plans,
         &nodes,
+        &changes,
         args,
         &global.out,
     )

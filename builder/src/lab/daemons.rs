@@ -21,8 +21,15 @@ pub(super) struct Lab {
     /// Per holder: the watcher of haproxy's monitor URI, when its plan has
     /// one (`hooks::Watch`).
     pub(super) watchers: Vec<Option<Child>>,
-    /// Per holder: what the lab runs for it (recognised hooks and checks).
+    /// Per holder: what the lab runs for it (recognised hooks and checks), as it runs now.
     pub(super) setups: Vec<Setup>,
+    /// Per holder: the site's own build (config-change scenarios go back to it).
+    pub(super) base: Vec<Setup>,
+    /// The config-change scenarios' builds, per change, per holder.
+    pub(super) changed: Vec<(Change, Vec<Setup>)>,
+    /// Per holder: haproxy's and keepalived's `ExecStopPost=` as the unit has them now
+    /// (a daemon-reload changes them; systemd runs the current ones when the daemon ends).
+    pub(super) stop_post: Vec<[Arc<Mutex<Vec<LabHook>>>; 2]>,
     /// Where every process of a node runs (`sandbox.rs`).
     pub(super) sandbox: Arc<Sandbox>,
     /// The namespaces' descriptors, by name, for the sandbox's processes.
@@ -68,6 +75,9 @@ impl Lab {
             haproxy: (0..n).map(|_| None).collect(),
             keepalived: (0..n).map(|_| None).collect(),
             watchers: (0..n).map(|_| None).collect(),
+            base: setups.clone(),
+            changed: Vec::new(),
+            stop_post: (0..n).map(|_| Default::default()).collect(),
             setups,
             sandbox,
             netns: Vec::new(),
@@ -284,8 +294,13 @@ impl Lab {
         let hooks = self.setups[h].haproxy.clone();
         self.run_hooks(topo, h, &hooks.start_pre, "haproxy ExecStartPre")?;
         let cfg = home.join("haproxy.cfg");
+        // Master-worker, as Debian's haproxy.service runs it (`ExecStart=/usr/sbin/haproxy -Ws
+        // -f $CONFIG -p $PIDFILE $EXTRAOPTS`, debian/haproxy.service of the haproxy package):
+        // the master stays in the foreground and a reload (SIGUSR2) re-executes it with the
+        // new file; the new worker takes the listeners over (`-x sockpair@`) and the old one
+        // finishes its connections.
         let child = self
-            .command(&m.ns, &["haproxy", "-db", "-f", path_str(&cfg)?])?
+            .command(&m.ns, &["haproxy", "-Ws", "-f", path_str(&cfg)?])?
             .stdout(Stdio::null())
             .stderr(Stdio::from(fs::File::create(home.join("haproxy.log"))?))
             .spawn()
@@ -293,7 +308,8 @@ impl Lab {
         // haproxy is ready within milliseconds; systemd runs ExecStartPost
         // once it reports ready.
         thread::sleep(Duration::from_millis(200));
-        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "haproxy")?;
+        *self.stop_post[h][0].lock().expect("no panic holds it") = hooks.stop_post.clone();
+        let d = self.watch(topo, h, child, self.stop_post[h][0].clone(), "haproxy")?;
         if !pid_alive(d.pid) {
             bail!(
                 "haproxy for {} exited at start: {}",
@@ -303,6 +319,133 @@ impl Lab {
         }
         self.haproxy[h] = Some(d);
         self.run_hooks(topo, h, &hooks.start_post, "haproxy ExecStartPost")
+    }
+
+    /// haproxy's processes on holder `h`: its master (the lab's child) and the master's
+    /// workers, old and new.
+    pub(super) fn haproxy_tree(&self, h: usize) -> Vec<i32> {
+        match &self.haproxy[h] {
+            Some(d) => std::iter::once(d.pid).chain(children(d.pid)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// `signal` to every haproxy process of holder `h` at once, as `systemctl kill --signal`
+    /// sends it to the unit's whole control group. Workers first: a master that loses its
+    /// worker ends the others itself (`exit-on-failure`).
+    pub(super) fn signal_haproxy(&self, h: usize, signal: i32) {
+        for pid in self.haproxy_tree(h).into_iter().rev() {
+            // SAFETY: kill(2) on haproxy processes this lab started (its child and the
+            // workers that child forked).
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// Stops haproxy on holder `h` as `systemctl stop` does (SIGTERM to the master, which
+    /// stops its workers) and waits for its `ExecStopPost=` hooks.
+    pub(super) fn stop_haproxy(&mut self, h: usize) {
+        if let Some(mut d) = self.haproxy[h].take() {
+            // SAFETY: kill(2) on a pid this lab spawned and still watches.
+            unsafe { libc::kill(d.pid, libc::SIGTERM) };
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
+    }
+
+    /// `systemctl reload haproxy` as Debian's unit does it: the file checked (`ExecReload=
+    /// /usr/sbin/haproxy -Ws -f $CONFIG -c -q $EXTRAOPTS`), then SIGUSR2 to the master. Done
+    /// when the master has a worker it did not have before: a master whose new worker cannot
+    /// start (a port it cannot bind) keeps the old one serving the old file while the reload
+    /// reports success (found under real systemd: tests/firstboot.rs), which is what apply's
+    /// node side waits for too (`reload_haproxy` in apply/node.sh).
+    pub(super) fn reload_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let m = &topo.holders[h];
+        let home = self.dir.path().join(&m.name);
+        let cfg = home.join("haproxy.cfg");
+        self.check_file(
+            &m.ns,
+            &["haproxy", "-Ws", "-f", path_str(&cfg)?, "-c", "-q"],
+            "haproxy ExecReload",
+        )?;
+        let pid = self.haproxy[h]
+            .as_ref()
+            .map(|d| d.pid)
+            .ok_or_else(|| anyhow!("{}: haproxy is not running: nothing to reload", m.name))?;
+        let before = children(pid);
+        // SAFETY: kill(2) on a pid this lab spawned and still watches.
+        unsafe { libc::kill(pid, libc::SIGUSR2) };
+        for _ in 0..500 {
+            interrupted()?;
+            if children(pid).iter().any(|c| !before.contains(c)) {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{}: haproxy's master started no new worker within 10 s of its reload: {}",
+            m.name,
+            last_lines(&home.join("haproxy.log"), 5)
+        )
+    }
+
+    /// Runs a checking tool (`haproxy -c`, `keepalived --config-test`) in the sandbox and
+    /// `ns`, bounded to 10 s; its output in the error when it refuses.
+    pub(super) fn check_file(&self, ns: &str, argv: &[&str], what: &str) -> anyhow::Result<()> {
+        let mut child = self
+            .command(ns, argv)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{what}: running {argv:?}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{what}: {argv:?} ran longer than 10 s");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let mut said = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut said);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut said);
+        }
+        bail!("{what}: {argv:?} refused it ({status}): {}", said.trim())
+    }
+
+    /// `systemctl reload keepalived` (Debian's unit: `ExecReload=/bin/kill -HUP $MAINPID`).
+    pub(super) fn reload_keepalived(&self, topo: &Topology, h: usize) -> anyhow::Result<()> {
+        let pid = self.keepalived[h].as_ref().map(|d| d.pid).ok_or_else(|| {
+            anyhow!(
+                "{}: keepalived is not running: nothing to reload",
+                topo.holders[h].name
+            )
+        })?;
+        // SAFETY: kill(2) on a pid this lab spawned and still watches.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        Ok(())
+    }
+
+    /// Stops keepalived on holder `h` (SIGTERM: it sends a priority-0 advert and removes its
+    /// VIPs) and waits for its `ExecStopPost=` hooks.
+    pub(super) fn stop_keepalived(&mut self, h: usize) {
+        if let Some(mut d) = self.keepalived[h].take() {
+            // SAFETY: kill(2) on a pid this lab spawned and still watches.
+            unsafe { libc::kill(d.pid, libc::SIGTERM) };
+            if let Some(w) = d.watcher.take() {
+                let _ = w.join();
+            }
+        }
     }
 
     pub(super) fn start_keepalived(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
@@ -346,7 +489,8 @@ impl Lab {
             ))
             .spawn()
             .with_context(|| format!("starting keepalived for {}", m.name))?;
-        let d = self.watch(topo, h, child, hooks.stop_post.clone(), "keepalived")?;
+        *self.stop_post[h][1].lock().expect("no panic holds it") = hooks.stop_post.clone();
+        let d = self.watch(topo, h, child, self.stop_post[h][1].clone(), "keepalived")?;
         self.keepalived[h] = Some(d);
         self.run_hooks(topo, h, &hooks.start_post, "keepalived ExecStartPost")
     }
@@ -357,7 +501,7 @@ impl Lab {
         topo: &Topology,
         h: usize,
         mut child: Child,
-        stop_post: Vec<(Hook, bool)>,
+        stop_post: Arc<Mutex<Vec<LabHook>>>,
         daemon: &str,
     ) -> anyhow::Result<Daemon> {
         let m = &topo.holders[h];
@@ -370,7 +514,8 @@ impl Lab {
         let watcher = thread::spawn(move || {
             let _ = child.wait();
             if !closing.load(Ordering::SeqCst) {
-                if let Err(e) = run_hooks(&sandbox, &net, &home, &stop_post, &what) {
+                let hooks = stop_post.lock().map(|h| h.clone()).unwrap_or_default();
+                if let Err(e) = run_hooks(&sandbox, &net, &home, &hooks, &what) {
                     eprintln!("lab: {e:#}");
                 }
             }
@@ -381,31 +526,9 @@ impl Lab {
         })
     }
 
-    /// Which holders have the VIP now, read in the order 0..n then n..0 (see
-    /// `figures`): a holder's two readings enclose those of the later ones.
+    /// Which holders have the VIP now (see [`holding`]).
     pub(super) fn holding(&self, topo: &Topology) -> Vec<(bool, bool)> {
-        let first = self.read_holders(topo.holders.iter());
-        let mut second = self.read_holders(topo.holders.iter().rev());
-        second.reverse();
-        first.into_iter().zip(second).collect()
-    }
-
-    pub(super) fn read_holders<'m>(&self, holders: impl Iterator<Item = &'m Member>) -> Vec<bool> {
-        let vip = self.vip.to_string();
-        holders
-            .map(|m| {
-                Command::new("ip")
-                    .args(["-n", &m.ns, "-o", "-4", "addr", "show", "dev", &m.interface])
-                    .stderr(Stdio::null())
-                    .output()
-                    .map(|o| {
-                        String::from_utf8_lossy(&o.stdout)
-                            .split_whitespace()
-                            .any(|w| w.split('/').next() == Some(vip.as_str()))
-                    })
-                    .unwrap_or(false)
-            })
-            .collect()
+        holding(&topo.holders, self.vip)
     }
 
     /// Waits until exactly one holder has the VIP and a probe succeeds;
@@ -622,6 +745,10 @@ pub(super) fn neighbour_mac(line: &str) -> Option<String> {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
+        // A hung (stopped) haproxy worker continues, to see its SIGTERM.
+        for h in 0..self.haproxy.len() {
+            self.signal_haproxy(h, libc::SIGCONT);
+        }
         for d in self
             .keepalived
             .iter_mut()
@@ -691,6 +818,60 @@ impl Drop for Lab {
             eprintln!("lab: kept {}", dir.keep().display());
         }
     }
+}
+
+/// Which `holders` have `vip` now, read in the order 0..n then n..0 (see `figures`): a
+/// holder's two readings enclose those of the later ones. A free function: a sampler thread
+/// reads it while the lab acts (`measure_during`).
+pub(super) fn holding(holders: &[Member], vip: Ipv4Addr) -> Vec<(bool, bool)> {
+    let first = read_holders(holders.iter(), vip);
+    let mut second = read_holders(holders.iter().rev(), vip);
+    second.reverse();
+    first.into_iter().zip(second).collect()
+}
+
+fn read_holders<'m>(holders: impl Iterator<Item = &'m Member>, vip: Ipv4Addr) -> Vec<bool> {
+    let vip = vip.to_string();
+    holders
+        .map(|m| {
+            Command::new("ip")
+                .args(["-n", &m.ns, "-o", "-4", "addr", "show", "dev", &m.interface])
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|w| w.split('/').next() == Some(vip.as_str()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The processes whose parent is `pid` (from `/proc`: the lab's processes share the host's
+/// process table).
+pub(super) fn children(pid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            // The fields after the command's closing parenthesis: state, then ppid.
+            fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// The last `n` non-empty lines of a daemon's log, for an error.
+pub(super) fn last_lines(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// A backend server the lab runs for a backend node.

@@ -21,6 +21,7 @@
 //! `report.rs` and `svg.rs` (what is said).
 
 pub mod arp;
+mod change;
 mod daemons;
 pub mod hooks;
 mod probe;
@@ -49,10 +50,12 @@ use serde::Serialize;
 
 use crate::contract::{NodePlan, Site, VrrpState};
 use crate::render::NodeArtifacts;
-use hooks::{Check, Hook, Refusal, ServiceHooks, Watch};
+use hooks::{Check, Hook, LabHook, Refusal, ServiceHooks, Watch};
 use sandbox::{NetNs, Sandbox};
 use unit::Hooks;
 
+use change::*;
+pub use change::{changes_of, wanted, Change, Changed};
 use daemons::*;
 use probe::*;
 pub use probe::{in_ns, mac_of, Probe, Sample};
@@ -87,9 +90,21 @@ pub struct LabArgs {
     /// backend-killed, backend-unreachable, backend-draining, backends-lost,
     /// backends-lost-everywhere, split-brain, client-stale-arp,
     /// vrrp-stall, node-stall,
-    /// long-lived, keepalived-stop, keepalived-crash.
+    /// long-lived, keepalived-stop, keepalived-crash,
+    /// change-haproxy, change-priority, change-advert (a change rolled as
+    /// `haseed apply` rolls it), restart-both, kolla-restart (the haproxy
+    /// change made as other tools make it: reference figures, not judged),
+    /// change-site (with --change).
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub scenario: Vec<String>,
+    /// The site after your change (same nodes, in the same order; new ones
+    /// may follow): its build is rolled onto the lab's load balancers as
+    /// `haseed apply` would roll it, while the client probes (scenario
+    /// change-site, the only one run unless --scenario names others). Passes
+    /// with no failed probe and no VIP move, or, when keepalived's
+    /// configuration changes, within the objective and never held twice.
+    #[arg(long, value_name = "NEW_SITE")]
+    pub change: Option<PathBuf>,
     /// Write one SVG timeline per scenario trial (probe results, which holder
     /// had the VIP) into this directory.
     #[arg(long, value_name = "DIR")]
@@ -114,6 +129,12 @@ pub const SCENARIOS: &[&str] = &[
     "long-lived",
     "keepalived-stop",
     "keepalived-crash",
+    "change-haproxy",
+    "change-priority",
+    "change-advert",
+    "restart-both",
+    "kolla-restart",
+    "change-site",
 ];
 
 /// Fails once SIGINT/SIGTERM/SIGHUP came (`crate::interrupt`): every loop of
@@ -157,6 +178,9 @@ pub struct TrialResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub arp_answered_by: Vec<String>,
     pub passed: bool,
+    /// A way other tools do it, measured for comparison and not judged (`restart-both`,
+    /// `kolla-restart`).
+    pub reference: bool,
     /// Why it failed, when it did.
     pub why: Option<String>,
     /// What the trial expected or saw besides the figures (a bound derived
@@ -202,6 +226,7 @@ pub fn run(
     objectives: &[Option<u64>],
     plans: &[NodePlan],
     nodes: &[(String, NodeArtifacts)],
+    changes: &[Changed],
     args: &LabArgs,
     out: &crate::envelope::Sink,
 ) -> anyhow::Result<ExitCode> {
@@ -242,7 +267,17 @@ pub fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Nothing starts unless every hook and check is one the lab knows.
     let setups = vet(&topo, plans, nodes)?;
+    // The changed builds' hooks and checks pass the same vetting before anything starts.
+    let changed = changes
+        .iter()
+        .map(|c| {
+            let setups = vet(&topo, &c.plans, &c.nodes)
+                .with_context(|| format!("the site with {}", c.change.what()))?;
+            Ok((c.change, setups))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut lab = Lab::new(&topo, setups)?;
+    lab.changed = changed;
     lab.instances = vrrp.iter().map(|v| v.instance.clone()).collect();
     let result = (|| {
         lab.build(site, &topo)?;
@@ -252,7 +287,7 @@ pub fn run(
         }
         let mut results = Vec::new();
         for &scenario in SCENARIOS {
-            if !args.scenario.is_empty() && !args.scenario.iter().any(|s| s == scenario) {
+            if !wanted(args, scenario) {
                 continue;
             }
             for trial in 1..=args.trials {
@@ -278,7 +313,15 @@ pub fn run(
                     "keepalived-stop" => {
                         lab.keepalived_stopped(&topo, trial, max_outage_ms, false, &vrrp)
                     }
-                    _ => lab.keepalived_stopped(&topo, trial, max_outage_ms, true, &vrrp),
+                    "keepalived-crash" => {
+                        lab.keepalived_stopped(&topo, trial, max_outage_ms, true, &vrrp)
+                    }
+                    other => match of_scenario(other) {
+                        Some(how) => {
+                            lab.config_change(site, &topo, trial, how, &vrrp, max_outage_ms)
+                        }
+                        None => bail!("no scenario {other}"),
+                    },
                 };
                 // An error ends the run: it says in which trial.
                 let mut r =

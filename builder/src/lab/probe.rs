@@ -83,6 +83,7 @@ pub(super) fn figures(
         duplicate_vip_ms: duplicate,
         arp_answered_by: Vec::new(),
         passed: false,
+        reference: false,
         why: None,
         note: None,
         timeline: None,

@@ -769,14 +769,7 @@ impl Lab {
     /// Stops haproxy on holder `h` (SIGTERM, its stop hooks run) and starts
     /// it again, as `systemctl restart haproxy`.
     pub(super) fn restart_haproxy(&mut self, topo: &Topology, h: usize) -> anyhow::Result<()> {
-        if let Some(mut d) = self.haproxy[h].take() {
-            // SAFETY: kill(2) on a pid this lab spawned and still watches.
-            unsafe { libc::kill(d.pid, libc::SIGTERM) };
-            // Its ExecStopPost has run once the watcher ends.
-            if let Some(w) = d.watcher.take() {
-                let _ = w.join();
-            }
-        }
+        self.stop_haproxy(h);
         self.start_haproxy(topo, h)
     }
 
@@ -804,36 +797,7 @@ impl Lab {
         action: &mut dyn FnMut(&mut Lab) -> anyhow::Result<()>,
     ) -> anyhow::Result<Measured> {
         let stop = Arc::new(AtomicBool::new(false));
-        let epoch = self.epoch;
-        let timeout = self.probe_timeout;
-        let probers: Vec<JoinHandle<anyhow::Result<Vec<Probe>>>> = topo
-            .ports
-            .iter()
-            .map(|&port| {
-                let (stop, ns, vip) = (stop.clone(), topo.client.ns.clone(), topo.vip);
-                thread::spawn(move || {
-                    enter_netns(&ns)?;
-                    let mut out = Vec::new();
-                    // Bounded: at most 10 minutes of probes.
-                    for _ in 0..30_000 {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let t0 = Instant::now();
-                        let r = probe(vip, port, timeout);
-                        out.push(Probe {
-                            t_ms: ms(t0 - epoch),
-                            ok: r.is_ok(),
-                            latency_ms: ms(t0.elapsed()),
-                        });
-                        if let Some(rest) = PROBE_EVERY.checked_sub(t0.elapsed()) {
-                            thread::sleep(rest);
-                        }
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
+        let probers = self.probers(topo, &stop);
         let samples = Arc::new(Mutex::new(Vec::new()));
         let t_start = Instant::now();
         let mut acted = false;
@@ -869,20 +833,48 @@ impl Lab {
             thread::sleep(PROBE_EVERY);
         }
         // The probers stop however the window ended.
-        stop.store(true, Ordering::SeqCst);
-        let mut probes = Vec::new();
-        for p in probers {
-            probes.extend(p.join().map_err(|_| anyhow!("prober panicked"))??);
-        }
+        let probes = stop_probers(&stop, probers);
         failed?;
+        let probes = probes?;
         interrupted()?;
-        probes.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         let samples = std::mem::take(&mut *samples.lock().expect("no panic holds it"));
         Ok(Measured {
             probes,
             samples,
             action_ms,
         })
+    }
+
+    /// The client's probers, one thread per service port, each probing the VIP every
+    /// [`PROBE_EVERY`] until `stop` (at most 10 minutes).
+    pub(super) fn probers(&self, topo: &Topology, stop: &Arc<AtomicBool>) -> Vec<Prober> {
+        let (epoch, timeout) = (self.epoch, self.probe_timeout);
+        topo.ports
+            .iter()
+            .map(|&port| {
+                let (stop, ns, vip) = (stop.clone(), topo.client.ns.clone(), topo.vip);
+                thread::spawn(move || {
+                    enter_netns(&ns)?;
+                    let mut out = Vec::new();
+                    for _ in 0..30_000 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let t0 = Instant::now();
+                        let r = probe(vip, port, timeout);
+                        out.push(Probe {
+                            t_ms: ms(t0 - epoch),
+                            ok: r.is_ok(),
+                            latency_ms: ms(t0.elapsed()),
+                        });
+                        if let Some(rest) = PROBE_EVERY.checked_sub(t0.elapsed()) {
+                            thread::sleep(rest);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect()
     }
 
     /// A trial's figures with its timeline attached (`mark` names the action).
@@ -1133,10 +1125,9 @@ impl Lab {
     ) -> anyhow::Result<TrialResult> {
         let active = self.active(topo)?;
         let name = topo.holders[active].name.clone();
-        let pid = self.haproxy[active]
-            .as_ref()
-            .map(|d| d.pid)
-            .ok_or_else(|| anyhow!("haproxy not running on {name}"))?;
+        if self.haproxy[active].is_none() {
+            bail!("haproxy not running on {name}");
+        }
         let bound = vrrp[active].hung_bound_ms();
         // Without anything that sees it, watch 4 s: the VIP stays put.
         let window = Duration::from_millis(vrrp[active].hung_detect_ms().unwrap_or(3000) + 1000);
@@ -1145,15 +1136,14 @@ impl Lab {
             Duration::from_millis(300),
             window,
             bound.map(|_| active),
-            &mut |_| {
-                // SAFETY: kill(2) on a pid this lab spawned and still watches.
-                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            &mut |lab| {
+                // Master and workers: the worker is what serves.
+                lab.signal_haproxy(active, libc::SIGSTOP);
                 Ok(())
             },
         );
         // Whatever happened, haproxy continues.
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        self.signal_haproxy(active, libc::SIGCONT);
         let m = m?;
         let mut r = self.trial(
             topo,
@@ -1220,19 +1210,19 @@ impl Lab {
         let name = topo.holders[old].name.clone();
         let keepalived = trial.is_multiple_of(2);
         // The failover, not measured: the VIP leaves the old master.
-        let pid = if keepalived {
-            self.keepalived[old].as_ref().map(|d| d.pid)
+        if keepalived {
+            let pid = self.keepalived[old]
+                .as_ref()
+                .map(|d| d.pid)
+                .ok_or_else(|| anyhow!("{name}: keepalived is not running"))?;
+            // SAFETY: kill(2) on a pid this lab spawned and still watches.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         } else {
-            self.haproxy[old].as_ref().map(|d| d.pid)
+            if self.haproxy[old].is_none() {
+                bail!("{name}: haproxy is not running");
+            }
+            self.signal_haproxy(old, libc::SIGKILL);
         }
-        .ok_or_else(|| anyhow!("{name}: the daemon to stop is not running"))?;
-        let signal = if keepalived {
-            libc::SIGTERM
-        } else {
-            libc::SIGKILL
-        };
-        // SAFETY: kill(2) on a pid this lab spawned and still watches.
-        unsafe { libc::kill(pid, signal) };
         let slot = if keepalived {
             self.keepalived[old].take()
         } else {
@@ -1346,18 +1336,18 @@ impl Lab {
         max_ms: u64,
     ) -> anyhow::Result<TrialResult> {
         let active = self.active(topo)?;
-        let pid = self.haproxy[active]
-            .as_ref()
-            .map(|d| d.pid)
-            .ok_or_else(|| anyhow!("haproxy not running"))?;
+        if self.haproxy[active].is_none() {
+            bail!("haproxy not running");
+        }
         let m = self.measure_leaving(
             topo,
             Duration::from_millis(300),
             Duration::from_millis(1700),
             Some(active),
-            &mut |_| {
-                // SAFETY: kill(2) on a pid this lab spawned and still watches.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            &mut |lab| {
+                // Every haproxy process of the node, as the OOM killer's or a crash's end of
+                // the worker ends the master too (`exit-on-failure`).
+                lab.signal_haproxy(active, libc::SIGKILL);
                 Ok(())
             },
         )?;
@@ -1583,6 +1573,20 @@ impl Lab {
 /// haproxy: how long haproxy may still send to it after it died.
 /// Adds or deletes (`op`) a member's address in its own namespace: deleted,
 /// packets to it vanish unanswered, as with a host powered off.
+/// A prober thread: its probes, in time order.
+pub(super) type Prober = JoinHandle<anyhow::Result<Vec<Probe>>>;
+
+/// Stops the probers and collects their probes, in time order.
+pub(super) fn stop_probers(stop: &AtomicBool, probers: Vec<Prober>) -> anyhow::Result<Vec<Probe>> {
+    stop.store(true, Ordering::SeqCst);
+    let mut probes = Vec::new();
+    for p in probers {
+        probes.extend(p.join().map_err(|_| anyhow!("prober panicked"))??);
+    }
+    probes.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    Ok(probes)
+}
+
 fn member_address(topo: &Topology, member: &Member, op: &str) -> anyhow::Result<()> {
     let address = format!("{}/{}", member.address, topo.prefix);
     ip(&[

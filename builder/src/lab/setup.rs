@@ -67,6 +67,7 @@ pub(super) fn lab_haproxy_cfg(text: &str, home: &Path) -> String {
 }
 
 /// What the lab runs for one holder, decided before anything starts.
+#[derive(Clone)]
 pub(super) struct Setup {
     pub(super) node: u32,
     /// Its plan: the lab renders its keepalived section again, with the
@@ -76,6 +77,8 @@ pub(super) struct Setup {
     pub(super) checks: Vec<Check>,
     /// haproxy.cfg as built (it names no program to run).
     pub(super) haproxy_cfg: String,
+    /// The node's build: what `haseed apply` compares (config-change scenarios).
+    pub(super) artifacts: NodeArtifacts,
     pub(super) haproxy: ServiceHooks,
     pub(super) keepalived: ServiceHooks,
     /// The watcher of haproxy's monitor URI, when the plan enables it
@@ -234,6 +237,7 @@ pub(super) fn vet(
             plan: plan.clone(),
             checks,
             haproxy_cfg,
+            artifacts: art.clone(),
             haproxy,
             keepalived,
             watch,
