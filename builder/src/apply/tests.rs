@@ -373,6 +373,43 @@ fn an_apply_killed_mid_swap_is_rolled_back_by_the_next_run() {
 }
 
 #[test]
+fn a_signal_mid_swap_puts_the_old_files_back_at_once() {
+    // Ctrl-C on the build machine (INT), the connection lost (HUP from sshd, PIPE on the next
+    // write), a stop (TERM): node.sh's trap rolls back before the shell ends.
+    for signal in ["TERM", "HUP", "INT", "PIPE"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a.cfg");
+        std::fs::write(&a, "old\n").unwrap();
+        let body = format!(
+            "begin\n{}step swap swap {} --\nkill -{signal} $$\nsleep 5\nsay step after-the-signal ok 0\n",
+            stage_line(&a, "new\n"),
+            quote(&a.display().to_string())
+        );
+        let (reply, all) = node(tmp.path(), &body);
+        assert_eq!(
+            std::fs::read_to_string(&a).unwrap(),
+            "old\n",
+            "{signal}: {all}"
+        );
+        let (steps, _, rolled_back, done) = parse_steps(&reply);
+        assert!(rolled_back && !done, "{signal}: {all}");
+        assert!(
+            steps.iter().any(|s| s.step == "interrupted" && !s.ok),
+            "{signal}: {all}"
+        );
+        assert!(
+            !steps.iter().any(|s| s.step == "after-the-signal"),
+            "{signal}: {all}"
+        );
+        // Nothing is left for the next run or diff to recover.
+        let (reply, all) = node(tmp.path(), "read_applied\n");
+        let mut live = Live::default();
+        parse_state(&reply, &mut live).unwrap();
+        assert_eq!(live.interrupted, None, "{signal}: {all}");
+    }
+}
+
+#[test]
 fn a_second_apply_is_refused_while_one_holds_the_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
