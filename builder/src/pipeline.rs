@@ -204,6 +204,17 @@ pub fn render(
     inv: &Inventory,
     plans: &[NodePlan],
 ) -> Result<Vec<(String, NodeArtifacts)>, BuildError> {
+    let all: Vec<usize> = (0..inv.site.nodes.len()).collect();
+    render_some(inv, plans, &all)
+}
+
+/// As [`render`], for the nodes `which` (indices into `site.nodes`) only, in that order:
+/// `haseed diff --node lb1` renders lb1, not the whole site.
+pub fn render_some(
+    inv: &Inventory,
+    plans: &[NodePlan],
+    which: &[usize],
+) -> Result<Vec<(String, NodeArtifacts)>, BuildError> {
     let renderer = Renderer::new();
     let nodes = &inv.site.nodes;
     let one = |i: usize| {
@@ -220,7 +231,7 @@ pub fn render(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    map_in_order(nodes.len(), threads, one)
+    map_in_order(which.len(), threads, |k| one(which[k]))
 }
 
 /// `(0..n).map(f).collect()`, computed in consecutive slices on up to `threads` threads: the

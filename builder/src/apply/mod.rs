@@ -476,8 +476,8 @@ struct Survey {
 
 fn survey(global: &Global, which: &Nodes, ssh: &Ssh, parallel: usize) -> anyhow::Result<Survey> {
     let (site, names) = (&which.site, &which.nodes);
+    // The plan covers the whole site (plugins see all of it); only the chosen nodes render.
     let planned = crate::cli::plan_site(global, site, which.stage.as_deref())?;
-    let rendered = crate::pipeline::render(&planned.inv, &planned.plans)?;
     let site_def = planned.inv.site.clone();
     let mut chosen = Vec::new();
     let index: BTreeMap<&str, usize> = site_def
@@ -504,10 +504,10 @@ fn survey(global: &Global, which: &Nodes, ssh: &Ssh, parallel: usize) -> anyhow:
     if names.is_empty() {
         chosen = (0..site_def.nodes.len()).collect();
     }
+    let rendered = crate::pipeline::render_some(&planned.inv, &planned.plans, &chosen)?;
     let mut artifacts = Vec::new();
     let mut states = Vec::new();
-    for &i in &chosen {
-        let a = rendered[i].1.clone();
+    for (&i, (_, a)) in chosen.iter().zip(rendered) {
         states.push(NodeState::of(&site_def.nodes[i], &planned.plans[i], &a));
         artifacts.push(a);
     }

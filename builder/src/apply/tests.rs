@@ -16,6 +16,29 @@ fn lb1(edit: impl Fn(&str) -> String) -> (NodeState, NodeArtifacts) {
     (NodeState::of(&inv.site.nodes[0], &plans[0], &a), a)
 }
 
+#[test]
+fn the_chosen_nodes_render_alone_as_they_do_in_the_whole_site() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/pi-k8s/site.toml");
+    let inv = crate::inventory::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let host = crate::policy::Host::new(None, crate::policy::Limits::default()).unwrap();
+    let chain = crate::pipeline::load_chain(&host, &inv).unwrap();
+    let (plans, _) = crate::pipeline::plan(&host, &inv, &chain).unwrap();
+    let all = crate::pipeline::render(&inv, &plans).unwrap();
+    let some = crate::pipeline::render_some(&inv, &plans, &[3, 0]).unwrap();
+    let files = |a: &NodeArtifacts| -> Vec<(String, String)> {
+        a.files
+            .iter()
+            .map(|f| (f.path.clone(), f.content.clone()))
+            .collect()
+    };
+    assert_eq!(some.len(), 2);
+    for (got, want) in some.iter().zip([&all[3], &all[0]]) {
+        assert_eq!(got.0, want.0);
+        assert_eq!(files(&got.1), files(&want.1), "{}", got.0);
+        assert_eq!(got.1.network_config, want.1.network_config);
+    }
+}
+
 /// What a node holding exactly `state` (all services running) reports.
 fn live_of(state: &NodeState, artifacts: &NodeArtifacts) -> Live {
     Live {
