@@ -398,18 +398,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("{what}: running {argv:?}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{what}: {argv:?} ran longer than 10 s");
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
+        let status = wait_bounded(&mut child, what, argv)?;
         if status.success() {
             return Ok(());
         }

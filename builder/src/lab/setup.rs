@@ -24,18 +24,7 @@ pub(super) fn run_hooks(
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("{what}: running {argv:?}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{what}: {argv:?} ran longer than 10 s");
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
+        let status = wait_bounded(&mut child, what, &argv)?;
         if !status.success() && !ignore_failure {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
@@ -45,6 +34,27 @@ pub(super) fn run_hooks(
         }
     }
     Ok(())
+}
+
+/// Waits for a hook or a checking tool the lab started, at most 10 s; one that runs longer is
+/// killed and named in the error.
+pub(super) fn wait_bounded(
+    child: &mut Child,
+    what: &str,
+    argv: &[impl std::fmt::Debug],
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what}: {argv:?} ran longer than 10 s");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// haproxy.cfg for the lab: the admin socket under `home`, and haproxy left
