@@ -52,7 +52,7 @@ pub fn changes_of(args: &LabArgs) -> Vec<Change> {
     out
 }
 
-/// What a config-change scenario changes in every holder's plan.
+/// What a config-change scenario changes in the site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Every service's health check `rise` one above the highest the plans have.

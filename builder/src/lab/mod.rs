@@ -100,7 +100,8 @@ pub struct LabArgs {
     /// The site after your change (same nodes, in the same order; new ones
     /// may follow): its build is rolled onto the lab's load balancers as
     /// `haseed apply` would roll it, while the client probes (scenario
-    /// change-site, the only one run unless --scenario names others). Passes
+    /// change-site: it runs alone, unless --scenario picks the scenarios,
+    /// change-site among them or not). Passes
     /// with no failed probe and no VIP move, or, when keepalived's
     /// configuration changes, within the objective and never held twice.
     #[arg(long, value_name = "NEW_SITE")]
