@@ -115,7 +115,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         sudo haseed lab site.toml --trials 5\n  \
         sudo haseed lab site.toml --vip k8s-api --scenario haproxy-killed --trials 10 --json\n  \
-        sudo haseed lab site.toml --svg timelines/\n\n\
+        sudo haseed lab site.toml --svg timelines/\n  \
+        sudo haseed lab site.toml --change site-next.toml --trials 10   # your change, rolled as apply would\n\n\
         In the inventory:\n  \
         [[vip]]\n  name = \"db\"\n  ...\n  max_outage_ms = 250   # this VIP's objective")]
     Lab(crate::lab::LabArgs),
