@@ -385,7 +385,10 @@ impl Lab {
         bail!(
             "{}: haproxy's master started no new worker within 10 s of its reload: {}",
             m.name,
-            last_lines(&home.join("haproxy.log"), 5)
+            crate::apply::remote::last_lines(
+                &fs::read_to_string(home.join("haproxy.log")).unwrap_or_default(),
+                5
+            )
         )
     }
 
@@ -854,13 +857,6 @@ pub(super) fn children(pid: i32) -> Vec<i32> {
             })
         })
         .collect()
-}
-
-/// The last `n` non-empty lines of a daemon's log, for an error.
-pub(super) fn last_lines(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// A backend server the lab runs for a backend node.
